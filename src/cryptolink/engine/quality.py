@@ -1,0 +1,203 @@
+"""Connection quality: a frozen snapshot (:class:`ConnectionQuality`) and the bounded tracker that computes
+it.
+
+Inputs, all recorded by the connection:
+
+- ``record_rtt(ms)``: keepalive round trips (protocol ping -> pong, or app ``ping`` -> ``pong``), ms;
+- ``record_lag(ms)``: exchange event time (``timestamp_ms``) to local receipt (``receipt_ns``), sampled, ms;
+- ``record_gap(n)``: sequence gaps found downstream (books, trade ids), counted as lost-data events;
+- ``record_disconnect(now)``: every unrequested session end;
+- ``tick(now, messages_total, errors_total)``: cumulative counters sampled at each engine tick.
+
+Definitions (``window_s`` default 60 s, ``stability_window_s`` default 600 s)::
+
+    throughput_msgs_s = messages in the last window_s / window length
+    error_rate_per_min = errors (decode errors, exchange errors, callback errors) in the last window_s, per
+    minute
+    loss_rate         = sequence gaps / messages, both in the last window_s
+    stability         = max(0, 100 - 25 * disconnects in the last stability_window_s)
+    latency_score     = 100 if rtt p99 <= good_latency_ms (250) else linear to 0 at bad_latency_ms (2500);
+                        100 while no round trip was measured
+    loss_score        = 100 * (1 - min(1, 100 * loss_rate))          (1 % loss => 0)
+    error_score       = max(0, 100 - 10 * error_rate_per_min)
+    score             = 0.35 * stability + 0.25 * latency_score + 0.20 * loss_score + 0.20 * error_score
+
+Exchange-time lag is reported but not scored (it mixes in clock skew). Hysteresis: the tracker reports
+``degraded`` when the score falls below ``poor_below`` (50) and ``improved`` only when it climbs back to
+``good_at`` (80) or more, so a score hovering around one threshold does not flap.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["ConnectionQuality", "QualityChange", "QualityConfig", "QualityTracker"]
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    """Windows (s), thresholds (score 0-100) and latency bounds (ms) of the quality score."""
+
+    window_s: float = 60.0
+    stability_window_s: float = 600.0
+    good_at: float = 80.0
+    poor_below: float = 50.0
+    good_latency_ms: float = 250.0
+    bad_latency_ms: float = 2500.0
+    samples: int = 256
+    """Round-trip and lag samples kept."""
+
+
+class QualityChange(StrEnum):
+    """Threshold crossings reported by :meth:`QualityTracker.tick`."""
+
+    DEGRADED = "degraded"
+    IMPROVED = "improved"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionQuality:
+    """Quality snapshot of one connection (see the module docstring for every formula).
+
+    Attributes:
+        latency_mean_ms / latency_p99_ms: keepalive round trip, ms (``None``: not measured yet).
+        lag_mean_ms / lag_p99_ms: exchange event time to receipt, ms (``None``: no timestamps seen).
+        gaps: sequence gaps reported since start; loss_rate: gaps per message in the recent window.
+        stability: 0-100 from recent disconnects.
+        throughput_msgs_s: messages per second over the recent window.
+        error_rate_per_min: errors per minute over the recent window.
+        uptime_pct: connected time / time since first start, percent.
+        score: overall 0-100; poor: the tracker is in the degraded band.
+    """
+
+    latency_mean_ms: float | None
+    latency_p99_ms: float | None
+    lag_mean_ms: float | None
+    lag_p99_ms: float | None
+    gaps: int
+    loss_rate: float
+    stability: float
+    throughput_msgs_s: float
+    error_rate_per_min: float
+    uptime_pct: float
+    score: float
+    poor: bool
+
+
+def _mean_p99(values: deque[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, int(0.99 * len(ordered)))
+    return sum(ordered) / len(ordered), ordered[idx]
+
+
+class QualityTracker:
+    """Bounded windows of quality inputs; :meth:`snapshot` computes a :class:`ConnectionQuality`.
+
+    Args:
+        config: windows and thresholds.
+    """
+
+    def __init__(self, config: QualityConfig | None = None) -> None:
+        self.config = c = config or QualityConfig()
+        self._rtt: deque[float] = deque(maxlen=c.samples)
+        self._lag: deque[float] = deque(maxlen=c.samples)
+        self._disconnects: deque[float] = deque(maxlen=64)
+        # (time, messages_total, errors_total, gaps_total) samples taken at ticks; bounded
+        self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=512)
+        self.gaps = 0
+        self.poor = False
+        self._last_score = 100.0
+
+    # inputs -------------------------------------------------------------------------------------------------
+    def record_rtt(self, ms: float) -> None:
+        """A keepalive round trip, ms."""
+        self._rtt.append(ms)
+
+    def record_lag(self, ms: float) -> None:
+        """An exchange-time-to-receipt lag sample, ms."""
+        self._lag.append(ms)
+
+    def record_gap(self, n: int = 1) -> None:
+        """``n`` sequence gaps were detected downstream."""
+        self.gaps += n
+
+    def record_disconnect(self, now: float) -> None:
+        """An unrequested session end at monotonic ``now`` (s)."""
+        self._disconnects.append(now)
+
+    # computation --------------------------------------------------------------------------------------------
+    def _window_deltas(self, now: float) -> tuple[float, int, int, int]:
+        s = self._samples
+        if len(s) < 2:
+            return 0.0, 0, 0, 0
+        newest = s[-1]
+        oldest = s[0]
+        horizon = now - self.config.window_s
+        for item in s:
+            if item[0] >= horizon:
+                oldest = item
+                break
+        if oldest is newest:
+            oldest = s[-2]
+        return (newest[0] - oldest[0], newest[1] - oldest[1], newest[2] - oldest[2], newest[3] - oldest[3])
+
+    def snapshot(self, now: float, uptime_pct: float = 100.0) -> ConnectionQuality:
+        """The quality at monotonic ``now`` (s) from the samples taken so far."""
+        c = self.config
+        lat_mean, lat_p99 = _mean_p99(self._rtt)
+        lag_mean, lag_p99 = _mean_p99(self._lag)
+        dt, dmsg, derr, dgap = self._window_deltas(now)
+        throughput = dmsg / dt if dt > 0 else 0.0
+        err_per_min = derr * 60.0 / dt if dt > 0 else 0.0
+        loss_rate = dgap / dmsg if dmsg > 0 else (1.0 if dgap else 0.0)
+        recent = sum(1 for t in self._disconnects if t >= now - c.stability_window_s)
+        stability = max(0.0, 100.0 - 25.0 * recent)
+        if lat_p99 is None or lat_p99 <= c.good_latency_ms:
+            latency_score = 100.0
+        else:
+            span = max(1e-9, c.bad_latency_ms - c.good_latency_ms)
+            latency_score = max(0.0, 100.0 * (1.0 - (lat_p99 - c.good_latency_ms) / span))
+        loss_score = 100.0 * (1.0 - min(1.0, 100.0 * loss_rate))
+        error_score = max(0.0, 100.0 - 10.0 * err_per_min)
+        score = 0.35 * stability + 0.25 * latency_score + 0.20 * loss_score + 0.20 * error_score
+        return ConnectionQuality(
+            latency_mean_ms=lat_mean,
+            latency_p99_ms=lat_p99,
+            lag_mean_ms=lag_mean,
+            lag_p99_ms=lag_p99,
+            gaps=self.gaps,
+            loss_rate=loss_rate,
+            stability=stability,
+            throughput_msgs_s=throughput,
+            error_rate_per_min=err_per_min,
+            uptime_pct=uptime_pct,
+            score=round(score, 2),
+            poor=self.poor,
+        )
+
+    def tick(
+        self, now: float, messages_total: int, errors_total: int, uptime_pct: float = 100.0
+    ) -> QualityChange | None:
+        """Sample cumulative counters at ``now``; return a threshold crossing (with hysteresis)."""
+        self._samples.append((now, messages_total, errors_total, self.gaps))
+        horizon = now - max(self.config.window_s, 1.0) * 2
+        while len(self._samples) > 2 and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        score = self.snapshot(now, uptime_pct).score
+        self._last_score = score
+        if not self.poor and score < self.config.poor_below:
+            self.poor = True
+            return QualityChange.DEGRADED
+        if self.poor and score >= self.config.good_at:
+            self.poor = False
+            return QualityChange.IMPROVED
+        return None
+
+    @property
+    def last_score(self) -> float:
+        """Score computed at the last :meth:`tick`."""
+        return self._last_score

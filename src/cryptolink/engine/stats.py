@@ -1,0 +1,98 @@
+"""Immutable statistics snapshots: one per connection (:class:`ConnectionStats`) and totals
+(:class:`TotalStats`).
+
+Every view (status API, metrics, reports, caches) reads these same snapshots; nothing holds a live reference
+into a
+connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptolink.engine.quality import ConnectionQuality
+from cryptolink.engine.state import ConnectionState
+
+__all__ = ["ConnectionStats", "TotalStats", "combine"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """Counters and state of one logical connection at one instant.
+
+    Attributes:
+        connection_id / exchange / url / route: identity (``route`` as in ``ConnectionSpec.route``).
+        state: current :class:`~cryptolink.engine.state.ConnectionState`.
+        messages: frames received (all sessions, all kinds); bytes: their size (UTF-8 bytes for text frames).
+        market_events: trades, tickers and book messages delivered to the callback.
+        errors: decode errors + exchange errors + callback errors + transport errors.
+        decode_errors: malformed frames counted and skipped.
+        oversized_frames: frames over ``max_frame_bytes`` (each reset the session).
+        callback_errors: exceptions raised by the data callback (isolated).
+        reconnect_attempts: attempts after the first connect; successful_reconnects: those that opened a
+        socket.
+        disconnections: sessions that ended without being asked to.
+        downtime_s / uptime_s: time spent not connected / connected (incl. unstable) since start, s.
+        connected_since_ns: wall time (epoch ns) the current session opened; ``None`` when not connected.
+        last_message_age_s: seconds since the last received frame; ``None`` before any.
+        subscriptions_confirmed / _pending / _rejected: registry sizes.
+        rotations: completed make-before-break rotations.
+        quality: the quality snapshot.
+    """
+
+    connection_id: str
+    exchange: str
+    url: str
+    route: str
+    state: ConnectionState
+    messages: int
+    bytes: int
+    market_events: int
+    errors: int
+    decode_errors: int
+    oversized_frames: int
+    callback_errors: int
+    reconnect_attempts: int
+    successful_reconnects: int
+    disconnections: int
+    downtime_s: float
+    uptime_s: float
+    connected_since_ns: int | None
+    last_message_age_s: float | None
+    subscriptions_confirmed: int
+    subscriptions_pending: int
+    subscriptions_rejected: int
+    rotations: int
+    quality: ConnectionQuality
+
+
+_ACTIVE = frozenset({ConnectionState.CONNECTED, ConnectionState.UNSTABLE})
+
+
+@dataclass(frozen=True, slots=True)
+class TotalStats:
+    """Sums over many connections (``active``: connected or unstable)."""
+
+    connections: int = 0
+    active_connections: int = 0
+    messages: int = 0
+    errors: int = 0
+    reconnect_attempts: int = 0
+    successful_reconnects: int = 0
+    downtime_s: float = 0.0
+
+
+def combine(stats: Iterable[ConnectionStats]) -> TotalStats:
+    """Sum ``stats`` into one :class:`TotalStats`."""
+    n = active = messages = errors = attempts = ok = 0
+    down = 0.0
+    for s in stats:
+        n += 1
+        active += s.state in _ACTIVE
+        messages += s.messages
+        errors += s.errors
+        attempts += s.reconnect_attempts
+        ok += s.successful_reconnects
+        down += s.downtime_s
+    return TotalStats(n, active, messages, errors, attempts, ok, down)

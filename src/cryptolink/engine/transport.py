@@ -1,0 +1,170 @@
+"""The socket seam: a :class:`Transport` opens :class:`TransportSession` objects; the engine only sees these.
+
+:class:`WebsocketsTransport` is the real implementation on ``websockets.asyncio.client.connect`` (websockets
+>= 14):
+
+- ``max_size`` = the adapter's ``ConnectionPolicy.max_frame_bytes``: a larger frame makes ``recv`` raise
+  :class:`~cryptolink.engine.errors.FrameTooLarge` (the library closes the socket with code 1009);
+- ``ping_interval=None``: the engine drives keepalive itself (``ping()``), per adapter policy;
+- ``compression=None`` (the supported exchanges send plain JSON text: EXCHANGES.md summary table);
+- ``open_timeout_s``: bounds the TCP + TLS + HTTP upgrade; a server that accepts TCP but never answers the
+  handshake raises :class:`~cryptolink.engine.errors.HandshakeTimeout`;
+- ``max_queue``: received frames buffered by the library (bounded, default 64);
+- server protocol pings are answered automatically by the library with a pong echoing the payload (the Binance
+  rule: EXCHANGES.md sections 1-2).
+
+Library errors are mapped onto :mod:`cryptolink.engine.errors` with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import CloseCode
+
+from cryptolink.engine.errors import ConnectError, ConnectionClosed, FrameTooLarge, HandshakeTimeout
+
+__all__ = ["Transport", "TransportSession", "WebsocketsSession", "WebsocketsTransport"]
+
+
+class TransportSession(Protocol):
+    """One open socket."""
+
+    async def send(self, frame: str) -> None:
+        """Send a text frame.
+
+        Raises:
+            ConnectionClosed: the socket is closed.
+        """
+        ...
+
+    async def recv(self) -> str | bytes:
+        """The next data frame (text as ``str``, binary as ``bytes``).
+
+        Raises:
+            ConnectionClosed: the socket closed (``code`` and ``reason`` of the close frame).
+            FrameTooLarge: the frame exceeded the size limit; the socket is closed.
+        """
+        ...
+
+    async def ping(self) -> float:
+        """Send a protocol ping and wait for its pong; return the round trip in seconds.
+
+        Raises:
+            ConnectionClosed: the socket closed before the pong.
+        """
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close gracefully (close handshake, bounded by the transport's close timeout)."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close handshake."""
+        ...
+
+
+class Transport(Protocol):
+    """Opens sessions."""
+
+    async def connect(self, url: str, *, max_frame_bytes: int) -> TransportSession:
+        """Open a WebSocket to ``url`` accepting frames up to ``max_frame_bytes``.
+
+        Raises:
+            HandshakeTimeout: the opening handshake did not finish in time.
+            ConnectError: anything else that prevented the connection.
+        """
+        ...
+
+
+def _closed(exc: websockets.exceptions.ConnectionClosed) -> ConnectionClosed | FrameTooLarge:
+    sent = exc.sent
+    if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+        return FrameTooLarge(None, sent.reason)
+    rcvd = exc.rcvd
+    if rcvd is not None:
+        return ConnectionClosed(int(rcvd.code), rcvd.reason)
+    if sent is not None:
+        return ConnectionClosed(int(sent.code), sent.reason)
+    return ConnectionClosed(1006, "connection lost")
+
+
+class WebsocketsSession:
+    """:class:`TransportSession` over a ``websockets`` client connection."""
+
+    __slots__ = ("_limit", "_ws")
+
+    def __init__(self, ws: ClientConnection, max_frame_bytes: int) -> None:
+        self._ws = ws
+        self._limit = max_frame_bytes
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self._ws.send(frame)
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def recv(self) -> str | bytes:
+        try:
+            return await self._ws.recv()
+        except websockets.exceptions.ConnectionClosed as exc:
+            err = _closed(exc)
+            if isinstance(err, FrameTooLarge):
+                err.limit_bytes = self._limit
+            raise err from exc
+
+    async def ping(self) -> float:
+        try:
+            waiter = await self._ws.ping()
+            return await waiter
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+    def abort(self) -> None:
+        transport = self._ws.transport
+        if transport is not None:
+            transport.abort()
+
+
+class WebsocketsTransport:
+    """Real WebSocket transport.
+
+    Args:
+        open_timeout_s: bound on the opening handshake, s.
+        close_timeout_s: bound on the closing handshake, s.
+        max_queue: frames buffered by the library before it stops reading the socket.
+    """
+
+    def __init__(
+        self, *, open_timeout_s: float = 10.0, close_timeout_s: float = 5.0, max_queue: int = 64
+    ) -> None:
+        self.open_timeout_s = open_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.max_queue = max_queue
+
+    async def connect(self, url: str, *, max_frame_bytes: int) -> WebsocketsSession:
+        try:
+            ws = await connect(
+                url,
+                max_size=max_frame_bytes,
+                ping_interval=None,
+                ping_timeout=None,
+                compression=None,
+                open_timeout=self.open_timeout_s,
+                close_timeout=self.close_timeout_s,
+                max_queue=self.max_queue,
+                proxy=None,
+            )
+        except TimeoutError as exc:
+            raise HandshakeTimeout(
+                f"no WebSocket handshake from {url} within {self.open_timeout_s} s"
+            ) from exc
+        except (OSError, websockets.exceptions.WebSocketException, asyncio.IncompleteReadError) as exc:
+            raise ConnectError(f"cannot connect to {url}: {exc!r}") from exc
+        return WebsocketsSession(ws, max_frame_bytes)
