@@ -1,0 +1,512 @@
+"""Service configuration: which exchanges, markets, symbols and channels to stream, and how to keep them
+healthy.
+
+A :class:`CryptolinkConfig` is loaded from YAML (:func:`load_config`,
+:meth:`CryptolinkConfig.from_yaml_text`) or built in Python
+(``CryptolinkConfig(exchanges={"binance": ExchangeConfig(exchange="binance", symbols=[...])})``).
+Every key, its type, default and meaning, and the environment variables, are documented in
+``docs/configuration.md``.
+
+Errors: a bad configuration raises one :class:`ConfigError` whose message names every wrong field with its
+path (``exchanges.binance.symbols[1]: ...``), one per line. Unknown keys are errors. Secret values
+(``api_key``, ``api_secret``) are :class:`pydantic.SecretStr`: they print as ``**********`` in ``repr``,
+``str`` and ``model_dump_json`` and never appear in error messages.
+
+Environment: ``CRYPTOLINK_<NAME>_API_KEY`` and ``CRYPTOLINK_<NAME>_API_SECRET`` override the secrets of the
+exchange entry named ``<NAME>`` (the entry's key upper-cased, every character other than ``A-Z0-9`` replaced
+by ``_``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cryptolink.bus import OverflowPolicy
+from cryptolink.models import Channel, Market, Subscription
+
+__all__ = [
+    "ENV_PREFIX",
+    "SUPPORTED",
+    "ChannelsConfig",
+    "ConfigError",
+    "CryptolinkConfig",
+    "ExchangeConfig",
+    "OutputConfig",
+    "OverflowPolicy",
+    "ReconnectConfig",
+    "WatchdogConfig",
+    "env_var_name",
+    "load_config",
+]
+
+SUPPORTED: Mapping[str, tuple[Market, ...]] = {
+    "binance": (Market.SPOT, Market.PERPETUAL),
+    "okx": (Market.SPOT, Market.PERPETUAL),
+}
+"""Exchange ids cryptolink can stream, with the markets each supports."""
+
+ENV_PREFIX = "CRYPTOLINK_"
+"""Prefix of every environment variable cryptolink reads."""
+
+_SUPPORTED_CONTEXT_KEY = "supported"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ASSET = r"[A-Z0-9]{1,20}"
+_SPOT_RE = re.compile(rf"^{_ASSET}/{_ASSET}$")
+_PERP_RE = re.compile(rf"^{_ASSET}/{_ASSET}:{_ASSET}$")
+_MAX_SYMBOLS = 1024
+_MAX_BOOK_DEPTH = 5000  # Binance spot REST snapshot cap (EXCHANGES.md section 1, "Book sync (spot)")
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid.
+
+    Attributes:
+        problems: ``(path, message)`` pairs, one per wrong field, e.g.
+            ``("exchanges.binance.symbols[1]", "'BTCUSDT' is not a unified spot symbol ...")``.
+        source: file the configuration came from, if any.
+
+    ``str(error)`` lists every problem, one per line.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = len(problems)
+        head = f"invalid configuration{where}: {count} problem{'s' if count != 1 else ''}"
+        lines = [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        super().__init__("\n".join([head, *lines]))
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ChannelsConfig(_Section):
+    """Which channels to stream for every symbol of an exchange entry.
+
+    YAML accepts a mapping (``{trades: true, ticker: false, book: true, depth: 20}``) or a list of channel
+    names (``[trades, book]``: listed ones on, others off).
+
+    Attributes:
+        trades: public trades.
+        ticker: best bid/offer (BBO) ticker.
+        book: incremental L2 order book.
+        depth: book levels per side to ask for; ``None`` uses the adapter's default. 1..5000.
+    """
+
+    trades: bool = True
+    ticker: bool = True
+    book: bool = True
+    depth: int | None = Field(default=None, ge=1, le=_MAX_BOOK_DEPTH)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            names = [str(x) for x in data]
+            unknown = [n for n in names if n not in {c.value for c in Channel}]
+            if unknown:
+                raise ValueError(f"unknown channel(s) {unknown}; expected some of trades, ticker, book")
+            return {c.value: c.value in names for c in Channel}
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ChannelsConfig:
+        if not self.enabled_channels():
+            raise ValueError("at least one of trades, ticker, book must be enabled")
+        return self
+
+    def enabled_channels(self) -> tuple[Channel, ...]:
+        """The enabled channels, in the order trades, ticker, book."""
+        flags = ((Channel.TRADES, self.trades), (Channel.TICKER, self.ticker), (Channel.BOOK, self.book))
+        return tuple(ch for ch, on in flags if on)
+
+
+class ReconnectConfig(_Section):
+    """Reconnect backoff: capped exponential with full jitter.
+
+    The n-th retry (n from 0) waits ``uniform(0, min(max_delay_s, initial_delay_s * multiplier**n))`` seconds.
+
+    Attributes:
+        initial_delay_s: cap of the first retry's delay, seconds (> 0).
+        multiplier: growth factor of the cap per attempt (>= 1).
+        max_delay_s: largest cap, seconds (>= initial_delay_s).
+        max_attempts: consecutive failed attempts before the connection is marked failed; ``None`` = never
+            give up.
+        reset_after_s: a connection that stayed up this long (s) resets the attempt counter.
+    """
+
+    initial_delay_s: float = Field(default=1.0, gt=0, le=3600)
+    multiplier: float = Field(default=2.0, ge=1, le=100)
+    max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
+    max_attempts: int | None = Field(default=None, ge=1)
+    reset_after_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _cap_above_initial(self) -> ReconnectConfig:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError(
+                f"max_delay_s ({self.max_delay_s}) must be >= initial_delay_s ({self.initial_delay_s})"
+            )
+        return self
+
+
+class WatchdogConfig(_Section):
+    """Data-idle watchdogs (only data frames reset them; pings, pongs and heartbeats never do).
+
+    Attributes:
+        first_data_timeout_s: after subscribing, a stream with no data for this long (s) is stale.
+        min_idle_s: lower bound of the adaptive per-stream idle timeout, seconds.
+        max_idle_s: upper bound of the adaptive per-stream idle timeout, seconds (>= min_idle_s).
+    """
+
+    first_data_timeout_s: float = Field(default=30.0, gt=0)
+    min_idle_s: float = Field(default=10.0, gt=0)
+    max_idle_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WatchdogConfig:
+        if self.max_idle_s < self.min_idle_s:
+            raise ValueError(f"max_idle_s ({self.max_idle_s}) must be >= min_idle_s ({self.min_idle_s})")
+        return self
+
+
+class OutputConfig(_Section):
+    """JSONL output of normalized events (:class:`cryptolink.sinks.jsonl.JsonlSink`).
+
+    Attributes:
+        enabled: write JSONL files.
+        dir: output directory; files are ``<dir>/<exchange>/<channel>.jsonl``.
+        flush_interval_s: buffered lines are written at least this often, seconds.
+    """
+
+    enabled: bool = False
+    dir: Path = Path("data")
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+# -------------------------------------------------------------------------------------------- exchange entry
+
+
+def _check_symbol(value: str, info: ValidationInfo) -> str:
+    if "market" not in info.data:  # the market itself is wrong (reported there): accept either form
+        if not (_SPOT_RE.match(value) or _PERP_RE.match(value)):
+            raise ValueError(f"{value!r} is not a unified symbol; expected BASE/QUOTE or BASE/QUOTE:SETTLE")
+        return value
+    if info.data["market"] == Market.PERPETUAL:
+        if not _PERP_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a unified perpetual symbol; "
+                "expected BASE/QUOTE:SETTLE, e.g. 'BTC/USDT:USDT'"
+            )
+    elif not _SPOT_RE.match(value):
+        raise ValueError(f"{value!r} is not a unified spot symbol; expected BASE/QUOTE, e.g. 'BTC/USDT'")
+    return value
+
+
+def _check_url(schemes: tuple[str, ...]) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class ExchangeConfig(_Section):
+    """One feed: an exchange, a market type and the symbols and channels to stream from it.
+
+    Attributes:
+        exchange: exchange id, one of :data:`SUPPORTED` (or the ``supported`` mapping given to the loader);
+            in YAML it defaults to the entry's key.
+        enabled: ``False`` keeps the entry but does not connect.
+        market: ``spot`` or ``perpetual`` (linear USDⓈ-margined swaps).
+        symbols: unified ccxt symbols, ``BASE/QUOTE`` for spot, ``BASE/QUOTE:SETTLE`` for perpetual; 1..1024,
+            no duplicates.
+        channels: channels per symbol and book depth.
+        testnet: use the exchange's test/demo endpoints (OKX demo ``wss://wspap.okx.com:8443``, EXCHANGES.md
+            section 3 "URLs").
+        api_key, api_secret: credentials (public market data needs none); overridden by environment variables.
+        ws_url: WebSocket base address override (``ws://`` or ``wss://``), e.g. the local simulator.
+        rest_url: REST base address override (``http://`` or ``https://``).
+        reconnect: backoff settings.
+        watchdog: data-idle watchdog settings.
+        rotation_lead_s: a connection with a forced lifetime (Binance 24 h, EXCHANGES.md sections 1-2
+            "Limits") is replaced this many seconds before it would be cut (make before break).
+    """
+
+    exchange: str
+    enabled: bool = True
+    market: Market = Market.SPOT
+    symbols: Annotated[
+        list[Annotated[str, AfterValidator(_check_symbol)]], Field(min_length=1, max_length=_MAX_SYMBOLS)
+    ]
+    channels: ChannelsConfig = ChannelsConfig()
+    testnet: bool = False
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    ws_url: Annotated[str | None, _check_url(("ws", "wss"))] = None
+    rest_url: Annotated[str | None, _check_url(("http", "https"))] = None
+    reconnect: ReconnectConfig = ReconnectConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+    rotation_lead_s: float = Field(default=300.0, ge=0, le=3600)
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, value: str, info: ValidationInfo) -> str:
+        supported = _supported_from(info)
+        if value not in supported:
+            raise ValueError(f"unsupported exchange {value!r}; supported: {', '.join(sorted(supported))}")
+        return value
+
+    @field_validator("market")
+    @classmethod
+    def _known_market(cls, value: Market, info: ValidationInfo) -> Market:
+        exchange = info.data.get("exchange")
+        supported = _supported_from(info)
+        if isinstance(exchange, str) and exchange in supported and value not in supported[exchange]:
+            raise ValueError(f"{exchange} does not support market {value.value!r}")
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        dups: set[str] = set()
+        for sym in value:
+            (dups if sym in seen else seen).add(sym)
+        if dups:
+            raise ValueError(f"duplicate symbols {sorted(dups)}")
+        return value
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every (channel, symbol) stream of this entry, channels in the order trades, ticker, book."""
+        depth = self.channels.depth
+        return [
+            Subscription(channel=ch, symbol=sym, depth=depth if ch is Channel.BOOK else None)
+            for sym in self.symbols
+            for ch in self.channels.enabled_channels()
+        ]
+
+
+def _supported_from(info: ValidationInfo) -> Mapping[str, tuple[Market, ...]]:
+    ctx = info.context
+    if isinstance(ctx, Mapping) and _SUPPORTED_CONTEXT_KEY in ctx:
+        supported: Mapping[str, tuple[Market, ...]] = ctx[_SUPPORTED_CONTEXT_KEY]
+        return supported
+    return SUPPORTED
+
+
+# ------------------------------------------------------------------------------------------------ top level
+
+
+class CryptolinkConfig(_Section):
+    """The whole configuration.
+
+    Attributes:
+        exchanges: feeds keyed by a user-chosen name (``[A-Za-z0-9][A-Za-z0-9_-]*``, at most 64 chars); at
+            least one.
+        output: JSONL output.
+        consumer_queue_size: default bound of each consumer's queue, events (1..10_000_000).
+        overflow_policy: default overflow policy of consumer queues.
+        log_level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (case-insensitive).
+        event_log_size: connection events kept per connection (bounded ring), 1..100_000.
+    """
+
+    exchanges: Annotated[dict[str, ExchangeConfig], Field(min_length=1)]
+    output: OutputConfig = OutputConfig()
+    consumer_queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
+    overflow_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    event_log_size: int = Field(default=100, ge=1, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exchange_defaults_to_name(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            exchanges = data.get("exchanges")
+            if isinstance(exchanges, Mapping):
+                fixed: dict[Any, Any] = {}
+                for name, entry in exchanges.items():
+                    if isinstance(entry, Mapping) and "exchange" not in entry:
+                        entry = {"exchange": name, **entry}
+                    fixed[name] = entry
+                data = {**data, "exchanges": fixed}
+        return data
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("exchanges")
+    @classmethod
+    def _names(cls, value: dict[str, ExchangeConfig]) -> dict[str, ExchangeConfig]:
+        bad = [n for n in value if not _NAME_RE.match(n)]
+        if bad:
+            raise ValueError(f"invalid entry name(s) {bad}; use letters, digits, '_' and '-' (max 64 chars)")
+        env_names: dict[str, str] = {}
+        for name in value:
+            other = env_names.setdefault(env_var_name(name, ""), name)
+            if other != name:
+                raise ValueError(f"entry names {other!r} and {name!r} map to the same environment variables")
+        return value
+
+    # -------------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        env: Mapping[str, str] | None = None,
+        supported: Mapping[str, tuple[Market, ...]] | None = None,
+        source: str | None = None,
+    ) -> CryptolinkConfig:
+        """Validate a plain mapping (as parsed from YAML), applying environment overrides first.
+
+        Args:
+            data: the configuration mapping.
+            env: environment to read ``CRYPTOLINK_<NAME>_API_KEY``/``_API_SECRET`` from; ``None`` means
+                :data:`os.environ`. Pass ``{}`` to ignore the environment.
+            supported: exchange id -> supported markets; ``None`` means :data:`SUPPORTED`.
+            source: where the data came from, for error messages.
+
+        Raises:
+            ConfigError: listing every wrong field.
+        """
+        if not isinstance(data, Mapping):
+            kind = "empty" if data is None else f"a {type(data).__name__}"
+            raise ConfigError([("", f"the configuration must be a mapping at top level, got {kind}")], source)
+        data = _apply_env(data, os.environ if env is None else env)
+        context = {_SUPPORTED_CONTEXT_KEY: SUPPORTED if supported is None else supported}
+        try:
+            return cls.model_validate(data, context=context)
+        except ValidationError as exc:
+            raise ConfigError(_problems(exc), source) from None
+
+    @classmethod
+    def from_yaml_text(
+        cls,
+        text: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        supported: Mapping[str, tuple[Market, ...]] | None = None,
+        source: str | None = None,
+    ) -> CryptolinkConfig:
+        """Parse and validate YAML text. Same arguments and errors as :meth:`from_dict`.
+
+        Raises:
+            ConfigError: the YAML does not parse (with line and column) or the configuration is invalid.
+        """
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError([("", f"YAML syntax error: {where}{problem}")], source) from None
+        return cls.from_dict(data, env=env, supported=supported, source=source)
+
+    def enabled_exchanges(self) -> dict[str, ExchangeConfig]:
+        """The entries with ``enabled: true``, by name."""
+        return {name: ex for name, ex in self.exchanges.items() if ex.enabled}
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    supported: Mapping[str, tuple[Market, ...]] | None = None,
+) -> CryptolinkConfig:
+    """Load a YAML configuration file (UTF-8).
+
+    Raises:
+        ConfigError: the file cannot be read, is not valid YAML, or the configuration is invalid.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read configuration file: {exc}")], source) from None
+    return CryptolinkConfig.from_yaml_text(text, env=env, supported=supported, source=source)
+
+
+def env_var_name(entry_name: str, suffix: str) -> str:
+    """Environment variable for an exchange entry: ``env_var_name("binance", "API_KEY")`` ->
+    ``CRYPTOLINK_BINANCE_API_KEY``; characters other than ``A-Z0-9`` become ``_``."""
+    token = re.sub(r"[^A-Z0-9]", "_", entry_name.upper())
+    return f"{ENV_PREFIX}{token}_{suffix}" if suffix else f"{ENV_PREFIX}{token}"
+
+
+def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> Mapping[str, Any]:
+    exchanges = data.get("exchanges")
+    if not isinstance(exchanges, Mapping) or not env:
+        return data
+    fixed: dict[Any, Any] = {}
+    for name, entry in exchanges.items():
+        if isinstance(entry, Mapping) and isinstance(name, str):
+            overrides = {
+                field: env[var]
+                for field, var in (
+                    ("api_key", env_var_name(name, "API_KEY")),
+                    ("api_secret", env_var_name(name, "API_SECRET")),
+                )
+                if env.get(var)
+            }
+            if overrides:
+                entry = {**entry, **overrides}
+        fixed[name] = entry
+    return {**data, "exchanges": fixed}
+
+
+_SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(err["loc"])
+        msg = str(err["msg"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if _SECRET_FIELDS.intersection(p for p in loc if isinstance(p, str)):
+            msg = f"invalid secret ({kind})"  # never echo anything derived from a secret value
+        problems.append((_format_loc(loc), msg))
+    return problems

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cryptolink.bus import OverflowPolicy
+from cryptolink.config import (
+    SUPPORTED,
+    ConfigError,
+    CryptolinkConfig,
+    ExchangeConfig,
+    env_var_name,
+    load_config,
+)
+from cryptolink.models import Channel, Market, Subscription
+
+VALID_YAML = """
+exchanges:
+  binance:
+    market: spot
+    symbols: [BTC/USDT, ETH/USDT]
+    channels: {trades: true, ticker: false, book: true, depth: 100}
+    api_key: file-key-binance
+    api_secret: file-secret-binance
+    ws_url: ws://127.0.0.1:9001
+    reconnect: {initial_delay_s: 0.5, max_delay_s: 60, max_attempts: 10}
+  okx-perp:
+    exchange: okx
+    market: perpetual
+    symbols: [BTC/USDT:USDT]
+    channels: [trades, book]
+    watchdog: {first_data_timeout_s: 10, min_idle_s: 2, max_idle_s: 30}
+    rotation_lead_s: 120
+output: {enabled: true, dir: /tmp/out}
+consumer_queue_size: 500
+overflow_policy: drop_newest
+log_level: debug
+"""
+
+
+def test_valid_yaml_loads_every_field() -> None:
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={})
+    bn = cfg.exchanges["binance"]
+    assert bn.exchange == "binance"  # defaulted from the entry's key
+    assert bn.market is Market.SPOT
+    assert bn.symbols == ["BTC/USDT", "ETH/USDT"]
+    assert bn.channels.enabled_channels() == (Channel.TRADES, Channel.BOOK)
+    assert bn.ws_url == "ws://127.0.0.1:9001"
+    assert bn.reconnect.initial_delay_s == 0.5
+    assert bn.reconnect.multiplier == 2.0
+    assert bn.reconnect.max_attempts == 10
+    assert bn.reconnect.reset_after_s == 30.0
+    assert bn.api_key is not None and bn.api_key.get_secret_value() == "file-key-binance"
+    okx = cfg.exchanges["okx-perp"]
+    assert okx.exchange == "okx"
+    assert okx.market is Market.PERPETUAL
+    assert okx.channels.enabled_channels() == (Channel.TRADES, Channel.BOOK)
+    assert okx.watchdog.max_idle_s == 30
+    assert okx.rotation_lead_s == 120
+    assert cfg.output.enabled and cfg.output.dir == Path("/tmp/out")
+    assert cfg.consumer_queue_size == 500
+    assert cfg.overflow_policy is OverflowPolicy.DROP_NEWEST
+    assert cfg.log_level == "DEBUG"
+    assert cfg.event_log_size == 100
+
+
+def test_defaults_and_subscriptions() -> None:
+    ex = ExchangeConfig(exchange="binance", symbols=["BTC/USDT"])
+    assert ex.enabled and not ex.testnet and ex.market is Market.SPOT
+    assert ex.reconnect.max_attempts is None and ex.reconnect.max_delay_s == 300
+    assert ex.subscriptions() == [
+        Subscription(Channel.TRADES, "BTC/USDT"),
+        Subscription(Channel.TICKER, "BTC/USDT"),
+        Subscription(Channel.BOOK, "BTC/USDT", None),
+    ]
+    cfg = CryptolinkConfig(exchanges={"binance": ex})
+    assert cfg.overflow_policy is OverflowPolicy.DROP_OLDEST
+    assert cfg.consumer_queue_size == 10_000
+    assert cfg.enabled_exchanges() == {"binance": ex}
+
+
+def test_every_wrong_field_is_named_in_one_error() -> None:
+    text = """
+exchanges:
+  binance:
+    symbols: [BTC/USDT, BTCUSDT]
+    market: spot
+    reconnect: {initial_delay_s: -1}
+    colour: blue
+  okx:
+    market: perpetual
+    symbols: [BTC/USDT]
+  kraken:
+    symbols: [BTC/USD]
+overflow_policy: sometimes
+consumer_queue_size: 0
+"""
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={}, source="bad.yaml")
+    err = info.value
+    paths = {path for path, _ in err.problems}
+    assert "exchanges.binance.symbols[1]" in paths
+    assert "exchanges.binance.reconnect.initial_delay_s" in paths
+    assert "exchanges.binance.colour" in paths
+    assert "exchanges.okx.symbols[0]" in paths
+    assert "exchanges.kraken.exchange" in paths
+    assert "overflow_policy" in paths
+    assert "consumer_queue_size" in paths
+    text_msg = str(err)
+    assert "bad.yaml" in text_msg
+    assert "exchanges.binance.symbols[1]: 'BTCUSDT' is not a unified spot symbol" in text_msg
+    assert "exchanges.binance.colour: unknown key" in text_msg
+    assert "Traceback" not in text_msg and "errors.pydantic.dev" not in text_msg
+    assert text_msg.count("\n") == len(err.problems)  # header + one line per problem
+
+
+def test_supported_list_can_be_passed_in() -> None:
+    text = "exchanges:\n  binance:\n    market: perpetual\n    symbols: [BTC/USDT:USDT]\n"
+    CryptolinkConfig.from_yaml_text(text, env={})
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={}, supported={"binance": (Market.SPOT,)})
+    assert [p for p, _ in info.value.problems] == ["exchanges.binance.market"]
+    with pytest.raises(ConfigError):
+        CryptolinkConfig.from_yaml_text(text, env={}, supported={"okx": (Market.SPOT,)})
+    assert set(SUPPORTED) == {"binance", "okx"}
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path"),
+    [
+        ("exchanges: {}", "exchanges"),
+        ("exchanges:\n  binance: {symbols: []}", "exchanges.binance.symbols"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT, BTC/USDT]}", "exchanges.binance.symbols"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT], channels: []}", "exchanges.binance.channels"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT], channels: [candles]}", "exchanges.binance.channels"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT], ws_url: 'http://x'}", "exchanges.binance.ws_url"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT], rest_url: 'ws://x'}", "exchanges.binance.rest_url"),
+        (
+            "exchanges:\n  binance: {symbols: [BTC/USDT], reconnect: {initial_delay_s: 10, max_delay_s: 5}}",
+            "exchanges.binance.reconnect",
+        ),
+        (
+            "exchanges:\n  binance: {symbols: [BTC/USDT], watchdog: {min_idle_s: 9, max_idle_s: 1}}",
+            "exchanges.binance.watchdog",
+        ),
+        ("exchanges:\n  'bad name': {exchange: binance, symbols: [BTC/USDT]}", "exchanges"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT]}\nlog_level: loud", "log_level"),
+        ("exchanges:\n  binance: {symbols: [BTC/USDT]}\nevent_log_size: 0", "event_log_size"),
+    ],
+)
+def test_single_bad_field(snippet: str, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(snippet, env={})
+    assert path in [p for p, _ in info.value.problems], str(info.value)
+
+
+def test_yaml_syntax_and_shape_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"YAML syntax error: line \d+, column \d+"):
+        CryptolinkConfig.from_yaml_text("exchanges:\n  binance: [unclosed\n", env={})
+    with pytest.raises(ConfigError, match="mapping at top level, got empty"):
+        CryptolinkConfig.from_yaml_text("", env={})
+    with pytest.raises(ConfigError, match="got a list"):
+        CryptolinkConfig.from_yaml_text("- 1\n", env={})
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        load_config(tmp_path / "missing.yaml", env={})
+
+
+def test_secrets_never_leak() -> None:
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={})
+    from cryptolink.report import config_summary
+
+    for text in (
+        repr(cfg),
+        str(cfg),
+        cfg.model_dump_json(),
+        str(cfg.model_dump()),
+        repr(cfg.exchanges["binance"]),
+        config_summary(cfg),
+    ):
+        assert "file-key-binance" not in text
+        assert "file-secret-binance" not in text
+    assert "api key set" in config_summary(cfg)
+    # a wrongly typed secret is reported without echoing it
+    bad = "exchanges:\n  binance: {symbols: [BTC/USDT], api_key: [top-secret-value]}\n"
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(bad, env={})
+    assert "top-secret-value" not in str(info.value)
+    assert "exchanges.binance.api_key" in str(info.value)
+
+
+def test_env_overrides_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(VALID_YAML, encoding="utf-8")
+    env = {
+        "CRYPTOLINK_BINANCE_API_KEY": "env-key",
+        "CRYPTOLINK_OKX_PERP_API_SECRET": "env-secret",
+        "CRYPTOLINK_KRAKEN_API_KEY": "ignored",
+    }
+    cfg = load_config(path, env=env)
+    bn = cfg.exchanges["binance"]
+    assert bn.api_key is not None and bn.api_key.get_secret_value() == "env-key"
+    assert bn.api_secret is not None and bn.api_secret.get_secret_value() == "file-secret-binance"
+    okx = cfg.exchanges["okx-perp"]
+    assert okx.api_secret is not None and okx.api_secret.get_secret_value() == "env-secret"
+    assert okx.api_key is None
+    assert env_var_name("okx-perp", "API_SECRET") == "CRYPTOLINK_OKX_PERP_API_SECRET"
+
+
+def test_env_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRYPTOLINK_BINANCE_API_SECRET", "from-os-environ")
+    cfg = CryptolinkConfig.from_yaml_text("exchanges:\n  binance: {symbols: [BTC/USDT]}\n")
+    secret = cfg.exchanges["binance"].api_secret
+    assert secret is not None and secret.get_secret_value() == "from-os-environ"
+
+
+def test_config_is_immutable() -> None:
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={})
+    with pytest.raises(Exception, match="frozen"):
+        cfg.consumer_queue_size = 3  # type: ignore[misc]
