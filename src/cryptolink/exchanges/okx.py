@@ -1,0 +1,505 @@
+"""OKX v5 public protocol adapter (sans-I/O), spot and perpetual swaps.
+
+Protocol facts are from EXCHANGES.md section 3 (OKX docs ``#overview-websocket``,
+``#order-book-trading-market-data-ws-order-book-channel``, ``…-ws-trades-channel``; ccxt ``pro/okx.py``):
+
+- URL ``wss://ws.okx.com:8443/ws/v5/public``; subscribe
+  ``{"id":"N","op":"subscribe","args":[{channel,instId}]}`` (args batched, at most 64 KB per request; 480
+  subscribe/unsubscribe requests per hour per connection).
+- Acks come one per arg: ``{"id":"N","event":"subscribe","arg":{...}}``; errors
+  ``{"event":"error","code":..}``; ``{"event":"notice","code":"64008"}`` announces a close for a service
+  upgrade; text ``pong`` answers ``ping``.
+- Keepalive: the client sends text ``ping`` when nothing was received for N < 30 s; the server closes a
+  connection without subscription or data for 30 s. No server pings.
+- Channels: ``trades`` (``tradeId`` -> sequence; ``side`` is the taker side), ``tickers`` (BBO + last),
+  ``books`` (WebSocket snapshot then updates chained by ``seqId``/``prevSeqId``; legacy CRC32 checksum, top
+  25, signed, verified when non-zero).
+- Symbols: spot ``BTC/USDT`` <-> ``BTC-USDT``; linear perp ``BTC/USDT:USDT`` <-> ``BTC-USDT-SWAP``; inverse
+  perp ``BTC/USD:BTC`` <-> ``BTC-USD-SWAP``; dated futures ``BTC-USD-220527`` decode as
+  ``BTC/USD:BTC-220527``.
+- Sizes: spot in base currency; SWAP/FUTURES in contracts (``sz`` as sent).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+import msgspec
+
+from cryptolink.exchanges.base import (
+    Ack,
+    BookMessage,
+    BookSyncSpec,
+    ChecksumSpec,
+    ConnectionPolicy,
+    ConnectionSpec,
+    Decoded,
+    DecodeError,
+    ExchangeAdapter,
+    KeepalivePolicy,
+    OutboundRequest,
+    Pong,
+    Rejected,
+    RestRequest,
+    SequenceModel,
+    ServerNotice,
+    SnapshotSource,
+)
+from cryptolink.models import Channel, Market, Side, Subscription, Ticker, Trade
+from cryptolink.symbols import parse_unified
+
+__all__ = ["OkxAdapter"]
+
+_MAX_ARGS_BYTES = 60_000
+"""Stay under OKX's 64 KB limit on the total length of ``args`` per request."""
+_MAX_PENDING_REQUESTS = 4096
+_MAX_BOOKS_PER_CONNECTION = 30
+"""OKX recommends fewer than 30 book channels per connection (EXCHANGES.md §3 Limits)."""
+
+_CHANNEL_NAMES: dict[Channel, str] = {
+    Channel.TRADES: "trades",
+    Channel.TICKER: "tickers",
+    Channel.BOOK: "books",
+}
+_CHANNELS_BY_NAME: dict[str, Channel] = {v: k for k, v in _CHANNEL_NAMES.items()}
+
+
+# ------------------------------------------------------------------------------------------- wire structs
+class _Arg(msgspec.Struct):
+    channel: str
+    instId: str = ""
+
+
+class _Envelope(msgspec.Struct):
+    arg: _Arg | None = None
+    action: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    event: str | None = None
+    id: str | None = None
+    code: str | None = None
+    msg: str | None = None
+
+
+class _TradeMsg(msgspec.Struct):
+    instId: str
+    tradeId: str
+    px: Decimal
+    sz: Decimal
+    side: str
+    ts: str
+
+
+class _TickerMsg(msgspec.Struct):
+    instId: str
+    ts: str
+    last: str = ""
+    askPx: str = ""
+    askSz: str = ""
+    bidPx: str = ""
+    bidSz: str = ""
+
+
+class _BookMsg(msgspec.Struct):
+    asks: list[list[str]]
+    bids: list[list[str]]
+    ts: str = ""
+    checksum: int | None = None
+    prevSeqId: int | None = None
+    seqId: int | None = None
+
+
+class _RestBooks(msgspec.Struct):
+    code: str
+    data: list[_BookMsg]
+    msg: str = ""
+
+
+_env_decoder = msgspec.json.Decoder(_Envelope)
+_trades_decoder = msgspec.json.Decoder(list[_TradeMsg])
+_tickers_decoder = msgspec.json.Decoder(list[_TickerMsg])
+_books_decoder = msgspec.json.Decoder(list[_BookMsg])
+_rest_books_decoder = msgspec.json.Decoder(_RestBooks)
+_json_encoder = msgspec.json.Encoder()
+
+
+def _dec(text: str) -> Decimal | None:
+    if not text:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise DecodeError(f"okx: not a decimal number: {text!r}") from exc
+
+
+def _int(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise DecodeError(f"okx: not an integer: {text!r}") from exc
+
+
+def _request_id(raw: str | None) -> int | str | None:
+    """Our request ids are decimal integers sent as strings; give them back as ``int``."""
+    if raw is None:
+        return None
+    return int(raw) if raw.isdigit() else raw
+
+
+class OkxAdapter(ExchangeAdapter):
+    """OKX v5 public market data for one market (``Market.SPOT`` or ``Market.PERPETUAL``).
+
+    Args:
+        market: spot (``BTC/USDT``) or perpetual swaps (``BTC/USDT:USDT`` linear, ``BTC/USD:BTC`` inverse).
+        ws_base_url: full public WebSocket URL (default ``wss://ws.okx.com:8443/ws/v5/public``).
+        rest_base_url: REST base (default ``https://www.okx.com``).
+
+    Book sync: WebSocket snapshot, LINKED ``prevSeqId`` chain, legacy CRC32 checksum top 25 signed (verified
+    only when the exchange sends a non-zero value; current OKX sends 0 [changed 2026]).
+    """
+
+    exchange = "okx"
+    ccxt_id = "okx"
+    ws_base_url = "wss://ws.okx.com:8443/ws/v5/public"
+    rest_base_url = "https://www.okx.com"
+    policy = ConnectionPolicy(
+        keepalive=KeepalivePolicy(
+            app_ping_frame="ping",
+            app_ping_idle_s=20.0,
+            protocol_ping_interval_s=None,
+            pong_timeout_s=10.0,
+            server_pings=False,
+        ),
+        max_lifetime_s=None,
+        max_streams_per_connection=240,
+        max_outbound_per_s=None,
+        max_subscribe_requests_per_hour=480,
+        server_idle_close_s=30.0,
+    )
+    book_sync = BookSyncSpec(
+        source=SnapshotSource.WEBSOCKET,
+        sequence=SequenceModel.LINKED,
+        bridge_offset=0,
+        checksum=ChecksumSpec(depth=25, signed=True),
+    )
+
+    def __init__(
+        self,
+        market: Market = Market.SPOT,
+        *,
+        ws_base_url: str | None = None,
+        rest_base_url: str | None = None,
+    ) -> None:
+        super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url)
+        self.market = Market(market)
+        self._symbols: dict[str, str] = {}  # instId -> unified
+        self._exchange_ids: dict[str, str] = {}  # unified -> instId
+        # (channel name, instId) -> the Subscription we were asked for (acks map back to it)
+        self._subs: dict[tuple[str, str], Subscription] = {}
+        self._pending: OrderedDict[int | str, tuple[Subscription, ...]] = OrderedDict()
+
+    # symbols ---------------------------------------------------------------------------------------------
+    def exchange_symbol(self, symbol: str) -> str:
+        """``BTC/USDT`` -> ``BTC-USDT`` (spot); ``BTC/USDT:USDT`` -> ``BTC-USDT-SWAP``; ``BTC/USD:BTC`` ->
+        ``BTC-USD-SWAP`` (perpetual).
+
+        Raises:
+            ValueError: not a unified symbol or not of this adapter's market (dated futures are not
+            supported).
+        """
+        cached = self._exchange_ids.get(symbol)
+        if cached is not None:
+            return cached
+        base, quote, settle, expiry = parse_unified(symbol)
+        if self.market is Market.SPOT:
+            if settle is not None:
+                raise ValueError(f"okx spot: {symbol!r} is not a spot symbol (expected BASE/QUOTE)")
+            inst = f"{base}-{quote}"
+        else:
+            if settle is None or expiry is not None or settle not in (base, quote):
+                raise ValueError(
+                    f"okx perpetual: {symbol!r} is not a perpetual swap (BASE/QUOTE:QUOTE or BASE/USD:BASE)"
+                )
+            inst = f"{base}-{quote}-SWAP"
+        self._exchange_ids[symbol] = inst
+        self._symbols[inst] = symbol
+        return inst
+
+    def unified_symbol(self, inst_id: str) -> str:
+        """Best-effort unified symbol of an OKX ``instId`` (subscribed ids map back exactly)."""
+        hit = self._symbols.get(inst_id)
+        if hit is not None:
+            return hit
+        parts = inst_id.split("-")
+        if len(parts) == 2:
+            sym = f"{parts[0]}/{parts[1]}"
+        elif len(parts) == 3:
+            base, quote, kind = parts
+            settle = quote if quote in ("USDT", "USDC") else base
+            sym = f"{base}/{quote}:{settle}" if kind == "SWAP" else f"{base}/{quote}:{settle}-{kind}"
+        else:
+            sym = inst_id
+        if len(self._symbols) < 100_000:
+            self._symbols[inst_id] = sym
+        return sym
+
+    # connections -----------------------------------------------------------------------------------------
+    def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
+        """At most ``policy.max_streams_per_connection`` subscriptions and 30 book channels per connection."""
+        limit = self.policy.max_streams_per_connection
+        out: list[list[Subscription]] = []
+        cur: list[Subscription] = []
+        books = 0
+        for sub in dict.fromkeys(subscriptions):
+            self.exchange_symbol(sub.symbol)
+            is_book = sub.channel is Channel.BOOK
+            if len(cur) >= limit or (is_book and books >= _MAX_BOOKS_PER_CONNECTION):
+                out.append(cur)
+                cur, books = [], 0
+            cur.append(sub)
+            books += is_book
+        if cur:
+            out.append(cur)
+        return [ConnectionSpec(url=self.ws_base_url, subscriptions=tuple(c)) for c in out]
+
+    def _arg(self, sub: Subscription) -> dict[str, str]:
+        arg = {"channel": _CHANNEL_NAMES[sub.channel], "instId": self.exchange_symbol(sub.symbol)}
+        self._subs[(arg["channel"], arg["instId"])] = sub
+        return arg
+
+    def subscribe_requests(
+        self, subscriptions: Sequence[Subscription], next_id: int
+    ) -> list[OutboundRequest]:
+        """Batched ``{"id":"N","op":"subscribe","args":[...]}`` frames, each under 64 KB of args."""
+        return self._requests("subscribe", subscriptions, next_id)
+
+    def unsubscribe_requests(
+        self, subscriptions: Sequence[Subscription], next_id: int
+    ) -> list[OutboundRequest]:
+        """Batched ``{"id":"N","op":"unsubscribe","args":[...]}`` frames."""
+        return self._requests("unsubscribe", subscriptions, next_id)
+
+    def _requests(
+        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+    ) -> list[OutboundRequest]:
+        out: list[OutboundRequest] = []
+        chunk: list[Subscription] = []
+        args: list[dict[str, str]] = []
+        size = 0
+
+        def flush() -> None:
+            rid = next_id + len(out)
+            frame = _json_encoder.encode({"id": str(rid), "op": op, "args": args}).decode()
+            subs = tuple(chunk)
+            self._pending[rid] = subs
+            while len(self._pending) > _MAX_PENDING_REQUESTS:
+                self._pending.popitem(last=False)
+            out.append(OutboundRequest(frame=frame, request_id=rid, op=op, subscriptions=subs))
+
+        for sub in dict.fromkeys(subscriptions):
+            arg = self._arg(sub)
+            n = len(arg["channel"]) + len(arg["instId"]) + 30
+            if args and size + n > _MAX_ARGS_BYTES:
+                flush()
+                chunk, args, size = [], [], 0
+            chunk.append(sub)
+            args.append(arg)
+            size += n
+        if args:
+            flush()
+        return out
+
+    # decoding --------------------------------------------------------------------------------------------
+    def _subscription(self, arg: _Arg) -> Subscription:
+        hit = self._subs.get((arg.channel, arg.instId))
+        if hit is not None:
+            return hit
+        channel = _CHANNELS_BY_NAME.get(arg.channel)
+        if channel is None:
+            raise KeyError(arg.channel)
+        return Subscription(channel, self.unified_symbol(arg.instId))
+
+    def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
+        """Decode one frame.
+
+        Returns market data (``Trade``/``Ticker`` per item of ``data``, one ``BookMessage``), ``[Pong]`` for
+        text ``pong``, ``[Ack]`` per acked arg, ``[Rejected]`` for ``event:"error"``, ``[ServerNotice]`` for
+        ``event:"notice"`` (``rotate`` for code 64008), or ``[]`` for a well-formed frame we do not handle.
+
+        Raises:
+            DecodeError: not JSON / not an object, or a known channel whose payload lacks/mistypes fields.
+        """
+        if frame == "pong" or frame == b"pong":
+            return [Pong()]
+        try:
+            env = _env_decoder.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed frame: {exc}") from exc
+        arg = env.arg
+        data = env.data
+        if data:
+            if arg is None:
+                raise DecodeError("okx: data frame without arg")
+            ch = arg.channel
+            if ch == "books":
+                return self._decode_books(data, arg.instId, env.action, receipt_ns)
+            if ch == "trades":
+                return self._decode_trades(data, receipt_ns)
+            if ch == "tickers":
+                return self._decode_tickers(data, receipt_ns)
+            return []
+        event = env.event
+        if event is None:
+            return []
+        if event == "subscribe" or event == "unsubscribe":
+            op: Literal["subscribe", "unsubscribe"] = "subscribe" if event == "subscribe" else "unsubscribe"
+            if arg is None:
+                return [Ack(op, _request_id(env.id))]
+            try:
+                sub = self._subscription(arg)
+            except KeyError:
+                return []
+            return [Ack(op, _request_id(env.id), (sub,))]
+        if event == "error":
+            rid = _request_id(env.id)
+            subs = self._pending.get(rid, ()) if rid is not None else ()
+            return [Rejected(rid, env.code or "", env.msg or "", subs)]
+        if event == "notice":
+            code = env.code or ""
+            return [ServerNotice(code, env.msg or "", rotate=code == "64008")]
+        return []
+
+    def _decode_trades(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
+        try:
+            items = _trades_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed trades: {exc}") from exc
+        out: list[Decoded] = []
+        for t in items:
+            if t.side == "buy":
+                side = Side.BUY
+            elif t.side == "sell":
+                side = Side.SELL
+            else:
+                raise DecodeError(f"okx: bad trade side {t.side!r}")
+            seq = int(t.tradeId) if t.tradeId.isdigit() else None
+            out.append(
+                Trade(
+                    self.exchange,
+                    self.unified_symbol(t.instId),
+                    t.instId,
+                    t.px,
+                    t.sz,
+                    side,
+                    t.tradeId,
+                    _int(t.ts),
+                    receipt_ns,
+                    seq,
+                )
+            )
+        return out
+
+    def _decode_tickers(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
+        try:
+            items = _tickers_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed tickers: {exc}") from exc
+        return [
+            Ticker(
+                self.exchange,
+                self.unified_symbol(t.instId),
+                t.instId,
+                _dec(t.bidPx),
+                _dec(t.bidSz),
+                _dec(t.askPx),
+                _dec(t.askSz),
+                _dec(t.last),
+                _int(t.ts),
+                receipt_ns,
+            )
+            for t in items
+        ]
+
+    def _decode_books(
+        self, data: msgspec.Raw, inst_id: str, action: str | None, receipt_ns: int
+    ) -> list[Decoded]:
+        try:
+            items = _books_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed books: {exc}") from exc
+        if action is None:
+            raise DecodeError("okx: books frame without action")
+        is_snapshot = action == "snapshot"
+        symbol = self.unified_symbol(inst_id)
+        return [self._book_message(b, symbol, inst_id, is_snapshot, receipt_ns) for b in items]
+
+    @staticmethod
+    def _book_message(
+        b: _BookMsg, symbol: str, inst_id: str, is_snapshot: bool, receipt_ns: int
+    ) -> BookMessage:
+        seq = b.seqId
+        if seq is None:
+            # Recorded before OKX added seqId: no continuity information; checksum only.
+            last, prev = 0, None
+        else:
+            last, prev = seq, b.prevSeqId
+        return BookMessage(
+            symbol,
+            inst_id,
+            is_snapshot,
+            b.bids,
+            b.asks,
+            last,
+            last,
+            prev,
+            b.checksum or None,
+            _int(b.ts),
+            receipt_ns,
+        )
+
+    # books -----------------------------------------------------------------------------------------------
+    def snapshot_request(self, subscription: Subscription) -> RestRequest | None:
+        """``None``: OKX books are snapshotted over the WebSocket (resync = resubscribe)."""
+        return None
+
+    def rest_books_request(self, subscription: Subscription, depth: int = 400) -> RestRequest:
+        """``GET /api/v5/market/books?instId=..&sz=..`` (max 400 per side; no seqId in the answer)."""
+        return RestRequest(
+            path="/api/v5/market/books",
+            params={"instId": self.exchange_symbol(subscription.symbol), "sz": str(min(depth, 400))},
+        )
+
+    def parse_snapshot(self, body: bytes | str, subscription: Subscription, receipt_ns: int) -> BookMessage:
+        """Parse a REST ``/api/v5/market/books`` answer into a snapshot :class:`BookMessage`.
+
+        ``first_seq``/``last_seq`` are ``seqId`` when present, else 0; ``prev_seq`` is ``None``.
+
+        Raises:
+            DecodeError: malformed body, ``code`` not ``"0"`` or empty ``data``.
+        """
+        try:
+            m = _rest_books_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed books answer: {exc}") from exc
+        if m.code != "0" or not m.data:
+            raise DecodeError(f"okx: books answer code={m.code!r} msg={m.msg!r}")
+        inst = self.exchange_symbol(subscription.symbol)
+        b = m.data[0]
+        seq = b.seqId or 0
+        return BookMessage(
+            subscription.symbol,
+            inst,
+            True,
+            b.bids,
+            b.asks,
+            seq,
+            seq,
+            None,
+            b.checksum or None,
+            _int(b.ts),
+            receipt_ns,
+        )
