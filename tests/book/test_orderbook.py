@@ -1,0 +1,123 @@
+"""OrderBook: ordering, deletes, bounds, views; hypothesis model check against a plain dict."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cryptolink.book.orderbook import BookState, OrderBook
+
+D = Decimal
+
+
+def test_snapshot_sorted_best_first_and_zero_sizes_skipped() -> None:
+    book = OrderBook("BTC/USDT")
+    bids, asks = book.apply_snapshot(
+        [["99", "1"], ["101", "2"], ["100", "0"]], [["103", "1"], ["102", "0.5"]], sequence=7
+    )
+    assert bids == ((D("101"), D("2")), (D("99"), D("1")))
+    assert asks == ((D("102"), D("0.5")), (D("103"), D("1")))
+    assert book.best_bid() == (D("101"), D("2"))
+    assert book.best_ask() == (D("102"), D("0.5"))
+    assert book.last_sequence == 7
+    assert book.depth == (2, 2)
+    assert book.state is BookState.EMPTY  # state is driven by BookSync
+
+
+def test_delta_updates_deletes_and_unknown_delete_is_fine() -> None:
+    book = OrderBook()
+    book.apply_snapshot([["10", "1"], ["9", "1"]], [["11", "1"]])
+    changed = book.apply_delta([["10", "0"], ["8.5", "3"], ["7", "0"]], [["11", "2.50"]], sequence=3)
+    assert changed == (((D("10"), D("0")), (D("8.5"), D("3")), (D("7"), D("0"))), ((D("11"), D("2.50")),))
+    assert book.bids() == {D("9"): D("1"), D("8.5"): D("3")}
+    assert book.asks() == {D("11"): D("2.5")}
+    assert book.top_strings(5) == ([("9", "1"), ("8.5", "3")], [("11", "2.50")])
+    assert book.last_sequence == 3
+
+
+def test_empty_book_views() -> None:
+    book = OrderBook()
+    assert book.best_bid() is None and book.best_ask() is None
+    assert book.top(3) == ((), ())
+    assert len(book) == 0
+
+
+def test_same_price_different_text_is_one_level_latest_text_kept() -> None:
+    book = OrderBook()
+    book.apply_delta([["1.0", "1"]], [])
+    book.apply_delta([["1.00", "2"]], [])
+    assert book.depth == (1, 0)
+    assert book.top_strings(1)[0] == [("1.00", "2")]
+
+
+def test_max_levels_bound_trims_worst() -> None:
+    book = OrderBook(max_levels=3)
+    book.apply_snapshot([[str(i), "1"] for i in range(1, 10)], [[str(i), "1"] for i in range(10, 20)])
+    assert book.depth == (3, 3)
+    assert [p for p, _ in book.top(10)[0]] == [D(9), D(8), D(7)]
+    assert [p for p, _ in book.top(10)[1]] == [D(10), D(11), D(12)]
+    book.apply_delta([["9.5", "1"]], [["9.9", "1"]])
+    assert [p for p, _ in book.top(10)[0]] == [D("9.5"), D(9), D(8)]
+    assert book.depth == (3, 3)
+    with pytest.raises(ValueError):
+        OrderBook(max_levels=0)
+
+
+@pytest.mark.parametrize("bad", [[["x", "1"]], [["1", "nan?"]], [["1"]]])
+def test_bad_levels_raise_value_error(bad: list[list[str]]) -> None:
+    book = OrderBook()
+    book.apply_snapshot([["1", "1"]], [])
+    with pytest.raises(ValueError):
+        book.apply_snapshot(bad, [])
+    assert book.bids() == {D(1): D(1)}  # snapshot failure leaves the book unchanged
+    with pytest.raises(ValueError):
+        book.apply_delta([], bad)
+
+
+def test_clear() -> None:
+    book = OrderBook()
+    book.apply_snapshot([["1", "1"]], [["2", "1"]], 5)
+    book.clear()
+    assert len(book) == 0 and book.last_sequence is None
+
+
+prices = st.integers(min_value=1, max_value=60).map(lambda i: f"{i / 4:.2f}")
+sizes = st.one_of(st.just("0"), st.just("0.000"), st.integers(1, 500).map(lambda i: f"{i / 10}"))
+levels = st.lists(st.tuples(prices, sizes), max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(levels, levels), min_size=1, max_size=25), st.none() | st.integers(1, 6))
+def test_random_deltas_match_dict_model(
+    steps: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]], max_levels: int | None
+) -> None:
+    book = OrderBook(max_levels=max_levels)
+    model_b: dict[Decimal, Decimal] = {}
+    model_a: dict[Decimal, Decimal] = {}
+    for bids, asks in steps:
+        book.apply_delta([list(x) for x in bids], [list(x) for x in asks])
+        for model, side in ((model_b, bids), (model_a, asks)):
+            for p, s in side:
+                if D(s) == 0:
+                    model.pop(D(p), None)
+                else:
+                    model[D(p)] = D(s)
+        if max_levels is not None:
+            for k in sorted(model_b, reverse=True)[max_levels:]:
+                del model_b[k]
+            for k in sorted(model_a)[max_levels:]:
+                del model_a[k]
+        top_b, top_a = book.top(1000)
+        bid_prices = [p for p, _ in top_b]
+        ask_prices = [p for p, _ in top_a]
+        assert all(x > y for x, y in itertools.pairwise(bid_prices))
+        assert all(x < y for x, y in itertools.pairwise(ask_prices))
+        assert dict(top_b) == model_b
+        assert dict(top_a) == model_a
+        assert (
+            book.best_bid() == (max(model_b), model_b[max(model_b)]) if model_b else book.best_bid() is None
+        )
