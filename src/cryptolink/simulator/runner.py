@@ -1,0 +1,194 @@
+"""The public entry: :class:`Simulator` (async context manager), :func:`serve_forever` and :func:`run_simulator`.
+
+Example::
+
+    async with Simulator(exchanges=["binance", "okx"], mode="synthetic", seed=1) as sim:
+        ep = sim.endpoints()["binance"]   # {"exchange": "binance", "ws_url": "ws://127.0.0.1:PORT", "rest_url": ...}
+        ... connect to ep["ws_url"] + "/stream?streams=btcusdt@trade" ...
+        sim.inject(Fault("drop"), exchange="binance")
+        print(sim.stats())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, TextIO
+
+from cryptolink.clock import Clock, SystemClock
+from cryptolink.simulator.binance import BinanceServer, BinanceUsdmServer
+from cryptolink.simulator.config import SimConfig
+from cryptolink.simulator.faults import Fault, RandomFaults, parse_spec
+from cryptolink.simulator.okx import OkxServer
+from cryptolink.simulator.server import ExchangeServer
+
+__all__ = ["SERVERS", "Simulator", "run_simulator", "serve_forever"]
+
+SERVERS: dict[str, type[ExchangeServer]] = {
+    "binance": BinanceServer,
+    "binanceusdm": BinanceUsdmServer,
+    "okx": OkxServer,
+}
+
+
+class Simulator:
+    """Simulated exchanges on loopback, one port per exchange.
+
+    Args:
+        exchanges: ids from :data:`SERVERS` (``binance`` = spot, ``binanceusdm``, ``okx``).
+        host: bind address (keep ``127.0.0.1``).
+        port: 0 = ephemeral ports; N = exchange i listens on N + i, in the given order.
+        mode: ``"replay"`` (recordings where available, synthetic otherwise) or ``"synthetic"``.
+        speed: replay/synthetic pacing multiple (2.0 = twice recorded speed).
+        faults: a spec string (grammar in :mod:`cryptolink.simulator.faults`) or a list of :class:`Fault` /
+            :class:`RandomFaults`; times are seconds after start on ``clock``.
+        seed: seeds synthetic markets and random faults.
+        clock: timing source for pings, idle/lifetime closes, pacing, REST windows and faults.
+        config: rules/symbols; defaults are the exchanges' documented values.
+
+    Raises:
+        ValueError: unknown exchange or mode; :class:`FaultSpecError` for a bad spec.
+
+    Attributes are the servers by id (``sim.binance``, ``sim.binanceusdm``, ``sim.okx``) and ``sim.servers``.
+    """
+
+    def __init__(
+        self,
+        exchanges: Sequence[str] = ("binance", "binanceusdm", "okx"),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        mode: str = "replay",
+        speed: float = 1.0,
+        faults: str | Iterable[Fault | RandomFaults] | None = None,
+        seed: int = 0,
+        clock: Clock | None = None,
+        config: SimConfig | None = None,
+    ) -> None:
+        unknown = [e for e in exchanges if e not in SERVERS]
+        if unknown:
+            raise ValueError(f"unknown exchanges {unknown}; known: {sorted(SERVERS)}")
+        if mode not in ("replay", "synthetic"):
+            raise ValueError(f"mode must be 'replay' or 'synthetic', not {mode!r}")
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.exchanges = list(exchanges)
+        self.host, self.port, self.mode, self.speed, self.seed = host, port, mode, speed, seed
+        self.clock: Clock = clock or SystemClock()
+        self.config = config or SimConfig()
+        if isinstance(faults, str):
+            scripted, randoms = parse_spec(faults)
+        else:
+            items = list(faults or [])
+            scripted = sorted((f for f in items if isinstance(f, Fault)), key=lambda f: f.at_s)
+            randoms = [f for f in items if isinstance(f, RandomFaults)]
+        self._scripted, self._randoms = scripted, randoms
+        self.servers: dict[str, ExchangeServer] = {}
+        self.faults_applied: list[tuple[float, Fault]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __getattr__(self, name: str) -> ExchangeServer:
+        servers = self.__dict__.get("servers", {})
+        if name in servers:
+            return servers[name]  # type: ignore[no-any-return]
+        raise AttributeError(name)
+
+    async def start(self) -> None:
+        """Create and bind every exchange server, then start the fault schedule."""
+        try:
+            for i, exch in enumerate(self.exchanges):
+                server = SERVERS[exch](self.config, self.clock, self.mode, self.speed, self.seed)
+                self.servers[exch] = server
+                await server.start(self.host, self.port + i if self.port else 0)
+        except BaseException:
+            await self.stop()
+            raise
+        self._started_at = self.clock.monotonic()
+        if self._scripted:
+            self._tasks.append(asyncio.create_task(self._run_faults(self._scripted)))
+        for i, rnd in enumerate(self._randoms):
+            self._tasks.append(asyncio.create_task(self._run_faults(rnd.schedule(self.seed + i))))
+
+    async def stop(self) -> None:
+        """Stop faults and every server (connections are cut)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for server in self.servers.values():
+            await server.stop()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _run_faults(self, faults: Iterable[Fault]) -> None:
+        for fault in faults:
+            wait = self._started_at + fault.at_s - self.clock.monotonic()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            self.inject(fault, exchange=fault.exchange)
+
+    def endpoints(self) -> dict[str, dict[str, str]]:
+        """Per exchange ``{"exchange", "ws_url", "rest_url"}``.
+
+        ``ws_url`` is ``ws://HOST:PORT`` with no path: Binance spot clients append ``/ws``, ``/ws/<streams>`` or
+        ``/stream?streams=..``; USD-M clients ``/public/ws``, ``/market/stream`` etc.; OKX clients
+        ``/ws/v5/public``. ``rest_url`` is ``http://HOST:PORT`` (append ``/api/v3/..``, ``/fapi/v1/..``,
+        ``/api/v5/..``).
+        """
+        return {
+            name: {"exchange": name, "ws_url": s.ws_url, "rest_url": s.rest_url} for name, s in self.servers.items()
+        }
+
+    def inject(self, fault: Fault, exchange: str | None = None, connection: int | None = None) -> None:
+        """Apply ``fault`` now: to ``exchange`` (None = all) and, if given, only connection id ``connection``.
+
+        Raises:
+            KeyError: ``exchange`` not running, or ``connection`` not an open connection of it.
+        """
+        targets = [self.servers[exchange]] if exchange is not None else list(self.servers.values())
+        self.faults_applied.append((self.clock.monotonic(), fault))
+        if len(self.faults_applied) > 1000:
+            del self.faults_applied[:500]
+        for server in targets:
+            server.inject(fault, connection=connection)
+
+    def stats(self) -> dict[str, Any]:
+        """Per exchange: connections (open and recent closed, as immutable snapshots) and source counters."""
+        return {name: s.stats() for name, s in self.servers.items()}
+
+
+async def serve_forever(sim: Simulator, out: TextIO | None = None) -> None:
+    """Start ``sim``, print one JSON line per exchange (``{"exchange","ws_url","rest_url"}``) and run until
+    cancelled; the servers are stopped on the way out."""
+    stream = out or sys.stdout
+    async with sim:
+        for ep in sim.endpoints().values():
+            stream.write(json.dumps(ep) + "\n")
+        stream.flush()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+
+async def run_simulator(
+    exchanges: Sequence[str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    mode: str = "replay",
+    speed: float = 1.0,
+    faults: str | None = None,
+    seed: int = 0,
+) -> None:
+    """CLI entry: build a :class:`Simulator` from plain arguments and :func:`serve_forever`."""
+    await serve_forever(
+        Simulator(exchanges=exchanges, host=host, port=port, mode=mode, speed=speed, faults=faults, seed=seed)
+    )
