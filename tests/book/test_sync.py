@@ -1,0 +1,276 @@
+"""BookSync: REST stitching (Binance spot/USD-M), WebSocket chain (OKX), duplicates, bounded retries."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from cryptolink.book.checksum import crc32_levels
+from cryptolink.book.orderbook import BookState
+from cryptolink.book.sync import BookFailed, BookSync, Dropped, NeedResubscribe, NeedSnapshot, SyncAction
+from cryptolink.exchanges.base import BookMessage, BookSyncSpec, ChecksumSpec, SequenceModel, SnapshotSource
+from cryptolink.models import BookUpdate
+
+SPOT = BookSyncSpec(SnapshotSource.REST, SequenceModel.CONTIGUOUS, bridge_offset=1, max_buffered_deltas=5)
+USDM = BookSyncSpec(SnapshotSource.REST, SequenceModel.LINKED, bridge_offset=0)
+OKX = BookSyncSpec(SnapshotSource.WEBSOCKET, SequenceModel.LINKED, bridge_offset=0, checksum=ChecksumSpec())
+
+
+def delta(
+    first: int,
+    last: int,
+    bids: list[list[str]] | None = None,
+    asks: list[list[str]] | None = None,
+    prev: int | None = None,
+    checksum: int | None = None,
+    symbol: str = "BTC/USDT",
+) -> BookMessage:
+    return BookMessage(symbol, "X", False, bids or [], asks or [], first, last, prev, checksum, None, 0)
+
+
+def snap(
+    seq: int,
+    bids: list[list[str]] | None = None,
+    asks: list[list[str]] | None = None,
+    prev: int | None = None,
+    checksum: int | None = None,
+) -> BookMessage:
+    return BookMessage(
+        "BTC/USDT",
+        "X",
+        True,
+        bids or [["100", "1"]],
+        asks or [["101", "1"]],
+        seq,
+        seq,
+        prev,
+        checksum,
+        None,
+        0,
+    )
+
+
+def kinds(actions: list[SyncAction]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def updates(actions: list[SyncAction]) -> list[BookUpdate]:
+    return [a for a in actions if isinstance(a, BookUpdate)]
+
+
+def spot_live(max_failed: int = 5) -> BookSync:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT", max_failed_syncs=max_failed)
+    assert s.start() == []
+    assert kinds(s.on_message(delta(8, 10))) == ["NeedSnapshot"]
+    out = s.on_snapshot(snap(10))
+    assert s.state is BookState.LIVE
+    assert kinds(out) == ["BookUpdate"]
+    return s
+
+
+# ------------------------------------------------------------------------------------------------ REST source
+def test_spot_bridge_drops_stale_and_applies_contiguous_chain() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT")
+    s.start()
+    assert s.state is BookState.SYNCING
+    assert kinds(s.on_message(delta(5, 9))) == ["NeedSnapshot"]
+    assert s.on_message(delta(10, 12, bids=[["99", "2"]])) == []  # buffered; only one NeedSnapshot
+    assert s.on_message(delta(13, 14, asks=[["101", "0"]])) == []
+    out = s.on_snapshot(snap(10))  # L=10 -> need U <= 11 <= u ; (5,9) stale
+    assert kinds(out) == ["BookUpdate", "BookUpdate", "BookUpdate"]
+    ups = updates(out)
+    assert ups[0].is_snapshot and ups[0].sequence == 10
+    assert ups[1].sequence == 12 and ups[2].sequence == 14
+    assert s.book.best_ask() is None and s.book.best_bid() == (Decimal("100"), Decimal("1"))
+    assert s.stats().dropped == 1
+    assert kinds(s.on_message(delta(15, 15, bids=[["100", "3"]]))) == ["BookUpdate"]
+    assert s.stats().gaps == 0
+
+
+def test_spot_gap_requests_snapshot_for_this_symbol_only() -> None:
+    a = spot_live()
+    b = BookSync(SPOT, "binance", "ETH/USDT", "ETHUSDT")
+    b.start()
+    b.on_message(delta(1, 2, symbol="ETH/USDT"))
+    b.on_snapshot(snap(1))
+    assert b.state is BookState.LIVE
+    a.on_message(delta(11, 12))
+    out = a.on_message(delta(14, 15))  # 13 missing
+    assert kinds(out) == ["NeedSnapshot"]
+    assert isinstance(out[0], NeedSnapshot) and out[0].symbol == "BTC/USDT"
+    assert a.state is BookState.RESYNCING and a.stats().gaps == 1
+    assert b.state is BookState.LIVE and b.stats().gaps == 0
+    # the delta that showed the gap is kept for the next sync: a snapshot at 14 bridges with it
+    out = a.on_snapshot(snap(14))
+    assert kinds(out) == ["BookUpdate", "BookUpdate"]
+    assert a.state is BookState.LIVE and a.book.last_sequence == 15
+
+
+def test_duplicates_are_dropped_not_gaps_and_never_emitted_twice() -> None:
+    s = spot_live()
+    first = s.on_message(delta(11, 12, bids=[["99", "1"]]))
+    assert kinds(first) == ["BookUpdate"]
+    for replay in (delta(11, 12, bids=[["99", "1"]]), delta(9, 10), delta(11, 11)):
+        out = s.on_message(replay)
+        assert out == [Dropped("BTC/USDT", "duplicate")]
+    assert s.stats().dropped == 1 + 3 and s.stats().gaps == 0 and s.state is BookState.LIVE  # 1 stale
+    assert kinds(s.on_message(delta(13, 13))) == ["BookUpdate"]
+
+
+def test_stale_snapshot_is_refetched() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT")
+    s.start()
+    s.on_message(delta(20, 25))
+    out = s.on_snapshot(snap(10))  # 11 < first U (20): too old
+    assert kinds(out) == ["NeedSnapshot"] and s.state is not BookState.LIVE
+    out = s.on_snapshot(snap(22))
+    assert kinds(out) == ["BookUpdate", "BookUpdate"] and s.state is BookState.LIVE
+
+
+def test_bounded_retries_then_failed_then_recovery() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT", max_failed_syncs=3)
+    s.start()
+    s.on_message(delta(100, 101))
+    assert kinds(s.on_snapshot(snap(1))) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot(snap(2))) == ["NeedSnapshot"]
+    out = s.on_snapshot(snap(3))
+    assert kinds(out) == ["BookFailed"]
+    assert isinstance(out[0], BookFailed) and out[0].failures == 3
+    assert s.state is BookState.FAILED
+    # failed: deltas are buffered quietly, no more snapshot requests
+    assert s.on_message(delta(102, 102)) == []
+    assert s.state is BookState.FAILED
+    # a later good snapshot recovers
+    out = s.on_snapshot(snap(101))
+    assert kinds(out) == ["BookUpdate", "BookUpdate"]
+    assert s.state is BookState.LIVE and s.stats().consecutive_failures == 0
+
+
+def test_snapshot_error_counts_and_asks_again() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT", max_failed_syncs=2)
+    s.start()
+    s.on_message(delta(1, 2))
+    assert kinds(s.on_snapshot_error()) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot_error()) == ["BookFailed"]
+    assert s.on_snapshot_error() == []  # not awaiting any more
+    assert s.restart() == [] and s.state is BookState.RESYNCING
+    assert kinds(s.on_message(delta(3, 4))) == ["NeedSnapshot"]
+
+
+def test_buffer_overflow_restarts_sync_and_stays_bounded() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT")  # max_buffered_deltas=5
+    s.start()
+    out: list[SyncAction] = []
+    for i in range(1, 13):
+        out.extend(s.on_message(delta(i, i)))
+        assert s.stats().buffered <= 5
+    assert kinds(out).count("NeedSnapshot") == 3  # the first request + one per overflow
+    assert s.stats().resyncs == 2
+    # the pending snapshot older than the (restarted) buffer is refused; a fresh one works
+    assert kinds(s.on_snapshot(snap(3))) == ["NeedSnapshot"]
+    assert updates(s.on_snapshot(snap(11)))[-1].sequence == 12
+
+
+def test_late_snapshot_when_live_is_dropped() -> None:
+    s = spot_live()
+    assert s.on_snapshot(snap(50)) == [Dropped("BTC/USDT", "late_snapshot")]
+    assert s.book.last_sequence == 10
+
+
+def test_connection_lost_resyncs_without_counting_failure() -> None:
+    s = spot_live()
+    assert s.on_connection_lost() == []
+    assert s.state is BookState.RESYNCING
+    assert kinds(s.on_message(delta(30, 31))) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot(snap(30))) == ["BookUpdate", "BookUpdate"]
+    assert s.stats().resyncs == 0
+
+
+def test_usdm_linked_chain_bridge_and_gap() -> None:
+    s = BookSync(USDM, "binance", "BTC/USDT:USDT", "BTCUSDT")
+    s.start()
+    s.on_message(delta(90, 95, prev=89))
+    s.on_message(delta(96, 104, prev=95))
+    s.on_message(delta(105, 110, prev=104))
+    out = s.on_snapshot(snap(100))  # drop u < 100; first must have U <= 100 <= u
+    assert [u.sequence for u in updates(out)] == [100, 104, 110]
+    assert kinds(s.on_message(delta(111, 115, prev=110))) == ["BookUpdate"]
+    # pu chain broken (U is irrelevant for LINKED)
+    assert kinds(s.on_message(delta(116, 120, prev=113))) == ["NeedSnapshot"]
+    assert s.stats().gaps == 1
+
+
+def test_usdm_first_delta_not_bridging_is_a_gap() -> None:
+    s = BookSync(USDM, "binance", "BTC/USDT:USDT", "BTCUSDT")
+    s.start()
+    assert kinds(s.on_snapshot(snap(100))) == ["BookUpdate"]  # nothing buffered yet
+    assert kinds(s.on_message(delta(105, 110, prev=104))) == ["NeedSnapshot"]
+
+
+# ------------------------------------------------------------------------------------------------ WS source
+def okx_live() -> BookSync:
+    s = BookSync(OKX, "okx", "BTC/USDT", "BTC-USDT")
+    s.start()
+    assert s.on_message(delta(1, 1)) == [Dropped("BTC/USDT", "unsynced")]  # update before snapshot
+    assert kinds(s.on_message(snap(10, prev=-1))) == ["BookUpdate"]
+    assert s.state is BookState.LIVE
+    return s
+
+
+def test_okx_chain_heartbeat_and_seq_reset() -> None:
+    s = okx_live()
+    assert kinds(s.on_message(delta(12, 12, bids=[["99", "1"]], prev=10))) == ["BookUpdate"]
+    assert s.on_message(delta(12, 12, prev=12)) == []  # heartbeat: empty, seqId == prevSeqId
+    assert s.state is BookState.LIVE
+    out = s.on_message(delta(3, 3, asks=[["102", "1"]], prev=12))  # maintenance: seqId < prevSeqId
+    assert kinds(out) == ["BookUpdate"] and s.book.last_sequence == 3
+    assert kinds(s.on_message(delta(4, 4, bids=[["98", "1"]], prev=3))) == ["BookUpdate"]
+    assert s.stats().gaps == 0
+
+
+def test_okx_gap_needs_resubscribe_and_snapshot_recovers() -> None:
+    s = okx_live()
+    out = s.on_message(delta(15, 15, bids=[["99", "1"]], prev=13))
+    assert kinds(out) == ["NeedResubscribe"]
+    assert isinstance(out[0], NeedResubscribe) and out[0].symbol == "BTC/USDT"
+    assert s.state is BookState.RESYNCING
+    assert kinds(s.on_message(delta(16, 16, prev=15))) == ["Dropped"]
+    assert kinds(s.on_message(snap(20, prev=-1))) == ["BookUpdate"]
+    assert s.state is BookState.LIVE
+
+
+def test_okx_duplicates_from_second_connection_dropped() -> None:
+    s = okx_live()
+    s.on_message(delta(11, 11, bids=[["99", "1"]], prev=10))
+    assert kinds(s.on_message(delta(11, 11, bids=[["99", "1"]], prev=10))) == ["Dropped"]
+    assert kinds(s.on_message(snap(11, prev=-1))) == ["Dropped"]  # rotation snapshot, not newer
+    assert kinds(s.on_message(delta(12, 12, bids=[["98", "1"]], prev=11))) == ["BookUpdate"]
+    assert s.stats().gaps == 0 and s.stats().dropped == 3  # incl. the pre-snapshot one
+
+
+def test_okx_checksum_checked_when_nonzero() -> None:
+    s = BookSync(OKX, "okx", "BTC/USDT", "BTC-USDT", max_failed_syncs=2)
+    s.start()
+    good = crc32_levels([("100", "1")], [("101", "1")])
+    assert kinds(s.on_message(snap(1, prev=-1, checksum=good))) == ["BookUpdate"]
+    new_good = crc32_levels([("100", "1"), ("99", "2")], [("101", "1")])
+    assert kinds(s.on_message(delta(2, 2, bids=[["99", "2"]], prev=1, checksum=new_good))) == ["BookUpdate"]
+    assert kinds(s.on_message(delta(3, 3, bids=[["98", "1"]], prev=2, checksum=0))) == ["BookUpdate"]
+    assert kinds(s.on_message(delta(4, 4, bids=[["97", "1"]], prev=3, checksum=12345))) == ["NeedResubscribe"]
+    assert s.stats().checksum_failures == 1
+    assert kinds(s.on_message(snap(9, prev=-1, checksum=777))) == ["BookFailed"]
+    assert s.state is BookState.FAILED
+    assert kinds(s.on_message(snap(10, prev=-1, checksum=good))) == ["BookUpdate"]
+    assert s.state is BookState.LIVE
+
+
+def test_okx_legacy_messages_without_seq_apply_unchecked() -> None:
+    s = BookSync(OKX, "okx", "BTC/USDT", "BTC-USDT")
+    s.start()
+    assert kinds(s.on_message(snap(0))) == ["BookUpdate"]
+    assert kinds(s.on_message(delta(0, 0, bids=[["99", "1"]]))) == ["BookUpdate"]
+    assert kinds(s.on_message(delta(0, 0, bids=[["98", "1"]]))) == ["BookUpdate"]
+
+
+def test_okx_restart_resubscribes() -> None:
+    s = okx_live()
+    assert kinds(s.restart()) == ["NeedResubscribe"]
