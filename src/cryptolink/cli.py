@@ -1,0 +1,194 @@
+"""The ``cryptolink`` command line (typer).
+
+Commands::
+
+    cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults]
+    cryptolink run CONFIG.yaml
+    cryptolink simulate [--exchange NAME ...] [--host 127.0.0.1] [--port N] [--mode replay|synthetic]
+                        [--speed X] [--faults SPEC] [--seed N]
+    cryptolink validate-config CONFIG.yaml
+    cryptolink version
+
+Exit codes: 0 success (also after Ctrl-C on ``simulate``), 1 runtime failure or a component missing from
+this build, 2 bad configuration or arguments, 130 interrupted (``demo``, ``run``). The heavy parts are
+imported inside each command, so ``--help``, ``version`` and ``validate-config`` start fast and work on
+their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from cryptolink import __version__
+from cryptolink.config import ConfigError, CryptolinkConfig, load_config
+
+__all__ = ["app", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_SIM_EXCHANGES = ("binance", "binanceusdm", "okx")
+
+app = typer.Typer(
+    name="cryptolink",
+    help="Healthy, gap-free crypto exchange market-data connections, and a loopback exchange simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class SimMode(StrEnum):
+    """Where the simulator's market data comes from."""
+
+    REPLAY = "replay"
+    SYNTHETIC = "synthetic"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _lazy(module: str, name: str) -> Any:
+    """Import ``module.name`` at call time; a missing component is a clear error (exit 1), not a traceback."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        _fail(f"error: {module}.{name} is not available in this build ({exc})", EXIT_FAILURE)
+
+
+def _load(path: Path) -> CryptolinkConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0.0, help="Stop after this many seconds (default: run until Ctrl-C)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for JSONL output and the connection report.")
+    ] = Path("demo-output"),
+    no_faults: Annotated[
+        bool, typer.Option("--no-faults", help="Run the simulator without injected faults.")
+    ] = False,
+) -> None:
+    """Run the simulator and a client against it on loopback, show live status, then write a report."""
+    run_demo = _lazy("cryptolink.demo", "run_demo")
+    _setup_logging("WARNING")
+    try:
+        code = int(run_demo(duration, out, not no_faults))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
+) -> None:
+    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C)."""
+    cfg = _load(config)
+    run_config = _lazy("cryptolink.service", "run_config")
+    _setup_logging(cfg.log_level)
+    try:
+        code = int(run_config(cfg))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    exchange: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exchange",
+            help=f"Exchange to simulate; repeat for several (default: {', '.join(DEFAULT_SIM_EXCHANGES)}).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback).")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="First port; 0 picks free ports.")
+    ] = 0,
+    mode: Annotated[
+        SimMode, typer.Option("--mode", help="Replay recordings or generate a synthetic market.")
+    ] = SimMode.REPLAY,
+    speed: Annotated[float, typer.Option("--speed", min=0.0, help="Replay speed factor (> 0).")] = 1.0,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help="Fault spec, e.g. 'drop@5s,stall:3s@12s,okx/gap:BTC-USDT@20s' "
+            "(grammar: cryptolink.simulator.faults).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (faults, synthetic data).")] = 0,
+) -> None:
+    """Run the exchange simulator until Ctrl-C; prints one JSON line per exchange with its addresses."""
+    if speed <= 0:
+        _fail("error: --speed must be > 0", EXIT_BAD_CONFIG)
+    run_simulator = _lazy("cryptolink.simulator", "run_simulator")
+    _setup_logging("INFO")
+    names = list(exchange) if exchange else list(DEFAULT_SIM_EXCHANGES)
+    try:
+        asyncio.run(run_simulator(names, host, port, mode.value, speed, faults, seed))
+    except KeyboardInterrupt:
+        typer.echo("simulator stopped", err=True)
+        raise typer.Exit(EXIT_OK) from None
+    except ValueError as exc:  # unknown exchange, bad fault spec, ...
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    except OSError as exc:  # port in use, ...
+        _fail(f"error: {exc}", EXIT_FAILURE)
+
+
+@app.command("validate-config")
+def validate_config(
+    config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
+) -> None:
+    """Check CONFIG.yaml: print a summary and exit 0, or list every wrong field and exit 2."""
+    from cryptolink.report import config_summary
+
+    cfg = _load(config)
+    typer.echo(f"OK: {config}")
+    typer.echo(config_summary(cfg))
+
+
+@app.command()
+def version() -> None:
+    """Print the cryptolink version."""
+    typer.echo(f"cryptolink {__version__}")
+
+
+def main() -> None:
+    """Console-script entry point (``cryptolink``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
