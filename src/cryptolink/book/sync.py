@@ -260,10 +260,8 @@ class BookSync:
             return self._buffer_delta(msg)
         last = book.last_sequence
         assert last is not None
-        if msg.last_seq <= last:
-            self.dropped += 1
-            return [self._drop_dup]
         if not self._bridged:
+            # With bridge offset 0 (USDⓈ-M) the first applied delta may END at the snapshot id itself.
             target = self._target
             if msg.last_seq < target:
                 self.dropped += 1
@@ -271,7 +269,11 @@ class BookSync:
             if msg.first_seq > target:
                 return self._gap(msg, "first delta does not bridge the snapshot")
             self._bridged = True
-        elif self._linked:
+            return self._apply_delta(msg)
+        if msg.last_seq <= last:
+            self.dropped += 1
+            return [self._drop_dup]
+        if self._linked:
             if msg.prev_seq != last:
                 return self._gap(msg, "prev_seq does not link to the last update")
         elif msg.first_seq > last + 1:
