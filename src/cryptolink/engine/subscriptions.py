@@ -157,8 +157,6 @@ class SubscriptionRegistry:
                 if p is None:
                     continue
             else:
-                if key in self._order:
-                    continue  # re-wanted meanwhile; the pending subscribe is tracked separately
                 p = self._pending_unsub.get(key)
                 if p is None:
                     p = self._pending_unsub[key] = Pending(sub)

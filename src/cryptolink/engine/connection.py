@@ -1,0 +1,1151 @@
+"""``ManagedConnection``: one logical WebSocket connection that stays up for months, for any exchange adapter.
+
+One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It owns:
+
+- a supervisor task: connect, restore subscriptions, wait for the session to end, reconnect with
+  :mod:`~cryptolink.engine.backoff` (full jitter; reset only after ``reset_after_s`` healthy), ``failed``
+  after
+  ``max_attempts``;
+- one reader task per open socket (*session*): ``adapter.decode`` each frame; market data goes to the
+  data-idle :mod:`~cryptolink.engine.watchdog` and to ``on_data``; control signals are handled here (acks and
+  rejections -> :mod:`~cryptolink.engine.subscriptions`, pongs -> round-trip time, ``ReplyRequired`` ->
+  answered,
+  ``ServerNotice(rotate)`` -> rotation, errors and heartbeats -> counters); a malformed frame
+  (:class:`~cryptolink.exchanges.base.DecodeError`) is counted and skipped, never closes the socket; an
+  oversized
+  frame is counted and resets the session; an exception in ``on_data`` is caught and counted
+  (``callback_errors``);
+- a tick task (every ``EngineConfig.tick_s`` of the injected clock) for keepalive, watchdogs, ack timeouts,
+  backoff reset, rotation deadlines, quality and the sampled ``data_received`` event.
+
+Keepalive follows the adapter's :class:`~cryptolink.exchanges.base.KeepalivePolicy`: an application ping
+(``app_ping_frame``, e.g. OKX text ``ping``: EXCHANGES.md section 3) after ``app_ping_idle_s`` without any
+received
+frame, and a protocol ping every ``protocol_ping_interval_s``; either unanswered for ``pong_timeout_s``
+means the
+socket is dead (``heartbeat_timeout`` event, then reconnect). Server pings are answered by the transport.
+
+Watchdogs: a stale subscription is first resubscribed on the same socket (cheap fix) and the state becomes
+``unstable``; when every subscription is stale the session is reset (reconnect).
+
+Rotation (make before break): ``rotation_lead_s`` (jittered) before ``ConnectionPolicy.max_lifetime_s``
+(Binance
+24 h: EXCHANGES.md sections 1-2), or on ``ServerNotice(rotate=True)`` (Binance ``serverShutdown``, OKX
+notice 64008),
+a second socket is opened and subscribed; once market data flowed on it for every subscription (or after
+``rotation_flow_timeout_s``), it becomes the primary and the old socket is closed (code 1000). If the
+replacement
+cannot be opened, the old socket stays and rotation is retried after ``rotation_retry_s``; if the old socket
+dies
+first, it is a normal reconnect.
+
+Duplicate contract: during a rotation's overlap both sockets deliver to ``on_data``, and after a reconnect the
+exchange may resend recent data. The consumer (the feed) drops duplicates by ``sequence`` / trade id; this
+class
+never deduplicates.
+
+Outbound frames go through a per-socket token bucket (``ConnectionPolicy.max_outbound_per_s``: Binance spot
+5/s,
+USDⓈ-M 10/s) and subscribe/unsubscribe requests through an hourly quota
+(``max_subscribe_requests_per_hour``: OKX
+480). All timing uses the injected :class:`~cryptolink.clock.Clock`, so everything runs in fake time in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from cryptolink.clock import Clock
+from cryptolink.engine.backoff import Backoff, BackoffPolicy
+from cryptolink.engine.errors import ConfigError, FrameTooLarge, IllegalTransition, TransportError
+from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
+from cryptolink.engine.quality import ConnectionQuality, QualityChange, QualityConfig, QualityTracker
+from cryptolink.engine.state import ConnectionState, StateMachine
+from cryptolink.engine.stats import ConnectionStats
+from cryptolink.engine.subscriptions import SubscriptionRegistry
+from cryptolink.engine.throttle import HourlyQuota, TokenBucket
+from cryptolink.engine.transport import Transport, TransportSession
+from cryptolink.engine.watchdog import Watchdog, WatchdogConfig
+from cryptolink.exchanges.base import (
+    Ack,
+    BookMessage,
+    ConnectionSpec,
+    DecodeError,
+    ExchangeAdapter,
+    ExchangeError,
+    Heartbeat,
+    OutboundRequest,
+    Pong,
+    Rejected,
+    ReplyRequired,
+    ServerNotice,
+)
+from cryptolink.models import Channel, Subscription, Ticker, Trade
+
+__all__ = ["DataCallback", "EngineConfig", "EventCallback", "ManagedConnection", "MarketData"]
+
+_log = logging.getLogger(__name__)
+
+MarketData = Trade | Ticker | BookMessage
+DataCallback = Callable[["ManagedConnection", list[MarketData]], None]
+EventCallback = Callable[[ConnectionEvent], None]
+
+_E = ConnectionEventType
+_S = ConnectionState
+_ACTIVE = frozenset({_S.CONNECTED, _S.UNSTABLE})
+_ROTATED = "rotated"
+_STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tunables of :class:`ManagedConnection` (seconds unless noted).
+
+    Attributes:
+        backoff: reconnect schedule.
+        watchdog: data-idle thresholds.
+        quality: quality windows and thresholds (score 0-100).
+        ack_timeout_s: a subscribe without ack after this long is reported and re-sent once; after a second
+            timeout it is recorded as rejected (code ``ack_timeout``).
+        rotation_lead_s: rotate this long before ``max_lifetime_s`` (jittered by ``rotation_jitter``, a
+        fraction:
+            the lead is ``rotation_lead_s * (1 + uniform(0, rotation_jitter))``, at most half the lifetime).
+        rotation_flow_timeout_s: longest wait for data on the replacement socket before switching anyway.
+        rotation_retry_s: delay before retrying a rotation whose replacement failed.
+        event_log_size: events kept per connection.
+        data_event_interval_s: at most one ``data_received`` event per this interval.
+        lag_sample_interval_s: at most one exchange-time-to-receipt lag sample per this interval.
+        quality_interval_s: quality is re-scored this often.
+        tick_s: period of the timer task (keepalive, watchdogs, timeouts are checked at this resolution).
+        seed: seed of the random source (backoff and rotation jitter); ``None``: unpredictable.
+    """
+
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    ack_timeout_s: float = 10.0
+    rotation_lead_s: float = 600.0
+    rotation_jitter: float = 0.5
+    rotation_flow_timeout_s: float = 30.0
+    rotation_retry_s: float = 30.0
+    event_log_size: int = 100
+    data_event_interval_s: float = 60.0
+    lag_sample_interval_s: float = 1.0
+    quality_interval_s: float = 1.0
+    tick_s: float = 0.25
+    seed: int | None = None
+
+
+class _Session:
+    """One open socket and its per-socket state."""
+
+    __slots__ = (
+        "app_ping_at",
+        "bucket",
+        "ended",
+        "expected",
+        "flow_event",
+        "last_recv",
+        "next_proto_ping",
+        "opened_at",
+        "proto_ping_at",
+        "quota",
+        "reader",
+        "registry",
+        "send_lock",
+        "sid",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        sid: int,
+        ws: TransportSession,
+        registry: SubscriptionRegistry,
+        now: float,
+        bucket: TokenBucket,
+        quota: HourlyQuota,
+    ) -> None:
+        self.sid = sid
+        self.ws = ws
+        self.registry = registry
+        self.opened_at = now
+        self.last_recv = now
+        self.app_ping_at: float | None = None
+        self.proto_ping_at: float | None = None
+        self.next_proto_ping = now
+        self.bucket = bucket
+        self.quota = quota
+        self.reader: asyncio.Task[None] | None = None
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.expected: set[tuple[Channel, str]] = set()
+        self.flow_event = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+
+    def end(self, reason: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended.done()
+
+
+class ManagedConnection:
+    """One logical connection (see the module docstring).
+
+    Args:
+        adapter: the exchange's sans-I/O adapter.
+        spec: URL, initial subscriptions and route of this connection.
+        conn_id: id used in events and stats.
+        config: engine tunables.
+        clock: time source (``SystemClock`` in production, ``FakeClock`` in tests).
+        transport: socket factory (``WebsocketsTransport`` in production).
+        on_data: called with every frame's market data (``Trade``, ``Ticker``, raw ``BookMessage``), in
+        receive
+            order per socket. Exceptions are caught and counted, never affect the connection.
+        on_event: called with every :class:`ConnectionEvent` (exceptions isolated).
+
+    Raises:
+        ConfigError: the spec has more subscriptions than ``policy.max_streams_per_connection``.
+        ValueError: a subscription's symbol does not belong to the adapter (from ``adapter.exchange_symbol``).
+    """
+
+    def __init__(
+        self,
+        adapter: ExchangeAdapter,
+        spec: ConnectionSpec,
+        *,
+        conn_id: str,
+        config: EngineConfig,
+        clock: Clock,
+        transport: Transport,
+        on_data: DataCallback,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.spec = spec
+        self.conn_id = conn_id
+        self.config = config
+        self._clock = clock
+        self._transport = transport
+        self._on_data = on_data
+        self._policy = adapter.policy
+        self._rng = random.Random(config.seed)
+        self._log = EventLog(config.event_log_size)
+        if on_event is not None:
+            self._log.add_listener(on_event)
+        self._sm = StateMachine(self._on_transition)
+        self._backoff = Backoff(config.backoff, self._rng)
+        self._watchdog = Watchdog(config.watchdog)
+        self._quality = QualityTracker(config.quality)
+        self._registry = SubscriptionRegistry()
+        self._validate(spec.subscriptions, 0)
+        self._registry.want(spec.subscriptions)
+
+        self._primary: _Session | None = None
+        self._candidate: _Session | None = None
+        self._sid = 0
+        self._next_id = 1
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._rotation: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._requested_end = False
+        self._state_waiters: list[asyncio.Future[None]] = []
+        self._stale: set[tuple[Channel, str]] = set()
+        self._failing_books: set[tuple[Channel, str]] = set()
+
+        now = clock.monotonic()
+        self._state_since = now
+        self._started_at: float | None = None
+        self._uptime_s = 0.0
+        self._downtime_s = 0.0
+        self._connected_since_ns: int | None = None
+        self._disconnected_at: float | None = None
+        self._ever_connected = False
+        self._healthy_since: float | None = None
+        self._rotate_at: float | None = None
+        self._next_lag_sample = now
+        self._next_quality = now
+        self._last_data_event = now
+        self._msgs_at_data_event = 0
+        self._last_recv: float | None = None
+
+        # counters
+        self.messages = 0
+        self.bytes = 0
+        self.market_events = 0
+        self.decode_errors = 0
+        self.oversized_frames = 0
+        self.callback_errors = 0
+        self.exchange_errors = 0
+        self.transport_errors = 0
+        self.heartbeats = 0
+        self.reconnect_attempts = 0
+        self.successful_reconnects = 0
+        self.disconnections = 0
+        self.rotations = 0
+
+    # public API ------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """Current :class:`ConnectionState`."""
+        return self._sm.state
+
+    @property
+    def subscriptions(self) -> SubscriptionRegistry:
+        """The registry of the primary socket (read it; change subscriptions through the methods below)."""
+        return self._registry
+
+    @property
+    def backoff(self) -> Backoff:
+        """The reconnect backoff state (attempt counter)."""
+        return self._backoff
+
+    @property
+    def watchdog(self) -> Watchdog:
+        """The data-idle watchdog (read-only use)."""
+        return self._watchdog
+
+    def events(self) -> list[ConnectionEvent]:
+        """The last ``event_log_size`` events, oldest first."""
+        return self._log.events()
+
+    def add_event_listener(self, listener: EventCallback) -> None:
+        """Also call ``listener`` for every future event."""
+        self._log.add_listener(listener)
+
+    def quality(self) -> ConnectionQuality:
+        """Current quality snapshot."""
+        return self._quality.snapshot(self._clock.monotonic(), self._uptime_pct())
+
+    def stats(self) -> ConnectionStats:
+        """Immutable snapshot of counters and state."""
+        now = self._clock.monotonic()
+        up, down = self._times(now)
+        reg = self._registry
+        return ConnectionStats(
+            connection_id=self.conn_id,
+            exchange=self.adapter.exchange,
+            url=self.spec.url,
+            route=self.spec.route,
+            state=self.state,
+            messages=self.messages,
+            bytes=self.bytes,
+            market_events=self.market_events,
+            errors=self._errors_total(),
+            decode_errors=self.decode_errors,
+            oversized_frames=self.oversized_frames,
+            callback_errors=self.callback_errors,
+            reconnect_attempts=self.reconnect_attempts,
+            successful_reconnects=self.successful_reconnects,
+            disconnections=self.disconnections,
+            downtime_s=down,
+            uptime_s=up,
+            connected_since_ns=self._connected_since_ns,
+            last_message_age_s=None if self._last_recv is None else now - self._last_recv,
+            subscriptions_confirmed=len(reg.confirmed),
+            subscriptions_pending=len(reg.pending_subscribe),
+            subscriptions_rejected=len(reg.rejected),
+            rotations=self.rotations,
+            quality=self._quality.snapshot(now, self._uptime_pct()),
+        )
+
+    async def start(self) -> None:
+        """Start connecting in the background (returns at once; see :meth:`wait_for_state`).
+
+        Raises:
+            IllegalTransition: already started or stopped.
+        """
+        self._sm.transition(_S.CONNECTING, "start")
+        self._started_at = self._clock.monotonic()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.conn_id}-supervisor")
+        self._ticker = asyncio.create_task(self._tick_loop(), name=f"{self.conn_id}-ticker")
+
+    async def stop(self) -> None:
+        """Stop for good: unsubscribe (frames the rate limit allows right now), close code 1000, no reconnect.
+
+        Idempotent.
+        """
+        if self.state is _S.STOPPED:
+            return
+        self._stopping = True
+        self._wake.set()
+        sess = self._primary
+        if sess is not None and sess.alive and self.state in _ACTIVE:
+            confirmed = list(sess.registry.confirmed)
+            if confirmed:
+                reqs = self.adapter.unsubscribe_requests(confirmed, self._next_id)
+                self._next_id += len(reqs)
+                for req in reqs:
+                    if not sess.bucket.try_acquire():
+                        break
+                    try:
+                        await sess.ws.send(req.frame)
+                    except TransportError:
+                        break
+        current = asyncio.current_task()
+        for t in (self._supervisor, self._ticker, self._rotation, *self._tasks):
+            if t is not None and t is not current and not t.done():
+                t.cancel()
+        for s in (self._primary, self._candidate):
+            if s is not None:
+                s.end(_STOPPED)
+                await self._close_session(s)
+        waiting = [t for t in (self._supervisor, self._ticker, self._rotation, *self._tasks) if t is not None]
+        waiting = [t for t in waiting if t is not current]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        self._primary = self._candidate = None
+        self._connected_since_ns = None
+        self._sm.transition(_S.STOPPED, "stop requested")
+
+    def reconnect(self) -> None:
+        """Force a reconnect now, with the backoff reset to immediate.
+
+        From ``failed`` this restarts the connection (state ``reconnecting``). Before :meth:`start` it does
+        nothing.
+
+        Raises:
+            IllegalTransition: the connection is stopped.
+        """
+        state = self.state
+        if state is _S.STOPPED:
+            raise IllegalTransition(state, _S.RECONNECTING)
+        self._backoff.reset()
+        if state is _S.FAILED:
+            self._sm.transition(_S.RECONNECTING, "explicit reconnect")
+            self._wake.set()
+        elif state is _S.RECONNECTING:
+            self._wake.set()
+        elif state in _ACTIVE and self._primary is not None:
+            self._requested_end = True
+            self._primary.end("reconnect requested")
+
+    async def subscribe(self, subs: Sequence[Subscription]) -> None:
+        """Add subscriptions; their subscribe frames are sent now if a socket is open, else on connect.
+
+        Raises:
+            ConfigError: more than ``policy.max_streams_per_connection`` subscriptions would result.
+            ValueError: a symbol does not belong to the adapter.
+        """
+        self._validate(subs, len(self._registry))
+        added = self._registry.want(subs)
+        if self._candidate is not None:
+            self._candidate.registry.want(subs)
+        if not added:
+            return
+        now = self._clock.monotonic()
+        for sub in added:
+            self._watchdog.arm(sub.key, now)
+        await self._send_everywhere()
+
+    async def unsubscribe(self, subs: Sequence[Subscription]) -> None:
+        """Remove subscriptions; unsubscribe frames are sent on the open socket(s). Unknown ones are
+        ignored."""
+        removed = self._registry.drop(subs)
+        for sub in removed:
+            self._watchdog.remove(sub.key)
+            self._stale.discard(sub.key)
+            self._failing_books.discard(sub.key)
+        for sess in self._live_sessions():
+            if sess is not self._primary:
+                sess.registry.drop(subs)
+            if removed:
+                await self._send_requests(sess, self.adapter.unsubscribe_requests, removed)
+
+    async def resubscribe(self, subs: Sequence[Subscription]) -> None:
+        """Unsubscribe then subscribe ``subs`` on the primary socket, to get fresh WebSocket snapshots (the
+        OKX
+        book resync: EXCHANGES.md section 3). Subscriptions not currently desired are ignored.
+        """
+        sess = self._primary
+        originals = self._registry.mark_resubscribe(subs)
+        if not originals:
+            return
+        now = self._clock.monotonic()
+        for sub in originals:
+            self._watchdog.arm(sub.key, now)
+        if sess is not None and sess.alive:
+            await self._send_requests(sess, self.adapter.unsubscribe_requests, originals)
+            await self._send_pending(sess)
+
+    def report_sequence_gap(self, n: int = 1) -> None:
+        """The consumer found ``n`` sequence gaps in this connection's data (counted in quality ``loss``)."""
+        self._quality.record_gap(n)
+
+    def set_book_failing(self, key: tuple[Channel, str], failing: bool) -> None:
+        """Mark a book as failing (state ``unstable`` while any is) or recovered."""
+        if failing:
+            self._failing_books.add(key)
+        else:
+            self._failing_books.discard(key)
+        self._update_health("book failing" if failing else "book recovered")
+
+    async def wait_for_state(self, *states: ConnectionState) -> ConnectionState:
+        """Wait until the state is one of ``states`` (bound it with ``asyncio.wait_for``); return it."""
+        while self.state not in states:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._state_waiters.append(fut)
+            await fut
+        return self.state
+
+    # internals ------------------------------------------------------------
+    def _validate(self, subs: Iterable[Subscription], existing: int) -> None:
+        new = 0
+        for sub in subs:
+            self.adapter.exchange_symbol(sub.symbol)
+            if not self._registry.is_desired(sub.key):
+                new += 1
+        limit = self._policy.max_streams_per_connection
+        if existing + new > limit:
+            raise ConfigError(
+                f"{existing + new} subscriptions exceed the {self.adapter.exchange} limit of {limit}"
+            )
+
+    def _errors_total(self) -> int:
+        return self.decode_errors + self.exchange_errors + self.callback_errors + self.transport_errors
+
+    def _times(self, now: float) -> tuple[float, float]:
+        up, down = self._uptime_s, self._downtime_s
+        state = self.state
+        if state in _ACTIVE:
+            up += now - self._state_since
+        elif state not in (_S.STOPPED, _S.DISCONNECTED):
+            down += now - self._state_since
+        return up, down
+
+    def _uptime_pct(self) -> float:
+        up, down = self._times(self._clock.monotonic())
+        total = up + down
+        return 100.0 * up / total if total > 0 else 0.0
+
+    def _emit(
+        self,
+        type_: ConnectionEventType,
+        severity: Severity,
+        description: str = "",
+        *,
+        error: str | None = None,
+        latency_ms: float | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        self._log.append(
+            ConnectionEvent(
+                type=type_,
+                severity=severity,
+                time_ns=self._clock.time_ns(),
+                monotonic_s=self._clock.monotonic(),
+                connection_id=self.conn_id,
+                exchange=self.adapter.exchange,
+                description=description,
+                error=error,
+                latency_ms=latency_ms,
+                attempt=attempt,
+            )
+        )
+
+    def _on_transition(self, source: ConnectionState, target: ConnectionState, reason: str) -> None:
+        now = self._clock.monotonic()
+        if source in _ACTIVE:
+            self._uptime_s += now - self._state_since
+        elif source is not _S.DISCONNECTED:
+            self._downtime_s += now - self._state_since
+        self._state_since = now
+        if target is not _S.CONNECTED:
+            self._healthy_since = None
+        severity = {
+            _S.FAILED: Severity.CRITICAL,
+            _S.UNSTABLE: Severity.WARNING,
+            _S.RECONNECTING: Severity.WARNING,
+        }.get(target, Severity.INFO)
+        self._emit(_E.STATE_CHANGED, severity, f"{source} -> {target}" + (f": {reason}" if reason else ""))
+        waiters, self._state_waiters = self._state_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("%s: background task failed", self.conn_id, exc_info=task.exception())
+
+    def _live_sessions(self) -> list[_Session]:
+        return [s for s in (self._primary, self._candidate) if s is not None and s.alive]
+
+    async def _sleep_or_wake(self, delay: float) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def _wait_any(self, timeout_s: float, *awaitables: asyncio.Future[Any]) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep(timeout_s))
+        try:
+            await asyncio.wait({sleeper, *awaitables}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+
+    # sessions ------------------------------------------------------------
+    async def _open_session(self, registry: SubscriptionRegistry) -> _Session:
+        ws = await self._transport.connect(self.spec.url, max_frame_bytes=self._policy.max_frame_bytes)
+        self._sid += 1
+        now = self._clock.monotonic()
+        sess = _Session(
+            self._sid,
+            ws,
+            registry,
+            now,
+            TokenBucket(self._policy.max_outbound_per_s, self._clock),
+            HourlyQuota(self._policy.max_subscribe_requests_per_hour, self._clock),
+        )
+        interval = self._policy.keepalive.protocol_ping_interval_s
+        sess.next_proto_ping = now + (interval if interval is not None else 0.0)
+        sess.reader = asyncio.create_task(self._read_loop(sess), name=f"{self.conn_id}-reader-{sess.sid}")
+        return sess
+
+    async def _close_session(self, sess: _Session, code: int = 1000) -> None:
+        sess.end(_STOPPED)
+        reader = sess.reader
+        if reader is not None and reader is not asyncio.current_task() and not reader.done():
+            reader.cancel()
+        try:
+            await sess.ws.close(code)
+        except Exception:
+            sess.ws.abort()
+
+    def _schedule_rotation(self, sess: _Session) -> None:
+        lifetime = self._policy.max_lifetime_s
+        if lifetime is None:
+            self._rotate_at = None
+            return
+        lead = self.config.rotation_lead_s * (1.0 + self._rng.uniform(0.0, self.config.rotation_jitter))
+        lead = min(lead, lifetime / 2)
+        self._rotate_at = sess.opened_at + lifetime - lead
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            if self._backoff.exhausted:
+                self._sm.transition(_S.FAILED, f"gave up after {self._backoff.attempt} attempts")
+                self._emit(
+                    _E.RECONNECT_FAILED,
+                    Severity.CRITICAL,
+                    f"giving up after {self._backoff.attempt} attempts; call reconnect() to restart",
+                    attempt=self._backoff.attempt,
+                )
+                self._wake.clear()
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            delay = self._backoff.next_delay()
+            attempt = self._backoff.attempt
+            if self._ever_connected or attempt > 1:
+                self.reconnect_attempts += 1
+                self._emit(_E.RECONNECT_ATTEMPT, Severity.INFO, f"attempt in {delay:.3f} s", attempt=attempt)
+            if delay > 0:
+                self._wake.clear()
+                await self._sleep_or_wake(delay)
+                self._wake.clear()
+                if self._stopping:
+                    return
+            try:
+                self._registry.replay()
+                sess = await self._open_session(self._registry)
+            except Exception as exc:
+                self.transport_errors += 1
+                self._emit(
+                    _E.RECONNECT_FAILED if self._ever_connected or attempt > 1 else _E.ERROR,
+                    Severity.ERROR,
+                    f"cannot connect to {self.spec.url}",
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=attempt,
+                )
+                if self.state is _S.CONNECTING:
+                    self._sm.transition(_S.RECONNECTING, "connect failed")
+                continue
+            if self._stopping:
+                await self._close_session(sess)
+                return
+            await self._on_open(sess, attempt)
+            reason = await self._wait_primary_end()
+            if self._stopping:
+                return
+            await self._on_end(reason)
+
+    async def _on_open(self, sess: _Session, attempt: int) -> None:
+        now = self._clock.monotonic()
+        self._primary = sess
+        self._connected_since_ns = self._clock.time_ns()
+        self._stale.clear()
+        self._watchdog.arm_all(now)
+        for sub in self._registry.desired:
+            self._watchdog.arm(sub.key, now)
+        self._schedule_rotation(sess)
+        self._sm.transition(_S.CONNECTED, f"session {sess.sid} open")
+        if self._ever_connected:
+            self.successful_reconnects += 1
+            down_ms = None if self._disconnected_at is None else (now - self._disconnected_at) * 1000.0
+            self._emit(
+                _E.RECONNECT_SUCCESS, Severity.INFO, "reconnected", latency_ms=down_ms, attempt=attempt
+            )
+        else:
+            self._emit(_E.CONNECTED, Severity.INFO, f"connected to {self.spec.url}", attempt=attempt)
+        self._ever_connected = True
+        self._spawn(self._send_pending(sess))
+
+    async def _wait_primary_end(self) -> str:
+        while True:
+            sess = self._primary
+            assert sess is not None
+            reason = await asyncio.shield(sess.ended)
+            if reason == _ROTATED and self._primary is not sess:
+                continue
+            return reason
+
+    async def _on_end(self, reason: str) -> None:
+        now = self._clock.monotonic()
+        sess = self._primary
+        requested = self._requested_end
+        self._requested_end = False
+        self._disconnected_at = now
+        self._connected_since_ns = None
+        if not requested:
+            self.disconnections += 1
+            self._quality.record_disconnect(now)
+        self._emit(
+            _E.DISCONNECTED, Severity.INFO if requested else Severity.WARNING, f"session ended: {reason}"
+        )
+        if self._rotation is not None and not self._rotation.done():
+            self._rotation.cancel()
+        cand, self._candidate = self._candidate, None
+        self._sm.transition(_S.RECONNECTING, reason)
+        for s in (sess, cand):
+            if s is not None:
+                self._spawn(self._close_session(s))
+
+    # sending ------------------------------------------------------------
+
+    async def _send(self, sess: _Session, frame: str) -> bool:
+        await sess.bucket.acquire()
+        if not sess.alive:
+            return False
+        try:
+            await sess.ws.send(frame)
+        except TransportError as exc:
+            self.transport_errors += 1
+            sess.end(f"send failed: {exc}")
+            return False
+        return True
+
+    async def _send_requests(
+        self,
+        sess: _Session,
+        build: Callable[[Sequence[Subscription], int], list[OutboundRequest]],
+        subs: Sequence[Subscription],
+    ) -> None:
+        async with sess.send_lock:
+            reqs = build(subs, self._next_id)
+            self._next_id += len(reqs)
+            for req in reqs:
+                await sess.quota.acquire()
+                if not sess.alive:
+                    return
+                sess.registry.sent(req, self._clock.monotonic())
+                if not await self._send(sess, req.frame):
+                    return
+
+    async def _send_pending(self, sess: _Session) -> None:
+        unsent = sess.registry.unsent()
+        if unsent and sess.alive:
+            await self._send_requests(sess, self.adapter.subscribe_requests, unsent)
+
+    async def _send_everywhere(self) -> None:
+        for sess in self._live_sessions():
+            await self._send_pending(sess)
+
+    # reading ------------------------------------------------------------
+
+    async def _read_loop(self, sess: _Session) -> None:
+        ws = sess.ws
+        clock = self._clock
+        decode = self.adapter.decode
+        watchdog_on_data = self._watchdog.on_data
+        on_data = self._on_data
+        while True:
+            try:
+                frame = await ws.recv()
+            except FrameTooLarge as exc:
+                self.oversized_frames += 1
+                self.transport_errors += 1
+                self._emit(_E.ERROR, Severity.ERROR, "oversized frame, resetting session", error=str(exc))
+                sess.end("oversized frame")
+                return
+            except TransportError as exc:
+                sess.end(f"{type(exc).__name__}: {exc}")
+                return
+            now = clock.monotonic()
+            receipt_ns = clock.time_ns()
+            sess.last_recv = now
+            self._last_recv = now
+            self.messages += 1
+            self.bytes += len(frame)
+            try:
+                items = decode(frame, receipt_ns)
+            except DecodeError:
+                self.decode_errors += 1
+                if self.decode_errors == 1 or self.decode_errors % 1000 == 0:
+                    _log.warning("%s: malformed frame skipped (%d so far)", self.conn_id, self.decode_errors)
+                continue
+            except Exception:
+                self.decode_errors += 1
+                if self.decode_errors == 1 or self.decode_errors % 1000 == 0:
+                    _log.exception(
+                        "%s: adapter failed on a frame (%d so far)", self.conn_id, self.decode_errors
+                    )
+                continue
+            if not items:
+                continue
+            control = 0
+            last_key: tuple[Channel, str] | None = None
+            for item in items:
+                cls = type(item)
+                if cls is Trade or cls is Ticker:
+                    key = (item.channel, item.symbol)  # type: ignore[union-attr]
+                elif cls is BookMessage:
+                    key = (Channel.BOOK, item.symbol)  # type: ignore[union-attr]
+                else:
+                    control += 1
+                    continue
+                if key != last_key:
+                    watchdog_on_data(key, now)
+                    last_key = key
+                    if sess.expected:
+                        sess.expected.discard(key)
+                        if not sess.expected:
+                            sess.flow_event.set()
+            if control:
+                for item in items:
+                    cls = type(item)
+                    if cls is not Trade and cls is not Ticker and cls is not BookMessage:
+                        self._on_control(sess, item, now)  # type: ignore[arg-type]
+                if control == len(items):
+                    continue
+                market: list[MarketData] = [
+                    i for i in items if type(i) is Trade or type(i) is Ticker or type(i) is BookMessage
+                ]
+            else:
+                market = items  # type: ignore[assignment]
+            self.market_events += len(market)
+            if self._healthy_since is None and sess is self._primary:
+                self._healthy_since = now
+            if now >= self._next_lag_sample:
+                self._sample_lag(market, receipt_ns, now)
+            try:
+                on_data(self, market)
+            except Exception:
+                self.callback_errors += 1
+                if self.callback_errors == 1 or self.callback_errors % 1000 == 0:
+                    _log.exception(
+                        "%s: on_data callback failed (%d so far)", self.conn_id, self.callback_errors
+                    )
+
+    def _sample_lag(self, market: list[MarketData], receipt_ns: int, now: float) -> None:
+        self._next_lag_sample = now + self.config.lag_sample_interval_s
+        for item in market:
+            ts = item.timestamp_ms
+            if ts is not None:
+                self._quality.record_lag(receipt_ns / 1e6 - ts)
+                return
+
+    def _on_control(
+        self,
+        sess: _Session,
+        item: Ack | Rejected | Pong | ReplyRequired | ServerNotice | ExchangeError | Heartbeat,
+        now: float,
+    ) -> None:
+        if isinstance(item, Ack):
+            done = sess.registry.on_ack(item)
+            if item.op == "unsubscribe":
+                for sub in done:
+                    if not sess.registry.is_desired(sub.key) and sess is self._primary:
+                        self._watchdog.remove(sub.key)
+        elif isinstance(item, Rejected):
+            refused = sess.registry.on_rejected(item)
+            self.exchange_errors += 1
+            for sub in refused:
+                if sess is self._primary:
+                    self._watchdog.remove(sub.key)
+                    self._stale.discard(sub.key)
+                sess.expected.discard(sub.key)
+                self._emit(
+                    _E.SUBSCRIPTION_REJECTED,
+                    Severity.ERROR,
+                    f"{sub.channel} {sub.symbol} rejected (not retried)",
+                    error=f"{item.code}: {item.message}",
+                )
+            if not refused:
+                self._emit(_E.ERROR, Severity.ERROR, "request rejected", error=f"{item.code}: {item.message}")
+        elif isinstance(item, Pong):
+            if sess.app_ping_at is not None:
+                self._quality.record_rtt((now - sess.app_ping_at) * 1000.0)
+                sess.app_ping_at = None
+        elif isinstance(item, ReplyRequired):
+            self._spawn(self._send(sess, item.frame))
+        elif isinstance(item, ServerNotice):
+            self._emit(_E.SERVER_NOTICE, Severity.WARNING, f"server notice {item.code}: {item.message}")
+            if item.rotate and sess is self._primary:
+                self._request_rotation(f"server notice {item.code}")
+        elif isinstance(item, ExchangeError):
+            self.exchange_errors += 1
+            self._emit(_E.ERROR, Severity.ERROR, "exchange error", error=f"{item.code}: {item.message}")
+        elif isinstance(item, Heartbeat):
+            self.heartbeats += 1
+
+    # timers ------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while not self._stopping:
+            await self._clock.sleep(self.config.tick_s)
+            try:
+                self._tick(self._clock.monotonic())
+            except Exception:
+                _log.exception("%s: tick failed", self.conn_id)
+
+    def _tick(self, now: float) -> None:
+        for live in self._live_sessions():
+            self._check_keepalive(live, now)
+        sess = self._primary
+        if sess is None or not sess.alive or self.state not in _ACTIVE:
+            return
+        self._check_acks(sess, now)
+        self._check_watchdog(sess, now)
+        if not sess.alive:
+            return
+        if self._rotate_at is not None and now >= self._rotate_at:
+            self._request_rotation("connection lifetime")
+        if now >= self._next_quality:
+            self._next_quality = now + self.config.quality_interval_s
+            change = self._quality.tick(now, self.messages, self._errors_total(), self._uptime_pct())
+            if change is QualityChange.DEGRADED:
+                self._emit(_E.QUALITY_DEGRADED, Severity.WARNING, f"quality score {self._quality.last_score}")
+            elif change is QualityChange.IMPROVED:
+                self._emit(_E.QUALITY_IMPROVED, Severity.INFO, f"quality score {self._quality.last_score}")
+        if now - self._last_data_event >= self.config.data_event_interval_s:
+            n = self.messages - self._msgs_at_data_event
+            if n > 0:
+                self._emit(
+                    _E.DATA_RECEIVED,
+                    Severity.INFO,
+                    f"{n} frames in the last {now - self._last_data_event:.0f} s",
+                )
+            self._last_data_event = now
+            self._msgs_at_data_event = self.messages
+        self._update_health("")
+        if (
+            self._healthy_since is not None
+            and self.state is _S.CONNECTED
+            and self._backoff.should_reset(now - self._healthy_since)
+        ):
+            self._backoff.reset()
+
+    def _update_health(self, reason: str) -> None:
+        state = self.state
+        if state not in _ACTIVE:
+            return
+        degraded = bool(self._stale) or bool(self._failing_books) or self._quality.poor
+        if state is _S.CONNECTED and degraded:
+            why = reason or (
+                "stale subscriptions"
+                if self._stale
+                else "failing books"
+                if self._failing_books
+                else "poor quality"
+            )
+            self._sm.transition(_S.UNSTABLE, why)
+        elif state is _S.UNSTABLE and not degraded:
+            self._sm.transition(_S.CONNECTED, reason or "healthy again")
+
+    def _check_keepalive(self, sess: _Session, now: float) -> None:
+        ka = self._policy.keepalive
+        if ka.app_ping_frame is not None and ka.app_ping_idle_s is not None:
+            if sess.app_ping_at is not None:
+                if now - sess.app_ping_at > ka.pong_timeout_s:
+                    self._dead(sess, f"no pong within {ka.pong_timeout_s} s of app ping")
+                    return
+            elif now - sess.last_recv >= ka.app_ping_idle_s:
+                sess.app_ping_at = now
+                self._spawn(self._send(sess, ka.app_ping_frame))
+        interval = ka.protocol_ping_interval_s
+        if interval is not None:
+            if sess.proto_ping_at is not None:
+                if now - sess.proto_ping_at > ka.pong_timeout_s:
+                    self._dead(sess, f"protocol ping unanswered for {ka.pong_timeout_s} s")
+            elif now >= sess.next_proto_ping:
+                sess.proto_ping_at = now
+                self._spawn(self._protocol_ping(sess, interval))
+
+    async def _protocol_ping(self, sess: _Session, interval: float) -> None:
+        await sess.bucket.acquire()
+        if not sess.alive:
+            return
+        ping = asyncio.ensure_future(sess.ws.ping())
+        ended: asyncio.Future[Any] = sess.ended
+        await asyncio.wait({ping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if not ping.done():
+            ping.cancel()
+            return
+        exc = ping.exception()
+        if exc is not None:
+            if isinstance(exc, TransportError):
+                sess.end(f"ping failed: {exc}")
+                return
+            raise exc
+        self._quality.record_rtt(ping.result() * 1000.0)
+        sess.proto_ping_at = None
+        sess.next_proto_ping = self._clock.monotonic() + interval
+
+    def _dead(self, sess: _Session, why: str) -> None:
+        self._emit(_E.HEARTBEAT_TIMEOUT, Severity.ERROR, f"session {sess.sid}: {why}")
+        sess.end(f"heartbeat timeout: {why}")
+
+    def _check_acks(self, sess: _Session, now: float) -> None:
+        resend = False
+        for p in sess.registry.expired(now, self.config.ack_timeout_s):
+            sub = p.subscription
+            if p.attempts < 2:
+                self._emit(
+                    _E.ERROR,
+                    Severity.WARNING,
+                    f"no ack for {sub.channel} {sub.symbol} in {self.config.ack_timeout_s} s, retrying",
+                )
+                sess.registry.mark_unsent(sub)
+                resend = True
+            else:
+                sess.registry.reject(sub, "ack_timeout", "no ack after one retry")
+                self._watchdog.remove(sub.key)
+                self._emit(
+                    _E.SUBSCRIPTION_REJECTED,
+                    Severity.ERROR,
+                    f"{sub.channel} {sub.symbol}: no ack after one retry (not retried again)",
+                    error="ack_timeout",
+                )
+        if resend:
+            self._spawn(self._send_pending(sess))
+
+    def _check_watchdog(self, sess: _Session, now: float) -> None:
+        reg = sess.registry
+        for key in [k for k in self._stale if not self._watchdog.is_stale(k) or not reg.is_desired(k)]:
+            self._stale.discard(key)
+        reports = self._watchdog.check(now)
+        if not reports:
+            return
+        fix: list[Subscription] = []
+        for r in reports:
+            if not isinstance(r.key, tuple):
+                continue
+            key = cast("tuple[Channel, str]", r.key)
+            if not reg.is_desired(key):
+                continue
+            self._stale.add(key)
+            what = "no first message" if r.first_data else "silent"
+            self._emit(
+                _E.STALE_SUBSCRIPTION,
+                Severity.WARNING,
+                f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)",
+            )
+            if r.count == 1:
+                fix.extend(s for s in reg.desired if s.key == key)
+        desired = reg.desired
+        if desired and all(self._watchdog.is_stale(s.key) for s in desired):
+            self._emit(
+                _E.STALE_SUBSCRIPTION, Severity.ERROR, "all subscriptions silent, resetting the session"
+            )
+            sess.end("watchdog: all subscriptions silent")
+            return
+        if fix:
+            self._spawn(self.resubscribe(fix))
+
+    # rotation ------------------------------------------------------------
+
+    def _request_rotation(self, reason: str) -> None:
+        if self._rotation is not None and not self._rotation.done():
+            return
+        self._rotate_at = None
+        self._rotation = asyncio.create_task(self._rotate(reason), name=f"{self.conn_id}-rotation")
+
+    async def _rotate(self, reason: str) -> None:
+        old = self._primary
+        if old is None or not old.alive:
+            return
+        t0 = self._clock.monotonic()
+        self._emit(_E.ROTATION_STARTED, Severity.INFO, f"make-before-break rotation: {reason}")
+        registry = self._registry.fork()
+        try:
+            cand = await self._open_session(registry)
+        except Exception as exc:
+            self.transport_errors += 1
+            self._emit(
+                _E.ERROR,
+                Severity.WARNING,
+                f"rotation: replacement failed, old socket kept, retry in {self.config.rotation_retry_s} s",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._rotate_at = self._clock.monotonic() + self.config.rotation_retry_s
+            return
+        self._candidate = cand
+        try:
+            cand.expected = {s.key for s in registry.desired}
+            if not cand.expected:
+                cand.flow_event.set()
+            await self._send_pending(cand)
+            if not cand.flow_event.is_set():
+                flow = asyncio.ensure_future(cand.flow_event.wait())
+                try:
+                    await self._wait_any(self.config.rotation_flow_timeout_s, flow, cand.ended, old.ended)
+                finally:
+                    flow.cancel()
+            if not old.alive or self._primary is not old or self._stopping:
+                return  # the old socket died first: a normal reconnect takes over
+            if not cand.alive:
+                self._emit(
+                    _E.ERROR, Severity.WARNING, "rotation: replacement socket died, keeping the old one"
+                )
+                self._rotate_at = self._clock.monotonic() + self.config.rotation_retry_s
+                return
+            self._candidate = None
+            self._primary = cand
+            self._registry = registry
+            self._connected_since_ns = self._clock.time_ns()
+            self._schedule_rotation(cand)
+            self.rotations += 1
+            old.end(_ROTATED)
+            self._spawn(self._close_session(old))
+            flowing = "all flowing" if cand.flow_event.is_set() else "flow timeout"
+            self._emit(
+                _E.ROTATION_COMPLETED,
+                Severity.INFO,
+                f"session {cand.sid} replaced session {old.sid} ({flowing})",
+                latency_ms=(self._clock.monotonic() - t0) * 1000.0,
+            )
+        finally:
+            if self._candidate is cand:
+                self._candidate = None
+                cand.end(_STOPPED)
+                self._spawn(self._close_session(cand))
