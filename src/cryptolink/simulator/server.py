@@ -299,6 +299,7 @@ class SimConnection:
                         await self.ws.pong(msg.data)
                 elif msg.type == WSMsgType.PONG:
                     self.pongs_received += 1
+                    self.server.notify()
                     if self.server.clock.monotonic() >= self.noping_until:
                         self.ping_outstanding_since = None
                         self.wake.set()

@@ -1,0 +1,207 @@
+"""Binance spot and USD-M protocol conformance with a raw aiohttp client (EXCHANGES.md §1, §2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import aiohttp
+import pytest
+
+from cryptolink.simulator import Fault, Simulator
+
+from sim_helpers import fast_config, recv_close, recv_json, recv_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_subscribe_ack_list_unsubscribe_and_errors(http: aiohttp.ClientSession) -> None:
+    async with Simulator(["binance"], mode="synthetic", config=fast_config()) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/stream"
+        async with http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}))
+            assert await recv_until(ws, lambda f: "id" in f) == {"result": None, "id": 1}
+            await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": "x2"}))
+            assert await recv_until(ws, lambda f: "id" in f) == {"result": ["btcusdt@trade"], "id": "x2"}
+            frame = await recv_until(ws, lambda f: "stream" in f)
+            assert frame["stream"] == "btcusdt@trade" and frame["data"]["e"] == "trade"
+            await ws.send_str("{not json")
+            err = await recv_until(ws, lambda f: "code" in f)
+            assert err["code"] == 3 and err["id"] is None
+            await ws.send_str(json.dumps({"method": "FLY", "id": 5}))
+            err = await recv_until(ws, lambda f: "code" in f)
+            assert err["code"] == 2 and err["id"] == 5 and "FLY" in err["msg"]
+            await ws.send_str(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 6}))
+            assert await recv_until(ws, lambda f: f.get("id") == 6) == {"result": None, "id": 6}
+            assert "btcusdt@trade" not in sim.binance.subs
+
+
+async def test_raw_path_streams_and_unknown_stream_accepted(http: aiohttp.ClientSession) -> None:
+    async with Simulator(["binance"], mode="synthetic", config=fast_config()) as sim:
+        base = sim.endpoints()["binance"]["ws_url"]
+        async with http.ws_connect(base + "/ws/btcusdt@bookTicker/nopecoin@trade") as ws:
+            frame = await recv_json(ws)
+            assert set(frame) == {"u", "s", "b", "B", "a", "A"} and frame["s"] == "BTCUSDT"
+            conn = next(iter(sim.binance.connections.values()))
+            assert "nopecoin@trade" in conn.subscriptions and "nopecoin@trade" not in conn.streams
+
+
+async def test_server_pings_and_pong_timeout(http: aiohttp.ClientSession) -> None:
+    cfg = fast_config(binance={"ping_interval_s": 0.05, "pong_timeout_s": 0.3})
+    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws"
+        async with http.ws_connect(url, autoping=False) as ws:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.type == aiohttp.WSMsgType.PING
+            await ws.pong(msg.data)  # answered: the connection lives on
+            for _ in range(3):
+                msg = await asyncio.wait_for(ws.receive(), 5)
+                assert msg.type == aiohttp.WSMsgType.PING
+                await ws.pong(msg.data)
+            conn = next(iter(sim.binance.connections.values()))
+            await sim.binance.wait_until(lambda: conn.pongs_received >= 4)
+            assert conn.is_open
+            # stop answering: closed within the pong timeout
+            closed = await recv_close(ws, 5)
+            assert closed is not None
+            await sim.binance.wait_until(lambda: not conn.is_open)
+            assert conn.close_reason == "pong timeout"
+
+
+async def test_inbound_rate_limit_closes_1008(http: aiohttp.ClientSession) -> None:
+    cfg = fast_config(binance={"max_in_msgs_per_s": 5})
+    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
+        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws") as ws:
+            for _ in range(7):
+                await ws.ping(b"x")  # ping frames count against the limit
+            await recv_close(ws)
+            assert ws.close_code == 1008
+
+
+async def test_lifetime_close(http: aiohttp.ClientSession) -> None:
+    cfg = fast_config(binance={"lifetime_s": 0.3})
+    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
+        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade") as ws:
+            await recv_close(ws)
+            assert ws.close_code == 1001
+
+
+async def test_rest_weight_429_then_418(http: aiohttp.ClientSession) -> None:
+    cfg = fast_config(binance={"rest_weight_limit": 10})
+    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
+        url = sim.endpoints()["binance"]["rest_url"] + "/api/v3/time"
+        for i in range(10):
+            async with http.get(url) as r:
+                assert r.status == 200
+                assert r.headers["X-MBX-USED-WEIGHT-1M"] == str(i + 1)
+        async with http.get(url) as r:
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            assert (await r.json())["code"] == -1003
+        async with http.get(url) as r:
+            assert r.status == 418 and int(r.headers["Retry-After"]) >= 1
+        async with http.get(sim.endpoints()["binance"]["rest_url"] + "/api/v3/depth?symbol=NOPE") as r:
+            assert r.status == 418  # still banned, whatever the endpoint
+
+
+async def test_rest_errors_and_tickers(http: aiohttp.ClientSession) -> None:
+    async with Simulator(["binance"], mode="synthetic", config=fast_config()) as sim:
+        base = sim.endpoints()["binance"]["rest_url"] + "/api/v3"
+        async with http.get(base + "/depth?symbol=NOPEUSDT") as r:
+            assert r.status == 400 and (await r.json())["code"] == -1121
+        async with http.get(base + "/depth") as r:
+            assert r.status == 400 and (await r.json())["code"] == -1102
+        async with http.get(base + "/ticker/bookTicker?symbol=BTCUSDT") as r:
+            bt = await r.json()
+            assert Decimal(bt["bidPrice"]) < Decimal(bt["askPrice"])
+        async with http.get(base + "/ticker/24hr") as r:
+            assert {t["symbol"] for t in await r.json()} == {"BTCUSDT", "ETHUSDT"}
+        async with http.get(base + "/exchangeInfo") as r:
+            info = await r.json()
+            assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
+            assert all(s["status"] == "TRADING" for s in info["symbols"])
+
+
+def _apply(book: dict[str, dict[Decimal, Decimal]], bids: list[list[str]], asks: list[list[str]]) -> None:
+    for side, levels in (("bids", bids), ("asks", asks)):
+        for p, q in levels:
+            if Decimal(q) == 0:
+                book[side].pop(Decimal(p), None)
+            else:
+                book[side][Decimal(p)] = Decimal(q)
+
+
+@pytest.mark.parametrize("exchange", ["binance", "binanceusdm"])
+async def test_rest_snapshot_bridges_ws_diffs(http: aiohttp.ClientSession, exchange: str) -> None:
+    """The documented sync procedure (§1 / §2) yields exactly the server's book at a later snapshot."""
+    async with Simulator([exchange], mode="replay", speed=3.0, config=fast_config()) as sim:
+        ep = sim.endpoints()[exchange]
+        spot = exchange == "binance"
+        path = "/stream?streams=btcusdt@depth@100ms" if spot else "/public/stream?streams=btcusdt@depth@100ms"
+        rest = ep["rest_url"] + ("/api/v3/depth" if spot else "/fapi/v1/depth")
+        async with http.ws_connect(ep["ws_url"] + path) as ws:
+            first = (await recv_json(ws))["data"]
+            async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "1000"}) as r:
+                snap = await r.json()
+            assert snap["lastUpdateId"] >= first["U"]
+            book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
+            _apply(book, snap["bids"], snap["asks"])
+            last = snap["lastUpdateId"]
+            prev_u = None
+            started = False
+            target = None
+            for _ in range(400):
+                d = (await recv_json(ws))["data"]
+                if d["u"] <= last and not started:
+                    continue
+                if not started:
+                    assert d["U"] <= last + 1 <= d["u"]
+                    started = True
+                else:
+                    assert d["U"] == prev_u + 1
+                    if not spot:
+                        assert d["pu"] == prev_u
+                prev_u = d["u"]
+                _apply(book, d["b"], d["a"])
+                if target is None and started:
+                    async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "50"}) as r:
+                        target = await r.json()
+                if target is not None and d["u"] == target["lastUpdateId"]:
+                    break
+            assert target is not None and prev_u == target["lastUpdateId"]
+            top_bids = sorted(book["bids"].items(), reverse=True)[:50]
+            assert top_bids == [(Decimal(p), Decimal(q)) for p, q in target["bids"]]
+            top_asks = sorted(book["asks"].items())[:50]
+            assert top_asks == [(Decimal(p), Decimal(q)) for p, q in target["asks"]]
+
+
+async def test_usdm_routes_pu_chain_and_wrong_route_silent(http: aiohttp.ClientSession) -> None:
+    async with Simulator(["binanceusdm"], mode="synthetic", config=fast_config()) as sim:
+        base = sim.endpoints()["binanceusdm"]["ws_url"]
+        async with http.ws_connect(base + "/market/stream?streams=btcusdt@depth/btcusdt@aggTrade") as ws:
+            streams = {(await recv_json(ws))["stream"] for _ in range(20)}
+            assert streams == {"btcusdt@aggTrade"}  # depth on /market: accepted, delivers nothing
+        async with http.ws_connect(base + "/public/ws/btcusdt@depth") as ws:
+            prev = None
+            for _ in range(20):
+                d = await recv_json(ws)
+                assert d["e"] == "depthUpdate" and {"T", "pu", "U", "u"} <= set(d)
+                if prev is not None:
+                    assert d["pu"] == prev
+                prev = d["u"]
+
+
+async def test_server_shutdown_notice(http: aiohttp.ClientSession) -> None:
+    async with Simulator(["binance"], mode="synthetic", config=fast_config()) as sim:
+        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/stream?streams=btcusdt@trade") as ws:
+            await recv_json(ws)
+            sim.inject(Fault("notice"), exchange="binance")
+            frame = await recv_until(ws, lambda f: f.get("stream") == "!serverShutdown")
+            assert frame["data"]["e"] == "serverShutdown"
