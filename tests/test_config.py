@@ -218,3 +218,28 @@ def test_config_is_immutable() -> None:
     cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={})
     with pytest.raises(Exception, match="frozen"):
         cfg.consumer_queue_size = 3  # type: ignore[misc]
+
+
+def test_documented_example_is_valid() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    example = doc.split("## Full example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    cfg = CryptolinkConfig.from_yaml_text(example, env={})
+    assert set(cfg.exchanges) == {"binance", "binance-perp", "okx", "okx-perp", "okx-sim"}
+    assert set(cfg.enabled_exchanges()) == {"binance", "binance-perp", "okx", "okx-sim"}
+    assert cfg.exchanges["okx"].channels.depth == 400
+
+
+def test_documented_keys_match_the_models() -> None:
+    from cryptolink.config import ChannelsConfig, OutputConfig, ReconnectConfig, WatchdogConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for model in (
+        CryptolinkConfig,
+        ExchangeConfig,
+        ChannelsConfig,
+        ReconnectConfig,
+        WatchdogConfig,
+        OutputConfig,
+    ):
+        for key in model.model_fields:
+            assert f"| `{key}` |" in doc, f"{model.__name__}.{key} is not documented"
