@@ -1,0 +1,218 @@
+"""OKX adapter: the shipped recording, subscribe/ack/error/notice frames, symbols, malformed input."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from cryptolink import recordings
+from cryptolink.book.sync import BookSync
+from cryptolink.exchanges.base import Ack, BookMessage, DecodeError, Pong, Rejected, ServerNotice
+from cryptolink.exchanges.okx import OkxAdapter
+from cryptolink.models import BookUpdate, Channel, Market, Side, Subscription, Ticker, Trade
+
+
+def test_every_recorded_frame_decodes_and_books_verify() -> None:
+    ad = OkxAdapter()
+    counts: Counter[str] = Counter()
+    syncs: dict[str, BookSync] = {}
+    for rec in recordings.iter_cryptofeed_ws("cryptofeed_okx_OKX.ws.1.0.gz"):
+        if rec.kind != "received":
+            continue
+        for ev in ad.decode(rec.payload, int(rec.ts_s * 1e9)):
+            counts[type(ev).__name__] += 1
+            if isinstance(ev, BookMessage):
+                sync = syncs.get(ev.exchange_symbol)
+                if sync is None:
+                    sync = syncs[ev.exchange_symbol] = BookSync(
+                        ad.book_sync, "okx", ev.symbol, ev.exchange_symbol
+                    )
+                    sync.start()
+                for a in sync.on_message(ev):
+                    counts[type(a).__name__ + "Action"] += 1
+    assert counts["BookMessage"] == 290
+    assert counts["BookUpdateAction"] == 290  # every checksum verified, every update applied
+    assert counts["NeedResubscribeAction"] == 0
+    assert counts["Trade"] >= 74 and counts["Ticker"] == 28 and counts["Ack"] == 18
+    assert {s.symbol for s in syncs.values()} == {"BTC/USD:BTC-220527", "UNI/USD:UNI", "BTC/USDT"}
+    for sync in syncs.values():
+        assert sync.stats().checksum_failures == 0 and sync.state.value == "live"
+
+
+def test_corrupted_recorded_update_fails_checksum_and_resubscribes() -> None:
+    ad = OkxAdapter()
+    sync: BookSync | None = None
+    corrupted = False
+    for rec in recordings.iter_cryptofeed_ws("cryptofeed_okx_OKX.ws.1.0.gz"):
+        if rec.kind != "received" or '"BTC-USDT"' not in rec.payload or '"books"' not in rec.payload:
+            continue
+        for ev in ad.decode(rec.payload, 0):
+            if not isinstance(ev, BookMessage):
+                continue
+            if sync is None:
+                sync = BookSync(ad.book_sync, "okx", ev.symbol, ev.exchange_symbol)
+            if not ev.is_snapshot and ev.bids and not corrupted:
+                ev.bids[0] = [ev.bids[0][0], ev.bids[0][1] + "1"]
+                corrupted = True
+                out = sync.on_message(ev)
+                assert [type(a).__name__ for a in out] == ["NeedResubscribe"]
+                assert sync.stats().checksum_failures == 1
+                return
+            sync.on_message(ev)
+    pytest.fail("no BTC-USDT book update with bids in the recording")
+
+
+def test_trades_tickers_books_fields() -> None:
+    ad = OkxAdapter()
+    ad.exchange_symbol("BTC/USDT")
+    [t] = ad.decode(
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474",'
+        '"px":"42219.9","sz":"0.12060306","side":"sell","ts":"1630048897897","count":"3","seqId":1234}]}',
+        5,
+    )
+    assert isinstance(t, Trade)
+    assert (t.exchange, t.symbol, t.exchange_symbol, t.side) == ("okx", "BTC/USDT", "BTC-USDT", Side.SELL)
+    assert (t.price, t.amount, t.sequence, t.timestamp_ms) == (
+        Decimal("42219.9"),
+        Decimal("0.12060306"),
+        130639474,
+        1630048897897,
+    )
+    [k] = ad.decode(
+        '{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"instType":"SPOT","instId":"BTC-USDT",'
+        '"last":"9999.99","lastSz":"0.1","askPx":"9999.99","askSz":"11","bidPx":"8888.88","bidSz":"5",'
+        '"ts":"1597026383085"}]}',
+        0,
+    )
+    assert isinstance(k, Ticker)
+    assert (k.bid_price, k.ask_size, k.last_price) == (Decimal("8888.88"), Decimal(11), Decimal("9999.99"))
+    [b] = ad.decode(
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{"asks":[["8476.98","415",'
+        '"0","13"]],"bids":[],"ts":"1597026383085","checksum":0,"prevSeqId":123,"seqId":124}]}',
+        0,
+    )
+    assert isinstance(b, BookMessage)
+    assert (b.is_snapshot, b.first_seq, b.last_seq, b.prev_seq, b.checksum) == (False, 124, 124, 123, None)
+    [s] = ad.decode(
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"snapshot","data":[{"asks":[],"bids":[],'
+        '"ts":"1","checksum":0,"prevSeqId":-1,"seqId":7}]}',
+        0,
+    )
+    assert isinstance(s, BookMessage) and s.is_snapshot and s.prev_seq == -1
+
+
+def test_subscribe_acks_errors_notice_pong() -> None:
+    ad = OkxAdapter(Market.PERPETUAL)
+    subs = [
+        Subscription(Channel.BOOK, "BTC/USDT:USDT", depth=400),
+        Subscription(Channel.TRADES, "BTC/USD:BTC"),
+    ]
+    [req] = ad.subscribe_requests(subs, 41)
+    assert json.loads(req.frame) == {
+        "id": "41",
+        "op": "subscribe",
+        "args": [
+            {"channel": "books", "instId": "BTC-USDT-SWAP"},
+            {"channel": "trades", "instId": "BTC-USD-SWAP"},
+        ],
+    }
+    assert req.request_id == 41
+    [ack] = ad.decode(
+        '{"id":"41","event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT-SWAP"},"connId":"a"}', 0
+    )
+    assert ack == Ack("subscribe", 41, (subs[0],))  # maps back to the exact Subscription (depth kept)
+    [uack] = ad.decode('{"event":"unsubscribe","arg":{"channel":"trades","instId":"BTC-USD-SWAP"}}', 0)
+    assert uack == Ack("unsubscribe", None, (subs[1],))
+    [rej] = ad.decode('{"id":"41","event":"error","code":"60012","msg":"Invalid request","connId":"a"}', 0)
+    assert rej == Rejected(41, "60012", "Invalid request", tuple(subs))
+    [n] = ad.decode(
+        '{"event":"notice","code":"64008","msg":"The connection will soon be closed","connId":"a"}', 0
+    )
+    assert isinstance(n, ServerNotice) and n.rotate and n.code == "64008"
+    assert ad.decode("pong", 0) == [Pong()] and ad.decode(b"pong", 0) == [Pong()]
+    assert ad.decode('{"event":"channel-conn-count","channel":"books","connCount":"2"}', 0) == []
+
+
+def test_requests_are_batched_under_64kb() -> None:
+    ad = OkxAdapter()
+    subs = [Subscription(Channel.TRADES, f"C{i:05d}/USDT") for i in range(3000)]
+    reqs = ad.unsubscribe_requests(subs, 1)
+    assert len(reqs) > 1
+    assert [r.request_id for r in reqs] == list(range(1, len(reqs) + 1))
+    for r in reqs:
+        assert len(json.dumps(json.loads(r.frame)["args"])) < 64 * 1024
+        assert json.loads(r.frame)["op"] == "unsubscribe"
+    assert sum(len(r.subscriptions) for r in reqs) == 3000
+
+
+def test_plan_connections_limits_books_per_connection() -> None:
+    ad = OkxAdapter()
+    subs = [Subscription(Channel.BOOK, f"C{i}/USDT") for i in range(70)] + [
+        Subscription(Channel.TRADES, f"C{i}/USDT") for i in range(300)
+    ]
+    plan = ad.plan_connections(subs)
+    for spec in plan:
+        assert spec.url == "wss://ws.okx.com:8443/ws/v5/public"
+        assert len(spec.subscriptions) <= ad.policy.max_streams_per_connection
+        assert sum(s.channel is Channel.BOOK for s in spec.subscriptions) <= 30
+    assert sum(len(s.subscriptions) for s in plan) == 370
+
+
+def test_symbols() -> None:
+    spot, perp = OkxAdapter(Market.SPOT), OkxAdapter(Market.PERPETUAL)
+    assert spot.exchange_symbol("BTC/USDT") == "BTC-USDT"
+    assert perp.exchange_symbol("BTC/USDT:USDT") == "BTC-USDT-SWAP"
+    assert perp.exchange_symbol("BTC/USD:BTC") == "BTC-USD-SWAP"
+    assert spot.unified_symbol("ETH-USDT") == "ETH/USDT"
+    assert spot.unified_symbol("ETH-USDT-SWAP") == "ETH/USDT:USDT"
+    assert spot.unified_symbol("BTC-USD-220527") == "BTC/USD:BTC-220527"
+    for bad in ("BTC/USDT:USDT", "BTC-USDT"):
+        with pytest.raises(ValueError):
+            spot.exchange_symbol(bad)
+    for bad in ("BTC/USDT", "BTC/USD:BTC-220527", "BTC/USDT:ETH"):
+        with pytest.raises(ValueError):
+            perp.exchange_symbol(bad)
+    assert perp.policy.keepalive.app_ping_frame == "ping" and perp.policy.server_idle_close_s == 30.0
+    assert perp.snapshot_request(Subscription(Channel.BOOK, "BTC/USDT:USDT")) is None
+
+
+def test_rest_books_parse() -> None:
+    ad = OkxAdapter()
+    sub = Subscription(Channel.BOOK, "BTC/USDT")
+    r = ad.rest_books_request(sub)
+    assert r.path == "/api/v5/market/books" and r.params == {"instId": "BTC-USDT", "sz": "400"}
+    m = ad.parse_snapshot(
+        b'{"code":"0","msg":"","data":[{"asks":[["2","1","0","1"]],"bids":[],"ts":"5"}]}', sub, 0
+    )
+    assert m.is_snapshot and m.asks[0][:2] == ["2", "1"] and m.timestamp_ms == 5
+    with pytest.raises(DecodeError):
+        ad.parse_snapshot(b'{"code":"50011","msg":"Too Many Requests","data":[]}', sub, 0)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "ping?",
+        "[]",
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"px":"1"}]}',
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"1",'
+        '"sz":"1","side":"up","ts":"1"}]}',
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"data":[{"asks":[],"bids":[]}]}',
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{"asks":"x","bids":[]}]}',
+        '{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","ts":"1","last":"abc"}]}',
+        '{"data":[]}',
+    ],
+)
+def test_malformed_frames_raise_decode_error(frame: str) -> None:
+    with pytest.raises(DecodeError):
+        OkxAdapter().decode(frame, 0)
+
+
+def test_unknown_channels_ignored() -> None:
+    ad = OkxAdapter()
+    assert ad.decode('{"arg":{"channel":"candle1m","instId":"BTC-USDT"},"data":[["1","2"]]}', 0) == []
+    assert ad.decode('{"hello":1}', 0) == []
+    assert isinstance(BookUpdate, type)
