@@ -214,7 +214,8 @@ class _Consumer:
 class Subscriber(_Consumer):
     """An async iterator over the events matching a filter, fed through a bounded queue.
 
-    Use ``async for event in sub`` or ``await sub.get()``; also an async context manager that closes on exit.
+    Use ``async for event in sub`` or ``await sub.get()`` from one task at a time (one reader per
+    subscriber; subscribe twice for two readers); also an async context manager that closes on exit.
     :meth:`close` ends the iteration at once (queued events are discarded); when the bus itself closes, queued
     events are still delivered, then the iteration ends.
     """
