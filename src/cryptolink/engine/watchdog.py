@@ -14,16 +14,13 @@ Rule for one stream (all times in seconds)::
                        stale when silence > threshold
                        (k = 10, peak_factor = 2, min_idle_s = 2.5, max_idle_s = 900)
 
-So a busy stream (depth@100ms, ~10 msg/s: gap 0.1 s) is caught after ~2.5 s of silence, while a thin symbol's
-trades (one a minute) get ``10 * 60 = 600`` s: each stream is judged by its own rhythm. While fewer than
-``min_samples`` gaps were seen, the threshold is at least ``first_data_timeout_s`` (the rhythm is not known
-yet).
+So a busy stream (depth@100ms, ~10 msg/s: gap 0.1 s) is caught after ~2.5 s of silence, while a thin
+symbol's trades (one a minute) get ``10 * 60 = 600`` s: each stream is judged by its own rhythm. While fewer
+than ``min_samples`` gaps were seen, the threshold is at least ``first_data_timeout_s`` (rhythm unknown yet).
 
-After a report, the stream is not reported again until the silence exceeds ``threshold * 2 ** n`` (``n``
-reports
-since its last data, capped at ``max_idle_s``), so a stream that stays quiet after a cheap fix (resubscribe)
-is not
-re-fixed in a loop. Data clears the reported state.
+After a report, the stream is reported again only ``threshold * 2 ** n`` after the previous report (``n``
+reports since its last data, capped at ``max_idle_s``), so a stream that stays quiet after a cheap fix
+(resubscribe) is not re-fixed in a loop. Data clears the reported state.
 
 :meth:`Watchdog.on_data` is on the per-frame path: it does a dict lookup and a few float operations, no
 allocation.
@@ -91,7 +88,7 @@ class StaleReport:
 
 
 class _Stream:
-    __slots__ = ("armed_at", "ewma", "last", "peak", "reports", "samples")
+    __slots__ = ("armed_at", "ewma", "last", "peak", "reported_at", "reports", "samples")
 
     def __init__(self, now: float) -> None:
         self.armed_at = now
@@ -100,6 +97,7 @@ class _Stream:
         self.peak = 0.0
         self.samples = 0
         self.reports = 0
+        self.reported_at = 0.0
 
 
 class Watchdog:
@@ -179,7 +177,7 @@ class Watchdog:
     def _deadline(self, s: _Stream) -> float:
         t = self._threshold(s)
         if s.reports:
-            t = min(self.config.max_idle_s, t * 2.0**s.reports)
+            return s.reported_at + min(self.config.max_idle_s, t * 2.0**s.reports)
         start = s.armed_at if s.last is None else s.last
         return start + t
 
@@ -194,6 +192,7 @@ class Watchdog:
         for key, s in self._streams.items():
             if now > self._deadline(s):
                 s.reports += 1
+                s.reported_at = now
                 start = s.armed_at if s.last is None else s.last
                 out.append(StaleReport(key, now - start, self._threshold(s), s.last is None, s.reports))
         return out
