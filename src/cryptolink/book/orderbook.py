@@ -21,6 +21,8 @@ from cryptolink.models import BookLevel
 
 __all__ = ["BookState", "OrderBook"]
 
+_dict_set = dict.__setitem__
+
 _Level = tuple[Decimal, Decimal, str, str]
 """Stored value of one level: ``(price, size, original price text, original size text)``."""
 
@@ -141,10 +143,14 @@ class OrderBook:
                 sz_s = lvl[1]
                 px = Decimal(px_s)
                 sz = Decimal(sz_s)
+                key = -px
                 if sz:
-                    book_b[-px] = (px, sz, px_s, sz_s)
-                else:
-                    book_b.pop(-px, None)
+                    if key in book_b:  # existing level: plain dict store, the sort order is unchanged
+                        _dict_set(book_b, key, (px, sz, px_s, sz_s))
+                    else:
+                        book_b[key] = (px, sz, px_s, sz_s)
+                elif key in book_b:
+                    del book_b[key]
                 out_b.append((px, sz))
             for lvl in asks:
                 px_s = lvl[0]
@@ -152,9 +158,12 @@ class OrderBook:
                 px = Decimal(px_s)
                 sz = Decimal(sz_s)
                 if sz:
-                    book_a[px] = (px, sz, px_s, sz_s)
-                else:
-                    book_a.pop(px, None)
+                    if px in book_a:
+                        _dict_set(book_a, px, (px, sz, px_s, sz_s))
+                    else:
+                        book_a[px] = (px, sz, px_s, sz_s)
+                elif px in book_a:
+                    del book_a[px]
                 out_a.append((px, sz))
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in delta: {exc!r}") from exc
