@@ -80,10 +80,10 @@ class Transport(Protocol):
         ...
 
 
-def _closed(exc: websockets.exceptions.ConnectionClosed) -> ConnectionClosed | FrameTooLarge:
+def _closed(exc: websockets.exceptions.ConnectionClosed, limit: int) -> ConnectionClosed | FrameTooLarge:
     sent = exc.sent
     if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
-        return FrameTooLarge(None, sent.reason)
+        return FrameTooLarge(limit, f"({sent.reason})")
     rcvd = exc.rcvd
     if rcvd is not None:
         return ConnectionClosed(int(rcvd.code), rcvd.reason)
@@ -105,23 +105,20 @@ class WebsocketsSession:
         try:
             await self._ws.send(frame)
         except websockets.exceptions.ConnectionClosed as exc:
-            raise _closed(exc) from exc
+            raise _closed(exc, self._limit) from exc
 
     async def recv(self) -> str | bytes:
         try:
             return await self._ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
-            err = _closed(exc)
-            if isinstance(err, FrameTooLarge):
-                err.limit_bytes = self._limit
-            raise err from exc
+            raise _closed(exc, self._limit) from exc
 
     async def ping(self) -> float:
         try:
             waiter = await self._ws.ping()
             return await waiter
         except websockets.exceptions.ConnectionClosed as exc:
-            raise _closed(exc) from exc
+            raise _closed(exc, self._limit) from exc
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
