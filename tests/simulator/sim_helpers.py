@@ -46,7 +46,8 @@ async def recv_until(ws: aiohttp.ClientWebSocketResponse, pred: Any, within_s: f
 
 
 async def recv_close(ws: aiohttp.ClientWebSocketResponse, within_s: float = 5.0) -> aiohttp.WSMessage:
-    """Read until the socket closes; returns the CLOSE/CLOSED/ERROR message (close code in ``ws.close_code``)."""
+    """Read until the socket closes; returns the CLOSE/CLOSED/ERROR message (close code in
+    ``ws.close_code``)."""
 
     async def loop() -> aiohttp.WSMessage:
         while True:

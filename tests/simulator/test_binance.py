@@ -9,10 +9,9 @@ from decimal import Decimal
 
 import aiohttp
 import pytest
+from sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 from cryptolink.simulator import Fault, Simulator
-
-from sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,20 +77,24 @@ async def test_server_pings_and_pong_timeout(http: aiohttp.ClientSession) -> Non
 
 async def test_inbound_rate_limit_closes_1008(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(binance={"max_in_msgs_per_s": 5})
-    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
-        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws") as ws:
-            for _ in range(7):
-                await ws.ping(b"x")  # ping frames count against the limit
-            await recv_close(ws)
-            assert ws.close_code == 1008
+    async with (
+        Simulator(["binance"], mode="synthetic", config=cfg) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws") as ws,
+    ):
+        for _ in range(7):
+            await ws.ping(b"x")  # ping frames count against the limit
+        await recv_close(ws)
+        assert ws.close_code == 1008
 
 
 async def test_lifetime_close(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(binance={"lifetime_s": 0.3})
-    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
-        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade") as ws:
-            await recv_close(ws)
-            assert ws.close_code == 1001
+    async with (
+        Simulator(["binance"], mode="synthetic", config=cfg) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade") as ws,
+    ):
+        await recv_close(ws)
+        assert ws.close_code == 1001
 
 
 async def test_rest_weight_429_then_418(http: aiohttp.ClientSession) -> None:
@@ -199,9 +202,11 @@ async def test_usdm_routes_pu_chain_and_wrong_route_silent(http: aiohttp.ClientS
 
 
 async def test_server_shutdown_notice(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["binance"], mode="synthetic", config=fast_config()) as sim:
-        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/stream?streams=btcusdt@trade") as ws:
-            await recv_json(ws)
-            sim.inject(Fault("notice"), exchange="binance")
-            frame = await recv_until(ws, lambda f: f.get("stream") == "!serverShutdown")
-            assert frame["data"]["e"] == "serverShutdown"
+    async with (
+        Simulator(["binance"], mode="synthetic", config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/stream?streams=btcusdt@trade") as ws,
+    ):
+        await recv_json(ws)
+        sim.inject(Fault("notice"), exchange="binance")
+        frame = await recv_until(ws, lambda f: f.get("stream") == "!serverShutdown")
+        assert frame["data"]["e"] == "serverShutdown"

@@ -32,7 +32,8 @@ def test_parse_spec_symbol_and_random() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["explode@1s", "stall@1s", "drop@soon", "nasdaq/drop", "random:kinds=drop", "random:every=1s:kinds=fly"]
+    "spec",
+    ["explode@1s", "stall@1s", "drop@soon", "nasdaq/drop", "random:kinds=drop", "random:every=1s:kinds=fly"],
 )
 def test_bad_specs_raise_clear_errors(spec: str) -> None:
     with pytest.raises(FaultSpecError):

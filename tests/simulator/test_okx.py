@@ -61,89 +61,110 @@ def sub(*args: tuple[str, str], op: str = "subscribe", req_id: str | None = None
 
 
 async def test_acks_errors_and_ping(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["okx"], mode="synthetic", config=fast_config()) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await ws.send_str(sub(("trades", "BTC-USDT"), ("tickers", "BTC-USDT"), ("books", "NOPE-USDT"), req_id="7"))
-            acks = [await recv_until(ws, lambda f: "event" in f) for _ in range(3)]
-            assert acks[0]["event"] == "subscribe" and acks[0]["arg"] == {"channel": "trades", "instId": "BTC-USDT"}
-            assert acks[0]["id"] == "7" and acks[0]["connId"]
-            assert acks[1]["arg"]["channel"] == "tickers"
-            assert acks[2]["event"] == "error" and acks[2]["code"] == "60018" and "doesn't exist" in acks[2]["msg"]
-            await ws.send_str("{bad")
-            err = await recv_until(ws, lambda f: isinstance(f, dict) and f.get("event") == "error")
-            assert err["code"] == "60012"
-            await ws.send_str("ping")
-            assert await recv_until(ws, lambda f: f == "pong") == "pong"
-            trade = await recv_until(ws, lambda f: isinstance(f, dict) and f.get("arg", {}).get("channel") == "trades")
-            t = trade["data"][0]
-            assert t["instId"] == "BTC-USDT" and t["side"] in ("buy", "sell") and int(t["tradeId"]) > 0
+    async with (
+        Simulator(["okx"], mode="synthetic", config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(
+            sub(("trades", "BTC-USDT"), ("tickers", "BTC-USDT"), ("books", "NOPE-USDT"), req_id="7")
+        )
+        acks = [await recv_until(ws, lambda f: "event" in f) for _ in range(3)]
+        assert acks[0]["event"] == "subscribe" and acks[0]["arg"] == {
+            "channel": "trades",
+            "instId": "BTC-USDT",
+        }
+        assert acks[0]["id"] == "7" and acks[0]["connId"]
+        assert acks[1]["arg"]["channel"] == "tickers"
+        assert (
+            acks[2]["event"] == "error" and acks[2]["code"] == "60018" and "doesn't exist" in acks[2]["msg"]
+        )
+        await ws.send_str("{bad")
+        err = await recv_until(ws, lambda f: isinstance(f, dict) and f.get("event") == "error")
+        assert err["code"] == "60012"
+        await ws.send_str("ping")
+        assert await recv_until(ws, lambda f: f == "pong") == "pong"
+        trade = await recv_until(
+            ws, lambda f: isinstance(f, dict) and f.get("arg", {}).get("channel") == "trades"
+        )
+        t = trade["data"][0]
+        assert t["instId"] == "BTC-USDT" and t["side"] in ("buy", "sell") and int(t["tradeId"]) > 0
 
 
 async def test_books_snapshot_seq_chain_and_checksums(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["okx"], mode="replay", speed=3.0, config=fast_config()) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await ws.send_str(sub(("books", "BTC-USDT")))
-            snap = await recv_until(ws, lambda f: f.get("action") == "snapshot")
-            d = snap["data"][0]
-            assert d["prevSeqId"] == -1 and len(d["bids"]) == 400
-            book: dict[str, dict[Decimal, tuple[str, str]]] = {"bids": {}, "asks": {}}
-            apply(book, d)
-            assert d["checksum"] == expected_checksum(book) != 0
-            last = d["seqId"]
-            for _ in range(100):
-                u = (await recv_until(ws, lambda f: f.get("action") == "update"))["data"][0]
-                assert u["prevSeqId"] == last and u["seqId"] > last
-                last = u["seqId"]
-                apply(book, u)
-                assert u["checksum"] == expected_checksum(book)
+    async with (
+        Simulator(["okx"], mode="replay", speed=3.0, config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(sub(("books", "BTC-USDT")))
+        snap = await recv_until(ws, lambda f: f.get("action") == "snapshot")
+        d = snap["data"][0]
+        assert d["prevSeqId"] == -1 and len(d["bids"]) == 400
+        book: dict[str, dict[Decimal, tuple[str, str]]] = {"bids": {}, "asks": {}}
+        apply(book, d)
+        assert d["checksum"] == expected_checksum(book) != 0
+        last = d["seqId"]
+        for _ in range(100):
+            u = (await recv_until(ws, lambda f: f.get("action") == "update"))["data"][0]
+            assert u["prevSeqId"] == last and u["seqId"] > last
+            last = u["seqId"]
+            apply(book, u)
+            assert u["checksum"] == expected_checksum(book)
 
 
 async def test_checksum_zero_mode(http: aiohttp.ClientSession) -> None:
     cfg = fast_config()
     cfg = SimConfig(rules=cfg.rules, okx_checksum="zero", synthetic_rate_hz=400.0)
-    async with Simulator(["okx"], mode="synthetic", config=cfg) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await ws.send_str(sub(("books", "ETH-USDT")))
-            for _ in range(5):
-                f = await recv_until(ws, lambda f: "action" in f)
-                assert f["data"][0]["checksum"] == 0
+    async with (
+        Simulator(["okx"], mode="synthetic", config=cfg) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(sub(("books", "ETH-USDT")))
+        for _ in range(5):
+            f = await recv_until(ws, lambda f: "action" in f)
+            assert f["data"][0]["checksum"] == 0
 
 
 async def test_idle_close_without_subscription(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["okx"], mode="synthetic", config=fast_config(okx={"idle_close_s": 0.3})) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await recv_close(ws)
-            assert ws.close_code == 4004
+    async with (
+        Simulator(["okx"], mode="synthetic", config=fast_config(okx={"idle_close_s": 0.3})) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await recv_close(ws)
+        assert ws.close_code == 4004
 
 
 async def test_subscription_rate_limit(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["okx"], mode="synthetic", config=fast_config(okx={"max_subs_per_hour": 2})) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            for op in ("subscribe", "unsubscribe", "subscribe"):
-                await ws.send_str(sub(("tickers", "BTC-USDT"), op=op))
-            events = [await recv_until(ws, lambda f: "event" in f) for _ in range(3)]
-            assert [e["event"] for e in events] == ["subscribe", "unsubscribe", "error"]
-            assert events[2]["code"] == "60014"
+    async with (
+        Simulator(["okx"], mode="synthetic", config=fast_config(okx={"max_subs_per_hour": 2})) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        for op in ("subscribe", "unsubscribe", "subscribe"):
+            await ws.send_str(sub(("tickers", "BTC-USDT"), op=op))
+        events = [await recv_until(ws, lambda f: "event" in f) for _ in range(3)]
+        assert [e["event"] for e in events] == ["subscribe", "unsubscribe", "error"]
+        assert events[2]["code"] == "60014"
 
 
 async def test_heartbeat_update_and_seq_reset(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(okx={"book_heartbeat_s": 0.2})
     cfg = SimConfig(rules=cfg.rules, synthetic_rate_hz=0.01)  # a quiet book
-    async with Simulator(["okx"], mode="synthetic", config=cfg) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await ws.send_str(sub(("books", "BTC-USDT")))
-            snap = (await recv_until(ws, lambda f: f.get("action") == "snapshot"))["data"][0]
-            hb = (await recv_until(ws, lambda f: f.get("action") == "update"))["data"][0]
-            assert hb["seqId"] == hb["prevSeqId"] == snap["seqId"] and hb["bids"] == hb["asks"] == []
-            sim.inject(Fault("seqreset"), exchange="okx")
-            src = sim.okx.sources["BTC-USDT"]
-            src.emit_next(0)  # drive the next event now instead of waiting for the quiet market
-            while True:
-                u = (await recv_until(ws, lambda f: f.get("action") == "update", 5))["data"][0]
-                if u["bids"] or u["asks"]:
-                    break
-                src.emit_next(0)
-            assert u["seqId"] < u["prevSeqId"] == snap["seqId"]
+    async with (
+        Simulator(["okx"], mode="synthetic", config=cfg) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(sub(("books", "BTC-USDT")))
+        snap = (await recv_until(ws, lambda f: f.get("action") == "snapshot"))["data"][0]
+        hb = (await recv_until(ws, lambda f: f.get("action") == "update"))["data"][0]
+        assert hb["seqId"] == hb["prevSeqId"] == snap["seqId"] and hb["bids"] == hb["asks"] == []
+        sim.inject(Fault("seqreset"), exchange="okx")
+        src = sim.okx.sources["BTC-USDT"]
+        src.emit_next(0)  # drive the next event now instead of waiting for the quiet market
+        while True:
+            u = (await recv_until(ws, lambda f: f.get("action") == "update", 5))["data"][0]
+            if u["bids"] or u["asks"]:
+                break
+            src.emit_next(0)
+        assert u["seqId"] < u["prevSeqId"] == snap["seqId"]
 
 
 async def test_rest_endpoints_and_429(http: aiohttp.ClientSession) -> None:
@@ -170,20 +191,22 @@ async def test_rest_endpoints_and_429(http: aiohttp.ClientSession) -> None:
 
 
 async def test_notice_and_badchecksum_faults(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["okx"], mode="synthetic", config=fast_config()) as sim:
-        async with http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws:
-            await ws.send_str(sub(("books", "BTC-USDT")))
-            d = (await recv_until(ws, lambda f: f.get("action") == "snapshot"))["data"][0]
-            book: dict[str, dict[Decimal, tuple[str, str]]] = {"bids": {}, "asks": {}}
-            apply(book, d)
-            sim.inject(Fault("badchecksum", symbol="BTC-USDT"), exchange="okx")
-            sim.inject(Fault("notice"), exchange="okx")
-            bad = 0
-            for _ in range(20):
-                f = await recv_until(ws, lambda f: "action" in f or f.get("event") == "notice")
-                if f.get("event") == "notice":
-                    assert f["code"] == "64008"
-                    continue
-                apply(book, f["data"][0])
-                bad += f["data"][0]["checksum"] != expected_checksum(book)
-            assert bad == 1
+    async with (
+        Simulator(["okx"], mode="synthetic", config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(sub(("books", "BTC-USDT")))
+        d = (await recv_until(ws, lambda f: f.get("action") == "snapshot"))["data"][0]
+        book: dict[str, dict[Decimal, tuple[str, str]]] = {"bids": {}, "asks": {}}
+        apply(book, d)
+        sim.inject(Fault("badchecksum", symbol="BTC-USDT"), exchange="okx")
+        sim.inject(Fault("notice"), exchange="okx")
+        bad = 0
+        for _ in range(20):
+            f = await recv_until(ws, lambda f: "action" in f or f.get("event") == "notice")
+            if f.get("event") == "notice":
+                assert f["code"] == "64008"
+                continue
+            apply(book, f["data"][0])
+            bad += f["data"][0]["checksum"] != expected_checksum(book)
+        assert bad == 1

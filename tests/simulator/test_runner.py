@@ -38,16 +38,23 @@ async def test_ports_in_order_and_endpoints() -> None:
             assert (await r.json())["code"] == "0"
 
 
+class _Lines(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.two = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        if self.getvalue().count("\n") >= 2:
+            self.two.set()
+        return n
+
+
 async def test_serve_forever_prints_json_lines() -> None:
-    out = io.StringIO()
+    out = _Lines()
     sim = Simulator(["binance", "okx"], mode="synthetic")
     task = asyncio.create_task(serve_forever(sim, out))
-
-    async def printed() -> None:
-        while out.getvalue().count("\n") < 2:
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(printed(), 5)
+    await asyncio.wait_for(out.two.wait(), 5)
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["exchange"] for x in lines] == ["binance", "okx"]
     assert all(set(x) == {"exchange", "ws_url", "rest_url"} for x in lines)

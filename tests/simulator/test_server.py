@@ -1,8 +1,10 @@
-"""Every fault kind is observable by a raw client; per-connection sent-records match what the client received."""
+"""Every fault kind is observable by a raw client; per-connection sent-records match what the client
+received."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 
@@ -29,7 +31,9 @@ async def sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-async def _connect(http: aiohttp.ClientSession, sim: Simulator, path: str = STREAM) -> aiohttp.ClientWebSocketResponse:
+async def _connect(
+    http: aiohttp.ClientSession, sim: Simulator, path: str = STREAM
+) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(sim.endpoints()["binance"]["ws_url"] + path)
     await recv_json(ws)
     return ws
@@ -45,7 +49,9 @@ async def test_drop_aborts_without_close_frame(http: aiohttp.ClientSession, sim:
 
 
 async def test_close_with_code_from_spec(http: aiohttp.ClientSession) -> None:
-    async with Simulator(["binance"], mode="synthetic", config=fast_config(), faults="close:4001@0.3s") as sim:
+    async with Simulator(
+        ["binance"], mode="synthetic", config=fast_config(), faults="close:4001@0.3s"
+    ) as sim:
         ws = await _connect(http, sim)
         await recv_close(ws)
         assert ws.close_code == 4001
@@ -75,17 +81,19 @@ async def test_stall_stops_data_but_answers_pings(http: aiohttp.ClientSession, s
 
 async def test_noping_stops_server_pings(http: aiohttp.ClientSession) -> None:
     cfg = fast_config(binance={"ping_interval_s": 0.05, "pong_timeout_s": 30.0})
-    async with Simulator(["binance"], mode="synthetic", config=cfg) as sim:
-        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws", autoping=False) as ws:
-            msg = await asyncio.wait_for(ws.receive(), 5)
-            assert msg.type == aiohttp.WSMsgType.PING
-            conn = next(iter(sim.binance.connections.values()))
-            sim.inject(Fault("noping", duration_s=30.0), exchange="binance")
-            before = conn.pings_sent
-            await ws.ping(b"are you there")
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(ws.receive(), 0.4)  # neither pings nor our pong arrive
-            assert conn.pings_sent == before
+    async with (
+        Simulator(["binance"], mode="synthetic", config=cfg) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws", autoping=False) as ws,
+    ):
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.PING
+        conn = next(iter(sim.binance.connections.values()))
+        sim.inject(Fault("noping", duration_s=30.0), exchange="binance")
+        before = conn.pings_sent
+        await ws.ping(b"are you there")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.receive(), 0.4)  # neither pings nor our pong arrive
+        assert conn.pings_sent == before
 
 
 async def test_delay_holds_frames(http: aiohttp.ClientSession, sim: Simulator) -> None:
@@ -161,7 +169,7 @@ async def test_sent_records_match_received(http: aiohttp.ClientSession, sim: Sim
     await sim.binance.wait_until(lambda: not conn.is_open)
     st = sim.stats()["binance"]["connections"][-1].streams["btcusdt@trade"]
     assert st.non_increasing == 0
-    assert received == sorted(set(received)) and all(b == a + 1 for a, b in zip(received, received[1:], strict=False))
+    assert received == sorted(set(received)) and all(b == a + 1 for a, b in itertools.pairwise(received))
     assert st.last_id is not None and st.first_id is not None
     assert st.first_id <= received[0] - 1 and received[-1] <= st.last_id
     assert st.frames == st.last_id - st.first_id + 1

@@ -1,6 +1,7 @@
 """The cryptolink exchange simulator: Binance spot, Binance USDⓈ-M and OKX on 127.0.0.1 (WS + REST).
 
-Independent of the client side by design (imports only :mod:`cryptolink.recordings` and :mod:`cryptolink.clock`).
+Independent of the client side by design (imports only :mod:`cryptolink.recordings` and
+:mod:`cryptolink.clock`).
 Modules: :mod:`.runner` (``Simulator``, ``run_simulator``), :mod:`.server` (connections, observability),
 :mod:`.binance`, :mod:`.okx` (protocols), :mod:`.market` (replay/synthetic sources), :mod:`.faults`,
 :mod:`.ratelimit`, :mod:`.config`.

@@ -3,7 +3,8 @@ that clients (and ccxt ``load_markets``/``fetch_time``/``fetch_order_book``) cal
 
 WebSocket paths (the ``ws_url`` of :meth:`ExchangeServer.ws_url` is ``ws://127.0.0.1:PORT``; append the path):
 
-- spot: ``/ws``, ``/ws/<s1>/<s2>`` (raw payloads), ``/stream?streams=<s1>/<s2>`` (``{"stream":..,"data":..}``).
+- spot: ``/ws``, ``/ws/<s1>/<s2>`` (raw payloads), ``/stream?streams=<s1>/<s2>``
+  (``{"stream":..,"data":..}``).
 - USD-M: the same under ``/public`` (``@depth*``, ``@bookTicker``, ``@trade``) and ``/market`` (``@aggTrade``,
   ``@ticker``, ``@markPrice``...); legacy ``/ws``/``/stream`` carry public streams only. A stream on the wrong
   route is acknowledged and delivers nothing (§2).
@@ -11,13 +12,15 @@ WebSocket paths (the ``ws_url`` of :meth:`ExchangeServer.ws_url` is ``ws://127.0
 Live control: ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``/``SET_PROPERTY``/``GET_PROPERTY`` with
 ``{"result":..,"id":..}`` answers, errors ``{"code":2|3|0,"msg":..,"id":..}`` (§1). Streams served per symbol:
 ``@trade``, ``@aggTrade`` (one trade per aggregate, ``a == f == l``), ``@depth``, ``@depth@100ms`` (USD-M also
-``@depth@0ms``/``@250ms``/``@500ms``; every delta is sent without time aggregation), ``@bookTicker``. Unknown but
+``@depth@0ms``/``@250ms``/``@500ms``; every delta is sent without time aggregation), ``@bookTicker``.
+Unknown but
 well-formed streams are accepted and deliver nothing (§1, unconfirmed there too).
 
 REST (weights per §1/§2, counted in :class:`WeightLimiter`; every answer carries ``X-MBX-USED-WEIGHT-1M``):
 spot ``/api/v3/{ping,time,exchangeInfo,depth,ticker/24hr,ticker/bookTicker}``, USD-M
 ``/fapi/v1/{ping,time,exchangeInfo,depth,ticker/24hr,ticker/bookTicker}``. exchangeInfo is the recorded one
-(cryptofeed sample data) trimmed to the served symbols; a served symbol missing from it is cloned from BTCUSDT.
+(cryptofeed sample data) trimmed to the served symbols; a served symbol missing from it is cloned from
+BTCUSDT.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import msgspec
 from aiohttp import web
 
 from cryptolink import recordings
-from cryptolink.simulator.market import Bbo, Depth, Event, MarketSource, Trade
+from cryptolink.simulator.market import Depth, Event, MarketSource, Trade
 from cryptolink.simulator.ratelimit import Verdict, WeightLimiter
 from cryptolink.simulator.server import ExchangeServer, SimConnection
 
@@ -86,7 +89,8 @@ class BinanceServer(ExchangeServer):
         app.router.add_get(p + "/ticker/24hr", self._rest_ticker_24hr)
         app.router.add_get(p + "/ticker/bookTicker", self._rest_book_ticker)
 
-    # ---- routing of streams (USD-M overrides) -------------------------------------------------------------------
+    # ---- routing of streams (USD-M overrides)
+    # -------------------------------------------------------------------
     def route_carries(self, route: str, stream: str) -> bool:
         """Whether a connection on ``route`` (``/ws``, ``/public/stream``...) receives ``stream``."""
         return True
@@ -143,15 +147,21 @@ class BinanceServer(ExchangeServer):
         params = msg.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) and p for p in params):
-                conn.send_ctrl(_dumps({"code": 2, "msg": "Invalid request: params must be stream names", "id": req_id}))
+                conn.send_ctrl(
+                    _dumps({"code": 2, "msg": "Invalid request: params must be stream names", "id": req_id})
+                )
                 return
             if conn.reject_next:
                 conn.reject_next = False
-                conn.send_ctrl(_dumps({"code": 2, "msg": "Invalid request: rejected (simulated fault)", "id": req_id}))
+                conn.send_ctrl(
+                    _dumps({"code": 2, "msg": "Invalid request: rejected (simulated fault)", "id": req_id})
+                )
                 return
             if method == "SUBSCRIBE":
                 if len(set(conn.subscriptions) | set(params)) > self.rules.max_streams:
-                    conn.send_ctrl(_dumps({"code": 2, "msg": "Invalid request: too many streams", "id": req_id}))
+                    conn.send_ctrl(
+                        _dumps({"code": 2, "msg": "Invalid request: too many streams", "id": req_id})
+                    )
                     return
                 for stream in params:
                     self._subscribe(conn, stream)
@@ -163,7 +173,12 @@ class BinanceServer(ExchangeServer):
         elif method == "LIST_SUBSCRIPTIONS":
             conn.send_ctrl(_dumps({"result": list(conn.subscriptions), "id": req_id}))
         elif method == "SET_PROPERTY":
-            if isinstance(params, list) and len(params) == 2 and params[0] == "combined" and isinstance(params[1], bool):
+            if (
+                isinstance(params, list)
+                and len(params) == 2
+                and params[0] == "combined"
+                and isinstance(params[1], bool)
+            ):
                 conn.combined = params[1]
                 conn.send_ctrl(_dumps({"result": None, "id": req_id}))
             else:
@@ -211,25 +226,21 @@ class BinanceServer(ExchangeServer):
             elif isinstance(ev, Trade):
                 conns = subs.get(trade_key)
                 if conns:
-                    t: dict[str, Any] = {
-                        "e": "trade", "E": ev.ts_ms, "s": symbol, "t": ev.trade_id, "p": ev.price, "q": ev.qty,
-                        "T": ev.ts_ms, "m": ev.buyer_maker,
-                    }  # fmt: skip
+                    t: dict[str, Any] = {"e": "trade", "E": ev.ts_ms, "s": symbol, "t": ev.trade_id}
+                    t.update(p=ev.price, q=ev.qty, T=ev.ts_ms, m=ev.buyer_maker)
                     if not usdm:
                         t["M"] = True
                     self._send(conns, trade_key, t, ev.trade_id, ev.ts_ms)
                 conns = subs.get(agg_key)
                 if conns:
-                    a = {
-                        "e": "aggTrade", "E": ev.ts_ms, "s": symbol, "a": ev.trade_id, "p": ev.price, "q": ev.qty,
-                        "f": ev.trade_id, "l": ev.trade_id, "T": ev.ts_ms, "m": ev.buyer_maker,
-                    }  # fmt: skip
+                    a: dict[str, Any] = {"e": "aggTrade", "E": ev.ts_ms, "s": symbol, "a": ev.trade_id}
+                    a.update(p=ev.price, q=ev.qty, f=ev.trade_id, l=ev.trade_id, T=ev.ts_ms, m=ev.buyer_maker)
                     self._send(conns, agg_key, a, ev.trade_id, ev.ts_ms)
             else:
                 conns = subs.get(bbo_key)
                 if conns:
-                    b: dict[str, Any] = {"u": ev.update_id, "s": symbol, "b": ev.bid, "B": ev.bid_qty, "a": ev.ask,
-                                         "A": ev.ask_qty}  # fmt: skip
+                    b: dict[str, Any] = {"u": ev.update_id, "s": symbol, "b": ev.bid, "B": ev.bid_qty}
+                    b.update(a=ev.ask, A=ev.ask_qty)
                     if usdm:
                         b = {"e": "bookTicker", **b, "T": ev.ts_ms, "E": ev.ts_ms}
                     self._send(conns, bbo_key, b, None, ev.ts_ms)
@@ -261,7 +272,9 @@ class BinanceServer(ExchangeServer):
     # ---- REST ----
     def _json(self, body: Any, verdict: Verdict, status: int = 200) -> web.Response:
         headers = {"X-MBX-USED-WEIGHT-1M": str(verdict.used)}
-        return web.Response(text=_dumps(body), status=status, content_type="application/json", headers=headers)
+        return web.Response(
+            text=_dumps(body), status=status, content_type="application/json", headers=headers
+        )
 
     def _charge(self, weight: int) -> tuple[Verdict, web.Response | None]:
         self.rest_requests += 1
@@ -270,7 +283,10 @@ class BinanceServer(ExchangeServer):
             return v, None
         headers = {"X-MBX-USED-WEIGHT-1M": str(v.used), "Retry-After": str(v.retry_after_s)}
         if v.status == 429:
-            msg = f"Too many requests; current limit of IP(127.0.0.1) request weight is {self.weights.limit} per minute."
+            msg = (
+                "Too many requests; current limit of IP(127.0.0.1) request weight is "
+                f"{self.weights.limit} per minute."
+            )
         else:
             msg = "Way too many requests; IP(127.0.0.1) banned (simulated)."
         body = _dumps({"code": -1003, "msg": msg})
@@ -288,7 +304,8 @@ class BinanceServer(ExchangeServer):
         return err or self._json({"serverTime": self.clock.time_ns() // 1_000_000}, v)
 
     def exchange_info(self) -> dict[str, Any]:
-        """The recorded exchangeInfo trimmed to the served symbols, with this server's REQUEST_WEIGHT limit."""
+        """The recorded exchangeInfo trimmed to the served symbols, with this server's REQUEST_WEIGHT
+        limit."""
         info = copy.deepcopy(_recorded_exchange_info(self.info_recording))
         by_symbol = {s["symbol"]: s for s in info["symbols"]}
         template = by_symbol["BTCUSDT"]
@@ -328,7 +345,9 @@ class BinanceServer(ExchangeServer):
             return err
         symbol = request.query.get("symbol", "")
         if not symbol:
-            return self._bad(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", v)
+            return self._bad(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.", v
+            )
         if not self.valid_depth_limit(limit):
             return self._bad(-1100, "Illegal characters found in parameter 'limit'.", v)
         src = self.source(symbol)
@@ -393,7 +412,15 @@ class BinanceServer(ExchangeServer):
         return self._json([self._book_ticker(s, self.source(s)) for s in self.symbols], v)  # type: ignore[arg-type]
 
 
-_USDM_MARKET_STREAMS = ("aggTrade", "markPrice", "ticker", "kline", "miniTicker", "forceOrder", "compositeIndex")
+_USDM_MARKET_STREAMS = (
+    "aggTrade",
+    "markPrice",
+    "ticker",
+    "kline",
+    "miniTicker",
+    "forceOrder",
+    "compositeIndex",
+)
 
 
 class BinanceUsdmServer(BinanceServer):

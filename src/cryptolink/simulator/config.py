@@ -1,8 +1,10 @@
 """Exchange-rule timings and limits the simulator enforces, as plain frozen dataclasses.
 
-Every number here is a protocol fact from ``EXCHANGES.md`` (section named per field) and can be shortened for tests
+Every number here is a protocol fact from ``EXCHANGES.md`` (section named per field) and can be shortened
+for tests
 and demos with :func:`dataclasses.replace`, e.g. ``replace(BINANCE_SPOT_RULES, ping_interval_s=0.05)``.
-Times are seconds (``*_s``) of the simulator's injected clock; counts are per connection unless said otherwise.
+Times are seconds (``*_s``) of the simulator's injected clock; counts are per connection unless said
+otherwise.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ class ExchangeRules:
         lifetime_s: forced close of every connection after this age (Binance 24 h); ``None`` disables.
         idle_close_s: close when no subscription was made and no data was pushed for this long (OKX 30 s);
             ``None`` disables.
-        max_in_msgs_per_s: inbound frames (text, ping, pong) per rolling second before close 1008; ``None`` disables.
-        max_subs_per_hour: subscribe/unsubscribe requests per connection per hour (OKX 480); ``None`` disables.
+        max_in_msgs_per_s: inbound frames (text, ping, pong) per rolling second before close 1008; ``None``
+        disables.
+        max_subs_per_hour: subscribe/unsubscribe requests per connection per hour (OKX 480); ``None``
+        disables.
         max_streams: streams per connection (Binance 1024).
         rest_weight_limit: REST weight per ``rest_window_s`` per IP (Binance REQUEST_WEIGHT).
         rest_window_s: REST limit window (Binance 60 s; OKX 2 s per endpoint).
@@ -101,7 +105,8 @@ class SimConfig:
         symbols: per exchange id the exchange-native symbols served (``BTCUSDT``; OKX ``BTC-USDT``,
             ``BTC-USDT-SWAP``). Anything else is unknown: Binance accepts its streams and sends nothing
             (EXCHANGES.md §1), OKX answers error 60018 (§3).
-        okx_checksum: ``"real"`` fills the legacy CRC32 (EXCHANGES.md §3), ``"zero"`` sends ``0`` as OKX does now.
+        okx_checksum: ``"real"`` fills the legacy CRC32 (EXCHANGES.md §3), ``"zero"`` sends ``0`` as OKX
+        does now.
         synthetic_rate_hz: events per second of each synthetic market (book deltas, trades, BBO mixed).
     """
 

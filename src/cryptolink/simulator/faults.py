@@ -3,12 +3,14 @@
 Spec grammar (``--faults SPEC``)::
 
     SPEC     := ITEM ("," ITEM)*
-    ITEM     := [EXCHANGE "/"] KIND (":" ARG)* ["@" TIME]        scripted fault at TIME after start (default 0s)
+    ITEM     := [EXCHANGE "/"] KIND (":" ARG)* ["@" TIME]        scripted fault at TIME after start (default
+                  0s)
               | "random:every=" TIME [":kinds=" KIND ("+" KIND)*] [":exchange=" EXCHANGE]
     TIME     := NUMBER ("ms" | "s" | "m")                          e.g. 500ms, 5s, 1.5m
     EXCHANGE := binance | binanceusdm | okx                         (omitted: every exchange)
 
-Kinds and their arguments (faults hit every open connection of the exchange unless injected on one connection):
+Kinds and their arguments (faults hit every open connection of the exchange unless injected on one
+connection):
 
 ==============  =================  =========================================================================
 kind            args               effect
@@ -56,6 +58,7 @@ KINDS = (
     "seqreset",
 )
 EXCHANGES = ("binance", "binanceusdm", "okx")
+DEFAULT_RANDOM_KINDS = ("drop", "stall", "gap", "corrupt", "notice")
 
 
 class FaultSpecError(ValueError):
@@ -111,10 +114,11 @@ def parse_duration(text: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class RandomFaults:
-    """A seeded random schedule: one fault of a random kind about every ``every_s`` seconds (uniform 0.5x-1.5x)."""
+    """A seeded random schedule: one fault of a random kind about every ``every_s`` seconds (uniform
+    0.5x-1.5x)."""
 
     every_s: float
-    kinds: tuple[str, ...] = ("drop", "stall", "gap", "corrupt", "notice")
+    kinds: tuple[str, ...] = DEFAULT_RANDOM_KINDS
     exchange: str | None = None
 
     def schedule(self, seed: int, start_s: float = 0.0) -> Iterator[Fault]:
@@ -134,7 +138,7 @@ def _parse_item(item: str) -> Fault | RandomFaults:
         opts = dict(part.split("=", 1) for part in item.split(":")[1:] if "=" in part)
         if "every" not in opts:
             raise FaultSpecError(f"{item!r}: random needs every=TIME")
-        kinds = tuple(opts["kinds"].split("+")) if "kinds" in opts else RandomFaults.kinds
+        kinds = tuple(opts["kinds"].split("+")) if "kinds" in opts else DEFAULT_RANDOM_KINDS
         for k in kinds:
             if k not in KINDS:
                 raise FaultSpecError(f"{item!r}: unknown kind {k!r}")

@@ -1,14 +1,21 @@
-"""Market sources: one ordered stream of L2 book deltas, trades and BBO per symbol, with the simulator's own ids.
+"""Market sources: one ordered stream of L2 book deltas, trades and BBO per symbol, with the simulator's own
+ids.
 
-A :class:`MarketSource` owns the authoritative :class:`SimBook` of its symbol. :meth:`MarketSource.run` paces events on
-an injected clock, applies each delta to the book *before* handing the event to listeners, so a REST snapshot taken at
-any moment (``book`` + ``last_update_id``) bridges exactly the deltas that follow it (Binance sync rule, EXCHANGES.md
+A :class:`MarketSource` owns the authoritative :class:`SimBook` of its symbol. :meth:`MarketSource.run`
+paces events on
+an injected clock, applies each delta to the book *before* handing the event to listeners, so a REST
+snapshot taken at
+any moment (``book`` + ``last_update_id``) bridges exactly the deltas that follow it (Binance sync rule,
+EXCHANGES.md
 §1/§2). Update ids, trade ids and OKX seqIds derive from the same strictly increasing counters.
 
-- :class:`ReplaySource`: the hftbacktest Binance recordings (REST snapshot + diffs + trades + bookTicker, ~6 min),
-  looped forever. At the loop seam one synthetic delta turns the end book back into the recorded snapshot book, then
+- :class:`ReplaySource`: the hftbacktest Binance recordings (REST snapshot + diffs + trades + bookTicker, ~6
+  min),
+  looped forever. At the loop seam one synthetic delta turns the end book back into the recorded snapshot
+  book, then
   the recorded diffs play again with fresh, still increasing ids; trade ids keep counting up.
-- :class:`SyntheticSource`: seeded random walk for any symbol: integer-tick prices, bids strictly below and asks
+- :class:`SyntheticSource`: seeded random walk for any symbol: integer-tick prices, bids strictly below and
+  asks
   strictly above a moving mid, so the book never crosses.
 """
 
@@ -19,6 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 from sortedcontainers import SortedDict
@@ -41,7 +49,8 @@ __all__ = [
 
 Level = tuple[str, str]
 
-#: (market kind, exchange-neutral symbol) -> recording. "spot" feeds Binance spot and OKX spot; "usdm" feeds USD-M.
+#: (market kind, exchange-neutral symbol) -> recording. "spot" feeds Binance spot and OKX spot; "usdm" feeds
+#: USD-M.
 REPLAY_FILES: dict[tuple[str, str], str] = {
     ("spot", "BTCUSDT"): "hftbacktest_binance_spot_btcusdt_20240808.gz",
     ("spot", "ETHUSDT"): "hftbacktest_binance_spot_ethusdt_20240808.gz",
@@ -208,14 +217,16 @@ class MarketSource:
 
 
 @lru_cache(maxsize=8)
-def _load_replay(name: str) -> tuple[int, list[Level], list[Level], list[tuple[float, str, tuple[object, ...]]]]:
+def _load_replay(
+    name: str,
+) -> tuple[int, list[Level], list[Level], list[tuple[float, str, Any]]]:
     """Parse a recording once: ``(snapshot_id, bids, asks, [(delay_s, kind, payload), ...])``."""
     dec = msgspec.json.Decoder()
     frames = list(recordings.iter_hftbacktest(name))
     snap_idx = next(i for i, (_, f) in enumerate(frames) if not f.startswith('{"stream"'))
     snap = dec.decode(frames[snap_idx][1])
     snap_id = int(snap["lastUpdateId"])
-    out: list[tuple[float, str, tuple[object, ...]]] = []
+    out: list[tuple[float, str, Any]] = []
     prev_ts: int | None = None
     for i, (ts, raw) in enumerate(frames):
         if i == snap_idx:
@@ -227,7 +238,7 @@ def _load_replay(name: str) -> tuple[int, list[Level], list[Level], list[tuple[f
             if int(d["u"]) <= snap_id:
                 continue
             span = int(d["u"]) - int(d["U"]) + 1
-            item: tuple[str, tuple[object, ...]] = (
+            item: tuple[str, Any] = (
                 "depth",
                 (span, [tuple(x) for x in d["b"]], [tuple(x) for x in d["a"]]),
             )
@@ -242,7 +253,9 @@ def _load_replay(name: str) -> tuple[int, list[Level], list[Level], list[tuple[f
         delay = 0.0 if prev_ts is None else max(0.0, (ts - prev_ts) / 1e9)
         prev_ts = ts
         out.append((delay, item[0], item[1]))
-    return snap_id, [tuple(x) for x in snap["bids"]], [tuple(x) for x in snap["asks"]], out  # type: ignore[misc]
+    bids: list[Level] = [(str(p), str(q)) for p, q in snap["bids"]]
+    asks: list[Level] = [(str(p), str(q)) for p, q in snap["asks"]]
+    return snap_id, bids, asks, out
 
 
 class ReplaySource(MarketSource):
@@ -281,15 +294,15 @@ class ReplaySource(MarketSource):
         self._i += 1
         if kind == "depth":
             span, bids, asks = payload
-            self.book.apply(bids, asks)  # type: ignore[arg-type]
-            first, last, prev = self._next_ids(span)  # type: ignore[arg-type]
-            return Depth(first, last, prev, bids, asks, ts_ms)  # type: ignore[arg-type]
+            self.book.apply(bids, asks)
+            first, last, prev = self._next_ids(span)
+            return Depth(first, last, prev, bids, asks, ts_ms)
         if kind == "trade":
             p, q, m = payload
             self.last_trade_id += 1
-            return Trade(self.last_trade_id, p, q, m, ts_ms)  # type: ignore[arg-type]
+            return Trade(self.last_trade_id, p, q, m, ts_ms)
         b, bq, a, aq = payload
-        return Bbo(self.last_update_id, b, bq, a, aq, ts_ms)  # type: ignore[arg-type]
+        return Bbo(self.last_update_id, b, bq, a, aq, ts_ms)
 
 
 _SEED_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "BNB": 500.0}
@@ -370,7 +383,8 @@ class SyntheticSource(MarketSource):
 
 
 def make_source(kind: str, symbol: str, mode: str, seed: int = 0, rate_hz: float = 50.0) -> MarketSource:
-    """A replay source when ``mode == "replay"`` and a recording exists for ``(kind, symbol)``, else synthetic.
+    """A replay source when ``mode == "replay"`` and a recording exists for ``(kind, symbol)``, else
+    synthetic.
 
     Args:
         kind: ``"spot"`` or ``"usdm"`` (which recording family to use).

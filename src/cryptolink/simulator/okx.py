@@ -1,25 +1,34 @@
-"""Simulated OKX v5 public market data (EXCHANGES.md §3): WebSocket ``/ws/v5/public`` and the public REST endpoints.
+"""Simulated OKX v5 public market data (EXCHANGES.md §3): WebSocket ``/ws/v5/public`` and the public REST
+endpoints.
 
 ``ws_url`` is ``ws://127.0.0.1:PORT``; clients connect to ``ws_url + "/ws/v5/public"``.
 
 WebSocket: ``{"op":"subscribe"|"unsubscribe","args":[{"channel":..,"instId":..}],"id"?}`` => one ack per arg
 ``{"id"?,"event":"subscribe","arg":{..},"connId":".."}``; errors ``{"id"?,"event":"error","code":"60012",
 "msg":"Invalid request: ..","connId":".."}``; unknown channel or instId => code ``60018`` "... doesn't exist";
-more than ``max_subs_per_hour`` (480) requests => ``60014`` "Requests too frequent". Text ``ping`` => text ``pong``.
-The server closes (code 4004, per client reports; unconfirmed) after ``idle_close_s`` (30 s) without a subscription
+more than ``max_subs_per_hour`` (480) requests => ``60014`` "Requests too frequent". Text ``ping`` => text
+``pong``.
+The server closes (code 4004, per client reports; unconfirmed) after ``idle_close_s`` (30 s) without a
+subscription
 or pushed data. Channels: ``trades`` (side = taker side), ``tickers`` (pushed on every BBO change), ``books``
-(snapshot with ``prevSeqId = -1`` then updates chained by ``prevSeqId == previous seqId``; empty heartbeat update
+(snapshot with ``prevSeqId = -1`` then updates chained by ``prevSeqId == previous seqId``; empty heartbeat
+update
 ``seqId == prevSeqId`` after ``book_heartbeat_s`` without changes; a ``seqreset`` fault makes ``seqId <
-prevSeqId`` once). ``checksum`` is the legacy CRC32 over the top 25 levels interleaved ``bid:ask`` as signed int32
+prevSeqId`` once). ``checksum`` is the legacy CRC32 over the top 25 levels interleaved ``bid:ask`` as signed
+int32
 (EXCHANGES.md §3) when ``SimConfig.okx_checksum == "real"``, else ``0``.
 
-Market data: ``BTC-USDT``/``ETH-USDT`` replay the hftbacktest Binance spot recordings, ``*-SWAP`` the USD-M ones,
-re-encoded into OKX frames (prices and sizes with trailing zeros stripped), with the simulator's own seqIds; other
+Market data: ``BTC-USDT``/``ETH-USDT`` replay the hftbacktest Binance spot recordings, ``*-SWAP`` the USD-M
+ones,
+re-encoded into OKX frames (prices and sizes with trailing zeros stripped), with the simulator's own seqIds;
+other
 served symbols are synthetic.
 
 REST (per-endpoint counts per 2 s, over => HTTP 429 ``{"code":"50011","msg":"Too Many Requests"}``):
-``/api/v5/public/time``, ``/api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|OPTION`` (recorded list trimmed to
-the served symbols), ``/api/v5/market/books?instId=&sz=`` (max 400 per side), ``/api/v5/market/ticker?instId=``,
+``/api/v5/public/time``, ``/api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|OPTION`` (recorded list
+trimmed to
+the served symbols), ``/api/v5/market/books?instId=&sz=`` (max 400 per side),
+``/api/v5/market/ticker?instId=``,
 ``/api/v5/market/tickers?instType=``.
 """
 
@@ -43,7 +52,8 @@ __all__ = ["REST_LIMITS", "OkxServer", "okx_checksum", "okx_str"]
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
-#: requests per 2 s per endpoint (EXCHANGES.md §3; instruments/ticker from the OKX rate-limit table, unconfirmed).
+#: requests per 2 s per endpoint (EXCHANGES.md §3; instruments/ticker from the OKX rate-limit table,
+#: unconfirmed).
 REST_LIMITS = {"time": 10, "instruments": 20, "books": 40, "ticker": 20, "tickers": 20}
 CHANNELS = ("trades", "tickers", "books")
 
@@ -53,14 +63,16 @@ def _dumps(obj: Any) -> str:
 
 
 def okx_str(s: str) -> str:
-    """Decimal string without trailing zeros: ``"61837.63000000"`` -> ``"61837.63"``, ``"3.000"`` -> ``"3"``."""
+    """Decimal string without trailing zeros: ``"61837.63000000"`` -> ``"61837.63"``, ``"3.000"`` ->
+    ``"3"``."""
     if "." in s:
         s = s.rstrip("0").rstrip(".")
     return s
 
 
 def okx_checksum(bids: list[Level], asks: list[Level]) -> int:
-    """Legacy OKX book checksum (EXCHANGES.md §3): CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25
+    """Legacy OKX book checksum (EXCHANGES.md §3): CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top
+    25
     levels (one side continues alone when the other runs out), as a signed int32. Strings are used as sent."""
     parts: list[str] = []
     for i in range(25):
@@ -175,8 +187,8 @@ class OkxServer(ExchangeServer):
                 self._error(
                     conn,
                     "60018",
-                    f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. Please use the correct URL, "
-                    "channel and parameters referring to API document.",
+                    f"Wrong URL or channel:{channel},instId:{inst} doesn't exist. "
+                    "Please use the correct URL, channel and parameters referring to API document.",
                     req_id,
                 )
                 continue
@@ -333,7 +345,9 @@ class OkxServer(ExchangeServer):
                 frame = {
                     "arg": {"channel": "books", "instId": inst},
                     "action": "update",
-                    "data": [{"asks": [], "bids": [], "ts": str(ts), "checksum": 0, "prevSeqId": seq, "seqId": seq}],
+                    "data": [
+                        {"asks": [], "bids": [], "ts": str(ts), "checksum": 0, "prevSeqId": seq, "seqId": seq}
+                    ],
                 }
                 text = _dumps(frame)
                 for conn in tuple(conns):
@@ -349,7 +363,9 @@ class OkxServer(ExchangeServer):
 
     @staticmethod
     def _ok(data: list[Any]) -> web.Response:
-        return web.Response(text=_dumps({"code": "0", "msg": "", "data": data}), content_type="application/json")
+        return web.Response(
+            text=_dumps({"code": "0", "msg": "", "data": data}), content_type="application/json"
+        )
 
     @staticmethod
     def _fail(code: str, msg: str, status: int = 400) -> web.Response:
@@ -360,7 +376,8 @@ class OkxServer(ExchangeServer):
         return self._limited("time") or self._ok([{"ts": str(self.clock.time_ns() // 1_000_000)}])
 
     def instruments(self, inst_type: str) -> list[dict[str, Any]]:
-        """Recorded instruments of ``inst_type`` trimmed to served symbols (missing ones cloned from BTC-USDT*)."""
+        """Recorded instruments of ``inst_type`` trimmed to served symbols (missing ones cloned from
+        BTC-USDT*)."""
         recorded = {i["instId"]: i for i in _recorded_instruments(inst_type)}
         out = []
         for sym in self.symbols:
@@ -412,7 +429,9 @@ class OkxServer(ExchangeServer):
         last = okx_str(src.last_price)
         open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
         inst_type = "SWAP" if inst.endswith("-SWAP") else "SPOT"
-        return self._ticker(inst, inst_type, src, self.clock.time_ns() // 1_000_000, last, open_, f"{src.volume:.8f}")
+        return self._ticker(
+            inst, inst_type, src, self.clock.time_ns() // 1_000_000, last, open_, f"{src.volume:.8f}"
+        )
 
     async def _rest_ticker(self, request: web.Request) -> web.Response:
         limited = self._limited("ticker")
@@ -436,4 +455,3 @@ class OkxServer(ExchangeServer):
                 assert src is not None
                 out.append(self._rest_ticker_of(inst, src))
         return self._ok(out)
-

@@ -1,10 +1,13 @@
 """REST rate-limit models the simulator enforces (sans-I/O, clock injected).
 
 - :class:`WeightLimiter`: Binance REQUEST_WEIGHT (EXCHANGES.md §1/§2): fixed windows (default 1 min) of summed
-  request weight; header ``X-MBX-USED-WEIGHT-1M`` reports the used weight; over the limit the answer is HTTP 429 with
-  ``Retry-After`` (seconds to the window end); a request that arrives while a 429 is still in force earns HTTP 418 and a
+  request weight; header ``X-MBX-USED-WEIGHT-1M`` reports the used weight; over the limit the answer is HTTP
+  429 with
+  ``Retry-After`` (seconds to the window end); a request that arrives while a 429 is still in force earns
+    HTTP 418 and a
   ban (``ban_s``, doubling on each new ban), again with ``Retry-After``.
-- :class:`WindowCounter`: OKX per-endpoint request counts per 2 s window (EXCHANGES.md §3): over the limit => 429 with
+- :class:`WindowCounter`: OKX per-endpoint request counts per 2 s window (EXCHANGES.md §3): over the limit
+  => 429 with
   body ``{"code":"50011","msg":"Too Many Requests"}``.
 """
 
@@ -20,7 +23,8 @@ __all__ = ["Verdict", "WeightLimiter", "WindowCounter"]
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Outcome of one request: HTTP ``status`` (200, 429 or 418), ``used`` weight/count in the current window and
+    """Outcome of one request: HTTP ``status`` (200, 429 or 418), ``used`` weight/count in the current
+    window and
     ``retry_after_s`` (whole seconds, 0 when allowed)."""
 
     status: int

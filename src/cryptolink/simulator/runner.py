@@ -1,9 +1,11 @@
-"""The public entry: :class:`Simulator` (async context manager), :func:`serve_forever` and :func:`run_simulator`.
+"""The public entry: :class:`Simulator` (async context manager), :func:`serve_forever` and
+:func:`run_simulator`.
 
 Example::
 
     async with Simulator(exchanges=["binance", "okx"], mode="synthetic", seed=1) as sim:
-        ep = sim.endpoints()["binance"]   # {"exchange": "binance", "ws_url": "ws://127.0.0.1:PORT", "rest_url": ...}
+        ep = sim.endpoints()["binance"]   # {"exchange": "binance", "ws_url": "ws://127.0.0.1:PORT",
+        "rest_url": ...}
         ... connect to ep["ws_url"] + "/stream?streams=btcusdt@trade" ...
         sim.inject(Fault("drop"), exchange="binance")
         print(sim.stats())
@@ -140,13 +142,15 @@ class Simulator:
     def endpoints(self) -> dict[str, dict[str, str]]:
         """Per exchange ``{"exchange", "ws_url", "rest_url"}``.
 
-        ``ws_url`` is ``ws://HOST:PORT`` with no path: Binance spot clients append ``/ws``, ``/ws/<streams>`` or
+        ``ws_url`` is ``ws://HOST:PORT`` with no path: Binance spot clients append ``/ws``,
+        ``/ws/<streams>`` or
         ``/stream?streams=..``; USD-M clients ``/public/ws``, ``/market/stream`` etc.; OKX clients
         ``/ws/v5/public``. ``rest_url`` is ``http://HOST:PORT`` (append ``/api/v3/..``, ``/fapi/v1/..``,
         ``/api/v5/..``).
         """
         return {
-            name: {"exchange": name, "ws_url": s.ws_url, "rest_url": s.rest_url} for name, s in self.servers.items()
+            name: {"exchange": name, "ws_url": s.ws_url, "rest_url": s.rest_url}
+            for name, s in self.servers.items()
         }
 
     def inject(self, fault: Fault, exchange: str | None = None, connection: int | None = None) -> None:

@@ -1,9 +1,14 @@
-"""Server plumbing shared by the simulated exchanges: one aiohttp app per exchange, connections, observability.
+"""Server plumbing shared by the simulated exchanges: one aiohttp app per exchange, connections,
+observability.
 
-:class:`ExchangeServer` serves REST routes and the WebSocket upgrade on one 127.0.0.1 port. Each accepted socket is a
-:class:`SimConnection` with a bounded send queue drained by one writer task, one timer task (server pings, pong
-timeout, lifetime, idle close) and the receive loop (inbound rate limit, client pings, text frames handed to the
-exchange protocol). Fault state lives on the connection. Everything the server sends on a data stream is recorded in
+:class:`ExchangeServer` serves REST routes and the WebSocket upgrade on one 127.0.0.1 port. Each accepted
+socket is a
+:class:`SimConnection` with a bounded send queue drained by one writer task, one timer task (server pings,
+pong
+timeout, lifetime, idle close) and the receive loop (inbound rate limit, client pings, text frames handed to
+the
+exchange protocol). Fault state lives on the connection. Everything the server sends on a data stream is
+recorded in
 bounded per-connection :class:`StreamStats` so tests can prove "nothing lost, nothing twice".
 """
 
@@ -15,7 +20,7 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +42,10 @@ CORRUPT_FRAME = '{"corrupt": tru'
 class StreamStats:
     """What one connection was sent on one stream (Binance stream name, OKX ``channel:instId``).
 
-    ``first_id``/``last_id``: first and last sequence (book ``u``/seqId) or trade id sent; ``non_increasing``: frames
-    whose id did not exceed the previous one (must stay 0 unless a seq reset was injected); ``skipped``: frames
+    ``first_id``/``last_id``: first and last sequence (book ``u``/seqId) or trade id sent;
+    ``non_increasing``: frames
+    whose id did not exceed the previous one (must stay 0 unless a seq reset was injected); ``skipped``:
+    frames
     withheld by a ``gap`` fault; ``last_ts_ms``: wall time of the last send.
     """
 
@@ -259,7 +266,8 @@ class SimConnection:
             sleeper = asyncio.ensure_future(clock.sleep(wait if math.isfinite(wait) else 3600.0))
             waker = asyncio.ensure_future(self.wake.wait())
             try:
-                await asyncio.wait({sleeper, waker, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiters: set[asyncio.Future[Any]] = {sleeper, waker, self.closed}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
                 waker.cancel()
@@ -361,7 +369,10 @@ class SimConnection:
             pings_sent=self.pings_sent,
             pongs_received=self.pongs_received,
             subscriptions=tuple(self.subscriptions),
-            streams={k: StreamStats(**{f: getattr(v, f) for f in StreamStats.__slots__}) for k, v in self.streams.items()},
+            streams={
+                k: StreamStats(**{f: getattr(v, f) for f in StreamStats.__slots__})
+                for k, v in self.streams.items()
+            },
         )
 
 
@@ -433,8 +444,8 @@ class ExchangeServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
         self.started_at = self.clock.monotonic()
 
     async def stop(self) -> None:
@@ -455,7 +466,7 @@ class ExchangeServer:
     def rest_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
@@ -463,7 +474,8 @@ class ExchangeServer:
 
     # ---- sources ----
     def source(self, symbol: str) -> MarketSource | None:
-        """The running source of native ``symbol`` (started on first call); None if the symbol is not served."""
+        """The running source of native ``symbol`` (started on first call); None if the symbol is not
+        served."""
         src = self.sources.get(symbol)
         if src is None:
             if symbol not in self.symbols:
@@ -503,7 +515,8 @@ class ExchangeServer:
         self._changed = asyncio.Event()
 
     async def wait_until(self, predicate: Callable[[], object], within_s: float = 5.0) -> None:
-        """Wait until ``predicate()`` is truthy, re-checking on every state change (connect, subscribe, close).
+        """Wait until ``predicate()`` is truthy, re-checking on every state change (connect, subscribe,
+        close).
 
         Raises:
             TimeoutError: not true within ``within_s`` seconds (real time).
@@ -516,7 +529,8 @@ class ExchangeServer:
         await asyncio.wait_for(_loop(), within_s)
 
     async def wait_subscribed(self, key: str, within_s: float = 5.0) -> SimConnection:
-        """Wait until an open connection is subscribed to ``key`` (Binance stream / OKX ``channel:instId``)."""
+        """Wait until an open connection is subscribed to ``key`` (Binance stream / OKX
+        ``channel:instId``)."""
         found: list[SimConnection] = []
 
         def check() -> bool:
@@ -533,7 +547,9 @@ class ExchangeServer:
                 if fault.symbol in (None, sym):
                     src.reset_sequence()
             return
-        targets = [self.connections[connection]] if connection is not None else list(self.connections.values())
+        targets = (
+            [self.connections[connection]] if connection is not None else list(self.connections.values())
+        )
         for conn in targets:
             conn.apply_fault(fault)
 
