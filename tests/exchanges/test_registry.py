@@ -7,7 +7,7 @@ import pytest
 from cryptolink.exchanges import SUPPORTED, get_adapter
 from cryptolink.exchanges.binance import BinanceSpotAdapter, BinanceUsdmAdapter
 from cryptolink.exchanges.okx import OkxAdapter
-from cryptolink.models import Market
+from cryptolink.models import Channel, Market, Subscription
 
 
 def test_supported_pairs_build_the_right_adapter() -> None:
@@ -23,9 +23,13 @@ def test_supported_pairs_build_the_right_adapter() -> None:
         rest_base_url="http://127.0.0.1:2",
     )
     assert isinstance(okx, OkxAdapter) and okx.market is Market.PERPETUAL
-    assert okx.ws_base_url == "ws://127.0.0.1:1/ws/v5/public" and okx.rest_base_url == "http://127.0.0.1:2"
+    # a full URL override is accepted: connections still go to <host>/ws/v5/public
+    assert okx.ws_base_url == "ws://127.0.0.1:1" and okx.rest_base_url == "http://127.0.0.1:2"
+    assert okx.plan_connections([Subscription(Channel.TRADES, "BTC/USDT:USDT")])[0].url == (
+        "ws://127.0.0.1:1/ws/v5/public"
+    )
     # overrides are per instance
-    assert get_adapter("okx", Market.SPOT).ws_base_url == "wss://ws.okx.com:8443/ws/v5/public"
+    assert get_adapter("okx", Market.SPOT).ws_base_url == "wss://ws.okx.com:8443"
 
 
 @pytest.mark.parametrize(("ex", "mkt"), [("kraken", "spot"), ("binance", "futures"), ("binanceusdm", "spot")])

@@ -155,7 +155,8 @@ class OkxAdapter(ExchangeAdapter):
 
     Args:
         market: spot (``BTC/USDT``) or perpetual swaps (``BTC/USDT:USDT`` linear, ``BTC/USD:BTC`` inverse).
-        ws_base_url: full public WebSocket URL (default ``wss://ws.okx.com:8443/ws/v5/public``).
+        ws_base_url: WebSocket scheme, host and port (default ``wss://ws.okx.com:8443``); connections use
+            ``<ws_base_url>/ws/v5/public`` (EXCHANGES.md section 3 "URLs").
         rest_base_url: REST base (default ``https://www.okx.com``).
 
     Book sync: WebSocket snapshot, LINKED ``prevSeqId`` chain, legacy CRC32 checksum top 25 signed (verified
@@ -164,7 +165,8 @@ class OkxAdapter(ExchangeAdapter):
 
     exchange = "okx"
     ccxt_id = "okx"
-    ws_base_url = "wss://ws.okx.com:8443/ws/v5/public"
+    ws_base_url = "wss://ws.okx.com:8443"
+    ws_public_path = "/ws/v5/public"
     rest_base_url = "https://www.okx.com"
     policy = ConnectionPolicy(
         keepalive=KeepalivePolicy(
@@ -195,6 +197,8 @@ class OkxAdapter(ExchangeAdapter):
         rest_base_url: str | None = None,
     ) -> None:
         super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url)
+        if self.ws_base_url.endswith(self.ws_public_path):  # a full URL given as override
+            self.ws_base_url = self.ws_base_url[: -len(self.ws_public_path)]
         self.market = Market(market)
         self._symbols: dict[str, str] = {}  # instId -> unified
         self._exchange_ids: dict[str, str] = {}  # unified -> instId
@@ -264,7 +268,8 @@ class OkxAdapter(ExchangeAdapter):
             books += is_book
         if cur:
             out.append(cur)
-        return [ConnectionSpec(url=self.ws_base_url, subscriptions=tuple(c)) for c in out]
+        url = self.ws_base_url + self.ws_public_path
+        return [ConnectionSpec(url=url, subscriptions=tuple(c)) for c in out]
 
     def _arg(self, sub: Subscription) -> dict[str, str]:
         arg = {"channel": _CHANNEL_NAMES[sub.channel], "instId": self.exchange_symbol(sub.symbol)}
