@@ -5,7 +5,7 @@ Data path (hot): ``ManagedConnection`` -> :meth:`Feed._on_data` -> for each item
 - :class:`~cryptolink.models.Trade`: dropped when its ``sequence`` is not newer than the last one published for
   the symbol (a duplicate from the second socket of a make-before-break rotation, or a resend after a reconnect);
 - :class:`~cryptolink.models.Ticker`: dropped when its ``sequence`` (or, without one, its ``timestamp_ms``) is
-  older than the last published, or when it equals the last one published;
+  older than the last published, or equal to it with the same prices and sizes (a resend);
 - :class:`~cryptolink.exchanges.base.BookMessage`: handed to the symbol's :class:`~cryptolink.book.sync.BookSync`,
   which drops duplicates by sequence, applies checked messages and asks for a REST snapshot
   (:class:`~cryptolink.book.sync.NeedSnapshot`) or a re-subscription (:class:`~cryptolink.book.sync.NeedResubscribe`)
@@ -316,12 +316,14 @@ class Feed:
         if last is None:
             return False
         if ticker.sequence is not None and last.sequence is not None:
-            return ticker.sequence <= last.sequence
-        if ticker.timestamp_ms is not None and last.timestamp_ms is not None:
-            if ticker.timestamp_ms < last.timestamp_ms:
-                return True
-            if ticker.timestamp_ms > last.timestamp_ms:
-                return False
+            if ticker.sequence != last.sequence:
+                return ticker.sequence < last.sequence
+        elif (
+            ticker.timestamp_ms is not None
+            and last.timestamp_ms is not None
+            and ticker.timestamp_ms != last.timestamp_ms
+        ):
+            return ticker.timestamp_ms < last.timestamp_ms
         return (
             ticker.bid_price == last.bid_price
             and ticker.bid_size == last.bid_size
