@@ -86,12 +86,12 @@ def _setup_logging(level: str) -> None:
 @app.command()
 def demo(
     duration: Annotated[
-        float | None,
-        typer.Option("--duration", min=0.0, help="Stop after this many seconds (default: run until Ctrl-C)."),
-    ] = None,
+        float,
+        typer.Option("--duration", min=0.0, help="Stop after this many seconds; 0 runs until Ctrl-C."),
+    ] = 90.0,
     out: Annotated[
         Path, typer.Option("--out", help="Directory for JSONL output and the connection report.")
-    ] = Path("demo-output"),
+    ] = Path("demo-out"),
     no_faults: Annotated[
         bool, typer.Option("--no-faults", help="Run the simulator without injected faults.")
     ] = False,
@@ -100,7 +100,7 @@ def demo(
     run_demo = _lazy("cryptolink.demo", "run_demo")
     _setup_logging("WARNING")
     try:
-        code = int(run_demo(duration, out, not no_faults))
+        code = int(run_demo(duration or None, out, not no_faults))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -400,7 +400,7 @@ class Feed:
             except (SnapshotError, DecodeError) as exc:
                 self.snapshot_errors += 1
                 retry_after = getattr(exc, "retry_after_s", None)
-                if retry_after:
+                if retry_after is not None:
                     self.rate_limited += 1
                     self._paused_until = self._clock.monotonic() + retry_after
                 log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, exc)
@@ -427,7 +427,9 @@ class Feed:
                 body = await resp.read()
                 if resp.status in (418, 429):
                     retry = _retry_after(resp.headers.get("Retry-After"))
-                    raise SnapshotError(f"HTTP {resp.status} from {url}", retry_after_s=retry or 60.0)
+                    raise SnapshotError(
+                        f"HTTP {resp.status} from {url}", retry_after_s=60.0 if retry is None else retry
+                    )
                 if resp.status != 200:
                     raise SnapshotError(f"HTTP {resp.status} from {url}: {body[:200]!r}")
                 return body
