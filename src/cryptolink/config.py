@@ -181,9 +181,9 @@ class WatchdogConfig(_Section):
         max_idle_s: upper bound of the adaptive per-stream idle timeout, seconds (>= min_idle_s).
     """
 
-    first_data_timeout_s: float = Field(default=30.0, gt=0)
-    min_idle_s: float = Field(default=10.0, gt=0)
-    max_idle_s: float = Field(default=120.0, gt=0)
+    first_data_timeout_s: float = Field(default=10.0, gt=0)
+    min_idle_s: float = Field(default=2.5, gt=0)
+    max_idle_s: float = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> WatchdogConfig:
@@ -270,7 +270,7 @@ class ExchangeConfig(_Section):
     rest_url: Annotated[str | None, _check_url(("http", "https"))] = None
     reconnect: ReconnectConfig = ReconnectConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
-    rotation_lead_s: float = Field(default=300.0, ge=0, le=3600)
+    rotation_lead_s: float = Field(default=600.0, ge=0, le=3600)
 
     @field_validator("exchange")
     @classmethod
