@@ -13,6 +13,7 @@ from cryptolink.engine.connection import EngineConfig, ManagedConnection, Market
 from cryptolink.engine.errors import ConfigError, IllegalTransition
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType
 from cryptolink.engine.state import ConnectionState
+from cryptolink.engine.watchdog import WatchdogConfig
 from cryptolink.exchanges.base import ConnectionPolicy, ConnectionSpec, KeepalivePolicy
 from cryptolink.models import Subscription
 
@@ -277,13 +278,39 @@ async def test_stale_subscription_resubscribed_then_unstable_then_healthy() -> N
     assert h.conn.state is S.CONNECTED
 
 
-async def test_all_subscriptions_silent_resets_session(h: Harness) -> None:
+async def test_quiet_connection_not_reset_before_its_first_message() -> None:
+    """Every stream is quiet (e.g. a thin symbol's trades): the first-data timeout makes the stream stale and
+    resubscribes it ONCE, but the session is reset only after ``max_idle_s`` without any market data."""
+    wd = WatchdogConfig(first_data_timeout_s=10.0, min_idle_s=2.5, max_idle_s=60.0)
+    h = Harness(config=EngineConfig(seed=1, tick_s=0.5, watchdog=wd))
     await h.conn.start()
     await h.connected()
     await h.ack_all()
-    await h.clock.advance(10.6)  # no first message within 10 s and it is the only subscription
+    for _ in range(10):  # 50 s: stale reported, no reset, no resubscribe loop
+        await h.clock.advance(5.0)
+        await h.ack_all()
+    assert len(h.transport.sessions) == 1
+    assert h.of(E.STALE_SUBSCRIPTION)
+    assert len(h.sess.sent_ops("unsubscribe")) == 1  # the cheap fix happened once, not every 10 s
+    assert h.conn.state is S.UNSTABLE
+    await h.clock.advance(11.0)  # past max_idle_s = 60 s with no market data at all
     await h.connected(2)
-    assert any("all subscriptions silent" in e.description for e in h.of(E.STALE_SUBSCRIPTION))
+    assert any("connection silent" in e.description for e in h.of(E.STALE_SUBSCRIPTION))
+
+
+async def test_busy_connection_that_goes_silent_resets_at_its_learned_threshold() -> None:
+    wd = WatchdogConfig(first_data_timeout_s=10.0, min_idle_s=2.5, max_idle_s=60.0)
+    h = Harness(subs=(BTC_TRADES, ETH_TRADES), config=EngineConfig(seed=1, tick_s=0.5, watchdog=wd))
+    await h.conn.start()
+    await h.connected()
+    await h.ack_all()
+    for i in range(30):  # 10 msg/s on the connection
+        h.sess.feed(trade("BTC/USDT", i))
+        await h.clock.advance(0.1)
+    for _ in range(8):  # silent (pings would still be answered): reset within a few seconds
+        await h.clock.advance(0.5)
+    await h.connected(2)
+    assert any("connection silent" in e.description for e in h.of(E.STALE_SUBSCRIPTION))
 
 
 async def test_rejection_reported_not_retried(h: Harness) -> None:

@@ -25,8 +25,12 @@ frame, and a protocol ping every ``protocol_ping_interval_s``; either unanswered
 means the
 socket is dead (``heartbeat_timeout`` event, then reconnect). Server pings are answered by the transport.
 
-Watchdogs: a stale subscription is first resubscribed on the same socket (cheap fix) and the state becomes
-``unstable``; when every subscription is stale the session is reset (reconnect).
+Watchdogs: a stale subscription is resubscribed once on the same socket (cheap fix; not again while it stays
+silent) and the state becomes ``unstable``. The session is reset (reconnect) only when the CONNECTION as a
+whole received no market data for its own learned threshold (the connection-level stream
+:data:`~cryptolink.engine.watchdog.CONNECTION_KEY`; before its first market data the allowance is
+``max_idle_s``, so a connection whose streams are all naturally quiet, e.g. a thin symbol's trades, is not
+reset every ``first_data_timeout_s`` while it waits for its first message).
 
 Rotation (make before break): ``rotation_lead_s`` (jittered) before ``ConnectionPolicy.max_lifetime_s``
 (Binance
@@ -57,7 +61,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from cryptolink.clock import Clock
@@ -70,7 +74,7 @@ from cryptolink.engine.stats import ConnectionStats
 from cryptolink.engine.subscriptions import SubscriptionRegistry
 from cryptolink.engine.throttle import HourlyQuota, TokenBucket
 from cryptolink.engine.transport import Transport, TransportSession
-from cryptolink.engine.watchdog import Watchdog, WatchdogConfig
+from cryptolink.engine.watchdog import CONNECTION_KEY, Watchdog, WatchdogConfig
 from cryptolink.exchanges.base import (
     Ack,
     BookMessage,
@@ -243,6 +247,10 @@ class ManagedConnection:
         self._sm = StateMachine(self._on_transition)
         self._backoff = Backoff(config.backoff, self._rng)
         self._watchdog = Watchdog(config.watchdog)
+        wd = config.watchdog
+        self._conn_watchdog = Watchdog(
+            replace(wd, first_data_timeout_s=max(wd.first_data_timeout_s, wd.max_idle_s))
+        )
         self._quality = QualityTracker(config.quality)
         self._registry = SubscriptionRegistry()
         self._validate(spec.subscriptions, 0)
@@ -463,18 +471,22 @@ class ManagedConnection:
             if removed:
                 await self._send_requests(sess, self.adapter.unsubscribe_requests, removed)
 
-    async def resubscribe(self, subs: Sequence[Subscription]) -> None:
+    async def resubscribe(self, subs: Sequence[Subscription], *, rearm: bool = True) -> None:
         """Unsubscribe then subscribe ``subs`` on the primary socket, to get fresh WebSocket snapshots (the
-        OKX
-        book resync: EXCHANGES.md section 3). Subscriptions not currently desired are ignored.
+        OKX book resync: EXCHANGES.md section 3). Subscriptions not currently desired are ignored.
+
+        Args:
+            rearm: restart the streams' first-data timeout. The watchdog's own cheap fix passes ``False`` so a
+                stream that stays quiet keeps its re-report backoff and is not resubscribed in a loop.
         """
         sess = self._primary
         originals = self._registry.mark_resubscribe(subs)
         if not originals:
             return
         now = self._clock.monotonic()
-        for sub in originals:
-            self._watchdog.arm(sub.key, now)
+        if rearm:
+            for sub in originals:
+                self._watchdog.arm(sub.key, now)
         if sess is not None and sess.alive:
             await self._send_requests(sess, self.adapter.unsubscribe_requests, originals)
             await self._send_pending(sess)
@@ -697,6 +709,7 @@ class ManagedConnection:
         self._watchdog.arm_all(now)
         for sub in self._registry.desired:
             self._watchdog.arm(sub.key, now)
+        self._conn_watchdog.arm(CONNECTION_KEY, now)
         self._schedule_rotation(sess)
         self._sm.transition(_S.CONNECTED, f"session {sess.sid} open")
         if self._ever_connected:
@@ -787,6 +800,7 @@ class ManagedConnection:
         clock = self._clock
         decode = self.adapter.decode
         watchdog_on_data = self._watchdog.on_data
+        conn_on_data = self._conn_watchdog.on_data
         on_data = self._on_data
         while True:
             try:
@@ -840,6 +854,8 @@ class ManagedConnection:
                         sess.expected.discard(key)
                         if not sess.expected:
                             sess.flow_event.set()
+            if last_key is not None:
+                conn_on_data(CONNECTION_KEY, now)
             if control:
                 for item in items:
                     cls = type(item)
@@ -1051,6 +1067,18 @@ class ManagedConnection:
 
     def _check_watchdog(self, sess: _Session, now: float) -> None:
         reg = sess.registry
+        silent = self._conn_watchdog.check(now)
+        if silent and reg.desired:
+            r = silent[0]
+            what = "no market data since connecting" if r.first_data else "no market data"
+            self._emit(
+                _E.STALE_SUBSCRIPTION,
+                Severity.ERROR,
+                f"connection silent: {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s), "
+                "resetting the session",
+            )
+            sess.end("watchdog: connection silent")
+            return
         for key in [k for k in self._stale if not self._watchdog.is_stale(k) or not reg.is_desired(k)]:
             self._stale.discard(key)
         reports = self._watchdog.check(now)
@@ -1072,15 +1100,8 @@ class ManagedConnection:
             )
             if r.count == 1:
                 fix.extend(s for s in reg.desired if s.key == key)
-        desired = reg.desired
-        if desired and all(self._watchdog.is_stale(s.key) for s in desired):
-            self._emit(
-                _E.STALE_SUBSCRIPTION, Severity.ERROR, "all subscriptions silent, resetting the session"
-            )
-            sess.end("watchdog: all subscriptions silent")
-            return
         if fix:
-            self._spawn(self.resubscribe(fix))
+            self._spawn(self.resubscribe(fix, rearm=False))
 
     # rotation ------------------------------------------------------------
 
