@@ -88,8 +88,9 @@ class Recorder:
         if len(self.events) > 5000:
             del self.events[:1000]
 
-    def count(self, type_: ConnectionEventType, conn_prefix: str = "") -> int:
-        return sum(1 for e in self.events if e.type is type_ and e.connection_id.startswith(conn_prefix))
+    def count(self, type_: ConnectionEventType, feed: str) -> int:
+        """Events of ``type_`` from the connections of feed ``feed``."""
+        return sum(1 for e in self.events if e.type is type_ and e.connection_id.startswith(feed + "-"))
 
 
 @dataclass
