@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -138,7 +139,7 @@ class Rig:
         """Poll ``predicate`` every 20 ms until true; fail with ``what`` after ``within_s`` seconds."""
 
         async def loop() -> None:
-            while not predicate():
+            while not predicate():  # noqa: ASYNC110 - bounded polling of a predicate
                 await asyncio.sleep(0.02)
 
         try:
@@ -245,7 +246,7 @@ class Rig:
             assert ups, f"{name}: no book updates"
             bad = [
                 (a, b)
-                for (a, snap), (b, resync) in zip(ups, ups[1:], strict=False)
+                for (a, snap), (b, resync) in itertools.pairwise(ups)
                 if b < a or (b == a and not (snap or resync))
             ]
             assert not bad, f"{name} symbol {i}: book sequence not increasing: {bad[:5]}"
