@@ -36,3 +36,18 @@ def test_supported_pairs_build_the_right_adapter() -> None:
 def test_unsupported_raise_value_error(ex: str, mkt: str) -> None:
     with pytest.raises(ValueError):
         get_adapter(ex, mkt)
+
+
+def test_testnet_urls_apply_unless_overridden() -> None:
+    spot = get_adapter("binance", Market.SPOT, testnet=True)
+    assert spot.ws_base_url == "wss://stream.testnet.binance.vision"
+    assert spot.rest_base_url == "https://testnet.binance.vision"
+    okx = get_adapter("okx", Market.PERPETUAL, testnet=True)
+    assert okx.plan_connections([Subscription(Channel.TRADES, "BTC/USDT:USDT")])[0].url == (
+        "wss://wspap.okx.com:8443/ws/v5/public"
+    )
+    pinned = get_adapter("binance", Market.PERPETUAL, testnet=True, ws_base_url="ws://127.0.0.1:9")
+    assert (
+        pinned.ws_base_url == "ws://127.0.0.1:9"
+        and pinned.rest_base_url == "https://testnet.binancefuture.com"
+    )

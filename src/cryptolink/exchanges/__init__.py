@@ -12,7 +12,14 @@ from cryptolink.exchanges.binance import BinanceSpotAdapter, BinanceUsdmAdapter
 from cryptolink.exchanges.okx import OkxAdapter
 from cryptolink.models import Market
 
-__all__ = ["SUPPORTED", "BinanceSpotAdapter", "BinanceUsdmAdapter", "OkxAdapter", "get_adapter"]
+__all__ = [
+    "SUPPORTED",
+    "TESTNET_URLS",
+    "BinanceSpotAdapter",
+    "BinanceUsdmAdapter",
+    "OkxAdapter",
+    "get_adapter",
+]
 
 SUPPORTED: dict[str, tuple[Market, ...]] = {
     "binance": (Market.SPOT, Market.PERPETUAL),
@@ -22,6 +29,20 @@ SUPPORTED: dict[str, tuple[Market, ...]] = {
 
 _ALIASES = {"binanceusdm": "binance"}
 
+TESTNET_URLS: dict[tuple[str, Market], tuple[str, str]] = {
+    ("binance", Market.SPOT): ("wss://stream.testnet.binance.vision", "https://testnet.binance.vision"),
+    ("binance", Market.PERPETUAL): ("wss://fstream.binancefuture.com", "https://testnet.binancefuture.com"),
+    ("okx", Market.SPOT): ("wss://wspap.okx.com:8443", "https://www.okx.com"),
+    ("okx", Market.PERPETUAL): ("wss://wspap.okx.com:8443", "https://www.okx.com"),
+}
+"""(exchange, market) -> (WebSocket base, REST base) of the exchange's test or demo environment.
+
+Sources: OKX demo trading ``wss://wspap.okx.com:8443`` (EXCHANGES.md section 3 "URLs"; OKX serves demo REST on
+the live host with header ``x-simulated-trading: 1``, not needed for public market data); Binance spot testnet
+``stream.testnet.binance.vision`` / ``testnet.binance.vision`` and USDⓈ-M testnet ``fstream.binancefuture.com`` /
+``testnet.binancefuture.com`` (Binance developer docs, "Testnet" sections; whether the testnet serves the 2026
+``/public`` and ``/market`` routes is unconfirmed)."""
+
 
 def get_adapter(
     exchange: str,
@@ -29,6 +50,7 @@ def get_adapter(
     *,
     ws_base_url: str | None = None,
     rest_base_url: str | None = None,
+    testnet: bool = False,
 ) -> ExchangeAdapter:
     """A fresh adapter for ``exchange`` (``binance``, ``okx``; ccxt's ``binanceusdm`` is accepted for Binance
     perpetuals) and ``market``.
@@ -36,6 +58,7 @@ def get_adapter(
     Args:
         ws_base_url: override of the WebSocket base URL (e.g. ``ws://127.0.0.1:PORT`` for the simulator).
         rest_base_url: override of the REST base URL.
+        testnet: use the exchange's test/demo environment (:data:`TESTNET_URLS`) where no override is given.
 
     Raises:
         ValueError: unknown exchange, unknown market, or a pair with no adapter.
@@ -52,6 +75,10 @@ def get_adapter(
         raise ValueError(f"unsupported exchange {exchange!r}; supported: {sorted(SUPPORTED)}")
     if mkt not in SUPPORTED[ex]:
         raise ValueError(f"{exchange!r} has no adapter for market {mkt.value!r}")
+    if testnet:
+        test_ws, test_rest = TESTNET_URLS[(ex, mkt)]
+        ws_base_url = ws_base_url or test_ws
+        rest_base_url = rest_base_url or test_rest
     if ex == "binance":
         cls = BinanceSpotAdapter if mkt is Market.SPOT else BinanceUsdmAdapter
         return cls(ws_base_url=ws_base_url, rest_base_url=rest_base_url)
