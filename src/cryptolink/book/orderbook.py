@@ -2,7 +2,7 @@
 
 Prices and sizes are kept as :class:`~decimal.Decimal` for ordering and arithmetic AND as the exchange's
 original strings, because exchange checksums are computed on the original text (``"0.10"`` != ``"0.1"``).
-Bids are kept best (highest) first and asks best (lowest) first in :class:`sortedcontainers.SortedDict`\\ s.
+Each side is a dict of levels plus a sorted key list (best level last).
 
 Units: prices in quote currency; sizes in base currency (spot) or contracts (e.g. OKX SWAP), as the exchange
 sent them. The book itself does no sequence checking; :class:`cryptolink.book.sync.BookSync` does, and drives
@@ -11,17 +11,14 @@ sent them. The book itself does no sequence checking; :class:`cryptolink.book.sy
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from sortedcontainers import SortedDict
-
 from cryptolink.models import BookLevel
 
 __all__ = ["BookState", "OrderBook"]
-
-_dict_set = dict.__setitem__
 
 _Level = tuple[Decimal, Decimal, str, str]
 """Stored value of one level: ``(price, size, original price text, original size text)``."""
@@ -53,22 +50,29 @@ class OrderBook:
     Levels are given as sequences whose first two items are the price and size strings (extra items, such as
     OKX's order count, are ignored). A size of zero deletes the level; deleting an unknown level is normal.
 
+    Storage (per side): a plain dict ``key -> level`` and a sorted list of the keys, ascending, with the BEST
+    level LAST (bids keyed by price, asks by the negated price). Most changes happen near the top of the book,
+    i.e. near the end of the list, so ``bisect.insort``/``del`` move few pointers; updates of existing levels
+    touch only the dict.
+
     Raises:
         ValueError: from :meth:`apply_snapshot`/:meth:`apply_delta` when a price or size is not a decimal
             number or a level has fewer than two items (the book is left unchanged for snapshots; for deltas
             the levels before the bad one stay applied, so callers should resync).
     """
 
-    __slots__ = ("_asks", "_bids", "last_sequence", "max_levels", "state", "symbol")
+    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids", "last_sequence", "max_levels", "state", "symbol")
 
     def __init__(self, symbol: str = "", *, max_levels: int | None = None) -> None:
         if max_levels is not None and max_levels < 1:
             raise ValueError(f"max_levels must be >= 1 or None, got {max_levels}")
         self.symbol = symbol
         self.max_levels = max_levels
-        # bids are keyed by the NEGATED price so that index 0 is the best (highest) bid.
-        self._bids: SortedDict = SortedDict()
-        self._asks: SortedDict = SortedDict()
+        # bids keyed by price, asks by -price; key lists ascending, so the best level is the LAST key.
+        self._bids: dict[Decimal, _Level] = {}
+        self._asks: dict[Decimal, _Level] = {}
+        self._bid_keys: list[Decimal] = []
+        self._ask_keys: list[Decimal] = []
         self.state: BookState = BookState.EMPTY
         self.last_sequence: int | None = None
         """Exchange update id of the last applied snapshot or delta (``None`` before the first)."""
@@ -78,6 +82,8 @@ class OrderBook:
         """Remove every level and forget the last sequence (the state is left to the caller)."""
         self._bids.clear()
         self._asks.clear()
+        self._bid_keys.clear()
+        self._ask_keys.clear()
         self.last_sequence = None
 
     def apply_snapshot(
@@ -100,25 +106,29 @@ class OrderBook:
                 sz = Decimal(sz_s)
                 if sz:
                     px = Decimal(px_s)
-                    new_bids[-px] = (px, sz, px_s, sz_s)
+                    new_bids[px] = (px, sz, px_s, sz_s)
             for lvl in asks:
                 px_s = lvl[0]
                 sz_s = lvl[1]
                 sz = Decimal(sz_s)
                 if sz:
                     px = Decimal(px_s)
-                    new_asks[px] = (px, sz, px_s, sz_s)
+                    new_asks[-px] = (px, sz, px_s, sz_s)
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in snapshot: {exc!r}") from exc
-        self._bids = SortedDict(new_bids)
-        self._asks = SortedDict(new_asks)
+        self._bids = new_bids
+        self._asks = new_asks
+        self._bid_keys = sorted(new_bids)
+        self._ask_keys = sorted(new_asks)
         if self.max_levels is not None:
             self._trim()
         if sequence is not None:
             self.last_sequence = sequence
+        b = self._bids
+        a = self._asks
         return (
-            tuple((v[0], v[1]) for v in self._bids.values()),
-            tuple((v[0], v[1]) for v in self._asks.values()),
+            tuple((v[0], v[1]) for v in (b[k] for k in reversed(self._bid_keys))),
+            tuple((v[0], v[1]) for v in (a[k] for k in reversed(self._ask_keys))),
         )
 
     def apply_delta(
@@ -135,35 +145,35 @@ class OrderBook:
         """
         out_b: list[BookLevel] = []
         out_a: list[BookLevel] = []
-        book_b = self._bids
-        book_a = self._asks
+        book = self._bids
+        keys = self._bid_keys
         try:
             for lvl in bids:
                 px_s = lvl[0]
                 sz_s = lvl[1]
                 px = Decimal(px_s)
                 sz = Decimal(sz_s)
-                key = -px
                 if sz:
-                    if key in book_b:  # existing level: plain dict store, the sort order is unchanged
-                        _dict_set(book_b, key, (px, sz, px_s, sz_s))
-                    else:
-                        book_b[key] = (px, sz, px_s, sz_s)
-                elif key in book_b:
-                    del book_b[key]
+                    if px not in book:
+                        insort(keys, px)
+                    book[px] = (px, sz, px_s, sz_s)
+                elif book.pop(px, None) is not None:
+                    del keys[bisect_left(keys, px)]
                 out_b.append((px, sz))
+            book = self._asks
+            keys = self._ask_keys
             for lvl in asks:
                 px_s = lvl[0]
                 sz_s = lvl[1]
                 px = Decimal(px_s)
                 sz = Decimal(sz_s)
+                key = -px
                 if sz:
-                    if px in book_a:
-                        _dict_set(book_a, px, (px, sz, px_s, sz_s))
-                    else:
-                        book_a[px] = (px, sz, px_s, sz_s)
-                elif px in book_a:
-                    del book_a[px]
+                    if key not in book:
+                        insort(keys, key)
+                    book[key] = (px, sz, px_s, sz_s)
+                elif book.pop(key, None) is not None:
+                    del keys[bisect_left(keys, key)]
                 out_a.append((px, sz))
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in delta: {exc!r}") from exc
@@ -176,32 +186,42 @@ class OrderBook:
     def _trim(self) -> None:
         limit = self.max_levels
         assert limit is not None
-        for side in (self._bids, self._asks):
-            while len(side) > limit:
-                side.popitem(-1)
+        for book, keys in ((self._bids, self._bid_keys), (self._asks, self._ask_keys)):
+            excess = len(keys) - limit
+            if excess > 0:
+                for k in keys[:excess]:  # the worst levels are first
+                    del book[k]
+                del keys[:excess]
 
     # ---------------------------------------------------------------------------------------------- views
     def best_bid(self) -> BookLevel | None:
         """Highest bid as ``(price, size)``, or ``None`` when there are no bids."""
-        if not self._bids:
+        if not self._bid_keys:
             return None
-        v = self._bids.peekitem(0)[1]
+        v = self._bids[self._bid_keys[-1]]
         return (v[0], v[1])
 
     def best_ask(self) -> BookLevel | None:
         """Lowest ask as ``(price, size)``, or ``None`` when there are no asks."""
-        if not self._asks:
+        if not self._ask_keys:
             return None
-        v = self._asks.peekitem(0)[1]
+        v = self._asks[self._ask_keys[-1]]
         return (v[0], v[1])
+
+    @staticmethod
+    def _best(keys: list[Decimal], n: int) -> list[Decimal]:
+        """The best ``n`` keys, best first."""
+        if n <= 0:
+            return []
+        return keys[: -n - 1 : -1] if n < len(keys) else keys[::-1]
 
     def top(self, n: int) -> tuple[tuple[BookLevel, ...], tuple[BookLevel, ...]]:
         """The best ``n`` levels per side: ``(bids best first, asks best first)`` as ``(price, size)``."""
         bids = self._bids
         asks = self._asks
         return (
-            tuple((v[0], v[1]) for v in (bids[k] for k in bids.islice(0, n))),
-            tuple((v[0], v[1]) for v in (asks[k] for k in asks.islice(0, n))),
+            tuple((v[0], v[1]) for v in (bids[k] for k in self._best(self._bid_keys, n))),
+            tuple((v[0], v[1]) for v in (asks[k] for k in self._best(self._ask_keys, n))),
         )
 
     def top_strings(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -209,25 +229,27 @@ class OrderBook:
         bids = self._bids
         asks = self._asks
         return (
-            [(v[2], v[3]) for v in (bids[k] for k in bids.islice(0, n))],
-            [(v[2], v[3]) for v in (asks[k] for k in asks.islice(0, n))],
+            [(v[2], v[3]) for v in (bids[k] for k in self._best(self._bid_keys, n))],
+            [(v[2], v[3]) for v in (asks[k] for k in self._best(self._ask_keys, n))],
         )
 
     def bids(self) -> dict[Decimal, Decimal]:
-        """All bids as a new ``{price: size}`` dict (O(levels); not for the per-frame path)."""
-        return {v[0]: v[1] for v in self._bids.values()}
+        """All bids as a new ``{price: size}`` dict, best first (O(levels); not for the per-frame path)."""
+        b = self._bids
+        return {v[0]: v[1] for v in (b[k] for k in reversed(self._bid_keys))}
 
     def asks(self) -> dict[Decimal, Decimal]:
-        """All asks as a new ``{price: size}`` dict (O(levels); not for the per-frame path)."""
-        return {v[0]: v[1] for v in self._asks.values()}
+        """All asks as a new ``{price: size}`` dict, best first (O(levels); not for the per-frame path)."""
+        a = self._asks
+        return {v[0]: v[1] for v in (a[k] for k in reversed(self._ask_keys))}
 
     @property
     def depth(self) -> tuple[int, int]:
         """``(number of bid levels, number of ask levels)``."""
-        return len(self._bids), len(self._asks)
+        return len(self._bid_keys), len(self._ask_keys)
 
     def __len__(self) -> int:
-        return len(self._bids) + len(self._asks)
+        return len(self._bid_keys) + len(self._ask_keys)
 
     def __repr__(self) -> str:
         return (
