@@ -199,6 +199,18 @@ def test_usdm_linked_chain_bridge_and_gap() -> None:
     assert s.stats().gaps == 1
 
 
+def test_usdm_delta_ending_at_the_snapshot_id_is_covered_not_emitted() -> None:
+    s = BookSync(USDM, "binance", "BTC/USDT:USDT", "BTCUSDT")
+    s.start()
+    s.on_message(
+        delta(96, 100, prev=95)
+    )  # ends at the snapshot id: U <= 100 <= u, but already in the snapshot
+    s.on_message(delta(101, 104, prev=100))
+    out = s.on_snapshot(snap(100))
+    assert [u.sequence for u in updates(out)] == [100, 104]  # strictly increasing, the chain goes on from 100
+    assert s.stats().gaps == 0 and s.state is BookState.LIVE
+
+
 def test_usdm_first_delta_not_bridging_is_a_gap() -> None:
     s = BookSync(USDM, "binance", "BTC/USDT:USDT", "BTCUSDT")
     s.start()

@@ -269,6 +269,11 @@ class BookSync:
             if msg.first_seq > target:
                 return self._gap(msg, "first delta does not bridge the snapshot")
             self._bridged = True
+            if msg.last_seq <= last:
+                # It ends at the snapshot id: the snapshot already holds its changes. Dropping it keeps the
+                # emitted sequences strictly increasing; the chain continues from the snapshot id.
+                self.dropped += 1
+                return [self._drop_stale]
             return self._apply_delta(msg)
         if msg.last_seq <= last:
             self.dropped += 1
