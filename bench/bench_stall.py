@@ -9,7 +9,7 @@ answering pings (``stall`` fault). Per stall we measure wall time from the injec
 - ``data again``: first market data of the replacement socket reaching ``on_data``.
 
 The engine runs with its default :class:`~cryptolink.engine.EngineConfig` (watchdog ``min_idle_s`` 2.5 s,
-timer tick 0.25 s). NOTE: the YAML/manager defaults (``cryptolink.config.WatchdogConfig``) use
+timer tick 0.25 s; backoff ``reset_after_s`` lowered to 1 s, see below). NOTE: the YAML/manager defaults (``cryptolink.config.WatchdogConfig``) use
 ``min_idle_s`` = 10 s, so a manager built from a default config detects stalls after >= 10 s.
 
 ``python -m bench.bench_stall [--quick] [--stalls N]``
@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.common import summary_ms, write_section
 from bench.probe import Probe, wait_until
-from cryptolink.engine import ConnectionEventType, EngineConfig
+from cryptolink.engine import BackoffPolicy, ConnectionEventType, EngineConfig
 from cryptolink.simulator import Fault, Simulator
 
 __all__ = ["main", "run"]
@@ -33,7 +33,7 @@ __all__ = ["main", "run"]
 
 async def measure(stalls: int, speed: float) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"first stale": [], "session reset": [], "data again": []}
-    config = EngineConfig(seed=1)
+    config = EngineConfig(backoff=BackoffPolicy(reset_after_s=1.0), seed=1)
     async with Simulator(exchanges=["binance"], mode="replay", speed=speed) as sim:
         probe = Probe(sim.endpoints()["binance"]["ws_url"], config)
         await probe.start()
@@ -41,7 +41,12 @@ async def measure(stalls: int, speed: float) -> dict[str, list[float]]:
             for _ in range(stalls):
                 # let every stream's watchdog learn its rhythm on the (new) socket first
                 calls = probe.data_calls
-                await wait_until(lambda c=calls: probe.flowing() and probe.data_calls > c + 100, 20.0)
+                await wait_until(
+                    lambda c=calls: (
+                        probe.flowing() and probe.data_calls > c + 100 and probe.conn.backoff.attempt == 0
+                    ),
+                    20.0,
+                )
                 stale = probe.next_event(ConnectionEventType.STALE_SUBSCRIPTION)
                 disc = probe.next_event(ConnectionEventType.DISCONNECTED)
                 data = probe.data_after_next_reconnect()
@@ -68,9 +73,10 @@ def run(quick: bool = False, stalls: int | None = None, speed: float = 1.0) -> d
         f"\n\nSimulator in the same process, replay at speed {speed:g}; the stall (pings still answered) "
         "lasts 60 s, so every figure is the engine's own detection. Engine defaults: watchdog min_idle_s "
         "2.5 s, tick 0.25 s, so the floor is ~2.5-2.75 s. With the YAML/manager defaults "
-        "(`watchdog.min_idle_s: 10`) detection takes >= 10 s: lower it to meet a 3 s aim. `data again` "
-        "includes the backoff: stalls here come < 30 s (`reset_after_s`) apart, so every reset after the "
-        "first is reconnect attempt 2+ with a full-jitter delay of uniform(0, 1 s) (by design)."
+        "(`watchdog.min_idle_s: 10`) detection takes >= 10 s: lower it to meet a 3 s aim. The backoff's `reset_after_s` is "
+        "1 s here and each stall waits until it has reset, so every session reset is an immediate attempt 1 "
+        "(with the default 30 s, stalls < 30 s apart make later resets attempts 2, 3, ... with full-jitter "
+        "delays of up to 1, 2, 4 ... s, by design)."
     )
     print(body)
     cmd = "python -m bench.bench_stall" + (" --quick" if quick else "")
