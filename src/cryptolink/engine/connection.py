@@ -2,57 +2,28 @@
 
 One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It owns:
 
-- a supervisor task: connect, restore subscriptions, wait for the session to end, reconnect with
+- a supervisor task (this module): connect, restore subscriptions, wait for the session to end, reconnect with
   :mod:`~cryptolink.engine.backoff` (full jitter; reset only after ``reset_after_s`` healthy), ``failed``
-  after
-  ``max_attempts``;
-- one reader task per open socket (*session*): ``adapter.decode`` each frame; market data goes to the
-  data-idle :mod:`~cryptolink.engine.watchdog` and to ``on_data``; control signals are handled here (acks and
-  rejections -> :mod:`~cryptolink.engine.subscriptions`, pongs -> round-trip time, ``ReplyRequired`` ->
-  answered,
-  ``ServerNotice(rotate)`` -> rotation, errors and heartbeats -> counters); a malformed frame
-  (:class:`~cryptolink.exchanges.base.DecodeError`) is counted and skipped, never closes the socket; an
-  oversized
-  frame is counted and resets the session; an exception in ``on_data`` is caught and counted
-  (``callback_errors``);
-- a tick task (every ``EngineConfig.tick_s`` of the injected clock) for keepalive, watchdogs, ack timeouts,
-  backoff reset, rotation deadlines, quality and the sampled ``data_received`` event.
-
-Keepalive follows the adapter's :class:`~cryptolink.exchanges.base.KeepalivePolicy`: an application ping
-(``app_ping_frame``, e.g. OKX text ``ping``: EXCHANGES.md section 3) after ``app_ping_idle_s`` without any
-received
-frame, and a protocol ping every ``protocol_ping_interval_s``; either unanswered for ``pong_timeout_s``
-means the
-socket is dead (``heartbeat_timeout`` event, then reconnect). Server pings are answered by the transport.
-
-Watchdogs: a stale subscription is resubscribed once on the same socket (cheap fix; not again while it stays
-silent) and the state becomes ``unstable``. The session is reset (reconnect) only when the CONNECTION as a
-whole received no market data for its own learned threshold (the connection-level stream
-:data:`~cryptolink.engine.watchdog.CONNECTION_KEY`; before its first market data the allowance is
-``max_idle_s``, so a connection whose streams are all naturally quiet, e.g. a thin symbol's trades, is not
-reset every ``first_data_timeout_s`` while it waits for its first message).
-
-Rotation (make before break): ``rotation_lead_s`` (jittered) before ``ConnectionPolicy.max_lifetime_s``
-(Binance
-24 h: EXCHANGES.md sections 1-2), or on ``ServerNotice(rotate=True)`` (Binance ``serverShutdown``, OKX
-notice 64008),
-a second socket is opened and subscribed; once market data flowed on it for every subscription (or after
-``rotation_flow_timeout_s``), it becomes the primary and the old socket is closed (code 1000). If the
-replacement
-cannot be opened, the old socket stays and rotation is retried after ``rotation_retry_s``; if the old socket
-dies
-first, it is a normal reconnect.
+  after ``max_attempts``;
+- one reader task per open socket (*session*, :mod:`~cryptolink.engine.session`): ``adapter.decode`` each
+  frame; market data goes to the data-idle :mod:`~cryptolink.engine.watchdog` and to ``on_data``; control
+  signals (acks, rejections, pongs, replies, notices, errors, heartbeats) are handled there; a malformed frame
+  is counted and skipped, an oversized frame resets the session, an exception in ``on_data`` is caught and
+  counted (``callback_errors``);
+- a tick task (every ``EngineConfig.tick_s`` of the injected clock, :mod:`~cryptolink.engine.timers`) for
+  keepalive, watchdogs, ack timeouts, backoff reset, rotation deadlines, quality and the sampled
+  ``data_received`` event;
+- make-before-break rotation (:mod:`~cryptolink.engine.rotation`) before ``ConnectionPolicy.max_lifetime_s``
+  (Binance 24 h: EXCHANGES.md sections 1-2) or on ``ServerNotice(rotate=True)``.
 
 Duplicate contract: during a rotation's overlap both sockets deliver to ``on_data``, and after a reconnect the
 exchange may resend recent data. The consumer (the feed) drops duplicates by ``sequence`` / trade id; this
-class
-never deduplicates.
+class never deduplicates.
 
 Outbound frames go through a per-socket token bucket (``ConnectionPolicy.max_outbound_per_s``: Binance spot
-5/s,
-USDⓈ-M 10/s) and subscribe/unsubscribe requests through an hourly quota
-(``max_subscribe_requests_per_hour``: OKX
-480). All timing uses the injected :class:`~cryptolink.clock.Clock`, so everything runs in fake time in tests.
+5/s, USDⓈ-M 10/s) and subscribe/unsubscribe requests through an hourly quota
+(``max_subscribe_requests_per_hour``: OKX 480). All timing uses the injected :class:`~cryptolink.clock.Clock`,
+so everything runs in fake time in tests.
 """
 
 from __future__ import annotations
@@ -62,48 +33,43 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 from cryptolink.clock import Clock
 from cryptolink.engine.backoff import Backoff, BackoffPolicy
-from cryptolink.engine.errors import ConfigError, FrameTooLarge, IllegalTransition, TransportError
+from cryptolink.engine.errors import ConfigError, IllegalTransition, TransportError
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
-from cryptolink.engine.quality import ConnectionQuality, QualityChange, QualityConfig, QualityTracker
-from cryptolink.engine.state import ConnectionState, StateMachine
+from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityTracker
+from cryptolink.engine.rotation import request_rotation, schedule_rotation
+from cryptolink.engine.session import (
+    ROTATED,
+    STOPPED,
+    MarketData,
+    Session,
+    close_session,
+    open_session,
+    send_everywhere,
+    send_pending,
+    send_requests,
+)
+from cryptolink.engine.state import ACTIVE_STATES, ConnectionState, StateMachine
 from cryptolink.engine.stats import ConnectionStats
 from cryptolink.engine.subscriptions import SubscriptionRegistry
-from cryptolink.engine.throttle import HourlyQuota, TokenBucket
-from cryptolink.engine.transport import Transport, TransportSession
+from cryptolink.engine.timers import tick_loop
+from cryptolink.engine.transport import Transport
 from cryptolink.engine.watchdog import CONNECTION_KEY, Watchdog, WatchdogConfig
-from cryptolink.exchanges.base import (
-    Ack,
-    BookMessage,
-    ConnectionSpec,
-    DecodeError,
-    ExchangeAdapter,
-    ExchangeError,
-    Heartbeat,
-    OutboundRequest,
-    Pong,
-    Rejected,
-    ReplyRequired,
-    ServerNotice,
-)
-from cryptolink.models import Channel, Subscription, Ticker, Trade
+from cryptolink.exchanges.base import ConnectionSpec, ExchangeAdapter
+from cryptolink.models import Channel, Subscription
 
 __all__ = ["DataCallback", "EngineConfig", "EventCallback", "ManagedConnection", "MarketData"]
 
 _log = logging.getLogger(__name__)
 
-MarketData = Trade | Ticker | BookMessage
 DataCallback = Callable[["ManagedConnection", list[MarketData]], None]
 EventCallback = Callable[[ConnectionEvent], None]
 
 _E = ConnectionEventType
 _S = ConnectionState
-_ACTIVE = frozenset({_S.CONNECTED, _S.UNSTABLE})
-_ROTATED = "rotated"
-_STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +83,8 @@ class EngineConfig:
         ack_timeout_s: a subscribe without ack after this long is reported and re-sent once; after a second
             timeout it is recorded as rejected (code ``ack_timeout``).
         rotation_lead_s: rotate this long before ``max_lifetime_s`` (jittered by ``rotation_jitter``, a
-        fraction:
-            the lead is ``rotation_lead_s * (1 + uniform(0, rotation_jitter))``, at most half the lifetime).
+            fraction: the lead is ``rotation_lead_s * (1 + uniform(0, rotation_jitter))``, at most half the
+            lifetime).
         rotation_flow_timeout_s: longest wait for data on the replacement socket before switching anyway.
         rotation_retry_s: delay before retrying a rotation whose replacement failed.
         event_log_size: events kept per connection.
@@ -145,61 +111,6 @@ class EngineConfig:
     seed: int | None = None
 
 
-class _Session:
-    """One open socket and its per-socket state."""
-
-    __slots__ = (
-        "app_ping_at",
-        "bucket",
-        "ended",
-        "expected",
-        "flow_event",
-        "last_recv",
-        "next_proto_ping",
-        "opened_at",
-        "proto_ping_at",
-        "quota",
-        "reader",
-        "registry",
-        "send_lock",
-        "sid",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        sid: int,
-        ws: TransportSession,
-        registry: SubscriptionRegistry,
-        now: float,
-        bucket: TokenBucket,
-        quota: HourlyQuota,
-    ) -> None:
-        self.sid = sid
-        self.ws = ws
-        self.registry = registry
-        self.opened_at = now
-        self.last_recv = now
-        self.app_ping_at: float | None = None
-        self.proto_ping_at: float | None = None
-        self.next_proto_ping = now
-        self.bucket = bucket
-        self.quota = quota
-        self.reader: asyncio.Task[None] | None = None
-        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.expected: set[tuple[Channel, str]] = set()
-        self.flow_event = asyncio.Event()
-        self.send_lock = asyncio.Lock()
-
-    def end(self, reason: str) -> None:
-        if not self.ended.done():
-            self.ended.set_result(reason)
-
-    @property
-    def alive(self) -> bool:
-        return not self.ended.done()
-
-
 class ManagedConnection:
     """One logical connection (see the module docstring).
 
@@ -211,8 +122,7 @@ class ManagedConnection:
         clock: time source (``SystemClock`` in production, ``FakeClock`` in tests).
         transport: socket factory (``WebsocketsTransport`` in production).
         on_data: called with every frame's market data (``Trade``, ``Ticker``, raw ``BookMessage``), in
-        receive
-            order per socket. Exceptions are caught and counted, never affect the connection.
+            receive order per socket. Exceptions are caught and counted, never affect the connection.
         on_event: called with every :class:`ConnectionEvent` (exceptions isolated).
 
     Raises:
@@ -256,8 +166,8 @@ class ManagedConnection:
         self._validate(spec.subscriptions, 0)
         self._registry.want(spec.subscriptions)
 
-        self._primary: _Session | None = None
-        self._candidate: _Session | None = None
+        self._primary: Session | None = None
+        self._candidate: Session | None = None
         self._sid = 0
         self._next_id = 1
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -377,7 +287,7 @@ class ManagedConnection:
         self._sm.transition(_S.CONNECTING, "start")
         self._started_at = self._clock.monotonic()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.conn_id}-supervisor")
-        self._ticker = asyncio.create_task(self._tick_loop(), name=f"{self.conn_id}-ticker")
+        self._ticker = asyncio.create_task(tick_loop(self), name=f"{self.conn_id}-ticker")
 
     async def stop(self) -> None:
         """Stop for good: unsubscribe (frames the rate limit allows right now), close code 1000, no reconnect.
@@ -389,7 +299,7 @@ class ManagedConnection:
         self._stopping = True
         self._wake.set()
         sess = self._primary
-        if sess is not None and sess.alive and self.state in _ACTIVE:
+        if sess is not None and sess.alive and self.state in ACTIVE_STATES:
             confirmed = list(sess.registry.confirmed)
             if confirmed:
                 reqs = self.adapter.unsubscribe_requests(confirmed, self._next_id)
@@ -407,8 +317,8 @@ class ManagedConnection:
                 t.cancel()
         for s in (self._primary, self._candidate):
             if s is not None:
-                s.end(_STOPPED)
-                await self._close_session(s)
+                s.end(STOPPED)
+                await close_session(s)
         waiting = [t for t in (self._supervisor, self._ticker, self._rotation, *self._tasks) if t is not None]
         waiting = [t for t in waiting if t is not current]
         if waiting:
@@ -435,7 +345,7 @@ class ManagedConnection:
             self._wake.set()
         elif state is _S.RECONNECTING:
             self._wake.set()
-        elif state in _ACTIVE and self._primary is not None:
+        elif state in ACTIVE_STATES and self._primary is not None:
             self._requested_end = True
             self._primary.end("reconnect requested")
 
@@ -455,11 +365,13 @@ class ManagedConnection:
         now = self._clock.monotonic()
         for sub in added:
             self._watchdog.arm(sub.key, now)
-        await self._send_everywhere()
+        await send_everywhere(self)
 
     async def unsubscribe(self, subs: Sequence[Subscription]) -> None:
-        """Remove subscriptions; unsubscribe frames are sent on the open socket(s). Unknown ones are
-        ignored."""
+        """Remove subscriptions; unsubscribe frames are sent on the open socket(s).
+
+        Unknown ones are ignored.
+        """
         removed = self._registry.drop(subs)
         for sub in removed:
             self._watchdog.remove(sub.key)
@@ -469,7 +381,7 @@ class ManagedConnection:
             if sess is not self._primary:
                 sess.registry.drop(subs)
             if removed:
-                await self._send_requests(sess, self.adapter.unsubscribe_requests, removed)
+                await send_requests(self, sess, self.adapter.unsubscribe_requests, removed)
 
     async def resubscribe(self, subs: Sequence[Subscription], *, rearm: bool = True) -> None:
         """Unsubscribe then subscribe ``subs`` on the primary socket, to get fresh WebSocket snapshots (the
@@ -488,8 +400,8 @@ class ManagedConnection:
             for sub in originals:
                 self._watchdog.arm(sub.key, now)
         if sess is not None and sess.alive:
-            await self._send_requests(sess, self.adapter.unsubscribe_requests, originals)
-            await self._send_pending(sess)
+            await send_requests(self, sess, self.adapter.unsubscribe_requests, originals)
+            await send_pending(self, sess)
 
     def report_sequence_gap(self, n: int = 1) -> None:
         """The consumer found ``n`` sequence gaps in this connection's data (counted in quality ``loss``)."""
@@ -530,7 +442,7 @@ class ManagedConnection:
     def _times(self, now: float) -> tuple[float, float]:
         up, down = self._uptime_s, self._downtime_s
         state = self.state
-        if state in _ACTIVE:
+        if state in ACTIVE_STATES:
             up += now - self._state_since
         elif state not in (_S.STOPPED, _S.DISCONNECTED):
             down += now - self._state_since
@@ -568,7 +480,7 @@ class ManagedConnection:
 
     def _on_transition(self, source: ConnectionState, target: ConnectionState, reason: str) -> None:
         now = self._clock.monotonic()
-        if source in _ACTIVE:
+        if source in ACTIVE_STATES:
             self._uptime_s += now - self._state_since
         elif source is not _S.DISCONNECTED:
             self._downtime_s += now - self._state_since
@@ -596,7 +508,7 @@ class ManagedConnection:
         if not task.cancelled() and task.exception() is not None:
             _log.error("%s: background task failed", self.conn_id, exc_info=task.exception())
 
-    def _live_sessions(self) -> list[_Session]:
+    def _live_sessions(self) -> list[Session]:
         return [s for s in (self._primary, self._candidate) if s is not None and s.alive]
 
     async def _sleep_or_wake(self, delay: float) -> None:
@@ -608,49 +520,7 @@ class ManagedConnection:
             sleeper.cancel()
             waker.cancel()
 
-    async def _wait_any(self, timeout_s: float, *awaitables: asyncio.Future[Any]) -> None:
-        sleeper = asyncio.ensure_future(self._clock.sleep(timeout_s))
-        try:
-            await asyncio.wait({sleeper, *awaitables}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-
-    # sessions ------------------------------------------------------------
-    async def _open_session(self, registry: SubscriptionRegistry) -> _Session:
-        ws = await self._transport.connect(self.spec.url, max_frame_bytes=self._policy.max_frame_bytes)
-        self._sid += 1
-        now = self._clock.monotonic()
-        sess = _Session(
-            self._sid,
-            ws,
-            registry,
-            now,
-            TokenBucket(self._policy.max_outbound_per_s, self._clock),
-            HourlyQuota(self._policy.max_subscribe_requests_per_hour, self._clock),
-        )
-        interval = self._policy.keepalive.protocol_ping_interval_s
-        sess.next_proto_ping = now + (interval if interval is not None else 0.0)
-        sess.reader = asyncio.create_task(self._read_loop(sess), name=f"{self.conn_id}-reader-{sess.sid}")
-        return sess
-
-    async def _close_session(self, sess: _Session, code: int = 1000) -> None:
-        sess.end(_STOPPED)
-        reader = sess.reader
-        if reader is not None and reader is not asyncio.current_task() and not reader.done():
-            reader.cancel()
-        try:
-            await sess.ws.close(code)
-        except Exception:
-            sess.ws.abort()
-
-    def _schedule_rotation(self, sess: _Session) -> None:
-        lifetime = self._policy.max_lifetime_s
-        if lifetime is None:
-            self._rotate_at = None
-            return
-        lead = self.config.rotation_lead_s * (1.0 + self._rng.uniform(0.0, self.config.rotation_jitter))
-        lead = min(lead, lifetime / 2)
-        self._rotate_at = sess.opened_at + lifetime - lead
+    # supervisor ------------------------------------------------------------
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -679,7 +549,7 @@ class ManagedConnection:
                     return
             try:
                 self._registry.replay()
-                sess = await self._open_session(self._registry)
+                sess = await open_session(self, self._registry)
             except Exception as exc:
                 self.transport_errors += 1
                 self._emit(
@@ -693,7 +563,7 @@ class ManagedConnection:
                     self._sm.transition(_S.RECONNECTING, "connect failed")
                 continue
             if self._stopping:
-                await self._close_session(sess)
+                await close_session(sess)
                 return
             await self._on_open(sess, attempt)
             reason = await self._wait_primary_end()
@@ -701,7 +571,7 @@ class ManagedConnection:
                 return
             await self._on_end(reason)
 
-    async def _on_open(self, sess: _Session, attempt: int) -> None:
+    async def _on_open(self, sess: Session, attempt: int) -> None:
         now = self._clock.monotonic()
         self._primary = sess
         self._connected_since_ns = self._clock.time_ns()
@@ -710,7 +580,7 @@ class ManagedConnection:
         for sub in self._registry.desired:
             self._watchdog.arm(sub.key, now)
         self._conn_watchdog.arm(CONNECTION_KEY, now)
-        self._schedule_rotation(sess)
+        schedule_rotation(self, sess)
         self._sm.transition(_S.CONNECTED, f"session {sess.sid} open")
         if self._ever_connected:
             self.successful_reconnects += 1
@@ -721,14 +591,14 @@ class ManagedConnection:
         else:
             self._emit(_E.CONNECTED, Severity.INFO, f"connected to {self.spec.url}", attempt=attempt)
         self._ever_connected = True
-        self._spawn(self._send_pending(sess))
+        self._spawn(send_pending(self, sess))
 
     async def _wait_primary_end(self) -> str:
         while True:
             sess = self._primary
             assert sess is not None
             reason = await asyncio.shield(sess.ended)
-            if reason == _ROTATED and self._primary is not sess:
+            if reason == ROTATED and self._primary is not sess:
                 continue
             return reason
 
@@ -751,239 +621,17 @@ class ManagedConnection:
         self._sm.transition(_S.RECONNECTING, reason)
         for s in (sess, cand):
             if s is not None:
-                self._spawn(self._close_session(s))
+                self._spawn(close_session(s))
 
-    # sending ------------------------------------------------------------
+    # health and rotation ------------------------------------------------------------
 
-    async def _send(self, sess: _Session, frame: str) -> bool:
-        await sess.bucket.acquire()
-        if not sess.alive:
-            return False
-        try:
-            await sess.ws.send(frame)
-        except TransportError as exc:
-            self.transport_errors += 1
-            sess.end(f"send failed: {exc}")
-            return False
-        return True
-
-    async def _send_requests(
-        self,
-        sess: _Session,
-        build: Callable[[Sequence[Subscription], int], list[OutboundRequest]],
-        subs: Sequence[Subscription],
-    ) -> None:
-        async with sess.send_lock:
-            reqs = build(subs, self._next_id)
-            self._next_id += len(reqs)
-            for req in reqs:
-                await sess.quota.acquire()
-                if not sess.alive:
-                    return
-                sess.registry.sent(req, self._clock.monotonic())
-                if not await self._send(sess, req.frame):
-                    return
-
-    async def _send_pending(self, sess: _Session) -> None:
-        unsent = sess.registry.unsent()
-        if unsent and sess.alive:
-            await self._send_requests(sess, self.adapter.subscribe_requests, unsent)
-
-    async def _send_everywhere(self) -> None:
-        for sess in self._live_sessions():
-            await self._send_pending(sess)
-
-    # reading ------------------------------------------------------------
-
-    async def _read_loop(self, sess: _Session) -> None:
-        ws = sess.ws
-        clock = self._clock
-        decode = self.adapter.decode
-        watchdog_on_data = self._watchdog.on_data
-        conn_on_data = self._conn_watchdog.on_data
-        on_data = self._on_data
-        while True:
-            try:
-                frame = await ws.recv()
-            except FrameTooLarge as exc:
-                self.oversized_frames += 1
-                self.transport_errors += 1
-                self._emit(_E.ERROR, Severity.ERROR, "oversized frame, resetting session", error=str(exc))
-                sess.end("oversized frame")
-                return
-            except TransportError as exc:
-                sess.end(f"{type(exc).__name__}: {exc}")
-                return
-            now = clock.monotonic()
-            receipt_ns = clock.time_ns()
-            sess.last_recv = now
-            self._last_recv = now
-            self.messages += 1
-            self.bytes += len(frame)
-            try:
-                items = decode(frame, receipt_ns)
-            except DecodeError:
-                self.decode_errors += 1
-                if self.decode_errors == 1 or self.decode_errors % 1000 == 0:
-                    _log.warning("%s: malformed frame skipped (%d so far)", self.conn_id, self.decode_errors)
-                continue
-            except Exception:
-                self.decode_errors += 1
-                if self.decode_errors == 1 or self.decode_errors % 1000 == 0:
-                    _log.exception(
-                        "%s: adapter failed on a frame (%d so far)", self.conn_id, self.decode_errors
-                    )
-                continue
-            if not items:
-                continue
-            control = 0
-            last_key: tuple[Channel, str] | None = None
-            for item in items:
-                cls = type(item)
-                if cls is Trade or cls is Ticker:
-                    key = (item.channel, item.symbol)  # type: ignore[union-attr]
-                elif cls is BookMessage:
-                    key = (Channel.BOOK, item.symbol)  # type: ignore[union-attr]
-                else:
-                    control += 1
-                    continue
-                if key != last_key:
-                    watchdog_on_data(key, now)
-                    last_key = key
-                    if sess.expected:
-                        sess.expected.discard(key)
-                        if not sess.expected:
-                            sess.flow_event.set()
-            if last_key is not None:
-                conn_on_data(CONNECTION_KEY, now)
-            if control:
-                for item in items:
-                    cls = type(item)
-                    if cls is not Trade and cls is not Ticker and cls is not BookMessage:
-                        self._on_control(sess, item, now)  # type: ignore[arg-type]
-                if control == len(items):
-                    continue
-                market: list[MarketData] = [
-                    i for i in items if type(i) is Trade or type(i) is Ticker or type(i) is BookMessage
-                ]
-            else:
-                market = items  # type: ignore[assignment]
-            self.market_events += len(market)
-            if self._healthy_since is None and sess is self._primary:
-                self._healthy_since = now
-            if now >= self._next_lag_sample:
-                self._sample_lag(market, receipt_ns, now)
-            try:
-                on_data(self, market)
-            except Exception:
-                self.callback_errors += 1
-                if self.callback_errors == 1 or self.callback_errors % 1000 == 0:
-                    _log.exception(
-                        "%s: on_data callback failed (%d so far)", self.conn_id, self.callback_errors
-                    )
-
-    def _sample_lag(self, market: list[MarketData], receipt_ns: int, now: float) -> None:
-        self._next_lag_sample = now + self.config.lag_sample_interval_s
-        for item in market:
-            ts = item.timestamp_ms
-            if ts is not None:
-                self._quality.record_lag(receipt_ns / 1e6 - ts)
-                return
-
-    def _on_control(
-        self,
-        sess: _Session,
-        item: Ack | Rejected | Pong | ReplyRequired | ServerNotice | ExchangeError | Heartbeat,
-        now: float,
-    ) -> None:
-        if isinstance(item, Ack):
-            done = sess.registry.on_ack(item)
-            if item.op == "unsubscribe":
-                for sub in done:
-                    if not sess.registry.is_desired(sub.key) and sess is self._primary:
-                        self._watchdog.remove(sub.key)
-        elif isinstance(item, Rejected):
-            refused = sess.registry.on_rejected(item)
-            self.exchange_errors += 1
-            for sub in refused:
-                if sess is self._primary:
-                    self._watchdog.remove(sub.key)
-                    self._stale.discard(sub.key)
-                sess.expected.discard(sub.key)
-                self._emit(
-                    _E.SUBSCRIPTION_REJECTED,
-                    Severity.ERROR,
-                    f"{sub.channel} {sub.symbol} rejected (not retried)",
-                    error=f"{item.code}: {item.message}",
-                )
-            if not refused:
-                self._emit(_E.ERROR, Severity.ERROR, "request rejected", error=f"{item.code}: {item.message}")
-        elif isinstance(item, Pong):
-            if sess.app_ping_at is not None:
-                self._quality.record_rtt((now - sess.app_ping_at) * 1000.0)
-                sess.app_ping_at = None
-        elif isinstance(item, ReplyRequired):
-            self._spawn(self._send(sess, item.frame))
-        elif isinstance(item, ServerNotice):
-            self._emit(_E.SERVER_NOTICE, Severity.WARNING, f"server notice {item.code}: {item.message}")
-            if item.rotate and sess is self._primary:
-                self._request_rotation(f"server notice {item.code}")
-        elif isinstance(item, ExchangeError):
-            self.exchange_errors += 1
-            self._emit(_E.ERROR, Severity.ERROR, "exchange error", error=f"{item.code}: {item.message}")
-        elif isinstance(item, Heartbeat):
-            self.heartbeats += 1
-
-    # timers ------------------------------------------------------------
-
-    async def _tick_loop(self) -> None:
-        while not self._stopping:
-            await self._clock.sleep(self.config.tick_s)
-            try:
-                self._tick(self._clock.monotonic())
-            except Exception:
-                _log.exception("%s: tick failed", self.conn_id)
-
-    def _tick(self, now: float) -> None:
-        for live in self._live_sessions():
-            self._check_keepalive(live, now)
-        sess = self._primary
-        if sess is None or not sess.alive or self.state not in _ACTIVE:
-            return
-        self._check_acks(sess, now)
-        self._check_watchdog(sess, now)
-        if not sess.alive:
-            return
-        if self._rotate_at is not None and now >= self._rotate_at:
-            self._request_rotation("connection lifetime")
-        if now >= self._next_quality:
-            self._next_quality = now + self.config.quality_interval_s
-            change = self._quality.tick(now, self.messages, self._errors_total(), self._uptime_pct())
-            if change is QualityChange.DEGRADED:
-                self._emit(_E.QUALITY_DEGRADED, Severity.WARNING, f"quality score {self._quality.last_score}")
-            elif change is QualityChange.IMPROVED:
-                self._emit(_E.QUALITY_IMPROVED, Severity.INFO, f"quality score {self._quality.last_score}")
-        if now - self._last_data_event >= self.config.data_event_interval_s:
-            n = self.messages - self._msgs_at_data_event
-            if n > 0:
-                self._emit(
-                    _E.DATA_RECEIVED,
-                    Severity.INFO,
-                    f"{n} frames in the last {now - self._last_data_event:.0f} s",
-                )
-            self._last_data_event = now
-            self._msgs_at_data_event = self.messages
-        self._update_health("")
-        if (
-            self._healthy_since is not None
-            and self.state is _S.CONNECTED
-            and self._backoff.should_reset(now - self._healthy_since)
-        ):
-            self._backoff.reset()
+    def _request_rotation(self, reason: str) -> None:
+        # for engine.session, which cannot import engine.rotation (that one imports it)
+        request_rotation(self, reason)
 
     def _update_health(self, reason: str) -> None:
         state = self.state
-        if state not in _ACTIVE:
+        if state not in ACTIVE_STATES:
             return
         degraded = bool(self._stale) or bool(self._failing_books) or self._quality.poor
         if state is _S.CONNECTED and degraded:
@@ -997,176 +645,3 @@ class ManagedConnection:
             self._sm.transition(_S.UNSTABLE, why)
         elif state is _S.UNSTABLE and not degraded:
             self._sm.transition(_S.CONNECTED, reason or "healthy again")
-
-    def _check_keepalive(self, sess: _Session, now: float) -> None:
-        ka = self._policy.keepalive
-        if ka.app_ping_frame is not None and ka.app_ping_idle_s is not None:
-            if sess.app_ping_at is not None:
-                if now - sess.app_ping_at > ka.pong_timeout_s:
-                    self._dead(sess, f"no pong within {ka.pong_timeout_s} s of app ping")
-                    return
-            elif now - sess.last_recv >= ka.app_ping_idle_s:
-                sess.app_ping_at = now
-                self._spawn(self._send(sess, ka.app_ping_frame))
-        interval = ka.protocol_ping_interval_s
-        if interval is not None:
-            if sess.proto_ping_at is not None:
-                if now - sess.proto_ping_at > ka.pong_timeout_s:
-                    self._dead(sess, f"protocol ping unanswered for {ka.pong_timeout_s} s")
-            elif now >= sess.next_proto_ping:
-                sess.proto_ping_at = now
-                self._spawn(self._protocol_ping(sess, interval))
-
-    async def _protocol_ping(self, sess: _Session, interval: float) -> None:
-        await sess.bucket.acquire()
-        if not sess.alive:
-            return
-        ping = asyncio.ensure_future(sess.ws.ping())
-        ended: asyncio.Future[Any] = sess.ended
-        await asyncio.wait({ping, ended}, return_when=asyncio.FIRST_COMPLETED)
-        if not ping.done():
-            ping.cancel()
-            return
-        exc = ping.exception()
-        if exc is not None:
-            if isinstance(exc, TransportError):
-                sess.end(f"ping failed: {exc}")
-                return
-            raise exc
-        self._quality.record_rtt(ping.result() * 1000.0)
-        sess.proto_ping_at = None
-        sess.next_proto_ping = self._clock.monotonic() + interval
-
-    def _dead(self, sess: _Session, why: str) -> None:
-        self._emit(_E.HEARTBEAT_TIMEOUT, Severity.ERROR, f"session {sess.sid}: {why}")
-        sess.end(f"heartbeat timeout: {why}")
-
-    def _check_acks(self, sess: _Session, now: float) -> None:
-        resend = False
-        for p in sess.registry.expired(now, self.config.ack_timeout_s):
-            sub = p.subscription
-            if p.attempts < 2:
-                self._emit(
-                    _E.ERROR,
-                    Severity.WARNING,
-                    f"no ack for {sub.channel} {sub.symbol} in {self.config.ack_timeout_s} s, retrying",
-                )
-                sess.registry.mark_unsent(sub)
-                resend = True
-            else:
-                sess.registry.reject(sub, "ack_timeout", "no ack after one retry")
-                self._watchdog.remove(sub.key)
-                self._emit(
-                    _E.SUBSCRIPTION_REJECTED,
-                    Severity.ERROR,
-                    f"{sub.channel} {sub.symbol}: no ack after one retry (not retried again)",
-                    error="ack_timeout",
-                )
-        if resend:
-            self._spawn(self._send_pending(sess))
-
-    def _check_watchdog(self, sess: _Session, now: float) -> None:
-        reg = sess.registry
-        silent = self._conn_watchdog.check(now)
-        if silent and reg.desired:
-            r = silent[0]
-            what = "no market data since connecting" if r.first_data else "no market data"
-            self._emit(
-                _E.STALE_SUBSCRIPTION,
-                Severity.ERROR,
-                f"connection silent: {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s), "
-                "resetting the session",
-            )
-            sess.end("watchdog: connection silent")
-            return
-        for key in [k for k in self._stale if not self._watchdog.is_stale(k) or not reg.is_desired(k)]:
-            self._stale.discard(key)
-        reports = self._watchdog.check(now)
-        if not reports:
-            return
-        fix: list[Subscription] = []
-        for r in reports:
-            if not isinstance(r.key, tuple):
-                continue
-            key = cast("tuple[Channel, str]", r.key)
-            if not reg.is_desired(key):
-                continue
-            self._stale.add(key)
-            what = "no first message" if r.first_data else "silent"
-            self._emit(
-                _E.STALE_SUBSCRIPTION,
-                Severity.WARNING,
-                f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)",
-            )
-            if r.count == 1:
-                fix.extend(s for s in reg.desired if s.key == key)
-        if fix:
-            self._spawn(self.resubscribe(fix, rearm=False))
-
-    # rotation ------------------------------------------------------------
-
-    def _request_rotation(self, reason: str) -> None:
-        if self._rotation is not None and not self._rotation.done():
-            return
-        self._rotate_at = None
-        self._rotation = asyncio.create_task(self._rotate(reason), name=f"{self.conn_id}-rotation")
-
-    async def _rotate(self, reason: str) -> None:
-        old = self._primary
-        if old is None or not old.alive:
-            return
-        t0 = self._clock.monotonic()
-        self._emit(_E.ROTATION_STARTED, Severity.INFO, f"make-before-break rotation: {reason}")
-        registry = self._registry.fork()
-        try:
-            cand = await self._open_session(registry)
-        except Exception as exc:
-            self.transport_errors += 1
-            self._emit(
-                _E.ERROR,
-                Severity.WARNING,
-                f"rotation: replacement failed, old socket kept, retry in {self.config.rotation_retry_s} s",
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            self._rotate_at = self._clock.monotonic() + self.config.rotation_retry_s
-            return
-        self._candidate = cand
-        try:
-            cand.expected = {s.key for s in registry.desired}
-            if not cand.expected:
-                cand.flow_event.set()
-            await self._send_pending(cand)
-            if not cand.flow_event.is_set():
-                flow = asyncio.ensure_future(cand.flow_event.wait())
-                try:
-                    await self._wait_any(self.config.rotation_flow_timeout_s, flow, cand.ended, old.ended)
-                finally:
-                    flow.cancel()
-            if not old.alive or self._primary is not old or self._stopping:
-                return  # the old socket died first: a normal reconnect takes over
-            if not cand.alive:
-                self._emit(
-                    _E.ERROR, Severity.WARNING, "rotation: replacement socket died, keeping the old one"
-                )
-                self._rotate_at = self._clock.monotonic() + self.config.rotation_retry_s
-                return
-            self._candidate = None
-            self._primary = cand
-            self._registry = registry
-            self._connected_since_ns = self._clock.time_ns()
-            self._schedule_rotation(cand)
-            self.rotations += 1
-            old.end(_ROTATED)
-            self._spawn(self._close_session(old))
-            flowing = "all flowing" if cand.flow_event.is_set() else "flow timeout"
-            self._emit(
-                _E.ROTATION_COMPLETED,
-                Severity.INFO,
-                f"session {cand.sid} replaced session {old.sid} ({flowing})",
-                latency_ms=(self._clock.monotonic() - t0) * 1000.0,
-            )
-        finally:
-            if self._candidate is cand:
-                self._candidate = None
-                cand.end(_STOPPED)
-                self._spawn(self._close_session(cand))

@@ -14,13 +14,12 @@ States (:class:`ConnectionState`)::
 - ``unstable``: connected but degraded: a subscription's data watchdog fired, quality fell below the poor
   threshold, or a book reported failing. Back to ``connected`` once healthy again.
 - ``reconnecting``: between sessions, waiting out a backoff delay or opening the next socket.
-- ``failed``: ``BackoffPolicy.max_attempts`` consecutive attempts failed; only an explicit
-  ``reconnect()`` leaves it (to ``reconnecting``).
+- ``failed``: ``BackoffPolicy.max_attempts`` consecutive attempts failed; only an explicit ``reconnect()``
+  leaves it (to ``reconnecting``).
 - ``stopped``: terminal; nothing leaves it.
 
 Illegal transitions are bugs and raise :class:`~cryptolink.engine.errors.IllegalTransition`; a transition to
-the
-current state is illegal too (callers check first). Every transition is reported to the listener given to
+the current state is illegal too (callers check first). Every transition is reported to the listener given to
 :class:`StateMachine`, which turns it into a ``state_changed``
 :class:`~cryptolink.engine.events.ConnectionEvent`.
 """
@@ -32,7 +31,7 @@ from enum import StrEnum
 
 from cryptolink.engine.errors import IllegalTransition
 
-__all__ = ["TRANSITIONS", "ConnectionState", "IllegalTransition", "StateMachine"]
+__all__ = ["ACTIVE_STATES", "TRANSITIONS", "ConnectionState", "IllegalTransition", "StateMachine"]
 
 
 class ConnectionState(StrEnum):
@@ -59,6 +58,9 @@ TRANSITIONS: Mapping[ConnectionState, frozenset[ConnectionState]] = {
     _S.STOPPED: frozenset(),
 }
 """Allowed moves: ``TRANSITIONS[source]`` is the set of legal targets."""
+
+ACTIVE_STATES: frozenset[ConnectionState] = frozenset({_S.CONNECTED, _S.UNSTABLE})
+"""States with an open primary socket (counted as uptime)."""
 
 TransitionListener = Callable[[ConnectionState, ConnectionState, str], None]
 

@@ -2,8 +2,7 @@
 (:class:`TotalStats`).
 
 Every view (status API, metrics, reports, caches) reads these same snapshots; nothing holds a live reference
-into a
-connection.
+into a connection.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptolink.engine.quality import ConnectionQuality
-from cryptolink.engine.state import ConnectionState
+from cryptolink.engine.state import ACTIVE_STATES, ConnectionState
 
 __all__ = ["ConnectionStats", "TotalStats", "combine"]
 
@@ -31,7 +30,7 @@ class ConnectionStats:
         oversized_frames: frames over ``max_frame_bytes`` (each reset the session).
         callback_errors: exceptions raised by the data callback (isolated).
         reconnect_attempts: attempts after the first connect; successful_reconnects: those that opened a
-        socket.
+            socket.
         disconnections: sessions that ended without being asked to.
         downtime_s / uptime_s: time spent not connected / connected (incl. unstable) since start, s.
         connected_since_ns: wall time (epoch ns) the current session opened; ``None`` when not connected.
@@ -67,9 +66,6 @@ class ConnectionStats:
     quality: ConnectionQuality
 
 
-_ACTIVE = frozenset({ConnectionState.CONNECTED, ConnectionState.UNSTABLE})
-
-
 @dataclass(frozen=True, slots=True)
 class TotalStats:
     """Sums over many connections (``active``: connected or unstable)."""
@@ -89,7 +85,7 @@ def combine(stats: Iterable[ConnectionStats]) -> TotalStats:
     down = 0.0
     for s in stats:
         n += 1
-        active += s.state in _ACTIVE
+        active += s.state in ACTIVE_STATES
         messages += s.messages
         errors += s.errors
         attempts += s.reconnect_attempts
