@@ -11,10 +11,9 @@ Attempts are unlimited unless ``max_attempts`` is set; after ``max_attempts`` co
 connection goes to ``failed`` (only an explicit ``reconnect()`` restarts it).
 
 Reset rule: the attempt counter is *not* reset when a socket opens. It resets only after the connection has
-stayed
-healthy (connected and receiving market data) for ``reset_after_s`` (default 30 s). A server that accepts
-and then
-closes at once therefore sees delays grow exactly as if the connection had failed, never a tight loop.
+stayed healthy (connected and receiving market data) for ``reset_after_s`` (default 30 s). A server that
+accepts and then closes at once therefore sees delays grow exactly as if the connection had failed, never a
+tight loop.
 
 The policy is a plain dataclass and :class:`Backoff` is its small state; swap the policy (or subclass
 :class:`Backoff` and override :meth:`Backoff.bound`) to change the schedule.

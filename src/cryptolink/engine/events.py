@@ -3,13 +3,11 @@
 A :class:`ConnectionEvent` is an immutable record. Events are emitted on every state transition and on the
 notable moments of a connection's life (connect, disconnect, reconnect attempts, keepalive deaths, stale
 subscriptions, rejections, rotations, server notices, quality changes). ``data_received`` is *sampled*: at
-most one
-per ``EngineConfig.data_event_interval_s`` per connection, never one per frame.
+most one per ``EngineConfig.data_event_interval_s`` per connection, never one per frame.
 
 :class:`EventLog` keeps the last ``maxlen`` (default 100) events of one connection in a ring buffer and
-forwards
-each new event to its listeners; a listener that raises is isolated (counted in ``listener_errors``) and never
-affects the connection.
+forwards each new event to its listeners; a listener that raises is isolated (counted in ``listener_errors``)
+and never affects the connection.
 """
 
 from __future__ import annotations

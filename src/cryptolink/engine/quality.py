@@ -12,8 +12,8 @@ Inputs, all recorded by the connection:
 Definitions (``window_s`` default 60 s, ``stability_window_s`` default 600 s)::
 
     throughput_msgs_s = messages in the last window_s / window length
-    error_rate_per_min = errors (decode errors, exchange errors, callback errors) in the last window_s, per
-    minute
+    error_rate_per_min = errors (decode errors, exchange errors, callback errors) in the last window_s,
+                         per minute
     loss_rate         = sequence gaps / messages, both in the last window_s
     stability         = max(0, 100 - 25 * disconnects in the last stability_window_s)
     latency_score     = 100 if rtt p99 <= good_latency_ms (250) else linear to 0 at bad_latency_ms (2500);

@@ -11,10 +11,8 @@ Sets, keyed by ``Subscription.key`` = ``(channel, symbol)`` (one subscription pe
 
 ``desired`` = confirmed + pending_subscribe, in the order first asked for. Acks that name only an id (Binance
 ``{"result":null,"id":1}``: EXCHANGES.md section 1) are resolved through the request-id map; acks that name
-the
-subscriptions (OKX echoes each ``arg``: section 3) are resolved by key. Late or stale acks (unknown id, a
-key that
-was removed or re-requested under a newer id) are ignored and counted in ``stale_acks``.
+the subscriptions (OKX echoes each ``arg``: section 3) are resolved by key. Late or stale acks (unknown id, a
+key that was removed or re-requested under a newer id) are ignored and counted in ``stale_acks``.
 
 After a reconnect :meth:`SubscriptionRegistry.replay` returns every desired subscription with its ORIGINAL
 arguments (the ``Subscription`` objects as first given, ``depth`` included) and marks them pending again.
@@ -216,8 +214,7 @@ class SubscriptionRegistry:
         """Apply a rejection; return the subscriptions it refused (they leave the desired set, not retried).
 
         A rejection that matches no in-flight subscribe (e.g. ``id`` null) returns ``[]``; an unsubscribe
-        that was
-        refused is simply forgotten.
+        that was refused is simply forgotten.
         """
         resolved = self._resolve("subscribe", rejection.request_id, rejection.subscriptions)
         if not resolved:

@@ -1,22 +1,20 @@
 """Data-idle watchdogs, per subscription key ``(channel, symbol)`` and per connection; sans-I/O.
 
 Only market data resets a watchdog (trades, tickers, book messages). Pings, pongs, heartbeats, acks and
-notices
-never do: a socket that answers pings but stopped sending one symbol's book is stale for that symbol.
+notices never do: a socket that answers pings but stopped sending one symbol's book is stale for that symbol.
 
 Rule for one stream (all times in seconds)::
 
-    before any data:   stale when silence > first_data_timeout_s                       (default 10)
+    before any data:   stale when silence > first_data_timeout_s                (default 10)
     after data:        gap_ewma  <- EWMA of inter-arrival gaps (weight alpha = 0.1)
-                       gap_peak  <- max(gap, gap_peak * peak_decay)                   (peak_decay 0.99 per
-                       gap)
+                       gap_peak  <- max(gap, gap_peak * peak_decay)             (peak_decay 0.99 per gap)
                        threshold = min(max_idle_s, max(min_idle_s, k * gap_ewma, peak_factor * gap_peak))
                        stale when silence > threshold
                        (k = 10, peak_factor = 2, min_idle_s = 2.5, max_idle_s = 900)
 
-So a busy stream (depth@100ms, ~10 msg/s: gap 0.1 s) is caught after ~2.5 s of silence, while a thin
-symbol's trades (one a minute) get ``10 * 60 = 600`` s: each stream is judged by its own rhythm. While fewer
-than ``min_samples`` gaps were seen, the threshold is at least ``first_data_timeout_s`` (rhythm unknown yet).
+So a busy stream (depth@100ms, ~10 msg/s: gap 0.1 s) is caught after ~2.5 s of silence, while a thin symbol's
+trades (one a minute) get ``10 * 60 = 600`` s: each stream is judged by its own rhythm. While fewer than
+``min_samples`` gaps were seen, the threshold is at least ``first_data_timeout_s`` (rhythm unknown yet).
 
 After a report, the stream is reported again only ``threshold * 2 ** n`` after the previous report (``n``
 reports since its last data, capped at ``max_idle_s``), so a stream that stays quiet after a cheap fix
