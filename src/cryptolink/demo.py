@@ -99,10 +99,18 @@ def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> Exc
     return b.runtime(seed=seed).build()
 
 
-async def _fault_loop(sim: Simulator, every_s: float, log: list[str], started: float) -> None:
+QUIET_END_S = 12.0
+"""No fault is injected in the demo's last seconds, so the final report shows the recovery (stall 8 s + resync)."""
+
+
+async def _fault_loop(
+    sim: Simulator, every_s: float, log: list[str], started: float, last_at: float | None
+) -> None:
     i = 0
     while True:
         await asyncio.sleep(every_s)
+        if last_at is not None and time.monotonic() - started > last_at:
+            return
         f = DEMO_FAULTS[i % len(DEMO_FAULTS)]
         i += 1
         try:
@@ -131,6 +139,7 @@ async def demo_main(
     *,
     fault_every_s: float = 5.0,
     speed: float = 1.0,
+    quiet_end_s: float = QUIET_END_S,
     console: Console | None = None,
     seed: int = 7,
 ) -> int:
@@ -159,7 +168,17 @@ async def demo_main(
         sink_task = asyncio.create_task(sink.run())
         await manager.start()
         fault_task = (
-            asyncio.create_task(_fault_loop(sim, fault_every_s, fault_log, started)) if faults else None
+            asyncio.create_task(
+                _fault_loop(
+                    sim,
+                    fault_every_s,
+                    fault_log,
+                    started,
+                    None if duration_s is None else max(fault_every_s, duration_s - quiet_end_s),
+                )
+            )
+            if faults
+            else None
         )
 
         def view() -> Group:
