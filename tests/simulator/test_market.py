@@ -31,18 +31,22 @@ def test_replay_loop_seam_ids_and_book(kind: str) -> None:
     assert isinstance(src, ReplaySource)
     client = _as_client(src.book)
     last_u, last_t = src.last_update_id, src.last_trade_id
+    last_bbo = last_u
     n = len(src._events) + 200  # cross the seam
     for _ in range(n):
         ev = src.emit_next(0)
         if isinstance(ev, Depth):
             assert ev.first_id == last_u + 1 and ev.prev_id == last_u and ev.last_id >= ev.first_id
+            assert ev.last_id > last_bbo  # every BBO id lies inside a delta's range, before its end
             last_u = ev.last_id
             _client_apply(client, ev)
         elif isinstance(ev, Trade):
             assert ev.trade_id == last_t + 1
             last_t = ev.trade_id
         else:
-            assert isinstance(ev, Bbo) and ev.update_id == last_u
+            # bookTicker ids strictly increase: one id never carries two different BBOs
+            assert isinstance(ev, Bbo) and last_u < ev.update_id and ev.update_id > last_bbo
+            last_bbo = ev.update_id
     assert src.loops == 1
     assert client == _as_client(src.book)
 

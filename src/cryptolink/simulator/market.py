@@ -270,6 +270,7 @@ class ReplaySource(MarketSource):
         self._start_book = self.book.copy()
         self.last_update_id = snap_id
         self.last_trade_id = 1_000_000
+        self._bbo_ids = 0  # BBO ids handed out since the last depth delta (they lie inside the next one)
         self._i = 0
         self.loops = 0
         self._pending_seam = False
@@ -288,21 +289,28 @@ class ReplaySource(MarketSource):
             self.book = self._start_book.copy()
             self._i = 0
             self.loops += 1
-            first, last, prev = self._next_ids(1)
+            first, last, prev = self._next_ids(self._bbo_ids + 1)
+            self._bbo_ids = 0
             return Depth(first, last, prev, bids, asks, ts_ms)
         _, kind, payload = self._events[self._i]
         self._i += 1
         if kind == "depth":
             span, bids, asks = payload
             self.book.apply(bids, asks)
-            first, last, prev = self._next_ids(span)
+            # the delta must cover every BBO id handed out since the previous one, and end past them
+            first, last, prev = self._next_ids(max(span, self._bbo_ids + 1))
+            self._bbo_ids = 0
             return Depth(first, last, prev, bids, asks, ts_ms)
         if kind == "trade":
             p, q, m = payload
             self.last_trade_id += 1
             return Trade(self.last_trade_id, p, q, m, ts_ms)
+        # Binance bookTicker ``u`` is the book update id of that BBO (EXCHANGES.md section 1 "Payloads"): the
+        # real stream sends several BBOs between two 100 ms depth deltas, each with its own increasing id inside
+        # the next delta's [U, u] range, so one id never carries two different BBOs.
         b, bq, a, aq = payload
-        return Bbo(self.last_update_id, b, bq, a, aq, ts_ms)
+        self._bbo_ids += 1
+        return Bbo(self.last_update_id + self._bbo_ids, b, bq, a, aq, ts_ms)
 
 
 _SEED_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "BNB": 500.0}
