@@ -126,6 +126,7 @@ class FakeSession:
         self.aborted = False
         self.auto_pong = auto_pong
         self.pings = 0
+        self.batches = 0
 
     def feed(self, frame: str | bytes) -> None:
         self.incoming.put_nowait(frame)
@@ -152,6 +153,27 @@ class FakeSession:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    async def recv_batch(self) -> list[str | bytes]:
+        """Every queued frame up to the next close/error (which the following call raises)."""
+        item = await self.incoming.get()
+        if isinstance(item, BaseException):
+            raise item
+        batch = [item]
+        queue = self.incoming
+        while not queue.empty():
+            nxt = queue.get_nowait()
+            if isinstance(nxt, BaseException):
+                # put it back at the front: the next call raises it
+                rest = [nxt]
+                while not queue.empty():
+                    rest.append(queue.get_nowait())
+                for r in rest:
+                    queue.put_nowait(r)
+                break
+            batch.append(nxt)
+        self.batches += 1
+        return batch
 
     async def ping(self) -> float:
         self.pings += 1

@@ -466,3 +466,22 @@ async def test_event_log_bounded_and_quality_stats(h: Harness) -> None:
     assert q.gaps == 3 and q.error_rate_per_min > 0
     st = h.conn.stats()
     assert st.errors == 150 and st.uptime_s == pytest.approx(3.0) and st.connected_since_ns is not None
+
+
+async def test_batch_one_wakeup_frames_before_close_delivered(h: Harness) -> None:
+    await h.conn.start()
+    await h.connected()
+    await h.ack_all()
+    sess = h.sess
+    before = sess.batches
+    for i in range(1, 6):
+        sess.feed(trade(tid=i))
+    sess.feed("{broken")
+    sess.feed(trade("ETH/USDT", tid=9))  # not subscribed: delivered, no watchdog stream
+    sess.server_close(1001)
+    await until(lambda: h.conn.state is S.RECONNECTING)
+    assert sess.batches == before + 1  # every queued frame in one reader wakeup
+    assert [t.sequence for t in h.data] == [1, 2, 3, 4, 5, 9]  # type: ignore[union-attr]
+    st = h.conn.stats()
+    assert st.market_events == 6 and st.decode_errors == 1 and st.messages == 1 + 7
+    assert h.conn.watchdog.keys() == {BTC_TRADES.key}

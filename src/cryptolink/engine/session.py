@@ -215,16 +215,28 @@ async def send_everywhere(conn: ManagedConnection) -> None:
 
 
 async def read_loop(conn: ManagedConnection, sess: Session) -> None:
-    """Receive, decode and dispatch frames until the socket fails (ends ``sess``; never raises)."""
+    """Receive, decode and dispatch frames until the socket fails (ends ``sess``; never raises).
+
+    Frames come in batches (``TransportSession.recv_batch``: every frame already received). Per batch: one
+    monotonic and one wall clock read (every frame of the batch gets the same ``receipt_ns``), the counters
+    updated once, one watchdog update per stream key seen and one for the connection. Per frame:
+    ``adapter.decode``, control signals handled in order, ``on_data`` with the frame's market data (so an
+    exception in the callback loses nothing but that frame's items).
+    """
     ws = sess.ws
     clock = conn._clock
+    monotonic = clock.monotonic
+    time_ns = clock.time_ns
+    recv_batch = ws.recv_batch
     decode = conn.adapter.decode
     watchdog_on_data = conn._watchdog.on_data
     conn_on_data = conn._conn_watchdog.on_data
     on_data = conn._on_data
+    book = Channel.BOOK
+    seen: set[tuple[Channel, str]] = set()
     while True:
         try:
-            frame = await ws.recv()
+            batch = await recv_batch()
         except FrameTooLarge as exc:
             conn.oversized_frames += 1
             conn.transport_errors += 1
@@ -234,69 +246,82 @@ async def read_loop(conn: ManagedConnection, sess: Session) -> None:
         except TransportError as exc:
             sess.end(f"{type(exc).__name__}: {exc}")
             return
-        now = clock.monotonic()
-        receipt_ns = clock.time_ns()
+        now = monotonic()
+        receipt_ns = time_ns()
         sess.last_recv = now
         conn._last_recv = now
-        conn.messages += 1
-        conn.bytes += len(frame)
-        try:
-            items = decode(frame, receipt_ns)
-        except DecodeError:
-            conn.decode_errors += 1
-            if conn.decode_errors == 1 or conn.decode_errors % 1000 == 0:
-                _log.warning("%s: malformed frame skipped (%d so far)", conn.conn_id, conn.decode_errors)
-            continue
-        except Exception:
-            conn.decode_errors += 1
-            if conn.decode_errors == 1 or conn.decode_errors % 1000 == 0:
-                _log.exception("%s: adapter failed on a frame (%d so far)", conn.conn_id, conn.decode_errors)
-            continue
-        if not items:
-            continue
-        control = 0
-        last_key: tuple[Channel, str] | None = None
-        for item in items:
-            cls = type(item)
-            if cls is Trade or cls is Ticker:
-                key = (item.channel, item.symbol)  # type: ignore[union-attr]
-            elif cls is BookMessage:
-                key = (Channel.BOOK, item.symbol)  # type: ignore[union-attr]
-            else:
-                control += 1
+        conn.messages += len(batch)
+        conn.bytes += sum(map(len, batch))
+        delivered = 0
+        last_market: list[MarketData] | None = None
+        for frame in batch:
+            try:
+                items = decode(frame, receipt_ns)
+            except DecodeError:
+                conn.decode_errors += 1
+                if conn.decode_errors == 1 or conn.decode_errors % 1000 == 0:
+                    _log.warning("%s: malformed frame skipped (%d so far)", conn.conn_id, conn.decode_errors)
                 continue
-            if key != last_key:
-                watchdog_on_data(key, now)
-                last_key = key
-                if sess.expected:
-                    sess.expected.discard(key)
-                    if not sess.expected:
-                        sess.flow_event.set()
-        if last_key is not None:
-            conn_on_data(CONNECTION_KEY, now)
-        if control:
+            except Exception:
+                conn.decode_errors += 1
+                if conn.decode_errors == 1 or conn.decode_errors % 1000 == 0:
+                    _log.exception(
+                        "%s: adapter failed on a frame (%d so far)", conn.conn_id, conn.decode_errors
+                    )
+                continue
+            if not items:
+                continue
+            control = 0
+            last_key: tuple[Channel, str] | None = None
             for item in items:
                 cls = type(item)
-                if cls is not Trade and cls is not Ticker and cls is not BookMessage:
-                    handle_control(conn, sess, item, now)  # type: ignore[arg-type]
-            if control == len(items):
-                continue
-            market: list[MarketData] = [
-                i for i in items if type(i) is Trade or type(i) is Ticker or type(i) is BookMessage
-            ]
-        else:
-            market = items  # type: ignore[assignment]
-        conn.market_events += len(market)
+                if cls is Trade or cls is Ticker:
+                    key = (item.channel, item.symbol)  # type: ignore[union-attr]
+                elif cls is BookMessage:
+                    key = (book, item.symbol)  # type: ignore[union-attr]
+                else:
+                    control += 1
+                    continue
+                if key != last_key:
+                    seen.add(key)
+                    last_key = key
+            if control:
+                for item in items:
+                    cls = type(item)
+                    if cls is not Trade and cls is not Ticker and cls is not BookMessage:
+                        handle_control(conn, sess, item, now)  # type: ignore[arg-type]
+                if control == len(items):
+                    continue
+                market: list[MarketData] = [
+                    i for i in items if type(i) is Trade or type(i) is Ticker or type(i) is BookMessage
+                ]
+            else:
+                market = items  # type: ignore[assignment]
+            delivered += len(market)
+            last_market = market
+            try:
+                on_data(conn, market)
+            except Exception:
+                conn.callback_errors += 1
+                if conn.callback_errors == 1 or conn.callback_errors % 1000 == 0:
+                    _log.exception(
+                        "%s: on_data callback failed (%d so far)", conn.conn_id, conn.callback_errors
+                    )
+        if not seen:
+            continue
+        for key in seen:
+            watchdog_on_data(key, now)
+        if sess.expected:
+            sess.expected.difference_update(seen)
+            if not sess.expected:
+                sess.flow_event.set()
+        seen.clear()
+        conn_on_data(CONNECTION_KEY, now)
+        conn.market_events += delivered
         if conn._healthy_since is None and sess is conn._primary:
             conn._healthy_since = now
-        if now >= conn._next_lag_sample:
-            _sample_lag(conn, market, receipt_ns, now)
-        try:
-            on_data(conn, market)
-        except Exception:
-            conn.callback_errors += 1
-            if conn.callback_errors == 1 or conn.callback_errors % 1000 == 0:
-                _log.exception("%s: on_data callback failed (%d so far)", conn.conn_id, conn.callback_errors)
+        if last_market is not None and now >= conn._next_lag_sample:
+            _sample_lag(conn, last_market, receipt_ns, now)
 
 
 def _sample_lag(conn: ManagedConnection, market: list[MarketData], receipt_ns: int, now: float) -> None:

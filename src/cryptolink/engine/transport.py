@@ -9,7 +9,8 @@
 - ``compression=None`` (the supported exchanges send plain JSON text: EXCHANGES.md summary table);
 - ``open_timeout_s``: bounds the TCP + TLS + HTTP upgrade; a server that accepts TCP but never answers the
   handshake raises :class:`~cryptolink.engine.errors.HandshakeTimeout`;
-- ``max_queue``: received frames buffered by the library (bounded, default 64);
+- ``max_queue``: received frames buffered by the library (bounded, default 64); ``recv_batch`` returns the
+  complete messages already queued;
 - server protocol pings are answered automatically by the library with a pong echoing the payload (the Binance
   rule: EXCHANGES.md sections 1-2).
 
@@ -47,6 +48,20 @@ class TransportSession(Protocol):
         Raises:
             ConnectionClosed: the socket closed (``code`` and ``reason`` of the close frame).
             FrameTooLarge: the frame exceeded the size limit; the socket is closed.
+        """
+        ...
+
+    async def recv_batch(self) -> list[str | bytes]:
+        """Every data frame already received, oldest first (at least one; waits for the first).
+
+        The engine's reader calls this once per wakeup, so per-frame costs (clock reads, watchdog updates,
+        counters) are paid once per batch. Frames received before a close or an oversized frame are returned
+        first; the next call raises. A batch is bounded by the transport's receive queue.
+
+        Raises:
+            ConnectionClosed: the socket closed and no frame is left (``code`` and ``reason`` of the close
+                frame).
+            FrameTooLarge: the next frame exceeded the size limit; the socket is closed.
         """
         ...
 
@@ -112,6 +127,25 @@ class WebsocketsSession:
             return await self._ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
             raise _closed(exc, self._limit) from exc
+
+    async def recv_batch(self) -> list[str | bytes]:
+        ws = self._ws
+        try:
+            batch = [await ws.recv()]
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed(exc, self._limit) from exc
+        # Then take the complete, unfragmented messages the library has already queued: ``recv`` returns them
+        # without suspending. This peeks at websockets' receive queue (``recv_messages.frames.queue``, a
+        # deque of data frames); without it every batch holds one frame.
+        queue = getattr(getattr(getattr(ws, "recv_messages", None), "frames", None), "queue", None)
+        if queue is None:
+            return batch
+        try:
+            while queue and queue[0].fin:
+                batch.append(await ws.recv())
+        except websockets.exceptions.ConnectionClosed:
+            pass  # the next call raises it
+        return batch
 
     async def ping(self) -> float:
         try:
