@@ -12,7 +12,8 @@ Public surface (import from here):
 - :class:`ConnectionQuality`, :class:`QualityConfig`, :class:`QualityTracker` (``engine.quality``)
 - :class:`ConnectionStats`, :class:`TotalStats`, :func:`combine` (``engine.stats``)
 - :class:`SubscriptionRegistry` (``engine.subscriptions``)
-- :class:`Transport`, :class:`TransportSession`, :class:`WebsocketsTransport` (``engine.transport``)
+- :class:`Transport`, :class:`TransportSession`, :class:`WebsocketsTransport`, :func:`default_transport`
+  (``engine.transport``), :class:`PicowsTransport` (``engine.transport_picows``)
 - the error tree (``engine.errors``)
 """
 
@@ -33,7 +34,8 @@ from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityT
 from cryptolink.engine.state import ConnectionState, StateMachine
 from cryptolink.engine.stats import ConnectionStats, TotalStats, combine
 from cryptolink.engine.subscriptions import SubscriptionRegistry
-from cryptolink.engine.transport import Transport, TransportSession, WebsocketsTransport
+from cryptolink.engine.transport import Transport, TransportSession, WebsocketsTransport, default_transport
+from cryptolink.engine.transport_picows import PicowsTransport
 from cryptolink.engine.watchdog import StaleReport, Watchdog, WatchdogConfig
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "HandshakeTimeout",
     "IllegalTransition",
     "ManagedConnection",
+    "PicowsTransport",
     "QualityConfig",
     "QualityTracker",
     "Severity",
@@ -68,4 +71,5 @@ __all__ = [
     "WatchdogConfig",
     "WebsocketsTransport",
     "combine",
+    "default_transport",
 ]

@@ -254,6 +254,8 @@ async def read_loop(conn: ManagedConnection, sess: Session) -> None:
         conn.bytes += sum(map(len, batch))
         delivered = 0
         last_market: list[MarketData] | None = None
+        last_ch: Channel | None = None
+        last_sym: str | None = None
         for frame in batch:
             try:
                 items = decode(frame, receipt_ns)
@@ -272,19 +274,20 @@ async def read_loop(conn: ManagedConnection, sess: Session) -> None:
             if not items:
                 continue
             control = 0
-            last_key: tuple[Channel, str] | None = None
             for item in items:
                 cls = type(item)
                 if cls is Trade or cls is Ticker:
-                    key = (item.channel, item.symbol)  # type: ignore[union-attr]
+                    ch = item.channel  # type: ignore[union-attr]
                 elif cls is BookMessage:
-                    key = (book, item.symbol)  # type: ignore[union-attr]
+                    ch = book
                 else:
                     control += 1
                     continue
-                if key != last_key:
-                    seen.add(key)
-                    last_key = key
+                sym = item.symbol  # type: ignore[union-attr]
+                if sym is not last_sym or ch is not last_ch:  # identity: a cheap "same stream as before"
+                    seen.add((ch, sym))
+                    last_ch = ch
+                    last_sym = sym
             if control:
                 for item in items:
                     cls = type(item)
