@@ -227,3 +227,25 @@ async def test_engine_over_picows_malformed_counted_oversized_resets(peer: Peer)
     assert any(e.type is ConnectionEventType.DISCONNECTED for e in events)
     await until(lambda: conn.state is ConnectionState.RECONNECTING or conn.stats().successful_reconnects > 0)
     await conn.stop()
+
+
+async def two_hundred(ws: ServerConnection) -> None:
+    for i in range(200):
+        await ws.send(trade(tid=i))
+
+
+@pytest.mark.parametrize("peer", [two_hundred], indirect=True)
+async def test_receive_queue_bounded_reading_paused_then_resumed(peer: Peer) -> None:
+    sess = await PicowsTransport(max_queue=10).connect(f"ws://127.0.0.1:{peer.port}/ws", max_frame_bytes=4096)
+    listener = sess._l
+    await until(lambda: len(listener.frames) >= 10, 5.0)
+    assert listener.reading_paused  # the socket is not read while the reader is behind
+    got: list[str | bytes] = []
+    sizes: list[int] = []
+    while len(got) < 200:
+        batch = await asyncio.wait_for(sess.recv_batch(), 5)
+        got.extend(batch)
+        sizes.append(len(batch))
+    assert got == [trade(tid=i) for i in range(200)]
+    assert max(sizes) <= 10 and not listener.reading_paused
+    await sess.close()

@@ -6,8 +6,9 @@ How it maps the transport contract (the same as :class:`~cryptolink.engine.trans
 - frames: picows calls :meth:`_Listener.on_ws_frame` for every frame of a socket read; text payloads become
   ``str`` (UTF-8; an invalid payload closes the socket with code 1007), binary ones ``bytes``; fragmented
   messages are reassembled here (the whole message is bounded by ``max_frame_bytes``). The frames wait in a
-  list that :meth:`PicowsSession.recv_batch` takes whole, so the engine wakes up once per socket read, not
-  once per frame. The list is bounded: at ``max_queue`` frames the socket stops being read until the reader
+  list that :meth:`PicowsSession.recv_batch` takes whole (at most ``max_queue`` frames per call, yielding to
+  the event loop between batches when it is behind), so the engine wakes up once per socket read, not once
+  per frame. The list is bounded: at ``max_queue`` frames the socket stops being read until the reader
   takes the batch (TCP flow control then slows the server down);
 - ``max_frame_bytes``: a larger frame (or reassembled message) makes the next ``recv_batch`` raise
   :class:`~cryptolink.engine.errors.FrameTooLarge` after the frames received before it; the socket is closed
@@ -245,13 +246,14 @@ class _Listener(WSListener):
 class PicowsSession:
     """:class:`~cryptolink.engine.transport.TransportSession` over a picows connection."""
 
-    __slots__ = ("_close_timeout_s", "_l", "_next_ping", "_t")
+    __slots__ = ("_behind", "_close_timeout_s", "_l", "_next_ping", "_t")
 
     def __init__(self, transport: WSTransport, listener: _Listener, close_timeout_s: float) -> None:
         self._t = transport
         self._l = listener
         self._close_timeout_s = close_timeout_s
         self._next_ping = 0
+        self._behind = False
 
     def _check_open(self) -> None:
         error = self._l.error
@@ -280,10 +282,21 @@ class PicowsSession:
 
     async def recv_batch(self) -> list[str | bytes]:
         listener = self._l
+        if self._behind:
+            # the previous batch left frames behind: let other tasks run before the next one, so a reader
+            # that is behind blocks the event loop for one batch at a time
+            self._behind = False
+            await asyncio.sleep(0)
         frames = listener.frames
         if not frames:
             await listener.wait()
             frames = listener.frames
+        cap = listener.max_queue
+        if len(frames) > cap:
+            batch = frames[:cap]
+            del frames[:cap]
+            self._behind = True
+            return batch
         listener.frames = []
         if listener.reading_paused:
             listener.resume()
@@ -326,8 +339,9 @@ class PicowsTransport:
     Args:
         open_timeout_s: bound on TCP connect + TLS + the opening handshake, s.
         close_timeout_s: bound on the closing handshake, s.
-        max_queue: received frames buffered before the socket stops being read (a batch may exceed it by
-            the frames of one socket read).
+        max_queue: received frames buffered before the socket stops being read (the frames of the socket
+            read in progress are still parsed, so the buffer may hold more); also the largest batch
+            ``recv_batch`` returns.
         read_buffer_bytes: initial read buffer per socket (picows doubles it as needed, up to the frame
             limit).
     """
@@ -338,7 +352,7 @@ class PicowsTransport:
         open_timeout_s: float = 10.0,
         close_timeout_s: float = 5.0,
         max_queue: int = 1024,
-        read_buffer_bytes: int = 16 * 1024,
+        read_buffer_bytes: int = 4096,
     ) -> None:
         self.open_timeout_s = open_timeout_s
         self.close_timeout_s = close_timeout_s
