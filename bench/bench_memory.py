@@ -32,7 +32,7 @@ from cryptolink.engine import (
     EngineConfig,
     ManagedConnection,
     WatchdogConfig,
-    WebsocketsTransport,
+    default_transport,
 )
 from cryptolink.exchanges.binance import BinanceSpotAdapter
 from cryptolink.models import Channel, Subscription
@@ -46,7 +46,7 @@ async def _open(adapter: BinanceSpotAdapter, n: int, start_id: int) -> list[Mana
     config = EngineConfig(watchdog=WatchdogConfig(first_data_timeout_s=3600.0, max_idle_s=3600.0), seed=1)
     spec = adapter.plan_connections([Subscription(Channel.TRADES, "XRP/USDT")])[0]
     clock = SystemClock()
-    transport = WebsocketsTransport()
+    transport = default_transport()
 
     def on_data(_c: ManagedConnection, _items: list[Any]) -> None:
         return None

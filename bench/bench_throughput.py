@@ -7,13 +7,15 @@ Stages (each over the same recorded frames: ``btcusdt@depth@100ms`` + ``@trade``
 2. adapter decode only: ``BinanceSpotAdapter.decode(frame, receipt_ns)``;
 3. adapter decode + book: the decoded book messages go through ``BookSync`` (sequence checks, exact L2 book),
    no sockets;
-4. end to end: an :class:`~cryptolink.manager.ExchangeManager` (one Binance spot feed, trades + ticker + book
-   for ``BTC/USDT``) reads the frames from the blast server (:mod:`bench.blast_server`, a CHILD process, so
+4. end to end, once per transport (``picows``: :class:`~cryptolink.engine.transport_picows.PicowsTransport`,
+   what :func:`~cryptolink.engine.transport.default_transport` returns; ``websockets``: :class:`~cryptolink.engine.transport.WebsocketsTransport`): an
+   :class:`~cryptolink.manager.ExchangeManager` (one Binance spot feed, trades + ticker + book for
+   ``BTC/USDT``) reads the frames from the blast server (:mod:`bench.blast_server`, a CHILD process, so
    its CPU is not counted) over loopback; WebSocket, engine, feed (dedupe, book sync), bus and one counting
    callback per channel. Rate = frames / ``time.process_time()`` of this (client) process, measured between
    two samples taken while the stream is flowing.
 
-``python -m bench.bench_throughput [--quick] [--passes N] [--profile]``
+``python -m bench.bench_throughput [--quick] [--passes N] [--runs N] [--profile]``
 """
 
 from __future__ import annotations
@@ -126,7 +128,23 @@ def stage_rates(min_cpu_s: float) -> dict[str, float]:
     return out
 
 
-async def _client(info: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+TRANSPORTS = ("picows", "websockets")
+
+
+def make_transport(name: str) -> Any:
+    """A fresh transport by name (``picows`` or ``websockets``)."""
+    if name == "picows":
+        from cryptolink.engine.transport_picows import PicowsTransport
+
+        return PicowsTransport()
+    if name == "websockets":
+        from cryptolink.engine.transport import WebsocketsTransport
+
+        return WebsocketsTransport()
+    raise ValueError(f"unknown transport {name!r}; known: {TRANSPORTS}")
+
+
+async def _client(info: dict[str, Any], timeout_s: float, transport: str) -> dict[str, Any]:
     from cryptolink.manager import ExchangeManager
 
     url = f"ws://127.0.0.1:{info['port']}"
@@ -134,7 +152,7 @@ async def _client(info: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     m = (
         ExchangeManager.builder()
         .exchange("binance", symbols=[SYMBOL], ws_url=url, rest_url=rest)
-        .runtime(seed=1)
+        .runtime(seed=1, transport=make_transport(transport))
         .build()
     )
     counts = {"trades": 0, "ticker": 0, "book": 0}
@@ -190,7 +208,9 @@ async def _client(info: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     }
 
 
-def end_to_end(passes: int, profile: bool = False, timeout_s: float = 120.0) -> dict[str, Any]:
+def end_to_end(
+    passes: int, profile: bool = False, timeout_s: float = 120.0, transport: str = "picows"
+) -> dict[str, Any]:
     """Run the blast server in a child process and the client here; returns the client's figures."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.blast_server", "--passes", str(passes)],
@@ -207,7 +227,7 @@ def end_to_end(passes: int, profile: bool = False, timeout_s: float = 120.0) -> 
         prof = cProfile.Profile() if profile else None
         if prof is not None:
             prof.enable()
-        result = asyncio.run(_client(info, timeout_s))
+        result = asyncio.run(_client(info, timeout_s, transport))
         if prof is not None:
             prof.disable()
             s = io.StringIO()
@@ -223,43 +243,72 @@ def end_to_end(passes: int, profile: bool = False, timeout_s: float = 120.0) -> 
             proc.wait()
 
 
-def run(quick: bool = False, passes: int | None = None, profile: bool = False) -> dict[str, Any]:
-    """Run every stage, print the figures and update bench/RESULTS.md."""
+def run(
+    quick: bool = False, passes: int | None = None, profile: bool = False, runs: int | None = None
+) -> dict[str, Any]:
+    """Run every stage, print the figures and update bench/RESULTS.md.
+
+    The end-to-end figure is the median of ``runs`` client runs per transport (3, or 1 with ``quick``), the
+    transports interleaved so that both see the same machine noise (single runs on the 2-core VM vary by
+    +-15%).
+    """
     logging.basicConfig(level=logging.WARNING)
     min_cpu = 0.3 if quick else 2.0
     passes = passes or (2 if quick else 6)
+    runs = runs or (1 if quick else 3)
     stages = stage_rates(min_cpu)
-    e2e = end_to_end(passes, profile=profile)
+    results: dict[str, list[dict[str, Any]]] = {t: [] for t in TRANSPORTS}
+    for i in range(runs):
+        for t in TRANSPORTS:
+            results[t].append(
+                end_to_end(passes, profile=profile and i == 0 and t == TRANSPORTS[0], transport=t)
+            )
+    medians: dict[str, dict[str, Any]] = {}
+    for t, rs in results.items():
+        for r in rs:
+            if r["book_gaps"] or r["decode_errors"] or r["book_state"] != "live":
+                raise RuntimeError(f"{t}: the end-to-end run lost data: {r}")
+        medians[t] = sorted(rs, key=lambda r: r["rate"])[len(rs) // 2]
     lines = ["| stage | frames per CPU-second |", "|---|---:|"]
     for name, rate in stages.items():
         lines.append(f"| {name} | {rate:,.0f} |")
-    lines.append(
-        f"| **end to end** (socket -> events, books kept, 1 callback per channel) | **{e2e['rate']:,.0f}** |"
-    )
+    default = TRANSPORTS[0]
+    for t in TRANSPORTS:
+        rate = f"{medians[t]['rate']:,.0f}"
+        label = f"end to end, {t} transport"
+        if t == default:
+            label, rate = f"**{label}**", f"**{rate}**"
+        lines.append(f"| {label} | {rate} |")
+    e2e = medians[default]
     exp = e2e["expected"]
+    each = "; ".join(f"{t}: " + ", ".join(f"{r['rate']:,.0f}" for r in results[t]) for t in TRANSPORTS)
     body = "\n".join(lines) + (
-        f"\n\nEnd to end: {e2e['frames']:,} frames measured ({passes} passes of the recording, "
+        f"\n\nEnd to end = socket -> adapter -> engine -> feed (dedupe, book sync) -> bus -> 1 counting callback "
+        f"per channel; median of {runs} run(s) per transport, interleaved (each run: {each}). Median "
+        f"{default} run: {e2e['frames']:,} frames measured ({passes} passes of the recording, "
         f"{exp['frames']:,} frames sent) in {e2e['cpu_s']:.2f} s client CPU / {e2e['wall_s']:.2f} s wall "
         f"(blast server in a child process). Delivered: {e2e['counts']['trades']:,} trades "
         f"(sent {exp['trades']:,}), {e2e['counts']['ticker']:,} tickers (sent {exp['tickers']:,}), "
         f"{e2e['counts']['book']:,} book updates (sent {exp['depth']:,} deltas); book "
-        f"{e2e['book_state']}, {e2e['book_gaps']} gaps, {e2e['decode_errors']} decode errors."
+        f"{e2e['book_state']}, {e2e['book_gaps']} gaps, {e2e['decode_errors']} decode errors (every run of "
+        "both transports: book live, 0 gaps, 0 decode errors)."
     )
     cmd = "python -m bench.bench_throughput" + (" --quick" if quick else "")
     print(body)
     if profile:
-        print(e2e["profile"])
+        print(results[default][0]["profile"])
     write_section("throughput", "1. Frames per CPU-second (Binance spot btcusdt replay)", cmd, body)
-    return {"stages": stages, "e2e": e2e}
+    return {"stages": stages, "e2e": e2e, "runs": results}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Benchmark 1: frames per CPU-second")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--passes", type=int, default=None)
-    ap.add_argument("--profile", action="store_true", help="cProfile the end-to-end client")
+    ap.add_argument("--runs", type=int, default=None, help="end-to-end runs per transport (median)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the first end-to-end client run")
     args = ap.parse_args()
-    run(quick=args.quick, passes=args.passes, profile=args.profile)
+    run(quick=args.quick, passes=args.passes, profile=args.profile, runs=args.runs)
 
 
 if __name__ == "__main__":

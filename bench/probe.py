@@ -18,7 +18,7 @@ from cryptolink.engine import (
     ConnectionState,
     EngineConfig,
     ManagedConnection,
-    WebsocketsTransport,
+    default_transport,
 )
 from cryptolink.exchanges.binance import BinanceSpotAdapter
 from cryptolink.models import Channel, Subscription
@@ -62,7 +62,7 @@ class Probe:
             conn_id=conn_id,
             config=config,
             clock=SystemClock(),
-            transport=WebsocketsTransport(),
+            transport=default_transport(),
             on_data=self._on_data,
             on_event=self._on_event,
         )
