@@ -203,8 +203,8 @@ class WebsocketsTransport:
 
 def default_transport() -> Transport:
     """The transport to use when none is given: :class:`~cryptolink.engine.transport_picows.PicowsTransport`
-    (frames parsed in C and handed over per socket read; ~1.4x the end-to-end frames per CPU-second of
-    :class:`WebsocketsTransport` in ``bench/RESULTS.md``). Pass ``WebsocketsTransport()`` explicitly to use
+    (frames parsed in C and handed over per socket read; ~1.5x the end-to-end frames per CPU-second of
+    :class:`WebsocketsTransport` in ``bench/RESULTS.md`` section 1). Pass ``WebsocketsTransport()`` explicitly to use
     the pure-Python ``websockets`` client instead."""
     from cryptolink.engine.transport_picows import PicowsTransport
 
