@@ -32,8 +32,8 @@ from cryptolink.engine import (
     TotalStats,
     Transport,
     WatchdogConfig,
-    WebsocketsTransport,
     combine,
+    default_transport,
 )
 from cryptolink.exchanges import get_adapter
 from cryptolink.feed import Feed, FeedStats
@@ -86,7 +86,8 @@ class ExchangeManager:
     Args:
         config: the validated configuration (:func:`cryptolink.config.load_config`).
         clock: time source (tests inject :class:`~cryptolink.clock.FakeClock`).
-        transport: WebSocket factory (default :class:`~cryptolink.engine.WebsocketsTransport`).
+        transport: WebSocket factory (default :func:`~cryptolink.engine.default_transport`: the picows
+            transport; pass :class:`~cryptolink.engine.WebsocketsTransport` for the pure-Python one).
         bus: the event bus (default: one sized by ``config.consumer_queue_size``/``overflow_policy``).
         seed: seed for backoff and rotation jitter (``None``: unpredictable).
     """
@@ -102,7 +103,7 @@ class ExchangeManager:
     ) -> None:
         self.config = config
         self._clock: Clock = clock or SystemClock()
-        self._transport: Transport = transport or WebsocketsTransport()
+        self._transport: Transport = transport or default_transport()
         self.bus = bus or Bus(
             default_maxsize=config.consumer_queue_size,
             default_overflow=config.overflow_policy,
