@@ -72,8 +72,8 @@ def run(quick: bool = False, stalls: int | None = None, speed: float = 1.0) -> d
     body = "\n".join(lines) + (
         f"\n\nSimulator in the same process, replay at speed {speed:g}; the stall (pings still answered) "
         "lasts 60 s, so every figure is the engine's own detection. Engine defaults: watchdog min_idle_s "
-        "2.5 s, tick 0.25 s, so the floor is ~2.5-2.75 s. With the YAML/manager defaults "
-        "(`watchdog.min_idle_s: 10`) detection takes >= 10 s: lower it to meet a 3 s aim. The backoff's `reset_after_s` is "
+        "2.5 s, tick 0.25 s, so the floor is ~2.5-2.75 s; the YAML/manager defaults are the same "
+        "(`watchdog.min_idle_s: 2.5`). The backoff's `reset_after_s` is "
         "1 s here and each stall waits until it has reset, so every session reset is an immediate attempt 1 "
         "(with the default 30 s, stalls < 30 s apart make later resets attempts 2, 3, ... with full-jitter "
         "delays of up to 1, 2, 4 ... s, by design)."
