@@ -565,17 +565,7 @@ class Bus:
         A full queue applies its overflow policy (``BLOCK`` queues discard the new event here). Call from the
         event loop's thread. After :meth:`close`, events are counted as unrouted and discarded.
         """
-        self._published += 1
-        if self._pending_starts:
-            self._start_pending()
-        try:
-            targets = self._routes[event.channel][event.exchange][event.symbol]  # type: ignore[attr-defined]
-        except (KeyError, AttributeError):
-            targets = self._resolve(event)
-        if not targets:
-            self._unrouted += 1
-            return
-        for consumer in targets:
+        for consumer in self._targets(event):
             consumer.offer(event)
 
     publish_nowait = publish
@@ -586,6 +576,13 @@ class Bus:
 
         Consumers with a drop policy get the event immediately. Waiting ends early if that consumer closes.
         """
+        for consumer in self._targets(event):
+            if consumer.overflow is OverflowPolicy.BLOCK and consumer.is_full():
+                await consumer.wait_for_room()
+            consumer.offer(event)
+
+    def _targets(self, event: object) -> tuple[_Consumer, ...]:
+        """Count ``event`` as published and return its consumers (counted as unrouted when none)."""
         self._published += 1
         if self._pending_starts:
             self._start_pending()
@@ -595,11 +592,7 @@ class Bus:
             targets = self._resolve(event)
         if not targets:
             self._unrouted += 1
-            return
-        for consumer in targets:
-            if consumer.overflow is OverflowPolicy.BLOCK and consumer.is_full():
-                await consumer.wait_for_room()
-            consumer.offer(event)
+        return targets
 
     # ---------------------------------------------------------------------------------------- lifecycle
 

@@ -26,6 +26,7 @@ BTCUSDT.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -379,16 +380,26 @@ class BinanceServer(ExchangeServer):
         }  # fmt: skip
 
     async def _rest_ticker_24hr(self, request: web.Request) -> web.Response:
+        return self._per_symbol(request, 2, 80, self._ticker)
+
+    def _per_symbol(
+        self,
+        request: web.Request,
+        weight_one: int,
+        weight_all: int,
+        render: Callable[[str, MarketSource], dict[str, Any]],
+    ) -> web.Response:
+        """A ticker-style endpoint: one symbol (``?symbol=``) or all of them, charged the matching weight."""
         symbol = request.query.get("symbol")
-        v, err = self._charge(2 if symbol else 80)
+        v, err = self._charge(weight_one if symbol else weight_all)
         if err is not None:
             return err
         if symbol:
             src = self.source(symbol)
             if src is None:
                 return self._bad(-1121, "Invalid symbol.", v)
-            return self._json(self._ticker(symbol, src), v)
-        return self._json([self._ticker(s, self.source(s)) for s in self.symbols], v)  # type: ignore[arg-type]
+            return self._json(render(symbol, src), v)
+        return self._json([render(s, self.source(s)) for s in self.symbols], v)  # type: ignore[arg-type]
 
     def _book_ticker(self, symbol: str, src: MarketSource) -> dict[str, Any]:
         bids, asks = src.book.top(1)
@@ -400,16 +411,7 @@ class BinanceServer(ExchangeServer):
         return out
 
     async def _rest_book_ticker(self, request: web.Request) -> web.Response:
-        symbol = request.query.get("symbol")
-        v, err = self._charge(2 if symbol else 4)
-        if err is not None:
-            return err
-        if symbol:
-            src = self.source(symbol)
-            if src is None:
-                return self._bad(-1121, "Invalid symbol.", v)
-            return self._json(self._book_ticker(symbol, src), v)
-        return self._json([self._book_ticker(s, self.source(s)) for s in self.symbols], v)  # type: ignore[arg-type]
+        return self._per_symbol(request, 2, 4, self._book_ticker)
 
 
 _USDM_MARKET_STREAMS = (
