@@ -121,3 +121,25 @@ def test_random_deltas_match_dict_model(
         assert (
             book.best_bid() == (max(model_b), model_b[max(model_b)]) if model_b else book.best_bid() is None
         )
+
+
+def test_decimal_cache_is_exact_per_text_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptolink.book import orderbook as ob
+
+    monkeypatch.setattr(ob, "DECIMAL_CACHE_SIZE", 8)
+    monkeypatch.setattr(ob, "_DEC", {})
+    monkeypatch.setattr(ob, "_NEG", {})
+    book = OrderBook()
+    for i in range(40):  # far more texts than the cache holds: evictions on the way
+        bids, asks = book.apply_delta([[f"{i}.10", "1.500"]], [[f"{100 + i}.0", "0.0"]])
+        assert str(bids[0][0]) == f"{i}.10" and str(bids[0][1]) == "1.500"
+        assert str(asks[0][0]) == f"{100 + i}.0" and str(asks[0][1]) == "0.0"
+    assert len(ob._DEC) <= 8 and len(ob._NEG) <= 8
+    # the same value in another text is the same level; the emitted Decimal keeps the text's exponent
+    bids, _ = book.apply_delta([["39.1", "2"]], [])
+    assert str(bids[0][0]) == "39.1"
+    assert book.best_bid() == (D("39.1"), D("2"))
+    assert book.top_strings(1)[0] == [("39.1", "2")]
+    book.apply_delta([], [["5", "1"], ["5.00", "2"]])
+    assert book.depth == (40, 1)
+    assert book.top_strings(1)[1] == [("5.00", "2")]

@@ -4,6 +4,12 @@ Prices and sizes are kept as :class:`~decimal.Decimal` for ordering and arithmet
 original strings, because exchange checksums are computed on the original text (``"0.10"`` != ``"0.1"``).
 Each side is a dict of levels plus a sorted key list (best level last).
 
+Per-frame cost: ``Decimal(text)`` (~0.2 us) and above all the first ``hash()`` of a new non-integer Decimal
+(~0.4 us: it is computed with a modular power and only then cached on the object) dominate the application
+of a level. The module therefore keeps a bounded ``text -> Decimal`` cache shared by every book: the same text
+always gives the same (immutable) Decimal, so a cache hit is exact by construction, and its hash is already
+computed. Ask keys (the negated price, exact: ``copy_negate``) are cached the same way.
+
 Units: prices in quote currency; sizes in base currency (spot) or contracts (e.g. OKX SWAP), as the exchange
 sent them. The book itself does no sequence checking; :class:`cryptolink.book.sync.BookSync` does, and drives
 :attr:`OrderBook.state`.
@@ -15,10 +21,19 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from itertools import islice
 
 from cryptolink.models import BookLevel
 
 __all__ = ["BookState", "OrderBook"]
+
+DECIMAL_CACHE_SIZE = 16384
+"""Most texts kept in each of the two process-wide caches (``text -> Decimal(text)`` for prices and sizes,
+ask price ``text -> -Decimal(text)``); when one is full its older half is dropped (insertion order). ~0.2 KiB
+per entry, so at most ~7 MiB in all. A Binance spot BTCUSDT depth stream (36 levels per delta) hits ~75%."""
+
+_DEC: dict[str, Decimal] = {}
+_NEG: dict[str, Decimal] = {}
 
 _Level = tuple[Decimal, Decimal, str, str]
 """Stored value of one level: ``(price, size, original price text, original size text)``."""
@@ -61,7 +76,16 @@ class OrderBook:
             the levels before the bad one stay applied, so callers should resync).
     """
 
-    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids", "last_sequence", "max_levels", "state", "symbol")
+    __slots__ = (
+        "_ask_keys",
+        "_asks",
+        "_bid_keys",
+        "_bids",
+        "last_sequence",
+        "max_levels",
+        "state",
+        "symbol",
+    )
 
     def __init__(self, symbol: str = "", *, max_levels: int | None = None) -> None:
         if max_levels is not None and max_levels < 1:
@@ -99,21 +123,34 @@ class OrderBook:
         """
         new_bids: dict[Decimal, _Level] = {}
         new_asks: dict[Decimal, _Level] = {}
+        dec = _DEC.get
+        neg = _NEG.get
         try:
             for lvl in bids:
                 px_s = lvl[0]
                 sz_s = lvl[1]
-                sz = Decimal(sz_s)
+                sz = dec(sz_s)
+                if sz is None:
+                    sz = _miss(sz_s)
                 if sz:
-                    px = Decimal(px_s)
+                    px = dec(px_s)
+                    if px is None:
+                        px = _miss(px_s)
                     new_bids[px] = (px, sz, px_s, sz_s)
             for lvl in asks:
                 px_s = lvl[0]
                 sz_s = lvl[1]
-                sz = Decimal(sz_s)
+                sz = dec(sz_s)
+                if sz is None:
+                    sz = _miss(sz_s)
                 if sz:
-                    px = Decimal(px_s)
-                    new_asks[-px] = (px, sz, px_s, sz_s)
+                    px = dec(px_s)
+                    if px is None:
+                        px = _miss(px_s)
+                    key = neg(px_s)
+                    if key is None:
+                        key = _neg_miss(px_s, px)
+                    new_asks[key] = (px, sz, px_s, sz_s)
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in snapshot: {exc!r}") from exc
         self._bids = new_bids
@@ -145,14 +182,19 @@ class OrderBook:
         """
         out_b: list[BookLevel] = []
         out_a: list[BookLevel] = []
+        dec = _DEC.get
         book = self._bids
         keys = self._bid_keys
         try:
             for lvl in bids:
                 px_s = lvl[0]
                 sz_s = lvl[1]
-                px = Decimal(px_s)
-                sz = Decimal(sz_s)
+                px = dec(px_s)
+                if px is None:
+                    px = _miss(px_s)
+                sz = dec(sz_s)
+                if sz is None:
+                    sz = _miss(sz_s)
                 if sz:
                     if px not in book:
                         insort(keys, px)
@@ -162,12 +204,19 @@ class OrderBook:
                 out_b.append((px, sz))
             book = self._asks
             keys = self._ask_keys
+            neg = _NEG.get
             for lvl in asks:
                 px_s = lvl[0]
                 sz_s = lvl[1]
-                px = Decimal(px_s)
-                sz = Decimal(sz_s)
-                key = -px
+                px = dec(px_s)
+                if px is None:
+                    px = _miss(px_s)
+                sz = dec(sz_s)
+                if sz is None:
+                    sz = _miss(sz_s)
+                key = neg(px_s)
+                if key is None:
+                    key = _neg_miss(px_s, px)
                 if sz:
                     if key not in book:
                         insort(keys, key)
@@ -256,3 +305,27 @@ class OrderBook:
             f"OrderBook({self.symbol!r}, state={self.state.value}, seq={self.last_sequence}, "
             f"bid={self.best_bid()}, ask={self.best_ask()}, depth={self.depth})"
         )
+
+
+def _miss(text: str) -> Decimal:
+    """``Decimal(text)``, remembered (raises ``InvalidOperation``/``TypeError`` for a bad text)."""
+    value = Decimal(text)
+    if len(_DEC) >= DECIMAL_CACHE_SIZE:
+        _drop_older_half(_DEC)
+    _DEC[text] = value
+    return value
+
+
+def _neg_miss(text: str, price: Decimal) -> Decimal:
+    """The ask key ``-price`` (exact) for the price text ``text``, remembered."""
+    key = price.copy_negate()
+    if len(_NEG) >= DECIMAL_CACHE_SIZE:
+        _drop_older_half(_NEG)
+    _NEG[text] = key
+    return key
+
+
+def _drop_older_half(cache: dict[str, Decimal]) -> None:
+    """Remove the older half of ``cache`` (dicts keep insertion order)."""
+    for text in list(islice(cache, len(cache) // 2)):
+        cache.pop(text, None)
