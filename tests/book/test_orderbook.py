@@ -129,12 +129,13 @@ def test_decimal_cache_is_exact_per_text_and_bounded(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(ob, "DECIMAL_CACHE_SIZE", 8)
     monkeypatch.setattr(ob, "_DEC", {})
     monkeypatch.setattr(ob, "_NEG", {})
+    monkeypatch.setattr(ob, "_PX", {})
     book = OrderBook()
     for i in range(40):  # far more texts than the cache holds: evictions on the way
         bids, asks = book.apply_delta([[f"{i}.10", "1.500"]], [[f"{100 + i}.0", "0.0"]])
         assert str(bids[0][0]) == f"{i}.10" and str(bids[0][1]) == "1.500"
         assert str(asks[0][0]) == f"{100 + i}.0" and str(asks[0][1]) == "0.0"
-    assert len(ob._DEC) <= 8 and len(ob._NEG) <= 8
+    assert len(ob._DEC) <= 8 and len(ob._PX) <= 8
     # the same value in another text is the same level; the emitted Decimal keeps the text's exponent
     bids, _ = book.apply_delta([["39.1", "2"]], [])
     assert str(bids[0][0]) == "39.1"
@@ -143,3 +144,70 @@ def test_decimal_cache_is_exact_per_text_and_bounded(monkeypatch: pytest.MonkeyP
     book.apply_delta([], [["5", "1"], ["5.00", "2"]])
     assert book.depth == (40, 1)
     assert book.top_strings(1)[1] == [("5.00", "2")]
+
+
+def _sorted_model(book: OrderBook) -> None:
+    """The views agree with a plain Decimal sort of the stored levels."""
+    bids = book.bids()
+    asks = book.asks()
+    assert list(bids) == sorted(bids, reverse=True)
+    assert list(asks) == sorted(asks)
+    assert book.best_bid() == (next(iter(bids.items())) if bids else None)
+    assert book.best_ask() == (next(iter(asks.items())) if asks else None)
+
+
+def test_long_or_unusual_price_text_switches_to_decimal_keys_exactly() -> None:
+    book = OrderBook()
+    book.apply_snapshot([["100.5", "1"], ["99", "2"]], [["101", "1"], ["102.25", "3"]])
+    assert book._float_keys
+    # 17 digits: two prices that are the same float but different Decimals; and an exponent form
+    a, b = "100.0000000000000001", "100.0000000000000002"
+    assert float(a) == float(b) and D(a) != D(b)
+    out = book.apply_delta([[a, "1"], [b, "2"], ["1.005E+2", "4"]], [["1.01e2", "7"]])
+    assert not book._float_keys
+    assert out == (((D(a), D("1")), (D(b), D("2")), (D("100.5"), D("4"))), ((D("101"), D("7")),))
+    assert book.bids() == {D("100.5"): D("4"), D(b): D("2"), D(a): D("1"), D("99"): D("2")}
+    assert book.asks() == {D("101"): D("7"), D("102.25"): D("3")}
+    assert book.top_strings(2) == ([("1.005E+2", "4"), (b, "2")], [("1.01e2", "7"), ("102.25", "3")])
+    # still exact after more changes, and a snapshot of short numerals goes back to float keys
+    book.apply_delta([[a, "0"], ["100.50", "0"]], [["101.0", "0"]])
+    assert book.bids() == {D(b): D("2"), D("99"): D("2")} and book.asks() == {D("102.25"): D("3")}
+    _sorted_model(book)
+    book.apply_snapshot([["1", "1"]], [["2", "1"]])
+    assert book._float_keys and book.top(1) == (((D("1"), D("1")),), ((D("2"), D("1")),))
+
+
+def test_switch_in_the_middle_of_a_one_shot_iterator() -> None:
+    book = OrderBook()
+    book.apply_delta(iter([["5", "1"], ["6", "1"]]), iter([["7", "1"]]))
+    bids, asks = book.apply_delta(iter([["5.0", "2"], ["+6", "0"], ["4", "1"]]), iter([["7.00", "3"]]))
+    assert bids == ((D("5.0"), D("2")), (D("6"), D("0")), (D("4"), D("1")))
+    assert asks == ((D("7.00"), D("3")),)
+    assert not book._float_keys
+    assert book.bids() == {D("5"): D("2"), D("4"): D("1")}
+    assert book.top_strings(1) == ([("5.0", "2")], [("7.00", "3")])
+
+
+short_prices = st.builds(
+    lambda i, f, digits: f"{i}.{f:0{digits}d}" if digits else str(i),
+    st.integers(0, 10**6),
+    st.integers(0, 99999),
+    st.sampled_from([0, 5, 6, 8]),
+).filter(lambda t: len(t.replace(".", "")) <= 15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(short_prices, st.sampled_from(["0", "1.5", "2"])), max_size=40))
+def test_float_keys_order_like_decimals(levels: list[tuple[str, str]]) -> None:
+    book = OrderBook()
+    book.apply_delta([list(x) for x in levels], [list(x) for x in levels])
+    assert book._float_keys
+    model: dict[Decimal, Decimal] = {}
+    for px, sz in levels:
+        if D(sz):
+            model[D(px)] = D(sz)
+        else:
+            model.pop(D(px), None)
+    assert book.bids() == dict(sorted(model.items(), reverse=True))
+    assert book.asks() == dict(sorted(model.items()))
+    _sorted_model(book)

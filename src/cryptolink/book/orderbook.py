@@ -4,11 +4,19 @@ Prices and sizes are kept as :class:`~decimal.Decimal` for ordering and arithmet
 original strings, because exchange checksums are computed on the original text (``"0.10"`` != ``"0.1"``).
 Each side is a dict of levels plus a sorted key list (best level last).
 
-Per-frame cost: ``Decimal(text)`` (~0.2 us) and above all the first ``hash()`` of a new non-integer Decimal
-(~0.4 us: it is computed with a modular power and only then cached on the object) dominate the application
-of a level. The module therefore keeps a bounded ``text -> Decimal`` cache shared by every book: the same text
-always gives the same (immutable) Decimal, so a cache hit is exact by construction, and its hash is already
-computed. Ask keys (the negated price, exact: ``copy_negate``) are cached the same way.
+Per-level cost. ``Decimal(text)`` (~0.2 us) and above all the first ``hash()`` of a new non-integer Decimal
+(~0.4 us: a modular power, cached on the object only afterwards) and Decimal comparisons in the sorted key
+list dominated the application of a level. So:
+
+- the module keeps bounded, process-wide ``text -> Decimal`` caches (the same text always gives the same
+  immutable Decimal, so a hit is exact by construction);
+- the dict/list KEY of a level is a float when every price text of the book is a plain decimal numeral
+  (ASCII digits with at most one ``.``) of at most 15 digits. Such a numeral converts to the nearest double,
+  and doubles keep 15 significant decimal digits (DBL_DIG), so distinct values give distinct floats in the
+  same order and equal values (``"1.0"``, ``"1.00"``) the same float: the key is exact for these texts.
+  The first price text that is not such a numeral switches the book to Decimal keys (for good, until a
+  snapshot whose prices all qualify). Emitted and stored prices/sizes are always the Decimals of the
+  exchange's text.
 
 Units: prices in quote currency; sizes in base currency (spot) or contracts (e.g. OKX SWAP), as the exchange
 sent them. The book itself does no sequence checking; :class:`cryptolink.book.sync.BookSync` does, and drives
@@ -18,21 +26,27 @@ sent them. The book itself does no sequence checking; :class:`cryptolink.book.sy
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from itertools import islice
+from itertools import chain, islice
+from typing import TypeVar
 
 from cryptolink.models import BookLevel
 
-__all__ = ["BookState", "OrderBook"]
+__all__ = ["DECIMAL_CACHE_SIZE", "BookState", "OrderBook"]
 
 DECIMAL_CACHE_SIZE = 16384
-"""Most texts kept in each of the two process-wide caches (``text -> Decimal(text)`` for prices and sizes,
-ask price ``text -> -Decimal(text)``); when one is full its older half is dropped (insertion order). ~0.2 KiB
-per entry, so at most ~7 MiB in all. A Binance spot BTCUSDT depth stream (36 levels per delta) hits ~75%."""
+"""Most texts kept in each of the process-wide caches (size ``text -> Decimal``, price ``text -> (Decimal,
+float key, negated float key)``, price ``text -> negated Decimal`` for Decimal-keyed books); when one is full its
+older half is dropped (insertion order). ~0.2-0.3 KiB per entry, so at most ~12 MiB in all. A Binance spot
+BTCUSDT depth stream (36 levels per delta) hits ~75%."""
 
+_Key = float | Decimal
+_T = TypeVar("_T")
+_PxEntry = tuple[Decimal, float | None, float | None]
 _DEC: dict[str, Decimal] = {}
+_PX: dict[str, _PxEntry] = {}
 _NEG: dict[str, Decimal] = {}
 
 _Level = tuple[Decimal, Decimal, str, str]
@@ -66,9 +80,9 @@ class OrderBook:
     OKX's order count, are ignored). A size of zero deletes the level; deleting an unknown level is normal.
 
     Storage (per side): a plain dict ``key -> level`` and a sorted list of the keys, ascending, with the BEST
-    level LAST (bids keyed by price, asks by the negated price). Most changes happen near the top of the book,
-    i.e. near the end of the list, so ``bisect.insort``/``del`` move few pointers; updates of existing levels
-    touch only the dict.
+    level LAST (bids keyed by price, asks by the negated price; the key is a float or a Decimal, see the module
+    docstring). Most changes happen near the top of the book, i.e. near the end of the list, so
+    ``bisect.insort``/``del`` move few pointers; updates of existing levels touch only the dict.
 
     Raises:
         ValueError: from :meth:`apply_snapshot`/:meth:`apply_delta` when a price or size is not a decimal
@@ -81,6 +95,7 @@ class OrderBook:
         "_asks",
         "_bid_keys",
         "_bids",
+        "_float_keys",
         "last_sequence",
         "max_levels",
         "state",
@@ -93,10 +108,11 @@ class OrderBook:
         self.symbol = symbol
         self.max_levels = max_levels
         # bids keyed by price, asks by -price; key lists ascending, so the best level is the LAST key.
-        self._bids: dict[Decimal, _Level] = {}
-        self._asks: dict[Decimal, _Level] = {}
-        self._bid_keys: list[Decimal] = []
-        self._ask_keys: list[Decimal] = []
+        self._bids: dict[_Key, _Level] = {}
+        self._asks: dict[_Key, _Level] = {}
+        self._bid_keys: list[_Key] = []
+        self._ask_keys: list[_Key] = []
+        self._float_keys = True
         self.state: BookState = BookState.EMPTY
         self.last_sequence: int | None = None
         """Exchange update id of the last applied snapshot or delta (``None`` before the first)."""
@@ -108,6 +124,7 @@ class OrderBook:
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
+        self._float_keys = True
         self.last_sequence = None
 
     def apply_snapshot(
@@ -121,38 +138,25 @@ class OrderBook:
         Returns:
             ``(bids, asks)`` as ``(price, size)`` Decimal tuples, best first, zero sizes left out.
         """
-        new_bids: dict[Decimal, _Level] = {}
-        new_asks: dict[Decimal, _Level] = {}
-        dec = _DEC.get
-        neg = _NEG.get
         try:
-            for lvl in bids:
-                px_s = lvl[0]
-                sz_s = lvl[1]
-                sz = dec(sz_s)
-                if sz is None:
-                    sz = _miss(sz_s)
-                if sz:
-                    px = dec(px_s)
-                    if px is None:
-                        px = _miss(px_s)
-                    new_bids[px] = (px, sz, px_s, sz_s)
-            for lvl in asks:
-                px_s = lvl[0]
-                sz_s = lvl[1]
-                sz = dec(sz_s)
-                if sz is None:
-                    sz = _miss(sz_s)
-                if sz:
-                    px = dec(px_s)
-                    if px is None:
-                        px = _miss(px_s)
-                    key = neg(px_s)
-                    if key is None:
-                        key = _neg_miss(px_s, px)
-                    new_asks[key] = (px, sz, px_s, sz_s)
+            levels_b = _parse(bids)
+            levels_a = _parse(asks)
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in snapshot: {exc!r}") from exc
+        float_keys = all(e[1] is not None for e, _ in levels_b) and all(e[1] is not None for e, _ in levels_a)
+        new_bids: dict[_Key, _Level] = {}
+        new_asks: dict[_Key, _Level] = {}
+        if float_keys:
+            for e, lvl in levels_b:
+                new_bids[e[1]] = lvl  # type: ignore[index]
+            for e, lvl in levels_a:
+                new_asks[e[2]] = lvl  # type: ignore[index]
+        else:
+            for e, lvl in levels_b:
+                new_bids[e[0]] = lvl
+            for e, lvl in levels_a:
+                new_asks[_ask_key(lvl[2], e[0])] = lvl
+        self._float_keys = float_keys
         self._bids = new_bids
         self._asks = new_asks
         self._bid_keys = sorted(new_bids)
@@ -182,48 +186,9 @@ class OrderBook:
         """
         out_b: list[BookLevel] = []
         out_a: list[BookLevel] = []
-        dec = _DEC.get
-        book = self._bids
-        keys = self._bid_keys
         try:
-            for lvl in bids:
-                px_s = lvl[0]
-                sz_s = lvl[1]
-                px = dec(px_s)
-                if px is None:
-                    px = _miss(px_s)
-                sz = dec(sz_s)
-                if sz is None:
-                    sz = _miss(sz_s)
-                if sz:
-                    if px not in book:
-                        insort(keys, px)
-                    book[px] = (px, sz, px_s, sz_s)
-                elif book.pop(px, None) is not None:
-                    del keys[bisect_left(keys, px)]
-                out_b.append((px, sz))
-            book = self._asks
-            keys = self._ask_keys
-            neg = _NEG.get
-            for lvl in asks:
-                px_s = lvl[0]
-                sz_s = lvl[1]
-                px = dec(px_s)
-                if px is None:
-                    px = _miss(px_s)
-                sz = dec(sz_s)
-                if sz is None:
-                    sz = _miss(sz_s)
-                key = neg(px_s)
-                if key is None:
-                    key = _neg_miss(px_s, px)
-                if sz:
-                    if key not in book:
-                        insort(keys, key)
-                    book[key] = (px, sz, px_s, sz_s)
-                elif book.pop(key, None) is not None:
-                    del keys[bisect_left(keys, key)]
-                out_a.append((px, sz))
+            self._apply_side(iter(bids), False, out_b)
+            self._apply_side(iter(asks), True, out_a)
         except (InvalidOperation, TypeError, IndexError) as exc:
             raise ValueError(f"bad level in delta: {exc!r}") from exc
         if self.max_levels is not None:
@@ -231,6 +196,74 @@ class OrderBook:
         if sequence is not None:
             self.last_sequence = sequence
         return tuple(out_b), tuple(out_a)
+
+    def _apply_side(self, levels: Iterator[Sequence[str]], ask: bool, out: list[BookLevel]) -> None:
+        """Apply one side's changed levels, appending ``(price, size)`` to ``out`` in order."""
+        if ask:
+            book = self._asks
+            keys = self._ask_keys
+        else:
+            book = self._bids
+            keys = self._bid_keys
+        dec = _DEC.get
+        append = out.append
+        if self._float_keys:
+            px_get = _PX.get
+            ki = 2 if ask else 1
+            for lvl in levels:
+                px_s = lvl[0]
+                sz_s = lvl[1]
+                ent = px_get(px_s)
+                if ent is None:
+                    ent = _px_miss(px_s)
+                key = ent[ki]
+                if key is None:
+                    # Not a short plain numeral: switch this book to Decimal keys and go on with them.
+                    self._to_decimal_keys()
+                    levels = chain((lvl,), levels)
+                    break
+                px = ent[0]
+                sz = dec(sz_s)
+                if sz is None:
+                    sz = _miss(sz_s)
+                if sz:
+                    if key not in book:
+                        insort(keys, key)
+                    book[key] = (px, sz, px_s, sz_s)
+                elif book.pop(key, None) is not None:
+                    del keys[bisect_left(keys, key)]
+                append((px, sz))
+            else:
+                return
+        px_get = _PX.get
+        for lvl in levels:
+            px_s = lvl[0]
+            sz_s = lvl[1]
+            ent = px_get(px_s)
+            if ent is None:
+                ent = _px_miss(px_s)
+            px = ent[0]
+            dkey: Decimal = _ask_key(px_s, px) if ask else px
+            sz = dec(sz_s)
+            if sz is None:
+                sz = _miss(sz_s)
+            if sz:
+                if dkey not in book:
+                    insort(keys, dkey)
+                book[dkey] = (px, sz, px_s, sz_s)
+            elif book.pop(dkey, None) is not None:
+                del keys[bisect_left(keys, dkey)]
+            append((px, sz))
+
+    def _to_decimal_keys(self) -> None:
+        """Re-key both sides by Decimal (in place, so the callers' references stay valid)."""
+        self._float_keys = False
+        for book, keys, ask in ((self._bids, self._bid_keys, False), (self._asks, self._ask_keys, True)):
+            levels = list(book.values())
+            book.clear()
+            for lvl in levels:
+                book[_ask_key(lvl[2], lvl[0]) if ask else lvl[0]] = lvl
+            keys[:] = sorted(book)
 
     def _trim(self) -> None:
         limit = self.max_levels
@@ -258,7 +291,7 @@ class OrderBook:
         return (v[0], v[1])
 
     @staticmethod
-    def _best(keys: list[Decimal], n: int) -> list[Decimal]:
+    def _best(keys: list[_Key], n: int) -> list[_Key]:
         """The best ``n`` keys, best first."""
         if n <= 0:
             return []
@@ -307,6 +340,25 @@ class OrderBook:
         )
 
 
+def _parse(levels: Iterable[Sequence[str]]) -> list[tuple[_PxEntry, _Level]]:
+    """Non-zero levels as ``(price cache entry, stored level)``."""
+    out: list[tuple[_PxEntry, _Level]] = []
+    dec = _DEC.get
+    px_get = _PX.get
+    for lvl in levels:
+        px_s = lvl[0]
+        sz_s = lvl[1]
+        sz = dec(sz_s)
+        if sz is None:
+            sz = _miss(sz_s)
+        if sz:
+            ent = px_get(px_s)
+            if ent is None:
+                ent = _px_miss(px_s)
+            out.append((ent, (ent[0], sz, px_s, sz_s)))
+    return out
+
+
 def _miss(text: str) -> Decimal:
     """``Decimal(text)``, remembered (raises ``InvalidOperation``/``TypeError`` for a bad text)."""
     value = Decimal(text)
@@ -316,16 +368,40 @@ def _miss(text: str) -> Decimal:
     return value
 
 
-def _neg_miss(text: str, price: Decimal) -> Decimal:
-    """The ask key ``-price`` (exact) for the price text ``text``, remembered."""
-    key = price.copy_negate()
-    if len(_NEG) >= DECIMAL_CACHE_SIZE:
-        _drop_older_half(_NEG)
-    _NEG[text] = key
+def _px_miss(text: str) -> _PxEntry:
+    """``(Decimal(text), float key, negated float key)``, remembered; the keys are ``None`` unless ``text`` is
+    a plain ASCII decimal numeral of at most 15 digits (see the module docstring)."""
+    value = Decimal(text)
+    entry: _PxEntry
+    if (
+        type(text) is str
+        and len(text) <= 16
+        and text.isascii()
+        and (len(text) <= 15 or "." in text)
+        and text.replace(".", "", 1).isdigit()
+    ):
+        key = float(text)
+        entry = (value, key, -key)
+    else:
+        entry = (value, None, None)
+    if len(_PX) >= DECIMAL_CACHE_SIZE:
+        _drop_older_half(_PX)
+    _PX[text] = entry
+    return entry
+
+
+def _ask_key(text: str, price: Decimal) -> Decimal:
+    """The Decimal ask key ``-price`` (exact) for the price text ``text``, remembered."""
+    key = _NEG.get(text)
+    if key is None:
+        key = price.copy_negate()
+        if len(_NEG) >= DECIMAL_CACHE_SIZE:
+            _drop_older_half(_NEG)
+        _NEG[text] = key
     return key
 
 
-def _drop_older_half(cache: dict[str, Decimal]) -> None:
+def _drop_older_half(cache: dict[str, _T]) -> None:
     """Remove the older half of ``cache`` (dicts keep insertion order)."""
     for text in list(islice(cache, len(cache) // 2)):
         cache.pop(text, None)
