@@ -117,12 +117,15 @@ class SimProcess:
         exchanges: simulator exchange ids.
         mode: ``replay`` or ``synthetic``.
         speed: pacing multiple.
+        faults: fault spec for the simulator (grammar in ``cryptolink.simulator.faults``).
         fd_limit: open-files limit the child gets (inherited from this process after :func:`raise_fd_limit`).
 
     Use as a context manager; :attr:`endpoints` maps exchange id -> ``{"ws_url", "rest_url"}``.
     """
 
-    def __init__(self, exchanges: list[str], *, mode: str = "replay", speed: float = 1.0) -> None:
+    def __init__(
+        self, exchanges: list[str], *, mode: str = "replay", speed: float = 1.0, faults: str | None = None
+    ) -> None:
         self.args = [
             sys.executable,
             "-m",
@@ -132,6 +135,7 @@ class SimProcess:
             "--speed",
             str(speed),
             *[a for e in exchanges for a in ("--exchange", e)],
+            *(["--faults", faults] if faults else []),
         ]
         self.count = len(exchanges)
         self.proc: subprocess.Popen[str] | None = None

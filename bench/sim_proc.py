@@ -18,11 +18,19 @@ def main() -> None:
     ap.add_argument("--exchange", action="append", default=[])
     ap.add_argument("--mode", default="replay")
     ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--faults", default=None)
     args = ap.parse_args()
 
     async def run() -> None:
         task = asyncio.ensure_future(
-            serve_forever(Simulator(exchanges=args.exchange or ["binance"], mode=args.mode, speed=args.speed))
+            serve_forever(
+                Simulator(
+                    exchanges=args.exchange or ["binance"],
+                    mode=args.mode,
+                    speed=args.speed,
+                    faults=args.faults,
+                )
+            )
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
