@@ -210,3 +210,18 @@ async def test_notice_and_badchecksum_faults(http: aiohttp.ClientSession) -> Non
             apply(book, f["data"][0])
             bad += f["data"][0]["checksum"] != expected_checksum(book)
         assert bad == 1
+
+
+async def test_tickers_are_pushed_on_change_only(http: aiohttp.ClientSession) -> None:
+    async with (
+        Simulator(["okx"], mode="replay", speed=3.0, config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["okx"]["ws_url"] + "/ws/v5/public") as ws,
+    ):
+        await ws.send_str(sub(("tickers", "BTC-USDT")))
+        fields = ("bidPx", "bidSz", "askPx", "askSz", "last")
+        previous: tuple[str, ...] | None = None
+        for _ in range(30):
+            t = (await recv_until(ws, lambda f: "data" in f))["data"][0]
+            current = tuple(t[k] for k in fields)
+            assert current != previous
+            previous = current

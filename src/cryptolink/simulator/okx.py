@@ -244,6 +244,7 @@ class OkxServer(ExchangeServer):
         inst_type = "SWAP" if symbol.endswith("-SWAP") else "SPOT"
         subs = self.subs
         self._last_book_change[symbol] = self.clock.monotonic()
+        last_ticker: list[tuple[str, ...]] = [()]  # top of book + last price of the previous push
 
         def fan_out(ev: Event) -> None:
             if isinstance(ev, Depth):
@@ -269,7 +270,12 @@ class OkxServer(ExchangeServer):
                         conn.send_data(text, trades_key, ev.trade_id, ev.ts_ms)
             elif isinstance(ev, Bbo):
                 conns = subs.get(tickers_key)
-                if conns:
+                bids, asks = src.book.top(1)
+                state = (*(bids[0] if bids else ()), *(asks[0] if asks else ()), src.last_price)
+                if conns and state != last_ticker[0]:
+                    # OKX pushes ``tickers`` when they change (EXCHANGES.md section 3); the BBO here is the
+                    # simulator's book top, which moves only with depth deltas, so unchanged pushes are skipped.
+                    last_ticker[0] = state
                     last = okx_str(src.last_price)
                     open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
                     vol = f"{src.volume:.8f}"
