@@ -65,37 +65,28 @@ DEMO_FAULTS: tuple[DemoFault, ...] = (
 """The demo's fault cycle, one every ``fault_every_s``."""
 
 
+DEMO_ENTRIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+    ("binance", "binance", "spot", "binance", ("BTC/USDT", "ETH/USDT")),
+    ("binanceusdm", "binance", "perpetual", "binanceusdm", ("BTC/USDT:USDT", "ETH/USDT:USDT")),
+    ("okx", "okx", "spot", "okx", ("BTC/USDT", "ETH/USDT")),
+    ("okx-swap", "okx", "perpetual", "okx", ("BTC/USDT:USDT",)),
+)
+"""``(entry name, exchange, market, simulator id, symbols)`` of the demo's feeds (trades, tickers and books)."""
+
+
 def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> ExchangeManager:
     """The demo's manager pointed at the simulator's ``endpoints`` (from :meth:`Simulator.endpoints`)."""
     b = ExchangeManager.builder()
-    b.exchange(
-        "binance",
-        symbols=["BTC/USDT", "ETH/USDT"],
-        ws_url=endpoints["binance"]["ws_url"],
-        rest_url=endpoints["binance"]["rest_url"],
-    )
-    b.exchange(
-        "binanceusdm",
-        exchange="binance",
-        market="perpetual",
-        symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"],
-        ws_url=endpoints["binanceusdm"]["ws_url"],
-        rest_url=endpoints["binanceusdm"]["rest_url"],
-    )
-    b.exchange(
-        "okx",
-        symbols=["BTC/USDT", "ETH/USDT"],
-        ws_url=endpoints["okx"]["ws_url"],
-        rest_url=endpoints["okx"]["rest_url"],
-    )
-    b.exchange(
-        "okx-swap",
-        exchange="okx",
-        market="perpetual",
-        symbols=["BTC/USDT:USDT"],
-        ws_url=endpoints["okx"]["ws_url"],
-        rest_url=endpoints["okx"]["rest_url"],
-    )
+    for name, exchange, market, sim_id, symbols in DEMO_ENTRIES:
+        ep = endpoints[sim_id]
+        b.exchange(
+            name,
+            exchange=exchange,
+            market=market,
+            symbols=list(symbols),
+            ws_url=ep["ws_url"],
+            rest_url=ep["rest_url"],
+        )
     return b.runtime(seed=seed).build()
 
 

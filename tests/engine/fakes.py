@@ -57,20 +57,10 @@ class FakeAdapter(ExchangeAdapter):
     def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
         return [ConnectionSpec(self.ws_base_url, tuple(subscriptions))]
 
-    def _requests(self, op: str, subs: Sequence[Subscription], next_id: int) -> list[OutboundRequest]:
+    def requests(self, op: str, subs: Sequence[Subscription], next_id: int) -> list[OutboundRequest]:
         args = [f"{s.channel}:{s.symbol}" for s in subs]
         frame = msgspec.json.encode({"op": op, "id": next_id, "args": args}).decode()
         return [OutboundRequest(frame, next_id, op, tuple(subs))]  # type: ignore[arg-type]
-
-    def subscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        return self._requests("subscribe", subscriptions, next_id)
-
-    def unsubscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        return self._requests("unsubscribe", subscriptions, next_id)
 
     def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
         if frame == "pong":

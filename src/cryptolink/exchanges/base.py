@@ -5,7 +5,7 @@ instance serves one (exchange, market). It
 
 - declares its connection policy as data (:class:`ConnectionPolicy`, :class:`KeepalivePolicy`),
 - splits subscriptions over connections (:meth:`ExchangeAdapter.plan_connections`),
-- turns subscriptions into frames (:meth:`ExchangeAdapter.subscribe_requests`),
+- turns subscriptions into frames (:meth:`ExchangeAdapter.requests`),
 - turns each received frame into normalized events and control signals (:meth:`ExchangeAdapter.decode`),
 - says how its L2 books are synced (:class:`BookSyncSpec`) and builds/parses REST snapshot requests.
 
@@ -333,16 +333,23 @@ class ExchangeAdapter(abc.ABC):
         """Split ``subscriptions`` over connections respecting routing and per-connection limits."""
 
     @abc.abstractmethod
+    def requests(
+        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+    ) -> list[OutboundRequest]:
+        """Frames that ``op`` (subscribe or unsubscribe) ``subscriptions``, batched as the exchange allows;
+        request ids start at ``next_id`` and increase by 1."""
+
     def subscribe_requests(
         self, subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
-        """Frames that subscribe ``subscriptions``; request ids start at ``next_id`` and increase by 1."""
+        """Frames that subscribe ``subscriptions`` (see :meth:`requests`)."""
+        return self.requests("subscribe", subscriptions, next_id)
 
-    @abc.abstractmethod
     def unsubscribe_requests(
         self, subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
-        """Frames that unsubscribe ``subscriptions``; request ids start at ``next_id``."""
+        """Frames that unsubscribe ``subscriptions`` (see :meth:`requests`)."""
+        return self.requests("unsubscribe", subscriptions, next_id)
 
     @abc.abstractmethod
     def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:

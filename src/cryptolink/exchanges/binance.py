@@ -216,22 +216,11 @@ class BinanceAdapterBase(ExchangeAdapter):
     def _url(self, route: str) -> str:
         return f"{self.ws_base_url}/{route}/stream" if route else f"{self.ws_base_url}/stream"
 
-    def subscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        """``{"method":"SUBSCRIBE","params":[...],"id":N}`` frames, at most 200 streams each (EXCHANGES.md
-        §1)."""
-        return self._requests("subscribe", subscriptions, next_id)
-
-    def unsubscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        """``{"method":"UNSUBSCRIBE","params":[...],"id":N}`` frames."""
-        return self._requests("unsubscribe", subscriptions, next_id)
-
-    def _requests(
+    def requests(
         self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
+        """``{"method":"SUBSCRIBE"|"UNSUBSCRIBE","params":[...],"id":N}`` frames, at most 200 streams each
+        (EXCHANGES.md §1)."""
         subs = list(dict.fromkeys(subscriptions))
         method = "SUBSCRIBE" if op == "subscribe" else "UNSUBSCRIBE"
         out: list[OutboundRequest] = []

@@ -276,21 +276,11 @@ class OkxAdapter(ExchangeAdapter):
         self._subs[(arg["channel"], arg["instId"])] = sub
         return arg
 
-    def subscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        """Batched ``{"id":"N","op":"subscribe","args":[...]}`` frames, each under 64 KB of args."""
-        return self._requests("subscribe", subscriptions, next_id)
-
-    def unsubscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
-    ) -> list[OutboundRequest]:
-        """Batched ``{"id":"N","op":"unsubscribe","args":[...]}`` frames."""
-        return self._requests("unsubscribe", subscriptions, next_id)
-
-    def _requests(
+    def requests(
         self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
+        """Batched ``{"id":"N","op":"subscribe"|"unsubscribe","args":[...]}`` frames, each under 64 KB of args
+        (EXCHANGES.md §3)."""
         out: list[OutboundRequest] = []
         chunk: list[Subscription] = []
         args: list[dict[str, str]] = []
