@@ -20,9 +20,13 @@ from enum import StrEnum
 import msgspec
 
 __all__ = [
+    "GAPS_CHANNEL",
+    "AmountUnit",
     "BookLevel",
     "BookUpdate",
     "Channel",
+    "Gap",
+    "GapCause",
     "Market",
     "Side",
     "Subscription",
@@ -48,6 +52,16 @@ class Market(StrEnum):
     SPOT = "spot"
     PERPETUAL = "perpetual"
     """Linear (USDⓈ-margined) perpetual swaps."""
+
+
+class AmountUnit(StrEnum):
+    """What an event's amounts and sizes count."""
+
+    BASE = "base"
+    """Units of the base currency (spot; Binance USDⓈ-M quantities)."""
+    CONTRACTS = "contracts"
+    """Contracts (OKX SWAP ``sz``); one contract is ``contract_size`` units of the instrument's contract
+    currency (base for linear swaps, USD for inverse ones)."""
 
 
 class Side(StrEnum):
@@ -80,6 +94,12 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     ``side`` is the taker's side. ``trade_id`` is the exchange's id as text; ``sequence`` is that id as an integer
     when the exchange's ids are increasing integers (Binance ``t``/``a``, OKX ``tradeId``), used to drop
     duplicates across reconnects and rotations.
+
+    ``feed`` is the name of the configuration entry the trade came through (``binance-perp``);
+    ``amount_unit`` says whether ``amount`` is in base currency or contracts, ``contract_size`` is the size of
+    one contract (``None`` for base units, or while the instrument list is not loaded yet). ``backfilled`` is
+    ``True`` for a trade fetched over REST after an interruption (delivered in id order before the live trades
+    that follow it).
     """
 
     exchange: str
@@ -93,12 +113,17 @@ class Trade(msgspec.Struct, frozen=True, gc=False):
     receipt_ns: int
     sequence: int | None = None
     channel: Channel = Channel.TRADES
+    feed: str = ""
+    amount_unit: AmountUnit = AmountUnit.BASE
+    contract_size: Decimal | None = None
+    backfilled: bool = False
 
 
 class Ticker(msgspec.Struct, frozen=True, gc=False):
     """Best bid and offer, with the last trade price where the exchange sends it.
 
-    ``sequence`` is the exchange's update id where it has one (Binance ``bookTicker`` ``u``).
+    ``sequence`` is the exchange's update id where it has one (Binance ``bookTicker`` ``u``). ``feed``,
+    ``amount_unit`` and ``contract_size`` as on :class:`Trade` (they describe ``bid_size``/``ask_size``).
     """
 
     exchange: str
@@ -113,6 +138,9 @@ class Ticker(msgspec.Struct, frozen=True, gc=False):
     receipt_ns: int
     sequence: int | None = None
     channel: Channel = Channel.TICKER
+    feed: str = ""
+    amount_unit: AmountUnit = AmountUnit.BASE
+    contract_size: Decimal | None = None
 
 
 BookLevel = tuple[Decimal, Decimal]
@@ -124,7 +152,7 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
 
     ``is_snapshot``: ``bids``/``asks`` replace the whole book (sorted best first); otherwise they are the changed
     levels (size 0 = deleted). ``sequence`` is the exchange's last update id applied (Binance ``u``, OKX
-    ``seqId``).
+    ``seqId``). ``feed``, ``amount_unit`` and ``contract_size`` as on :class:`Trade` (they describe the sizes).
     """
 
     exchange: str
@@ -137,3 +165,62 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     timestamp_ms: int | None
     receipt_ns: int
     channel: Channel = Channel.BOOK
+    feed: str = ""
+    amount_unit: AmountUnit = AmountUnit.BASE
+    contract_size: Decimal | None = None
+
+
+GAPS_CHANNEL = "gaps"
+"""Bus channel of :class:`Gap` events (not a market-data channel: nothing subscribes to it on an exchange)."""
+
+
+class GapCause(StrEnum):
+    """Why a stream's data is incomplete over an interval."""
+
+    DISCONNECT = "disconnect"
+    """The connection carrying the stream ended (drop, close, keepalive death, reset)."""
+    STALL = "stall"
+    """The stream went silent while its connection stayed open (data watchdog)."""
+    RESYNC = "resync"
+    """The book lost continuity (sequence gap, checksum mismatch) and was re-synced from a new snapshot."""
+    MISSING_IDS = "missing_ids"
+    """Contiguous trade ids skipped some ids (Binance ``a``/``t``)."""
+    STOPPED = "stopped"
+    """The feed stopped (or the subscription was removed) with the interval still open."""
+
+
+class Gap(msgspec.Struct, frozen=True, gc=False):
+    """An interval over which one stream's data is incomplete; published on :data:`GAPS_CHANNEL`.
+
+    Attributes:
+        exchange / symbol / exchange_symbol / feed: the stream's exchange id, unified symbol, exchange id of
+            the symbol and configuration entry name.
+        stream: the affected market-data channel (``trades``, ``ticker``, ``book``).
+        cause: :class:`GapCause`.
+        from_ms: exchange time (epoch ms) of the last event received before the interruption, or our
+            receipt time when the exchange sends none.
+        to_ms: exchange time (epoch ms) of the first event after it (``None``: the interval was still open
+            when the feed stopped).
+        first_missing_id / last_missing_id: for trades with contiguous ids, the missing id range (inclusive);
+            ``None`` when unknown.
+        recovered: ``True`` when every missing trade was backfilled over REST (the interval is complete after
+            all); ``backfilled`` counts the trades fetched.
+        detail: human-readable reason (``"session ended: ConnectionClosed 1006"``).
+        receipt_ns: our wall-clock time (epoch ns) when the gap was closed (or the feed stopped).
+    """
+
+    exchange: str
+    symbol: str
+    exchange_symbol: str
+    stream: Channel
+    cause: GapCause
+    from_ms: int | None
+    to_ms: int | None
+    receipt_ns: int
+    feed: str = ""
+    first_missing_id: int | None = None
+    last_missing_id: int | None = None
+    recovered: bool = False
+    backfilled: int = 0
+    detail: str = ""
+    channel: str = GAPS_CHANNEL
