@@ -19,11 +19,13 @@ from cryptolink.exchanges.base import (
     ExchangeAdapter,
     ExchangeError,
     Heartbeat,
+    Instrument,
     KeepalivePolicy,
     OutboundRequest,
     Pong,
     Rejected,
     ReplyRequired,
+    RestRequest,
     SequenceModel,
     ServerNotice,
     SnapshotSource,
@@ -53,6 +55,12 @@ class FakeAdapter(ExchangeAdapter):
         if "/" not in symbol:
             raise ValueError(f"not a fake symbol: {symbol}")
         return symbol.replace("/", "")
+
+    def instruments_request(self) -> RestRequest:
+        return RestRequest("/instruments", {})
+
+    def parse_instruments(self, body: bytes) -> list[Instrument]:
+        return [Instrument(s, s.replace("/", ""), True, "live") for s in msgspec.json.decode(body)]
 
     def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
         return [ConnectionSpec(self.ws_base_url, tuple(subscriptions))]

@@ -10,8 +10,8 @@ def test_sequence_immediate_then_bounded_by_doubling_up_to_cap() -> None:
     delays = [b.next_delay() for _ in range(15)]
     assert delays[0] == 0.0
     bounds = [b.bound(n) for n in range(1, 16)]
-    assert bounds[:11] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
-    assert bounds[-1] == 300
+    assert bounds[:8] == [0, 1, 2, 4, 8, 16, 30, 30]  # the 30 s cap bounds the wait after an outage ends
+    assert bounds[-1] == 30
     for d, bound in zip(delays, bounds, strict=True):
         assert 0.0 <= d <= bound
 
@@ -35,7 +35,9 @@ def test_huge_attempt_numbers_stay_capped() -> None:
 
 
 def test_reset_only_after_healthy_period() -> None:
+    assert BackoffPolicy().reset_after_s == 2.0
     b = Backoff(BackoffPolicy(reset_after_s=30), random.Random(0))
+    assert not b.should_reset(100.0)  # nothing to reset
     for _ in range(5):
         b.next_delay()
     assert not b.should_reset(29.9)

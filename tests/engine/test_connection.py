@@ -150,13 +150,14 @@ async def test_accept_then_close_never_tight_loops() -> None:
         await until(lambda: h.clock.pending_sleepers >= 2)  # ticker + backoff sleep
         bounds.append(h.conn.backoff.bound(h.conn.backoff.attempt))
         await h.clock.advance(h.conn.backoff.bound(h.conn.backoff.attempt) + 0.01)
-    assert bounds == sorted(bounds) and bounds[-1] >= 64  # growing, never reset by a short-lived socket
+    # growing to the cap, never reset by sockets that deliver no data
+    assert bounds == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     attempts = [e.attempt for e in h.of(E.RECONNECT_ATTEMPT)]
     assert attempts == list(range(2, len(attempts) + 2))
     await h.conn.stop()
 
 
-async def test_backoff_resets_only_after_healthy_period() -> None:
+async def test_backoff_resets_only_once_the_session_delivered_data_for_reset_after_s() -> None:
     h = Harness()
     h.transport.script = [REFUSED, REFUSED]
     await h.conn.start()
@@ -165,16 +166,39 @@ async def test_backoff_resets_only_after_healthy_period() -> None:
         await h.clock.advance(h.conn.backoff.bound(h.conn.backoff.attempt) + 0.01)
     await h.connected()
     assert h.conn.backoff.attempt == 3
+    await h.ack_all()
+    await h.clock.advance(8.0)  # open but silent: the exchange did not prove it serves us
+    assert h.conn.backoff.attempt == 3
     h.sess.feed(trade())
-    for i in range(28):
-        await h.clock.advance(1.0)
-        h.sess.feed(trade(tid=i + 2))
-    assert h.conn.backoff.attempt == 3  # 28 s healthy: not yet
-    for i in range(4):
-        await h.clock.advance(1.0)
-        h.sess.feed(trade(tid=i + 40))
-    await h.clock.advance(0.5)
+    await settle()
+    await h.clock.advance(1.5)
+    assert h.conn.backoff.attempt == 3  # data for 1.5 s: not yet (reset_after_s = 2)
+    h.sess.feed(trade(tid=2))
+    await h.clock.advance(1.0)
     assert h.conn.backoff.attempt == 0
+    await h.conn.stop()
+
+
+async def test_flapping_server_that_serves_data_gets_immediate_reconnects() -> None:
+    """A fault every few seconds: each session delivers data and lives > 2 s, so every reconnect is attempt 1
+    (immediate) instead of growing towards the cap until the server looks dead."""
+    h = Harness()
+    await h.conn.start()
+    await h.connected()
+    tid = 0
+    for n in range(2, 12):
+        await h.ack_all()
+        for _ in range(6):  # 3 s of data
+            tid += 1
+            h.sess.feed(trade(tid=tid))
+            await h.clock.advance(0.5)
+        h.sess.server_close(1006)
+        await h.connected(n)
+    attempts = [e.attempt for e in h.of(E.RECONNECT_SUCCESS)]
+    assert attempts == [1] * 10
+    assert all(e.description.startswith("retry in 0.0 s") for e in h.of(E.RECONNECT_ATTEMPT))
+    st = h.conn.stats()
+    assert st.disconnections == st.unexpected_disconnections == 10 and st.successful_reconnects == 10
     await h.conn.stop()
 
 
@@ -252,7 +276,9 @@ async def test_heartbeats_and_pongs_do_not_reset_watchdog() -> None:
     assert h.conn.stats().messages > 20
 
 
-async def test_stale_subscription_resubscribed_then_unstable_then_healthy() -> None:
+async def test_one_silent_subscription_is_judged_on_its_own() -> None:
+    """ETH goes silent while BTC flows: ETH is reported stale and re-subscribed once on the same socket; the
+    connection stays ``connected`` (BTC is fine) but its score's data part says 1 of 2 streams delivers."""
     h = Harness(subs=(BTC_TRADES, ETH_TRADES))
     await h.conn.start()
     await h.connected()
@@ -264,18 +290,35 @@ async def test_stale_subscription_resubscribed_then_unstable_then_healthy() -> N
     for i in range(60):  # ETH goes silent
         h.sess.feed(trade("BTC/USDT", 100 + i))
         await h.clock.advance(0.1)
-        if h.conn.state is S.UNSTABLE:
-            break
-    assert h.conn.state is S.UNSTABLE
+    assert h.conn.state is S.CONNECTED
     stale = h.of(E.STALE_SUBSCRIPTION)
     assert stale and "ETH/USDT" in stale[0].description
+    assert h.conn.stale_subscriptions() == [ETH_TRADES] and h.conn.stats().subscriptions_stale == 1
+    assert h.conn.quality().data == 50.0
     await settle()
     assert h.sess.sent_ops("unsubscribe")[-1]["args"] == ["trades:ETH/USDT"]
     assert h.sess.sent_ops("subscribe")[-1]["args"] == ["trades:ETH/USDT"]
     assert len(h.transport.sessions) == 1  # cheap fix on the same socket
     h.sess.feed(trade("ETH/USDT", 999))
     await h.clock.advance(0.6)
+    assert h.conn.stale_subscriptions() == [] and h.conn.quality().data == 100.0
+
+
+async def test_every_subscription_silent_makes_the_connection_unstable_with_the_true_reason() -> None:
+    wd = WatchdogConfig(first_data_timeout_s=10.0, min_idle_s=2.5, max_idle_s=60.0)
+    h = Harness(config=EngineConfig(seed=1, tick_s=0.5, watchdog=wd))
+    await h.conn.start()
+    await h.connected()
+    await h.ack_all()
+    await h.clock.advance(11.0)
+    assert h.conn.state is S.UNSTABLE
+    changed = h.of(E.STATE_CHANGED)[-1].description
+    assert changed == "connected -> unstable: no subscription delivering (1 silent)"
+    h.sess.feed(trade())
+    await h.clock.advance(0.6)
     assert h.conn.state is S.CONNECTED
+    assert h.of(E.STATE_CHANGED)[-1].description.startswith("unstable -> connected: healthy again")
+    await h.conn.stop()
 
 
 async def test_quiet_connection_not_reset_before_its_first_message() -> None:
@@ -457,15 +500,17 @@ async def test_event_log_bounded_and_quality_stats(h: Harness) -> None:
     await settle(200)
     assert len(h.conn.events()) == 100
     h.conn.report_sequence_gap(3)
-    h.conn.set_book_failing(BTC_TRADES.key, True)
-    assert h.conn.state is S.UNSTABLE
-    h.conn.set_book_failing(BTC_TRADES.key, False)
-    assert h.conn.state is S.CONNECTED
+    h.conn.report_book_error(2)
+    h.conn.set_stream_health(BTC_TRADES.key, False)
+    assert h.conn.quality().data == 0.0 and h.conn.state is S.CONNECTED
+    h.conn.set_stream_health(BTC_TRADES.key, True)
+    assert h.conn.quality().data == 100.0
     await h.clock.advance(2.0)
     q = h.conn.quality()
     assert q.gaps == 3 and q.error_rate_per_min > 0
     st = h.conn.stats()
-    assert st.errors == 150 and st.uptime_s == pytest.approx(3.0) and st.connected_since_ns is not None
+    assert st.errors == 152 and st.book_errors == 2 and st.exchange_errors == 150
+    assert st.uptime_s == pytest.approx(3.0) and st.connected_since_ns is not None
 
 
 async def test_batch_one_wakeup_frames_before_close_delivered(h: Harness) -> None:

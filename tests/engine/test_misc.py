@@ -4,7 +4,7 @@ import pytest
 
 from cryptolink.clock import FakeClock
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
-from cryptolink.engine.quality import QualityChange, QualityConfig, QualityTracker
+from cryptolink.engine.quality import QualityTracker
 from cryptolink.engine.state import ConnectionState
 from cryptolink.engine.stats import ConnectionStats, TotalStats, combine
 from cryptolink.engine.throttle import HourlyQuota, TokenBucket
@@ -34,38 +34,41 @@ def test_severity_values() -> None:
     assert [int(s) for s in Severity] == [1, 2, 3, 4]
 
 
-def test_quality_score_hysteresis() -> None:
-    q = QualityTracker(QualityConfig(window_s=60))
-    assert q.tick(0.0, 0, 0) is None
-    assert q.tick(1.0, 100, 0) is None
-    for t in range(3):
-        q.record_disconnect(float(t))  # stability 25
-    q.record_rtt(3000.0)  # latency score 0
-    change = q.tick(2.0, 200, 50)  # heavy errors
-    assert change is QualityChange.DEGRADED and q.poor
-    snap = q.snapshot(2.0)
-    assert snap.score < 50 and snap.latency_p99_ms == 3000.0 and snap.stability == 25.0
-    assert q.tick(3.0, 300, 50) is None  # still poor, no repeat
-    q2 = QualityTracker()
-    q2.tick(0.0, 0, 0)
-    q2.tick(1.0, 10, 0)
-    assert q2.snapshot(1.0).score == 100.0 and q2.snapshot(1.0).throughput_msgs_s == 10.0
-
-
-def test_quality_improves_only_past_good_threshold() -> None:
-    q = QualityTracker(QualityConfig(window_s=10, stability_window_s=10))
-    for t in range(4):
-        q.record_disconnect(float(t))  # stability 0
-    q.tick(0.0, 0, 0)
-    assert q.tick(1.0, 10, 100) is QualityChange.DEGRADED
-    changes = [q.tick(float(t), 10 * t, 100) for t in range(2, 40)]
-    assert QualityChange.IMPROVED in changes and not q.poor
-
-
 def stats(state: ConnectionState, messages: int) -> ConnectionStats:
     q = QualityTracker().snapshot(0.0)
     return ConnectionStats(
-        "c", "x", "ws://", "", state, messages, 0, 0, 1, 0, 0, 0, 2, 1, 0, 5.0, 1.0, None, None, 0, 0, 0, 0, q
+        connection_id="c",
+        exchange="x",
+        url="ws://",
+        route="",
+        state=state,
+        messages=messages,
+        bytes=0,
+        market_events=0,
+        errors=1,
+        decode_errors=0,
+        oversized_frames=0,
+        callback_errors=0,
+        exchange_errors=0,
+        transport_errors=1,
+        book_errors=0,
+        ignored_frames=0,
+        reconnect_attempts=2,
+        successful_reconnects=1,
+        failed_connects=1,
+        disconnections=1,
+        unexpected_disconnections=1,
+        downtime_s=5.0,
+        uptime_s=1.0,
+        connected_since_ns=None,
+        last_message_age_s=None,
+        subscriptions_confirmed=0,
+        subscriptions_pending=0,
+        subscriptions_rejected=0,
+        subscriptions_stale=0,
+        rotations=0,
+        last_disconnect_reason="",
+        quality=q,
     )
 
 

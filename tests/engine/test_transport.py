@@ -103,7 +103,8 @@ async def test_engine_handshake_timeout_schedules_reconnect(silent_tcp: int) -> 
     await conn.start()
     await until(lambda: conn.state is ConnectionState.RECONNECTING, 5.0)
     err = [e for e in events if e.type is ConnectionEventType.ERROR]
-    assert err and err[0].error is not None and err[0].error.startswith("HandshakeTimeout")
+    assert err and err[0].error is not None and err[0].error.startswith("no WebSocket handshake within")
+    assert err[0].description == f"cannot connect to ws://127.0.0.1:{silent_tcp}/ws"
     await until(lambda: any(e.type is ConnectionEventType.RECONNECT_ATTEMPT for e in events), 5.0)
     assert conn.stats().reconnect_attempts == 1
     await conn.stop()

@@ -169,7 +169,7 @@ async def test_handshake_timeout_and_refused() -> None:
     port = silent.sockets[0].getsockname()[1]
     with pytest.raises(HandshakeTimeout) as timeout:
         await PicowsTransport(open_timeout_s=0.2).connect(f"ws://127.0.0.1:{port}/ws", max_frame_bytes=1024)
-    assert f"ws://127.0.0.1:{port}/ws" in str(timeout.value)
+    assert str(timeout.value) == "no WebSocket handshake within 0.2 s"
     assert isinstance(timeout.value.__cause__, TimeoutError)
     for w in writers:
         w.close()
@@ -177,7 +177,7 @@ async def test_handshake_timeout_and_refused() -> None:
     await silent.wait_closed()
     with pytest.raises(ConnectError) as refused:
         await PicowsTransport(open_timeout_s=1).connect(f"ws://127.0.0.1:{port}/", max_frame_bytes=1024)
-    assert f"127.0.0.1:{port}" in str(refused.value)
+    assert str(refused.value) == "connection refused"  # the URL is said once, by the engine's log line
 
 
 async def http_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

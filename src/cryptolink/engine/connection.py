@@ -3,8 +3,10 @@
 One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It owns:
 
 - a supervisor task (this module): connect, restore subscriptions, wait for the session to end, reconnect with
-  :mod:`~cryptolink.engine.backoff` (full jitter; reset only after ``reset_after_s`` healthy), ``failed``
-  after ``max_attempts``;
+  :mod:`~cryptolink.engine.backoff` (full jitter, cap 30 s; reset once a session delivered market data for
+  ``reset_after_s``), ``failed`` after ``max_attempts``; every socket it opens first takes a permit from the
+  exchange host's :mod:`~cryptolink.engine.gate` (documented connection-rate limit; one probe at a time while
+  the host is down, every waiting connection released as soon as a probe succeeds);
 - one reader task per open socket (*session*, :mod:`~cryptolink.engine.session`): ``adapter.decode`` each
   frame; market data goes to the data-idle :mod:`~cryptolink.engine.watchdog` and to ``on_data``; control
   signals (acks, rejections, pongs, replies, notices, errors, heartbeats) are handled there; a malformed frame
@@ -39,7 +41,8 @@ from cryptolink.clock import Clock
 from cryptolink.engine.backoff import Backoff, BackoffPolicy
 from cryptolink.engine.errors import ConfigError, IllegalTransition, TransportError
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
-from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityTracker
+from cryptolink.engine.gate import ConnectGate
+from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityTracker, StreamHealth
 from cryptolink.engine.rotation import request_rotation, schedule_rotation
 from cryptolink.engine.session import (
     ROTATED,
@@ -54,9 +57,9 @@ from cryptolink.engine.session import (
 )
 from cryptolink.engine.state import ACTIVE_STATES, ConnectionState, StateMachine
 from cryptolink.engine.stats import ConnectionStats
-from cryptolink.engine.subscriptions import SubscriptionRegistry
+from cryptolink.engine.subscriptions import SubscriptionRegistry, peek_request_id, take_request_ids
 from cryptolink.engine.timers import tick_loop
-from cryptolink.engine.transport import Transport
+from cryptolink.engine.transport import Transport, describe_error
 from cryptolink.engine.watchdog import CONNECTION_KEY, Watchdog, WatchdogConfig
 from cryptolink.exchanges.base import ConnectionSpec, ExchangeAdapter
 from cryptolink.models import Channel, Subscription
@@ -124,6 +127,8 @@ class ManagedConnection:
         on_data: called with every frame's market data (``Trade``, ``Ticker``, raw ``BookMessage``), in
             receive order per socket. Exceptions are caught and counted, never affect the connection.
         on_event: called with every :class:`ConnectionEvent` (exceptions isolated).
+        gate: the connect gate of this exchange host, shared with the other connections to it (see
+            :mod:`~cryptolink.engine.gate`); ``None``: a private gate with the adapter's ``connect_limit``.
 
     Raises:
         ConfigError: the spec has more subscriptions than ``policy.max_streams_per_connection``.
@@ -141,6 +146,7 @@ class ManagedConnection:
         transport: Transport,
         on_data: DataCallback,
         on_event: EventCallback | None = None,
+        gate: ConnectGate | None = None,
     ) -> None:
         self.adapter = adapter
         self.spec = spec
@@ -162,6 +168,9 @@ class ManagedConnection:
             replace(wd, first_data_timeout_s=max(wd.first_data_timeout_s, wd.max_idle_s))
         )
         self._quality = QualityTracker(config.quality)
+        self._gate = gate or ConnectGate(
+            f"{adapter.exchange} {spec.url}", self._policy.connect_limit, clock, rng=self._rng
+        )
         self._registry = SubscriptionRegistry()
         self._validate(spec.subscriptions, 0)
         self._registry.want(spec.subscriptions)
@@ -169,7 +178,6 @@ class ManagedConnection:
         self._primary: Session | None = None
         self._candidate: Session | None = None
         self._sid = 0
-        self._next_id = 1
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -179,7 +187,8 @@ class ManagedConnection:
         self._requested_end = False
         self._state_waiters: list[asyncio.Future[None]] = []
         self._stale: set[tuple[Channel, str]] = set()
-        self._failing_books: set[tuple[Channel, str]] = set()
+        self._unhealthy_streams: set[tuple[Channel, str]] = set()
+        self._last_end_reason = ""
 
         now = clock.monotonic()
         self._state_since = now
@@ -207,9 +216,13 @@ class ManagedConnection:
         self.exchange_errors = 0
         self.transport_errors = 0
         self.heartbeats = 0
+        self.ignored_frames = 0
+        self.book_errors = 0
         self.reconnect_attempts = 0
         self.successful_reconnects = 0
+        self.failed_connects = 0
         self.disconnections = 0
+        self.unexpected_disconnections = 0
         self.rotations = 0
 
     # public API ------------------------------------------------------------
@@ -242,9 +255,19 @@ class ManagedConnection:
         """Also call ``listener`` for every future event."""
         self._log.add_listener(listener)
 
+    @property
+    def gate(self) -> ConnectGate:
+        """The connect gate of this connection's exchange host."""
+        return self._gate
+
     def quality(self) -> ConnectionQuality:
         """Current quality snapshot."""
+        self._quality.set_streams(self._stream_health())
         return self._quality.snapshot(self._clock.monotonic(), self._uptime_pct())
+
+    def stale_subscriptions(self) -> list[Subscription]:
+        """Desired subscriptions whose data watchdog fired and that have had no data since."""
+        return [s for s in self._registry.desired if s.key in self._stale]
 
     def stats(self) -> ConnectionStats:
         """Immutable snapshot of counters and state."""
@@ -264,9 +287,15 @@ class ManagedConnection:
             decode_errors=self.decode_errors,
             oversized_frames=self.oversized_frames,
             callback_errors=self.callback_errors,
+            exchange_errors=self.exchange_errors,
+            transport_errors=self.transport_errors,
+            book_errors=self.book_errors,
+            ignored_frames=self.ignored_frames,
             reconnect_attempts=self.reconnect_attempts,
             successful_reconnects=self.successful_reconnects,
+            failed_connects=self.failed_connects,
             disconnections=self.disconnections,
+            unexpected_disconnections=self.unexpected_disconnections,
             downtime_s=down,
             uptime_s=up,
             connected_since_ns=self._connected_since_ns,
@@ -274,8 +303,10 @@ class ManagedConnection:
             subscriptions_confirmed=len(reg.confirmed),
             subscriptions_pending=len(reg.pending_subscribe),
             subscriptions_rejected=len(reg.rejected),
+            subscriptions_stale=sum(1 for s in reg.desired if s.key in self._stale),
             rotations=self.rotations,
-            quality=self._quality.snapshot(now, self._uptime_pct()),
+            last_disconnect_reason=self._last_end_reason,
+            quality=self.quality(),
         )
 
     async def start(self) -> None:
@@ -302,8 +333,8 @@ class ManagedConnection:
         if sess is not None and sess.alive and self.state in ACTIVE_STATES:
             confirmed = list(sess.registry.confirmed)
             if confirmed:
-                reqs = self.adapter.unsubscribe_requests(confirmed, self._next_id)
-                self._next_id += len(reqs)
+                reqs = self.adapter.unsubscribe_requests(confirmed, peek_request_id())
+                take_request_ids(len(reqs))
                 for req in reqs:
                     if not sess.bucket.try_acquire():
                         break
@@ -376,7 +407,7 @@ class ManagedConnection:
         for sub in removed:
             self._watchdog.remove(sub.key)
             self._stale.discard(sub.key)
-            self._failing_books.discard(sub.key)
+            self._unhealthy_streams.discard(sub.key)
         for sess in self._live_sessions():
             if sess is not self._primary:
                 sess.registry.drop(subs)
@@ -407,13 +438,18 @@ class ManagedConnection:
         """The consumer found ``n`` sequence gaps in this connection's data (counted in quality ``loss``)."""
         self._quality.record_gap(n)
 
-    def set_book_failing(self, key: tuple[Channel, str], failing: bool) -> None:
-        """Mark a book as failing (state ``unstable`` while any is) or recovered."""
-        if failing:
-            self._failing_books.add(key)
+    def set_stream_health(self, key: tuple[Channel, str], healthy: bool) -> None:
+        """The consumer says whether stream ``key`` is usable (a book: live or not). A stream that is not
+        counts against the quality score's ``data`` part; it does not make the connection ``unstable``."""
+        if healthy:
+            self._unhealthy_streams.discard(key)
         else:
-            self._failing_books.discard(key)
-        self._update_health("book failing" if failing else "book recovered")
+            self._unhealthy_streams.add(key)
+
+    def report_book_error(self, n: int = 1) -> None:
+        """The consumer found ``n`` book errors (checksum mismatches) in this connection's data: counted in
+        ``errors`` and the quality score's error rate."""
+        self.book_errors += n
 
     async def wait_for_state(self, *states: ConnectionState) -> ConnectionState:
         """Wait until the state is one of ``states`` (bound it with ``asyncio.wait_for``); return it."""
@@ -437,7 +473,19 @@ class ManagedConnection:
             )
 
     def _errors_total(self) -> int:
-        return self.decode_errors + self.exchange_errors + self.callback_errors + self.transport_errors
+        return (
+            self.decode_errors
+            + self.exchange_errors
+            + self.callback_errors
+            + self.transport_errors
+            + self.book_errors
+        )
+
+    def _stream_health(self) -> StreamHealth:
+        reg = self._registry
+        desired = reg.desired
+        bad = sum(1 for s in desired if s.key in self._stale or s.key in self._unhealthy_streams)
+        return StreamHealth(wanted=len(desired) + len(reg.rejected), delivering=len(desired) - bad)
 
     def _times(self, now: float) -> tuple[float, float]:
         up, down = self._uptime_s, self._downtime_s
@@ -462,6 +510,7 @@ class ManagedConnection:
         error: str | None = None,
         latency_ms: float | None = None,
         attempt: int | None = None,
+        key: tuple[Channel, str] | None = None,
     ) -> None:
         self._log.append(
             ConnectionEvent(
@@ -475,6 +524,9 @@ class ManagedConnection:
                 error=error,
                 latency_ms=latency_ms,
                 attempt=attempt,
+                feed=self.adapter.feed,
+                stream=None if key is None else key[0].value,
+                symbol=None if key is None else key[1],
             )
         )
 
@@ -485,7 +537,8 @@ class ManagedConnection:
         elif source is not _S.DISCONNECTED:
             self._downtime_s += now - self._state_since
         self._state_since = now
-        if target is not _S.CONNECTED:
+        self._quality.record_state(now, target in ACTIVE_STATES)
+        if target not in ACTIVE_STATES:
             self._healthy_since = None
         severity = {
             _S.FAILED: Severity.CRITICAL,
@@ -512,26 +565,28 @@ class ManagedConnection:
         return [s for s in (self._primary, self._candidate) if s is not None and s.alive]
 
     async def _sleep_or_wake(self, delay: float) -> None:
+        """Sleep ``delay`` s of clock time; wake early on :meth:`reconnect`/:meth:`stop` or, when the exchange
+        host is down, as soon as a probe finds it up again."""
         sleeper = asyncio.ensure_future(self._clock.sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
+        waits: set[asyncio.Future[Any]] = {sleeper, waker}
+        if not self._gate.up:
+            waits.add(asyncio.ensure_future(self._gate.wait_up()))
         try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sleeper.cancel()
-            waker.cancel()
+            for w in waits:
+                w.cancel()
 
     # supervisor ------------------------------------------------------------
 
     async def _supervise(self) -> None:
         while not self._stopping:
             if self._backoff.exhausted:
+                msg = f"giving up after {self._backoff.attempt} attempts; call reconnect() to restart"
                 self._sm.transition(_S.FAILED, f"gave up after {self._backoff.attempt} attempts")
-                self._emit(
-                    _E.RECONNECT_FAILED,
-                    Severity.CRITICAL,
-                    f"giving up after {self._backoff.attempt} attempts; call reconnect() to restart",
-                    attempt=self._backoff.attempt,
-                )
+                self._emit(_E.RECONNECT_FAILED, Severity.CRITICAL, msg, attempt=self._backoff.attempt)
+                _log.error("%s: %s", self.conn_id, msg)
                 self._wake.clear()
                 await self._wake.wait()
                 self._wake.clear()
@@ -540,28 +595,27 @@ class ManagedConnection:
             attempt = self._backoff.attempt
             if self._ever_connected or attempt > 1:
                 self.reconnect_attempts += 1
-                self._emit(_E.RECONNECT_ATTEMPT, Severity.INFO, f"attempt in {delay:.3f} s", attempt=attempt)
+                self._emit(_E.RECONNECT_ATTEMPT, Severity.INFO, f"retry in {delay:.1f} s", attempt=attempt)
+                level = logging.INFO if attempt <= 5 or attempt % 10 == 0 else logging.DEBUG
+                _log.log(level, "%s: reconnecting in %.1f s (attempt %d)", self.conn_id, delay, attempt)
             if delay > 0:
                 self._wake.clear()
                 await self._sleep_or_wake(delay)
                 self._wake.clear()
                 if self._stopping:
                     return
+            permit = await self._gate.acquire()
             try:
                 self._registry.replay()
                 sess = await open_session(self, self._registry)
+            except asyncio.CancelledError:
+                permit.report(None)
+                raise
             except Exception as exc:
-                self.transport_errors += 1
-                self._emit(
-                    _E.RECONNECT_FAILED if self._ever_connected or attempt > 1 else _E.ERROR,
-                    Severity.ERROR,
-                    f"cannot connect to {self.spec.url}",
-                    error=f"{type(exc).__name__}: {exc}",
-                    attempt=attempt,
-                )
-                if self.state is _S.CONNECTING:
-                    self._sm.transition(_S.RECONNECTING, "connect failed")
+                permit.report(False)
+                self._connect_failed(exc, attempt)
                 continue
+            permit.report(True)
             if self._stopping:
                 await close_session(sess)
                 return
@@ -570,6 +624,25 @@ class ManagedConnection:
             if self._stopping:
                 return
             await self._on_end(reason)
+
+    def _connect_failed(self, exc: Exception, attempt: int) -> None:
+        now = self._clock.monotonic()
+        self.transport_errors += 1
+        self.failed_connects += 1
+        self._quality.record_failed_connect(now)
+        why = describe_error(exc)
+        retrying = self._ever_connected or attempt > 1
+        self._emit(
+            _E.RECONNECT_FAILED if retrying else _E.ERROR,
+            Severity.ERROR,
+            f"cannot connect to {self.spec.url}",
+            error=why,
+            attempt=attempt,
+        )
+        level = logging.WARNING if attempt <= 5 or attempt % 10 == 0 else logging.DEBUG
+        _log.log(level, "%s: cannot connect to %s: %s (attempt %d)", self.conn_id, self.spec.url, why, attempt)
+        if self.state is _S.CONNECTING:
+            self._sm.transition(_S.RECONNECTING, "connect failed")
 
     async def _on_open(self, sess: Session, attempt: int) -> None:
         now = self._clock.monotonic()
@@ -584,12 +657,24 @@ class ManagedConnection:
         self._sm.transition(_S.CONNECTED, f"session {sess.sid} open")
         if self._ever_connected:
             self.successful_reconnects += 1
-            down_ms = None if self._disconnected_at is None else (now - self._disconnected_at) * 1000.0
+            down_s = None if self._disconnected_at is None else now - self._disconnected_at
             self._emit(
-                _E.RECONNECT_SUCCESS, Severity.INFO, "reconnected", latency_ms=down_ms, attempt=attempt
+                _E.RECONNECT_SUCCESS,
+                Severity.INFO,
+                "reconnected" + (f" after {down_s:.1f} s down" if down_s is not None else ""),
+                latency_ms=None if down_s is None else down_s * 1000.0,
+                attempt=attempt,
+            )
+            _log.info(
+                "%s: reconnected to %s (attempt %d, %.1f s after the disconnect)",
+                self.conn_id,
+                self.spec.url,
+                attempt,
+                down_s or 0.0,
             )
         else:
             self._emit(_E.CONNECTED, Severity.INFO, f"connected to {self.spec.url}", attempt=attempt)
+            _log.info("%s: connected to %s (attempt %d)", self.conn_id, self.spec.url, attempt)
         self._ever_connected = True
         self._spawn(send_pending(self, sess))
 
@@ -609,11 +694,23 @@ class ManagedConnection:
         self._requested_end = False
         self._disconnected_at = now
         self._connected_since_ns = None
+        self._last_end_reason = reason
+        self.disconnections += 1
         if not requested:
-            self.disconnections += 1
+            self.unexpected_disconnections += 1
             self._quality.record_disconnect(now)
+        lived = now - sess.opened_at if sess is not None else 0.0
         self._emit(
-            _E.DISCONNECTED, Severity.INFO if requested else Severity.WARNING, f"session ended: {reason}"
+            _E.DISCONNECTED,
+            Severity.INFO if requested else Severity.WARNING,
+            f"session ended after {lived:.1f} s: {reason}",
+        )
+        _log.log(
+            logging.INFO if requested else logging.WARNING,
+            "%s: disconnected after %.1f s: %s",
+            self.conn_id,
+            lived,
+            reason,
         )
         if self._rotation is not None and not self._rotation.done():
             self._rotation.cancel()
@@ -629,19 +726,24 @@ class ManagedConnection:
         # for engine.session, which cannot import engine.rotation (that one imports it)
         request_rotation(self, reason)
 
-    def _update_health(self, reason: str) -> None:
+    def _update_health(self) -> None:
+        """``unstable`` while the quality score is in the poor band or no desired subscription delivers (all
+        stale); a single silent subscription or a book that is not live is judged on its own (stats, report,
+        the score's ``data`` part), not by the connection's state."""
         state = self.state
         if state not in ACTIVE_STATES:
             return
-        degraded = bool(self._stale) or bool(self._failing_books) or self._quality.poor
-        if state is _S.CONNECTED and degraded:
-            why = reason or (
-                "stale subscriptions"
-                if self._stale
-                else "failing books"
-                if self._failing_books
-                else "poor quality"
+        desired = self._registry.desired
+        all_stale = bool(desired) and all(s.key in self._stale for s in desired)
+        poor = self._quality.poor
+        if state is _S.CONNECTED and (all_stale or poor):
+            why = (
+                f"no subscription delivering ({len(desired)} silent)"
+                if all_stale
+                else f"quality score {self._quality.last_score:.0f} below {self.config.quality.poor_below:g}"
             )
             self._sm.transition(_S.UNSTABLE, why)
-        elif state is _S.UNSTABLE and not degraded:
-            self._sm.transition(_S.CONNECTED, reason or "healthy again")
+            _log.warning("%s: unstable: %s", self.conn_id, why)
+        elif state is _S.UNSTABLE and not all_stale and not poor:
+            self._sm.transition(_S.CONNECTED, "healthy again: data flowing and quality acceptable")
+            _log.info("%s: healthy again", self.conn_id)

@@ -73,7 +73,11 @@ class ConnectionClosed(TransportError):
     """
 
     def __init__(self, code: int = 1006, reason: str = "") -> None:
-        super().__init__(f"connection closed: code={code} reason={reason!r}")
+        if code == 1006:
+            text = "connection lost without a close frame (code 1006)"
+        else:
+            text = f"connection closed: code {code}" + (f" ({reason})" if reason else "")
+        super().__init__(text)
         self.code = code
         self.reason = reason
 

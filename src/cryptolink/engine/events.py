@@ -68,6 +68,9 @@ class ConnectionEvent:
         error: error message, if the event reports one.
         latency_ms: a latency tied to the event (ping round trip, reconnect duration, rotation duration), ms.
         attempt: reconnect attempt number (1 = the first, immediate attempt), if relevant.
+        feed: the configuration entry the connection belongs to (``binance-perp``).
+        stream / symbol: the subscription the event is about (stale or rejected subscriptions: its channel
+            ``trades``/``ticker``/``book`` and unified symbol), if any.
     """
 
     type: ConnectionEventType
@@ -80,6 +83,9 @@ class ConnectionEvent:
     error: str | None = None
     latency_ms: float | None = None
     attempt: int | None = None
+    feed: str = ""
+    stream: str | None = None
+    symbol: str | None = None
 
 
 EventListener = Callable[[ConnectionEvent], None]

@@ -1,30 +1,40 @@
 """Connection quality: a frozen snapshot (:class:`ConnectionQuality`) and the bounded tracker that computes
-it.
+it. The score must tell the truth in the bad cases: a connection that never connected scores 0, downtime,
+failed connects, silent subscriptions and books that are not live all pull it down.
 
 Inputs, all recorded by the connection:
 
+- ``record_state(now, active)``: every change between connected (``connected``/``unstable``) and not;
 - ``record_rtt(ms)``: keepalive round trips (protocol ping -> pong, or app ``ping`` -> ``pong``), ms;
 - ``record_lag(ms)``: exchange event time (``timestamp_ms``) to local receipt (``receipt_ns``), sampled, ms;
 - ``record_gap(n)``: sequence gaps found downstream (books, trade ids), counted as lost-data events;
-- ``record_disconnect(now)``: every unrequested session end;
-- ``tick(now, messages_total, errors_total)``: cumulative counters sampled at each engine tick.
+- ``record_disconnect(now)``: every session end the connection did not ask for;
+- ``record_failed_connect(now)``: every attempt to open a socket that failed;
+- ``tick(now, messages_total, errors_total, streams)``: cumulative counters and the stream health, sampled at
+  each engine tick.
 
-Definitions (``window_s`` default 60 s, ``stability_window_s`` default 600 s)::
+Definitions (``window_s`` default 60 s, ``stability_window_s`` default 600 s; "recent" = the last
+``stability_window_s``, or since the first start if that is shorter)::
 
-    throughput_msgs_s = messages in the last window_s / window length
-    error_rate_per_min = errors (decode errors, exchange errors, callback errors) in the last window_s,
-                         per minute
-    loss_rate         = sequence gaps / messages, both in the last window_s
-    stability         = max(0, 100 - 25 * disconnects in the last stability_window_s)
-    latency_score     = 100 if rtt p99 <= good_latency_ms (250) else linear to 0 at bad_latency_ms (2500);
-                        100 while no round trip was measured
-    loss_score        = 100 * (1 - min(1, 100 * loss_rate))          (1 % loss => 0)
-    error_score       = max(0, 100 - 10 * error_rate_per_min)
-    score             = 0.35 * stability + 0.25 * latency_score + 0.20 * loss_score + 0.20 * error_score
+    availability  = 100 * time connected recently / time observed recently        (never connected => 0)
+    reliability   = max(0, 100 - 10 * unasked disconnects - 5 * failed connects, both recent)
+    data          = 100 * streams delivering / streams wanted; a stream delivers when it is not silent
+                    past its watchdog threshold, not rejected, and (a book) live; 0 while not connected
+    latency       = 100 if rtt p99 <= good_latency_ms (250) else linear to 0 at bad_latency_ms (2500);
+                    not scored until a round trip was measured
+    loss          = 100 * (1 - min(1, 100 * loss_rate)),  loss_rate = gaps / messages in the last window_s
+    errors        = max(0, 100 - 10 * errors per minute over the last window_s)
+    service       = weighted mean of data 0.35, reliability 0.25, latency 0.15, loss 0.15, errors 0.10
+                    (without a latency measurement its weight is spread over the others)
+    score         = service * availability / 100
 
-Exchange-time lag is reported but not scored (it mixes in clock skew). Hysteresis: the tracker reports
-``degraded`` when the score falls below ``poor_below`` (50) and ``improved`` only when it climbs back to
-``good_at`` (80) or more, so a score hovering around one threshold does not flap.
+Errors are decode errors (malformed or corrupt frames), exchange errors, callback errors, transport errors and
+book errors (checksum mismatches) reported by the feed. Exchange-time lag is reported but not scored (it mixes
+in clock skew). ``stability`` (reported, not scored) is the old single figure ``100 - 25 * recent unasked
+disconnects``.
+
+Hysteresis: the tracker reports ``degraded`` when the score falls below ``poor_below`` (50) and ``improved``
+only when it climbs back to ``good_at`` (80) or more, so a score hovering around one threshold does not flap.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ConnectionQuality", "QualityChange", "QualityConfig", "QualityTracker"]
+__all__ = ["ConnectionQuality", "QualityChange", "QualityConfig", "QualityTracker", "StreamHealth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,14 @@ class QualityChange(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """How many of a connection's streams deliver: ``wanted`` (desired plus rejected) and ``delivering``."""
+
+    wanted: int = 0
+    delivering: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionQuality:
     """Quality snapshot of one connection (see the module docstring for every formula).
 
@@ -65,7 +83,10 @@ class ConnectionQuality:
         latency_mean_ms / latency_p99_ms: keepalive round trip, ms (``None``: not measured yet).
         lag_mean_ms / lag_p99_ms: exchange event time to receipt, ms (``None``: no timestamps seen).
         gaps: sequence gaps reported since start; loss_rate: gaps per message in the recent window.
-        stability: 0-100 from recent disconnects.
+        stability: 0-100 from recent unasked disconnects (reported, not scored).
+        availability: 0-100, connected share of the recent window.
+        reliability: 0-100 from recent disconnects and failed connects.
+        data: 0-100, share of the streams delivering.
         throughput_msgs_s: messages per second over the recent window.
         error_rate_per_min: errors per minute over the recent window.
         uptime_pct: connected time / time since first start, percent.
@@ -79,6 +100,9 @@ class ConnectionQuality:
     gaps: int
     loss_rate: float
     stability: float
+    availability: float
+    reliability: float
+    data: float
     throughput_msgs_s: float
     error_rate_per_min: float
     uptime_pct: float
@@ -105,14 +129,33 @@ class QualityTracker:
         self.config = c = config or QualityConfig()
         self._rtt: deque[float] = deque(maxlen=c.samples)
         self._lag: deque[float] = deque(maxlen=c.samples)
-        self._disconnects: deque[float] = deque(maxlen=64)
+        self._disconnects: deque[float] = deque(maxlen=256)
+        self._failed: deque[float] = deque(maxlen=256)
+        # (time, active) at every change; the oldest entries beyond the window are folded into _state0
+        self._states: deque[tuple[float, bool]] = deque()
+        self._observed_from: float | None = None
         # (time, messages_total, errors_total, gaps_total) samples taken at ticks; bounded
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=512)
+        self._streams = StreamHealth()
         self.gaps = 0
         self.poor = False
-        self._last_score = 100.0
+        self._last_score = 0.0
 
     # inputs -------------------------------------------------------------------------------------------------
+    def record_state(self, now: float, active: bool) -> None:
+        """The connection became connected (``active``) or stopped being connected at monotonic ``now``."""
+        if self._observed_from is None:
+            self._observed_from = now
+        states = self._states
+        if states and states[-1][1] == active:
+            return
+        states.append((now, active))
+        horizon = now - self.config.stability_window_s
+        while len(states) > 1 and states[1][0] <= horizon:
+            states.popleft()
+        while len(states) > 4096:  # pathological flapping: keep memory bounded (oldest state folded)
+            states.popleft()
+
     def record_rtt(self, ms: float) -> None:
         """A keepalive round trip, ms."""
         self._rtt.append(ms)
@@ -126,8 +169,16 @@ class QualityTracker:
         self.gaps += n
 
     def record_disconnect(self, now: float) -> None:
-        """An unrequested session end at monotonic ``now`` (s)."""
+        """An unasked session end at monotonic ``now`` (s)."""
         self._disconnects.append(now)
+
+    def record_failed_connect(self, now: float) -> None:
+        """A failed attempt to open a socket at monotonic ``now`` (s)."""
+        self._failed.append(now)
+
+    def set_streams(self, streams: StreamHealth) -> None:
+        """The current stream health (also passed to :meth:`tick`)."""
+        self._streams = streams
 
     # computation --------------------------------------------------------------------------------------------
     def _window_deltas(self, now: float) -> tuple[float, int, int, int]:
@@ -145,7 +196,29 @@ class QualityTracker:
             oldest = s[-2]
         return (newest[0] - oldest[0], newest[1] - oldest[1], newest[2] - oldest[2], newest[3] - oldest[3])
 
-    def snapshot(self, now: float, uptime_pct: float = 100.0) -> ConnectionQuality:
+    def availability(self, now: float) -> float:
+        """Connected share of the recent window at ``now``, percent (0 before the first start)."""
+        start = self._observed_from
+        if start is None:
+            return 0.0
+        begin = max(start, now - self.config.stability_window_s)
+        span = now - begin
+        states = self._states
+        if span <= 0:
+            return 100.0 if states and states[-1][1] else 0.0
+        up = 0.0
+        for i, (t, active) in enumerate(states):
+            end = states[i + 1][0] if i + 1 < len(states) else now
+            if not active or end <= begin:
+                continue
+            up += min(end, now) - max(t, begin)
+        return max(0.0, min(100.0, 100.0 * up / span))
+
+    def active(self) -> bool:
+        """Whether the connection is connected now (last recorded state)."""
+        return bool(self._states) and self._states[-1][1]
+
+    def snapshot(self, now: float, uptime_pct: float = 0.0) -> ConnectionQuality:
         """The quality at monotonic ``now`` (s) from the samples taken so far."""
         c = self.config
         lat_mean, lat_p99 = _mean_p99(self._rtt)
@@ -154,16 +227,31 @@ class QualityTracker:
         throughput = dmsg / dt if dt > 0 else 0.0
         err_per_min = derr * 60.0 / dt if dt > 0 else 0.0
         loss_rate = dgap / dmsg if dmsg > 0 else (1.0 if dgap else 0.0)
-        recent = sum(1 for t in self._disconnects if t >= now - c.stability_window_s)
-        stability = max(0.0, 100.0 - 25.0 * recent)
-        if lat_p99 is None or lat_p99 <= c.good_latency_ms:
-            latency_score = 100.0
+        horizon = now - c.stability_window_s
+        disconnects = sum(1 for t in self._disconnects if t >= horizon)
+        failed = sum(1 for t in self._failed if t >= horizon)
+        stability = max(0.0, 100.0 - 25.0 * disconnects)
+        reliability = max(0.0, 100.0 - 10.0 * disconnects - 5.0 * failed)
+        availability = self.availability(now)
+        streams = self._streams
+        if not self.active():
+            data = 0.0
+        elif streams.wanted == 0:
+            data = 100.0
         else:
-            span = max(1e-9, c.bad_latency_ms - c.good_latency_ms)
-            latency_score = max(0.0, 100.0 * (1.0 - (lat_p99 - c.good_latency_ms) / span))
+            data = 100.0 * streams.delivering / streams.wanted
         loss_score = 100.0 * (1.0 - min(1.0, 100.0 * loss_rate))
         error_score = max(0.0, 100.0 - 10.0 * err_per_min)
-        score = 0.35 * stability + 0.25 * latency_score + 0.20 * loss_score + 0.20 * error_score
+        parts = [(0.35, data), (0.25, reliability), (0.15, loss_score), (0.10, error_score)]
+        if lat_p99 is not None:
+            if lat_p99 <= c.good_latency_ms:
+                latency_score = 100.0
+            else:
+                span = max(1e-9, c.bad_latency_ms - c.good_latency_ms)
+                latency_score = max(0.0, 100.0 * (1.0 - (lat_p99 - c.good_latency_ms) / span))
+            parts.append((0.15, latency_score))
+        service = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
+        score = service * availability / 100.0
         return ConnectionQuality(
             latency_mean_ms=lat_mean,
             latency_p99_ms=lat_p99,
@@ -172,6 +260,9 @@ class QualityTracker:
             gaps=self.gaps,
             loss_rate=loss_rate,
             stability=stability,
+            availability=round(availability, 2),
+            reliability=reliability,
+            data=round(data, 2),
             throughput_msgs_s=throughput,
             error_rate_per_min=err_per_min,
             uptime_pct=uptime_pct,
@@ -180,9 +271,16 @@ class QualityTracker:
         )
 
     def tick(
-        self, now: float, messages_total: int, errors_total: int, uptime_pct: float = 100.0
+        self,
+        now: float,
+        messages_total: int,
+        errors_total: int,
+        uptime_pct: float = 0.0,
+        streams: StreamHealth | None = None,
     ) -> QualityChange | None:
         """Sample cumulative counters at ``now``; return a threshold crossing (with hysteresis)."""
+        if streams is not None:
+            self._streams = streams
         self._samples.append((now, messages_total, errors_total, self.gaps))
         horizon = now - max(self.config.window_s, 1.0) * 2
         while len(self._samples) > 2 and self._samples[0][0] < horizon:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from cryptolink.engine.errors import FrameTooLarge, TransportError
 from cryptolink.engine.events import ConnectionEventType, Severity
-from cryptolink.engine.subscriptions import SubscriptionRegistry
+from cryptolink.engine.subscriptions import SubscriptionRegistry, peek_request_id, take_request_ids
 from cryptolink.engine.throttle import HourlyQuota, TokenBucket
 from cryptolink.engine.transport import TransportSession
 from cryptolink.engine.watchdog import CONNECTION_KEY
@@ -78,6 +78,7 @@ class Session:
 
     __slots__ = (
         "app_ping_at",
+        "app_ping_sent",
         "bucket",
         "ended",
         "expected",
@@ -109,6 +110,7 @@ class Session:
         self.opened_at = now
         self.last_recv = now
         self.app_ping_at: float | None = None
+        self.app_ping_sent = now
         self.proto_ping_at: float | None = None
         self.next_proto_ping = now
         self.bucket = bucket
@@ -185,10 +187,11 @@ async def send_requests(
     build: Callable[[Sequence[Subscription], int], list[OutboundRequest]],
     subs: Sequence[Subscription],
 ) -> None:
-    """Build requests for ``subs`` with ``build`` (fresh request ids); send them within the hourly quota."""
+    """Build requests for ``subs`` with ``build`` (fresh request ids, unique in the process, so an ack can
+    never be taken for another socket's request); send them within the hourly quota."""
     async with sess.send_lock:
-        reqs = build(subs, conn._next_id)
-        conn._next_id += len(reqs)
+        reqs = build(subs, peek_request_id())
+        take_request_ids(len(reqs))
         for req in reqs:
             await sess.quota.acquire()
             if not sess.alive:
@@ -244,7 +247,7 @@ async def read_loop(conn: ManagedConnection, sess: Session) -> None:
             sess.end("oversized frame")
             return
         except TransportError as exc:
-            sess.end(f"{type(exc).__name__}: {exc}")
+            sess.end(str(exc))
             return
         now = monotonic()
         receipt_ns = time_ns()
@@ -272,6 +275,7 @@ async def read_loop(conn: ManagedConnection, sess: Session) -> None:
                     )
                 continue
             if not items:
+                conn.ignored_frames += 1
                 continue
             control = 0
             for item in items:
@@ -344,8 +348,8 @@ def handle_control(
 ) -> None:
     """Handle one control signal received on ``sess`` at ``now`` (monotonic s)."""
     if isinstance(item, Ack):
-        done = sess.registry.on_ack(item)
-        if item.op == "unsubscribe":
+        op, done = sess.registry.on_ack(item)
+        if op == "unsubscribe":
             for sub in done:
                 if not sess.registry.is_desired(sub.key) and sess is conn._primary:
                     conn._watchdog.remove(sub.key)
@@ -357,14 +361,26 @@ def handle_control(
                 conn._watchdog.remove(sub.key)
                 conn._stale.discard(sub.key)
             sess.expected.discard(sub.key)
-            conn._emit(
-                _E.SUBSCRIPTION_REJECTED,
-                Severity.ERROR,
-                f"{sub.channel} {sub.symbol} rejected (not retried)",
-                error=f"{item.code}: {item.message}",
+        if refused:
+            names = ", ".join(f"{s.channel} {s.symbol}" for s in refused)
+            for sub in refused:
+                conn._emit(
+                    _E.SUBSCRIPTION_REJECTED,
+                    Severity.ERROR,
+                    f"{sub.channel} {sub.symbol} rejected by the exchange (not retried)",
+                    error=f"{item.code}: {item.message}",
+                    key=sub.key,
+                )
+            _log.error(
+                "%s: subscription rejected (not retried): %s: %s %s",
+                conn.conn_id,
+                names,
+                item.code,
+                item.message,
             )
-        if not refused:
+        else:
             conn._emit(_E.ERROR, Severity.ERROR, "request rejected", error=f"{item.code}: {item.message}")
+            _log.error("%s: request rejected: %s %s", conn.conn_id, item.code, item.message)
     elif isinstance(item, Pong):
         if sess.app_ping_at is not None:
             conn._quality.record_rtt((now - sess.app_ping_at) * 1000.0)
@@ -373,10 +389,12 @@ def handle_control(
         conn._spawn(send(conn, sess, item.frame))
     elif isinstance(item, ServerNotice):
         conn._emit(_E.SERVER_NOTICE, Severity.WARNING, f"server notice {item.code}: {item.message}")
+        _log.info("%s: server notice %s: %s", conn.conn_id, item.code, item.message)
         if item.rotate and sess is conn._primary:
             conn._request_rotation(f"server notice {item.code}")
     elif isinstance(item, ExchangeError):
         conn.exchange_errors += 1
         conn._emit(_E.ERROR, Severity.ERROR, "exchange error", error=f"{item.code}: {item.message}")
+        _log.warning("%s: exchange error %s: %s", conn.conn_id, item.code, item.message)
     elif isinstance(item, Heartbeat):
         conn.heartbeats += 1

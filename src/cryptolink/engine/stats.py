@@ -25,18 +25,26 @@ class ConnectionStats:
         state: current :class:`~cryptolink.engine.state.ConnectionState`.
         messages: frames received (all sessions, all kinds); bytes: their size (UTF-8 bytes for text frames).
         market_events: trades, tickers and book messages delivered to the callback.
-        errors: decode errors + exchange errors + callback errors + transport errors.
+        errors: decode errors + exchange errors + callback errors + transport errors + book errors.
         decode_errors: malformed frames counted and skipped.
         oversized_frames: frames over ``max_frame_bytes`` (each reset the session).
         callback_errors: exceptions raised by the data callback (isolated).
+        exchange_errors: error frames and rejections from the exchange.
+        transport_errors: failed connects, failed sends, oversized frames.
+        book_errors: book checksum mismatches reported by the feed.
+        ignored_frames: well-formed frames that carried nothing we handle (e.g. a stream we did not ask for).
         reconnect_attempts: attempts after the first connect; successful_reconnects: those that opened a
-            socket.
-        disconnections: sessions that ended without being asked to.
+            socket; failed_connects: attempts (the first included) that could not open a socket.
+        disconnections: sessions that ended (asked for or not; a rotation's old socket is not counted), so
+            sessions opened = 1 + successful_reconnects = disconnections (+ 1 while connected).
+        unexpected_disconnections: those that ended without being asked to.
         downtime_s / uptime_s: time spent not connected / connected (incl. unstable) since start, s.
         connected_since_ns: wall time (epoch ns) the current session opened; ``None`` when not connected.
         last_message_age_s: seconds since the last received frame; ``None`` before any.
-        subscriptions_confirmed / _pending / _rejected: registry sizes.
+        subscriptions_confirmed / _pending / _rejected: registry sizes; subscriptions_stale: desired
+            subscriptions whose data watchdog fired and that had no data since.
         rotations: completed make-before-break rotations.
+        last_disconnect_reason: why the last session ended (``""``: none ended yet).
         quality: the quality snapshot.
     """
 
@@ -52,9 +60,15 @@ class ConnectionStats:
     decode_errors: int
     oversized_frames: int
     callback_errors: int
+    exchange_errors: int
+    transport_errors: int
+    book_errors: int
+    ignored_frames: int
     reconnect_attempts: int
     successful_reconnects: int
+    failed_connects: int
     disconnections: int
+    unexpected_disconnections: int
     downtime_s: float
     uptime_s: float
     connected_since_ns: int | None
@@ -62,7 +76,9 @@ class ConnectionStats:
     subscriptions_confirmed: int
     subscriptions_pending: int
     subscriptions_rejected: int
+    subscriptions_stale: int
     rotations: int
+    last_disconnect_reason: str
     quality: ConnectionQuality
 
 

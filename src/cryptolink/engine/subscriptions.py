@@ -10,9 +10,12 @@ Sets, keyed by ``Subscription.key`` = ``(channel, symbol)`` (one subscription pe
   automatically** (only an explicit new ``want`` retries it).
 
 ``desired`` = confirmed + pending_subscribe, in the order first asked for. Acks that name only an id (Binance
-``{"result":null,"id":1}``: EXCHANGES.md section 1) are resolved through the request-id map; acks that name
-the subscriptions (OKX echoes each ``arg``: section 3) are resolved by key. Late or stale acks (unknown id, a
-key that was removed or re-requested under a newer id) are ignored and counted in ``stale_acks``.
+``{"result":null,"id":1}``, docs/protocols/binance.md) are resolved through this registry's request-id map,
+op included (subscribe or unsubscribe: the adapter does not know which); acks that name the subscriptions (OKX
+echoes each ``arg``, docs/protocols/okx.md) are resolved by key. Request ids are unique in the process
+(:func:`take_request_ids`), so one socket's ack can never resolve another socket's request. Late or stale
+acks (unknown id, a key that was removed or re-requested under a newer id) are ignored and counted in
+``stale_acks``.
 
 After a reconnect :meth:`SubscriptionRegistry.replay` returns every desired subscription with its ORIGINAL
 arguments (the ``Subscription`` objects as first given, ``depth`` included) and marks them pending again.
@@ -27,9 +30,24 @@ from typing import Literal
 from cryptolink.exchanges.base import Ack, OutboundRequest, Rejected
 from cryptolink.models import Channel, Subscription
 
-__all__ = ["Pending", "RejectedSubscription", "SubscriptionRegistry"]
+__all__ = ["Pending", "RejectedSubscription", "SubscriptionRegistry", "peek_request_id", "take_request_ids"]
 
 Key = tuple[Channel, str]
+
+_next_request_id = 1
+
+
+def peek_request_id() -> int:
+    """The next request id :func:`take_request_ids` will hand out."""
+    return _next_request_id
+
+
+def take_request_ids(n: int) -> int:
+    """Reserve ``n`` consecutive request ids, unique in this process; return the first."""
+    global _next_request_id
+    first = _next_request_id
+    _next_request_id += max(0, n)
+    return first
 
 
 @dataclass(slots=True)
@@ -165,6 +183,10 @@ class SubscriptionRegistry:
         if request.request_id is not None and keys:
             self._by_id[request.request_id] = (request.op, keys)
 
+    def _op_of(self, request_id: int | str | None) -> Literal["subscribe", "unsubscribe"] | None:
+        entry = self._by_id.get(request_id) if request_id is not None else None
+        return entry[0] if entry is not None else None
+
     def _resolve(
         self, op: str, request_id: int | str | None, named: tuple[Subscription, ...]
     ) -> list[tuple[Key, Pending]]:
@@ -194,21 +216,26 @@ class SubscriptionRegistry:
                 del self._by_id[request_id]
         return out
 
-    def on_ack(self, ack: Ack) -> list[Subscription]:
-        """Apply an ack; return the subscriptions it confirmed (subscribe) or released (unsubscribe)."""
-        resolved = self._resolve(ack.op, ack.request_id, ack.subscriptions)
+    def on_ack(self, ack: Ack) -> tuple[Literal["subscribe", "unsubscribe"] | None, list[Subscription]]:
+        """Apply an ack; return its op (the adapter's, or resolved from the request id when the adapter left
+        it ``None``) and the subscriptions it confirmed (subscribe) or released (unsubscribe)."""
+        op = ack.op or self._op_of(ack.request_id)
+        if op is None:
+            self.stale_acks += 1
+            return None, []
+        resolved = self._resolve(op, ack.request_id, ack.subscriptions)
         if not resolved:
             self.stale_acks += 1
-            return []
+            return op, []
         out: list[Subscription] = []
         for key, p in resolved:
-            if ack.op == "subscribe":
+            if op == "subscribe":
                 del self._pending_sub[key]
                 self._confirmed[key] = p.subscription
             else:
                 del self._pending_unsub[key]
             out.append(p.subscription)
-        return out
+        return op, out
 
     def on_rejected(self, rejection: Rejected) -> list[Subscription]:
         """Apply a rejection; return the subscriptions it refused (they leave the desired set, not retried).

@@ -3,10 +3,10 @@ of the injected clock it checks keepalive, watchdogs, ack timeouts, the rotation
 sampled ``data_received`` event and the backoff reset.
 
 Keepalive follows the adapter's :class:`~cryptolink.exchanges.base.KeepalivePolicy`: an application ping
-(``app_ping_frame``, e.g. OKX text ``ping``: EXCHANGES.md section 3) after ``app_ping_idle_s`` without any
-received frame, and a protocol ping every ``protocol_ping_interval_s``; either unanswered for
-``pong_timeout_s`` means the socket is dead (``heartbeat_timeout`` event, then reconnect). Server pings are
-answered by the transport.
+(``app_ping_frame``, e.g. OKX text ``ping``: docs/protocols/okx.md "Keepalive") after ``app_ping_idle_s``
+without any received frame and, for the round-trip time, every ``app_ping_interval_s`` while data flows; a
+protocol ping every ``protocol_ping_interval_s``; either unanswered for ``pong_timeout_s`` means the socket is
+dead (``heartbeat_timeout`` event, then reconnect). Server pings are answered by the transport.
 
 Watchdogs: a stale subscription is resubscribed once on the same socket (cheap fix; not again while it stays
 silent) and the state becomes ``unstable``. The session is reset (reconnect) only when the CONNECTION as a
@@ -18,8 +18,9 @@ reset every ``first_data_timeout_s`` while it waits for its first message).
 Ack timeouts: a subscribe without ack after ``EngineConfig.ack_timeout_s`` is reported and re-sent once; after
 a second timeout it is recorded as rejected (code ``ack_timeout``).
 
-The backoff resets once the connection stayed ``connected`` and receiving market data for
-``BackoffPolicy.reset_after_s`` (see :mod:`~cryptolink.engine.backoff`).
+The backoff resets once the session delivered market data and stayed open ``BackoffPolicy.reset_after_s``
+after its first data (see :mod:`~cryptolink.engine.backoff`). Quality is re-scored every
+``quality_interval_s`` in every state (a connection that is down scores low, truthfully).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from cryptolink.engine.events import ConnectionEventType, Severity
 from cryptolink.engine.quality import QualityChange
 from cryptolink.engine.rotation import request_rotation
 from cryptolink.engine.session import Session, send, send_pending
-from cryptolink.engine.state import ACTIVE_STATES, ConnectionState
+from cryptolink.engine.state import ACTIVE_STATES
 from cryptolink.models import Channel, Subscription
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ __all__ = ["tick", "tick_loop"]
 _log = logging.getLogger("cryptolink.engine.connection")  # the connection's logger, as before the split
 
 _E = ConnectionEventType
-_S = ConnectionState
 
 
 async def tick_loop(conn: ManagedConnection) -> None:
@@ -58,9 +58,13 @@ async def tick_loop(conn: ManagedConnection) -> None:
 
 
 def tick(conn: ManagedConnection, now: float) -> None:
-    """One timer pass at ``now`` (monotonic s): keepalive on every live session, the rest on the primary."""
+    """One timer pass at ``now`` (monotonic s): keepalive on every live session, quality always, the rest on
+    the primary."""
     for live in conn._live_sessions():
         _check_keepalive(conn, live, now)
+    if now >= conn._next_quality:
+        conn._next_quality = now + conn.config.quality_interval_s
+        _score(conn, now)
     sess = conn._primary
     if sess is None or not sess.alive or conn.state not in ACTIVE_STATES:
         return
@@ -70,13 +74,6 @@ def tick(conn: ManagedConnection, now: float) -> None:
         return
     if conn._rotate_at is not None and now >= conn._rotate_at:
         request_rotation(conn, "connection lifetime")
-    if now >= conn._next_quality:
-        conn._next_quality = now + conn.config.quality_interval_s
-        change = conn._quality.tick(now, conn.messages, conn._errors_total(), conn._uptime_pct())
-        if change is QualityChange.DEGRADED:
-            conn._emit(_E.QUALITY_DEGRADED, Severity.WARNING, f"quality score {conn._quality.last_score}")
-        elif change is QualityChange.IMPROVED:
-            conn._emit(_E.QUALITY_IMPROVED, Severity.INFO, f"quality score {conn._quality.last_score}")
     if now - conn._last_data_event >= conn.config.data_event_interval_s:
         n = conn.messages - conn._msgs_at_data_event
         if n > 0:
@@ -87,13 +84,20 @@ def tick(conn: ManagedConnection, now: float) -> None:
             )
         conn._last_data_event = now
         conn._msgs_at_data_event = conn.messages
-    conn._update_health("")
-    if (
-        conn._healthy_since is not None
-        and conn.state is _S.CONNECTED
-        and conn._backoff.should_reset(now - conn._healthy_since)
-    ):
+    conn._update_health()
+    if conn._healthy_since is not None and conn._backoff.should_reset(now - conn._healthy_since):
         conn._backoff.reset()
+
+
+def _score(conn: ManagedConnection, now: float) -> None:
+    q = conn._quality
+    change = q.tick(now, conn.messages, conn._errors_total(), conn._uptime_pct(), conn._stream_health())
+    if change is QualityChange.DEGRADED:
+        conn._emit(_E.QUALITY_DEGRADED, Severity.WARNING, f"quality score {q.last_score:.0f}")
+        _log.warning("%s: quality degraded: score %.0f", conn.conn_id, q.last_score)
+    elif change is QualityChange.IMPROVED:
+        conn._emit(_E.QUALITY_IMPROVED, Severity.INFO, f"quality score {q.last_score:.0f}")
+        _log.info("%s: quality recovered: score %.0f", conn.conn_id, q.last_score)
 
 
 def _check_keepalive(conn: ManagedConnection, sess: Session, now: float) -> None:
@@ -103,8 +107,10 @@ def _check_keepalive(conn: ManagedConnection, sess: Session, now: float) -> None
             if now - sess.app_ping_at > ka.pong_timeout_s:
                 _dead(conn, sess, f"no pong within {ka.pong_timeout_s} s of app ping")
                 return
-        elif now - sess.last_recv >= ka.app_ping_idle_s:
-            sess.app_ping_at = now
+        elif now - sess.last_recv >= ka.app_ping_idle_s or (
+            ka.app_ping_interval_s is not None and now - sess.app_ping_sent >= ka.app_ping_interval_s
+        ):
+            sess.app_ping_at = sess.app_ping_sent = now
             conn._spawn(send(conn, sess, ka.app_ping_frame))
     interval = ka.protocol_ping_interval_s
     if interval is not None:
@@ -139,7 +145,8 @@ async def _protocol_ping(conn: ManagedConnection, sess: Session, interval: float
 
 def _dead(conn: ManagedConnection, sess: Session, why: str) -> None:
     conn._emit(_E.HEARTBEAT_TIMEOUT, Severity.ERROR, f"session {sess.sid}: {why}")
-    sess.end(f"heartbeat timeout: {why}")
+    _log.warning("%s: keepalive failed on session %d: %s", conn.conn_id, sess.sid, why)
+    sess.end(f"keepalive: {why}")
 
 
 def _check_acks(conn: ManagedConnection, sess: Session, now: float) -> None:
@@ -157,11 +164,13 @@ def _check_acks(conn: ManagedConnection, sess: Session, now: float) -> None:
         else:
             sess.registry.reject(sub, "ack_timeout", "no ack after one retry")
             conn._watchdog.remove(sub.key)
+            _log.error("%s: %s %s: no ack after one retry; not retried again", conn.conn_id, sub.channel, sub.symbol)
             conn._emit(
                 _E.SUBSCRIPTION_REJECTED,
                 Severity.ERROR,
                 f"{sub.channel} {sub.symbol}: no ack after one retry (not retried again)",
                 error="ack_timeout",
+                key=sub.key,
             )
     if resend:
         conn._spawn(send_pending(conn, sess))
@@ -173,13 +182,10 @@ def _check_watchdog(conn: ManagedConnection, sess: Session, now: float) -> None:
     if silent and reg.desired:
         r = silent[0]
         what = "no market data since connecting" if r.first_data else "no market data"
-        conn._emit(
-            _E.STALE_SUBSCRIPTION,
-            Severity.ERROR,
-            f"connection silent: {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s), "
-            "resetting the session",
-        )
-        sess.end("watchdog: connection silent")
+        text = f"{what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"
+        conn._emit(_E.STALE_SUBSCRIPTION, Severity.ERROR, f"connection silent: {text}, resetting the session")
+        _log.warning("%s: connection silent: %s; resetting the session", conn.conn_id, text)
+        sess.end(f"data watchdog: {text}")
         return
     for key in [k for k in conn._stale if not conn._watchdog.is_stale(k) or not reg.is_desired(k)]:
         conn._stale.discard(key)
@@ -195,11 +201,10 @@ def _check_watchdog(conn: ManagedConnection, sess: Session, now: float) -> None:
             continue
         conn._stale.add(key)
         what = "no first message" if r.first_data else "silent"
-        conn._emit(
-            _E.STALE_SUBSCRIPTION,
-            Severity.WARNING,
-            f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)",
-        )
+        text = f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"
+        conn._emit(_E.STALE_SUBSCRIPTION, Severity.WARNING, text, key=key)
+        if r.count == 1:
+            _log.warning("%s: %s; re-subscribing it once", conn.conn_id, text)
         if r.count == 1:
             fix.extend(s for s in reg.desired if s.key == key)
     if fix:

@@ -20,15 +20,55 @@ Library errors are mapped onto :mod:`cryptolink.engine.errors` with ``raise ... 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
-from cryptolink.engine.errors import ConnectError, ConnectionClosed, FrameTooLarge, HandshakeTimeout
+from cryptolink.engine.errors import (
+    ConnectError,
+    ConnectionClosed,
+    CryptolinkError,
+    FrameTooLarge,
+    HandshakeTimeout,
+)
 
-__all__ = ["Transport", "TransportSession", "WebsocketsSession", "WebsocketsTransport", "default_transport"]
+__all__ = [
+    "Transport",
+    "TransportSession",
+    "WebsocketsSession",
+    "WebsocketsTransport",
+    "connect_reason",
+    "default_transport",
+    "describe_error",
+]
+
+
+def connect_reason(exc: BaseException) -> str:
+    """A short, readable reason for a failed connect (``connection refused``, ``DNS lookup failed: ...``,
+    ``HTTP 503 during the WebSocket handshake``), without repeating the URL."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:] + (f" (errno {exc.errno})" if exc.errno else "")
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return f"HTTP {exc.response.status_code} during the WebSocket handshake"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """How an error reads in an event or a log line: the message of our own errors (which already say what
+    failed), ``Type: message`` for anything else."""
+    if isinstance(exc, CryptolinkError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class TransportSession(Protocol):
@@ -193,11 +233,9 @@ class WebsocketsTransport:
                 proxy=None,
             )
         except TimeoutError as exc:
-            raise HandshakeTimeout(
-                f"no WebSocket handshake from {url} within {self.open_timeout_s} s"
-            ) from exc
+            raise HandshakeTimeout(f"no WebSocket handshake within {self.open_timeout_s:g} s") from exc
         except (OSError, websockets.exceptions.WebSocketException, asyncio.IncompleteReadError) as exc:
-            raise ConnectError(f"cannot connect to {url}: {exc!r}") from exc
+            raise ConnectError(connect_reason(exc)) from exc
         return WebsocketsSession(ws, max_frame_bytes)
 
 

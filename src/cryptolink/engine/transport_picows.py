@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -47,6 +48,7 @@ from cryptolink.engine.errors import (
     HandshakeTimeout,
     TransportError,
 )
+from cryptolink.engine.transport import connect_reason
 
 __all__ = ["PicowsSession", "PicowsTransport"]
 
@@ -56,6 +58,12 @@ _CONT = WSMsgType.CONTINUATION
 _PONG = WSMsgType.PONG
 _CLOSE = WSMsgType.CLOSE
 _TOO_BIG = WSCloseCode.MESSAGE_TOO_BIG
+
+_WIRE_LOG = logging.getLogger("cryptolink.engine.transport_picows.wire")
+"""picows' own log lines (it logs every TCP connect at INFO, before the WebSocket handshake has even
+succeeded, which reads like "connected" in a 24/7 log): kept at WARNING unless set otherwise."""
+if _WIRE_LOG.level == logging.NOTSET:
+    _WIRE_LOG.setLevel(logging.WARNING)
 
 
 def _consume(fut: asyncio.Future[None]) -> None:
@@ -377,15 +385,14 @@ class PicowsTransport:
                     max_frame_size=max_frame_bytes,
                     read_buffer_init_size=self.read_buffer_bytes,
                     use_aiofastnet=False,  # the event loop's own socket transport (no measurable gain)
+                    logger_name=_WIRE_LOG,
                 )
         except TimeoutError as exc:
-            raise HandshakeTimeout(
-                f"no WebSocket handshake from {url} within {self.open_timeout_s} s"
-            ) from exc
+            raise HandshakeTimeout(f"no WebSocket handshake within {self.open_timeout_s:g} s") from exc
         except (OSError, WSError, ValueError, EOFError) as exc:
-            raise ConnectError(f"cannot connect to {url}: {exc!r}") from exc
+            raise ConnectError(connect_reason(exc)) from exc
         if not isinstance(listener, _Listener):  # the server hung up during the handshake
             with contextlib.suppress(Exception):
                 transport.disconnect(graceful=False)
-            raise ConnectError(f"cannot connect to {url}: connection closed during the handshake")
+            raise ConnectError("connection closed during the WebSocket handshake")
         return PicowsSession(transport, listener, self.close_timeout_s)
