@@ -21,7 +21,7 @@ from cryptolink.exchanges.base import (
     ServerNotice,
 )
 from cryptolink.exchanges.binance import BinanceSpotAdapter, BinanceUsdmAdapter
-from cryptolink.models import BookUpdate, Channel, Side, Subscription, Ticker, Trade
+from cryptolink.models import Channel, Side, Subscription, Ticker, Trade
 
 HFT_FILES = [
     ("hftbacktest_binance_spot_btcusdt_20240808.gz", BinanceSpotAdapter, "BTC/USDT"),
@@ -226,16 +226,15 @@ def test_depth_message_fields() -> None:
 
 
 def test_acks_errors_and_shutdown() -> None:
+    """Binance acks and errors name only the request id: the adapter says so (op ``None``, no subscriptions)
+    and the engine resolves them in the registry of the socket they came on (tests/engine)."""
     ad = BinanceSpotAdapter()
     reqs = ad.subscribe_requests([Subscription(Channel.BOOK, "BTC/USDT")], 7)
     unsub = ad.unsubscribe_requests([Subscription(Channel.BOOK, "BTC/USDT")], 8)
-    assert ad.decode('{"result":null,"id":7}', 0) == [Ack("subscribe", 7)]
-    assert ad.decode('{"result":null,"id":8}', 0) == [Ack("unsubscribe", 8)]
+    assert ad.decode('{"result":null,"id":7}', 0) == [Ack(None, 7)]
+    assert ad.decode('{"result":null,"id":8}', 0) == [Ack(None, 8)]
     [rej] = ad.decode('{"code":2,"msg":"Invalid request","id":7}', 0)
     assert rej == Rejected(7, "2", "Invalid request")
-    ad.subscribe_requests([Subscription(Channel.TRADES, "ETH/USDT")], 9)
-    [rej2] = ad.decode('{"code":2,"msg":"bad","id":9}', 0)
-    assert isinstance(rej2, Rejected) and rej2.subscriptions == (Subscription(Channel.TRADES, "ETH/USDT"),)
     assert ad.decode('{"code":3,"msg":"Invalid JSON"}', 0) == [ExchangeError("3", "Invalid JSON")]
     for f in (
         '{"e":"serverShutdown","E":1}',
@@ -347,10 +346,98 @@ def test_unknown_but_well_formed_frames_are_ignored(frame: str) -> None:
     assert BinanceSpotAdapter().decode(frame, 0) == []
 
 
-def test_decode_emits_msgspec_structs_that_encode() -> None:
-    ad = BinanceSpotAdapter()
+def test_decode_emits_events_that_encode_with_exact_decimals_and_the_feed_name() -> None:
+    ad = BinanceSpotAdapter(feed="binance-main")
     [t] = ad.decode(
         '{"stream":"btcusdt@trade","data":{"s":"BTCUSDT","t":1,"p":"1.10","q":"2","T":3,"m":false}}', 0
     )
-    assert b'"1.10"' in msgspec.json.encode(t)
-    assert isinstance(BookUpdate, type)
+    encoded = msgspec.json.decode(msgspec.json.encode(t))
+    assert encoded["price"] == "1.10" and encoded["amount"] == "2"
+    assert (encoded["feed"], encoded["amount_unit"], encoded["contract_size"]) == (
+        "binance-main",
+        "base",
+        None,
+    )
+    assert msgspec.json.decode(msgspec.json.encode(t), type=Trade) == t
+
+
+def test_raw_book_ticker_payload_without_e_is_decoded() -> None:
+    """The raw (non-combined) spot bookTicker payload has no ``"e"`` field (docs/protocols/binance.md)."""
+    [tk] = BinanceSpotAdapter().decode(
+        '{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}',
+        5,
+    )
+    assert isinstance(tk, Ticker)
+    assert (tk.symbol, tk.sequence, tk.bid_price, tk.ask_size) == (
+        "BNB/USDT",
+        400900217,
+        Decimal("25.35190000"),
+        Decimal("40.66000000"),
+    )
+
+
+def test_exchange_info_lists_this_market_only() -> None:
+    body = msgspec.json.encode(
+        {
+            "symbols": [
+                {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT"},
+                {"symbol": "LUNAUSDT", "status": "BREAK", "baseAsset": "LUNA", "quoteAsset": "USDT"},
+            ]
+        }
+    )
+    spot = BinanceSpotAdapter()
+    assert (
+        spot.instruments_request().path == "/api/v3/exchangeInfo" and spot.instruments_request().weight == 20
+    )
+    insts = {i.symbol: i for i in spot.parse_instruments(body)}
+    assert insts["BTC/USDT"].active and insts["BTC/USDT"].exchange_symbol == "BTCUSDT"
+    assert not insts["LUNA/USDT"].active and insts["LUNA/USDT"].status == "BREAK"
+    usdm_body = msgspec.json.encode(
+        {
+            "symbols": [
+                {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
+                 "contractType": "PERPETUAL", "marginAsset": "USDT"},
+                {"symbol": "BTCUSDT_250627", "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT",
+                 "contractType": "CURRENT_QUARTER", "marginAsset": "USDT"},
+            ]
+        }
+    )  # fmt: skip
+    usdm = BinanceUsdmAdapter()
+    assert [i.symbol for i in usdm.parse_instruments(usdm_body)] == ["BTC/USDT:USDT"]
+    with pytest.raises(DecodeError):
+        spot.parse_instruments(b'{"code":-1121,"msg":"Invalid symbol."}')
+
+
+def test_backfill_requests_walk_up_from_the_last_id_and_parse_both_shapes() -> None:
+    from cryptolink.exchanges.base import BackfillCursor
+
+    sub = Subscription(Channel.TRADES, "BTC/USDT")
+    spot = BinanceSpotAdapter(feed="spot")
+    cursor = BackfillCursor(after_id=1000, before_id=2600)
+    req = spot.backfill_request(sub, cursor)
+    assert req is not None and req.path == "/api/v3/historicalTrades" and req.weight == 25
+    assert req.params == {"symbol": "BTCUSDT", "fromId": "1001", "limit": "1000"}
+    cursor.newest, cursor.last_page_size = 2000, 1000
+    req2 = spot.backfill_request(sub, cursor)
+    assert req2 is not None and req2.params["fromId"] == "2001" and req2.params["limit"] == "599"
+    cursor.newest = 2599
+    assert spot.backfill_request(sub, cursor) is None
+    [t] = spot.parse_trades(
+        b'[{"id":1001,"price":"60000.10","qty":"0.5","quoteQty":"1","time":7,"isBuyerMaker":true,'
+        b'"isBestMatch":true}]',
+        sub,
+        9,
+    )
+    assert (t.sequence, t.side, t.price, t.backfilled, t.feed) == (
+        1001,
+        Side.SELL,
+        Decimal("60000.10"),
+        True,
+        "spot",
+    )
+    perp = BinanceUsdmAdapter()
+    psub = Subscription(Channel.TRADES, "BTC/USDT:USDT")
+    preq = perp.backfill_request(psub, BackfillCursor(after_id=5, before_id=9))
+    assert preq is not None and preq.path == "/fapi/v1/aggTrades" and preq.params["limit"] == "3"
+    [a] = perp.parse_trades(b'[{"a":6,"p":"1.5","q":"2","f":10,"l":12,"T":3,"m":false}]', psub, 1)
+    assert (a.sequence, a.side, a.symbol, a.backfilled) == (6, Side.BUY, "BTC/USDT:USDT", True)

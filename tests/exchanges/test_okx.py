@@ -6,13 +6,22 @@ import json
 from collections import Counter
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from cryptolink import recordings
 from cryptolink.book.sync import BookSync
-from cryptolink.exchanges.base import Ack, BookMessage, DecodeError, Pong, Rejected, ServerNotice
+from cryptolink.exchanges.base import (
+    Ack,
+    BackfillCursor,
+    BookMessage,
+    DecodeError,
+    Pong,
+    Rejected,
+    ServerNotice,
+)
 from cryptolink.exchanges.okx import OkxAdapter
-from cryptolink.models import BookUpdate, Channel, Market, Side, Subscription, Ticker, Trade
+from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
 
 
 def test_every_recorded_frame_decodes_and_books_verify() -> None:
@@ -127,7 +136,7 @@ def test_subscribe_acks_errors_notice_pong() -> None:
     [uack] = ad.decode('{"event":"unsubscribe","arg":{"channel":"trades","instId":"BTC-USD-SWAP"}}', 0)
     assert uack == Ack("unsubscribe", None, (subs[1],))
     [rej] = ad.decode('{"id":"41","event":"error","code":"60012","msg":"Invalid request","connId":"a"}', 0)
-    assert rej == Rejected(41, "60012", "Invalid request", tuple(subs))
+    assert rej == Rejected(41, "60012", "Invalid request")  # the engine resolves id 41 on its own socket
     [n] = ad.decode(
         '{"event":"notice","code":"64008","msg":"The connection will soon be closed","connId":"a"}', 0
     )
@@ -215,4 +224,73 @@ def test_unknown_channels_ignored() -> None:
     ad = OkxAdapter()
     assert ad.decode('{"arg":{"channel":"candle1m","instId":"BTC-USDT"},"data":[["1","2"]]}', 0) == []
     assert ad.decode('{"hello":1}', 0) == []
-    assert isinstance(BookUpdate, type)
+
+
+INSTRUMENTS = msgspec.json.encode(
+    {
+        "code": "0",
+        "msg": "",
+        "data": [
+            {"instType": "SWAP", "instId": "BTC-USDT-SWAP", "ctVal": "0.01", "ctMult": "1", "ctValCcy": "BTC",
+             "settleCcy": "USDT", "state": "live"},
+            {"instType": "SWAP", "instId": "BTC-USD-SWAP", "ctVal": "100", "ctMult": "1", "ctValCcy": "USD",
+             "settleCcy": "BTC", "state": "live"},
+            {"instType": "SWAP", "instId": "UNI-USD-SWAP", "ctVal": "10", "ctMult": "1", "ctValCcy": "USD",
+             "settleCcy": "UNI", "state": "suspend"},
+            {"instType": "SPOT", "instId": "BTC-USDT", "baseCcy": "BTC", "quoteCcy": "USDT", "state": "live"},
+        ],
+    }
+)  # fmt: skip
+
+
+def test_instruments_give_unified_symbols_states_and_contract_sizes_carried_on_every_event() -> None:
+    perp = OkxAdapter(Market.PERPETUAL, feed="okx-perp")
+    assert perp.instruments_request().params == {"instType": "SWAP"}
+    insts = {i.symbol: i for i in perp.parse_instruments(INSTRUMENTS)}
+    assert set(insts) == {"BTC/USDT:USDT", "BTC/USD:BTC", "UNI/USD:UNI"}
+    linear, inverse = insts["BTC/USDT:USDT"], insts["BTC/USD:BTC"]
+    assert (linear.contract_size, linear.contract_currency, linear.amount_unit) == (
+        Decimal("0.01"),
+        "BTC",
+        AmountUnit.CONTRACTS,
+    )
+    assert (inverse.contract_size, inverse.contract_currency) == (Decimal("100"), "USD")
+    assert not insts["UNI/USD:UNI"].active and insts["UNI/USD:UNI"].status == "suspend"
+    perp.set_instruments(insts.values())
+    [t] = perp.decode(
+        '{"arg":{"channel":"trades","instId":"BTC-USD-SWAP"},"data":[{"instId":"BTC-USD-SWAP","tradeId":"7",'
+        '"px":"30000","sz":"3","side":"sell","ts":"5"}]}',
+        0,
+    )
+    assert isinstance(t, Trade)
+    assert (t.feed, t.amount_unit, t.contract_size, t.amount) == ("okx-perp", "contracts", Decimal("100"), 3)
+    spot = OkxAdapter(Market.SPOT)
+    assert [i.symbol for i in spot.parse_instruments(INSTRUMENTS)] == ["BTC/USDT"]
+    assert spot.amount_unit("BTC/USDT") is AmountUnit.BASE
+
+
+def test_history_trades_backfill_pages_down_until_the_interval_start() -> None:
+    ad = OkxAdapter(Market.SPOT, feed="okx")
+    sub = Subscription(Channel.TRADES, "BTC/USDT")
+    cursor = BackfillCursor(after_id=100, before_id=500)
+    req = ad.backfill_request(sub, cursor)
+    assert req is not None and req.path == "/api/v5/market/history-trades"
+    assert req.params == {"instId": "BTC-USDT", "type": "1", "after": "500", "limit": "100"}
+    body = msgspec.json.encode(
+        {"code": "0", "msg": "", "data": [
+            {"instId": "BTC-USDT", "side": "buy", "sz": "0.1", "px": "1.5", "tradeId": str(i), "ts": str(i)}
+            for i in range(499, 399, -1)
+        ]}
+    )  # fmt: skip
+    trades = ad.parse_trades(body, sub, 7)
+    assert len(trades) == 100 and all(t.backfilled and t.feed == "okx" for t in trades)
+    assert trades[0].sequence == 499 and trades[0].side is Side.BUY and trades[0].receipt_ns == 7
+    cursor.pages, cursor.last_page_size, cursor.newest, cursor.oldest = 1, 100, 499, 400
+    nxt = ad.backfill_request(sub, cursor)
+    assert nxt is not None and nxt.params["after"] == "400"
+    cursor.oldest = 99  # reached the last trade delivered before the interval
+    assert ad.backfill_request(sub, cursor) is None
+    cursor.oldest, cursor.last_page_size = 300, 12  # a short page: no more history
+    assert ad.backfill_request(sub, cursor) is None
+    with pytest.raises(DecodeError):
+        ad.parse_trades(b'{"code":"50011","msg":"Too Many Requests","data":[]}', sub, 0)

@@ -37,8 +37,9 @@ TESTNET_URLS: dict[tuple[str, Market], tuple[str, str]] = {
 }
 """(exchange, market) -> (WebSocket base, REST base) of the exchange's test or demo environment.
 
-Sources: OKX demo trading ``wss://wspap.okx.com:8443`` (EXCHANGES.md section 3 "URLs"; OKX serves demo REST on
-the live host with header ``x-simulated-trading: 1``, not needed for public market data); Binance spot testnet
+Sources (docs/protocols/okx.md and binance.md "Testnet"): OKX demo trading ``wss://wspap.okx.com:8443``
+(https://www.okx.com/docs-v5/en/#overview-demo-trading-services; demo REST needs the header
+``x-simulated-trading: 1``, not needed for public market data); Binance spot testnet
 ``stream.testnet.binance.vision`` / ``testnet.binance.vision`` and USDⓈ-M testnet ``fstream.binancefuture.com`` /
 ``testnet.binancefuture.com`` (Binance developer docs, "Testnet" sections; whether the testnet serves the 2026
 ``/public`` and ``/market`` routes is unconfirmed)."""
@@ -51,6 +52,7 @@ def get_adapter(
     ws_base_url: str | None = None,
     rest_base_url: str | None = None,
     testnet: bool = False,
+    feed: str | None = None,
 ) -> ExchangeAdapter:
     """A fresh adapter for ``exchange`` (``binance``, ``okx``; ccxt's ``binanceusdm`` is accepted for Binance
     perpetuals) and ``market``.
@@ -59,6 +61,8 @@ def get_adapter(
         ws_base_url: override of the WebSocket base URL (e.g. ``ws://127.0.0.1:PORT`` for the simulator).
         rest_base_url: override of the REST base URL.
         testnet: use the exchange's test/demo environment (:data:`TESTNET_URLS`) where no override is given.
+        feed: the name put on every event the adapter builds (the configuration entry; default: the
+            exchange id).
 
     Raises:
         ValueError: unknown exchange, unknown market, or a pair with no adapter.
@@ -81,5 +85,5 @@ def get_adapter(
         rest_base_url = rest_base_url or test_rest
     if ex == "binance":
         cls = BinanceSpotAdapter if mkt is Market.SPOT else BinanceUsdmAdapter
-        return cls(ws_base_url=ws_base_url, rest_base_url=rest_base_url)
-    return OkxAdapter(mkt, ws_base_url=ws_base_url, rest_base_url=rest_base_url)
+        return cls(ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
+    return OkxAdapter(mkt, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)

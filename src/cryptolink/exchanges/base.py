@@ -7,7 +7,14 @@ instance serves one (exchange, market). It
 - splits subscriptions over connections (:meth:`ExchangeAdapter.plan_connections`),
 - turns subscriptions into frames (:meth:`ExchangeAdapter.requests`),
 - turns each received frame into normalized events and control signals (:meth:`ExchangeAdapter.decode`),
-- says how its L2 books are synced (:class:`BookSyncSpec`) and builds/parses REST snapshot requests.
+- says how its L2 books are synced (:class:`BookSyncSpec`) and builds/parses REST snapshot requests,
+- builds and parses the REST requests for its instrument list (:class:`Instrument`: which symbols exist, their
+  contract size) and, where the exchange allows it without a key, for trade backfill after an interruption
+  (:class:`BackfillCursor`).
+
+Every event an adapter builds carries the feed name it was created with (``feed``: the configuration entry),
+the unit of its amounts (:class:`~cryptolink.models.AmountUnit`) and, for contracts, the contract size taken
+from the instrument list (:meth:`ExchangeAdapter.set_instruments`).
 
 ``decode`` returns a list whose items are :class:`~cryptolink.models.Trade`, :class:`~cryptolink.models.Ticker`,
 :class:`BookMessage` (raw, not yet sequence-checked) or one of the control signals :class:`Ack`,
@@ -18,20 +25,23 @@ instance serves one (exchange, market). It
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
-from cryptolink.models import Market, Subscription, Ticker, Trade
+from cryptolink.models import AmountUnit, Market, Subscription, Ticker, Trade
 
 __all__ = [
     "Ack",
+    "BackfillCursor",
     "BookMessage",
     "BookSyncSpec",
     "ChecksumSpec",
+    "ConnectRateLimit",
     "ConnectionPolicy",
     "ConnectionSpec",
     "ControlSignal",
@@ -40,11 +50,13 @@ __all__ = [
     "ExchangeAdapter",
     "ExchangeError",
     "Heartbeat",
+    "Instrument",
     "KeepalivePolicy",
     "OutboundRequest",
     "Pong",
     "Rejected",
     "ReplyRequired",
+    "RestRateLimit",
     "RestRequest",
     "SequenceModel",
     "ServerNotice",
@@ -96,11 +108,13 @@ class BookMessage(msgspec.Struct, gc=False):
 class Ack(msgspec.Struct, frozen=True):
     """The exchange confirmed a subscribe or unsubscribe request.
 
-    ``subscriptions`` is filled when the ack names them (OKX echoes each ``arg``); when empty, the engine resolves
-    them from ``request_id`` (Binance acks only echo the id).
+    ``op`` is ``None`` when the frame does not say which (Binance ``{"result":null,"id":N}``): the engine
+    resolves it from ``request_id`` in the registry of the socket the ack came on. ``subscriptions`` is filled
+    when the ack names them (OKX echoes each ``arg``); when empty, the engine resolves them from
+    ``request_id``.
     """
 
-    op: Literal["subscribe", "unsubscribe"]
+    op: Literal["subscribe", "unsubscribe"] | None
     request_id: int | str | None
     subscriptions: tuple[Subscription, ...] = ()
 
@@ -108,7 +122,9 @@ class Ack(msgspec.Struct, frozen=True):
 class Rejected(msgspec.Struct, frozen=True):
     """The exchange refused a request (Binance ``{"code":..,"msg":..,"id":..}``, OKX ``event:"error"``).
 
-    A rejection is reported as an error and is never retried in a loop.
+    ``subscriptions`` is filled when the frame names them; otherwise the engine resolves them from
+    ``request_id`` in the registry of the socket it came on. A rejection is reported as an error and is never
+    retried in a loop.
     """
 
     request_id: int | str | None
@@ -180,6 +196,65 @@ class RestRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RestRateLimit:
+    """An exchange's documented REST limit for the endpoints an adapter uses: ``weight`` per ``window_s``
+    seconds per IP (Binance spot REQUEST_WEIGHT 6000 per minute).
+
+    Raises:
+        ValueError: ``weight < 1`` or ``window_s <= 0``.
+    """
+
+    weight: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.weight < 1 or not self.window_s > 0:
+            raise ValueError(f"invalid REST rate limit {self!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One tradable instrument as the exchange lists it.
+
+    Attributes:
+        symbol: unified symbol (``BTC/USDT``, ``BTC/USDT:USDT``, ``BTC/USD:BTC``).
+        exchange_symbol: the exchange's id (``BTCUSDT``, ``BTC-USDT-SWAP``).
+        active: the exchange lists it as trading (Binance ``status: TRADING``, OKX ``state: live``).
+        status: the exchange's status text, as sent.
+        amount_unit: unit of amounts in its market data.
+        contract_size: size of one contract (OKX ``ctVal`` x ``ctMult``), in ``contract_currency``; ``None`` for
+            base units.
+        contract_currency: currency of ``contract_size`` (OKX ``ctValCcy``: the base for linear swaps, ``USD``
+            for inverse ones); ``None`` for base units.
+    """
+
+    symbol: str
+    exchange_symbol: str
+    active: bool
+    status: str
+    amount_unit: AmountUnit = AmountUnit.BASE
+    contract_size: Decimal | None = None
+    contract_currency: str | None = None
+
+
+@dataclass(slots=True)
+class BackfillCursor:
+    """Progress of one trade backfill: the trades with ids strictly between ``after_id`` (the last delivered
+    before the interruption) and ``before_id`` (the first delivered after it).
+
+    The feed updates ``pages``, ``newest``/``oldest`` (ids fetched so far) and ``last_page_size`` after each
+    page; the adapter's :meth:`ExchangeAdapter.backfill_request` says what to fetch next, or ``None`` when done.
+    """
+
+    after_id: int
+    before_id: int
+    pages: int = 0
+    newest: int | None = None
+    oldest: int | None = None
+    last_page_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionSpec:
     """One WebSocket connection the adapter wants: its URL and the subscriptions that belong on it.
 
@@ -203,6 +278,8 @@ class KeepalivePolicy:
         app_ping_frame: text frame we send as an application ping (OKX ``"ping"``); ``None``: no app pings.
         app_ping_idle_s: send ``app_ping_frame`` after this many seconds without receiving anything
             (OKX: "if no message is received within N < 30 s").
+        app_ping_interval_s: also send ``app_ping_frame`` this often while data flows, to measure the
+            round-trip time (OKX has no protocol pings); ``None``: only when idle.
         protocol_ping_interval_s: send a WebSocket protocol ping frame this often (s) to measure round-trip
             latency; ``None`` disables. Servers must answer (RFC 6455 5.5.2).
         pong_timeout_s: a ping (app or protocol) unanswered for this long (s) means the connection is dead.
@@ -212,9 +289,27 @@ class KeepalivePolicy:
 
     app_ping_frame: str | None = None
     app_ping_idle_s: float | None = None
+    app_ping_interval_s: float | None = None
     protocol_ping_interval_s: float | None = 30.0
     pong_timeout_s: float = 10.0
     server_pings: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRateLimit:
+    """An exchange's documented limit on new WebSocket connections: ``max_connects`` per ``window_s`` seconds
+    per IP (Binance spot: 300 per 5 min; OKX: 3 per s). The engine's connect gate stays under it.
+
+    Raises:
+        ValueError: ``max_connects < 1`` or ``window_s <= 0``.
+    """
+
+    max_connects: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.max_connects < 1 or not self.window_s > 0:
+            raise ValueError(f"invalid connect rate limit {self!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +326,7 @@ class ConnectionPolicy:
         server_idle_close_s: the server closes a connection that received no subscription or data this long
             (OKX 30 s).
         max_frame_bytes: largest frame accepted; larger frames are counted and the connection is reset.
+        connect_limit: new connections allowed per time window per IP (``None``: not documented).
     """
 
     keepalive: KeepalivePolicy
@@ -240,6 +336,7 @@ class ConnectionPolicy:
     max_subscribe_requests_per_hour: int | None = None
     server_idle_close_s: float | None = None
     max_frame_bytes: int = 4 * 1024 * 1024
+    connect_limit: ConnectRateLimit | None = None
 
 
 class SnapshotSource(StrEnum):
@@ -306,16 +403,28 @@ class ExchangeAdapter(abc.ABC):
     market: Market
     policy: ConnectionPolicy
     book_sync: BookSyncSpec
+    trade_ids_contiguous: ClassVar[bool] = False
+    """Trade ids of one symbol increase by exactly 1 (Binance ``a``/``t``): a skipped id is a missing trade."""
+    trade_backfill: ClassVar[bool] = False
+    """The exchange serves its recent trades over REST without a key (:meth:`backfill_request`)."""
+    rest_limit: ClassVar[RestRateLimit | None] = None
+    """The REST budget of the endpoints this adapter calls (snapshots, instruments, backfill)."""
     ws_base_url: str
     """Default WebSocket base URL (overridable: ``ws_base_url`` constructor argument)."""
     rest_base_url: str
     """Default REST base URL (overridable: ``rest_base_url`` constructor argument)."""
 
-    def __init__(self, *, ws_base_url: str | None = None, rest_base_url: str | None = None) -> None:
+    def __init__(
+        self, *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
+    ) -> None:
         if ws_base_url is not None:
             self.ws_base_url = ws_base_url.rstrip("/")
         if rest_base_url is not None:
             self.rest_base_url = rest_base_url.rstrip("/")
+        self.feed: str = feed or self.exchange
+        """Name put on every event (``Trade.feed`` ...): the configuration entry."""
+        self.contract_sizes: dict[str, Decimal] = {}
+        """Unified symbol -> contract size, filled by :meth:`set_instruments`."""
 
     # symbols -------------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -371,3 +480,42 @@ class ExchangeAdapter(abc.ABC):
             DecodeError: the body is not a valid snapshot.
         """
         raise NotImplementedError(f"{self.exchange} books are snapshotted over the WebSocket")
+
+    # instruments ---------------------------------------------------------------------------------------------
+    def amount_unit(self, symbol: str) -> AmountUnit:
+        """Unit of amounts in the market data of unified ``symbol`` (base currency unless overridden)."""
+        return AmountUnit.BASE
+
+    @abc.abstractmethod
+    def instruments_request(self) -> RestRequest:
+        """The REST request that lists this market's instruments (Binance ``exchangeInfo``, OKX
+        ``/api/v5/public/instruments``)."""
+
+    @abc.abstractmethod
+    def parse_instruments(self, body: bytes) -> list[Instrument]:
+        """Parse the instrument list (only this adapter's market; unknown kinds skipped).
+
+        Raises:
+            DecodeError: the body is not an instrument list.
+        """
+
+    def set_instruments(self, instruments: Iterable[Instrument]) -> None:
+        """Remember the contract sizes of ``instruments`` (put on every event of those symbols)."""
+        for inst in instruments:
+            if inst.contract_size is not None:
+                self.contract_sizes[inst.symbol] = inst.contract_size
+
+    # trade backfill -------------------------------------------------------------------------------------------
+    def backfill_request(self, subscription: Subscription, cursor: BackfillCursor) -> RestRequest | None:
+        """The next REST page of trades between ``cursor.after_id`` and ``cursor.before_id`` (exclusive), or
+        ``None`` when the backfill is complete or the exchange offers no keyless trade history."""
+        return None
+
+    def parse_trades(self, body: bytes, subscription: Subscription, receipt_ns: int) -> list[Trade]:
+        """Parse a trade-history page into trades (:class:`~cryptolink.models.Trade`, ``backfilled=True``),
+        in any order.
+
+        Raises:
+            DecodeError: the body is not a trade list.
+        """
+        raise NotImplementedError(f"{self.exchange} offers no trade backfill")

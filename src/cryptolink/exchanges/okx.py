@@ -1,28 +1,37 @@
 """OKX v5 public protocol adapter (sans-I/O), spot and perpetual swaps.
 
-Protocol facts are from EXCHANGES.md section 3 (OKX docs ``#overview-websocket``,
-``#order-book-trading-market-data-ws-order-book-channel``, ``…-ws-trades-channel``; ccxt ``pro/okx.py``):
+Protocol facts and their official sources (https://www.okx.com/docs-v5/en/ sections
+``#overview-websocket-connect``, ``#overview-websocket-subscribe``,
+``#order-book-trading-market-data-ws-order-book-channel``, ``…-ws-trades-channel``,
+``…-get-trades-history``, ``#public-data-rest-api-get-instruments``) are in ``docs/protocols/okx.md``:
 
 - URL ``wss://ws.okx.com:8443/ws/v5/public``; subscribe
   ``{"id":"N","op":"subscribe","args":[{channel,instId}]}`` (args batched, at most 64 KB per request; 480
-  subscribe/unsubscribe requests per hour per connection).
+  subscribe/unsubscribe requests per hour per connection; 3 connection requests per second per IP).
 - Acks come one per arg: ``{"id":"N","event":"subscribe","arg":{...}}``; errors
-  ``{"event":"error","code":..}``; ``{"event":"notice","code":"64008"}`` announces a close for a service
-  upgrade; text ``pong`` answers ``ping``.
+  ``{"id":"N","event":"error","code":..}`` (resolved by the engine from the id);
+  ``{"event":"notice","code":"64008"}`` announces a close for a service upgrade; text ``pong`` answers
+  ``ping``.
 - Keepalive: the client sends text ``ping`` when nothing was received for N < 30 s; the server closes a
-  connection without subscription or data for 30 s. No server pings.
+  connection without subscription or data for 30 s. No server pings. We also send ``ping`` every 20 s while
+  data flows, to measure the round-trip time (the docs describe the idle rule only; the server answers any
+  ``ping``).
 - Channels: ``trades`` (``tradeId`` -> sequence; ``side`` is the taker side), ``tickers`` (BBO + last),
   ``books`` (WebSocket snapshot then updates chained by ``seqId``/``prevSeqId``; legacy CRC32 checksum, top
   25, signed, verified when non-zero).
 - Symbols: spot ``BTC/USDT`` <-> ``BTC-USDT``; linear perp ``BTC/USDT:USDT`` <-> ``BTC-USDT-SWAP``; inverse
   perp ``BTC/USD:BTC`` <-> ``BTC-USD-SWAP``; dated futures ``BTC-USD-220527`` decode as
   ``BTC/USD:BTC-220527``.
-- Sizes: spot in base currency; SWAP/FUTURES in contracts (``sz`` as sent).
+- Sizes: spot in base currency; SWAP/FUTURES in contracts (``sz`` as sent), with the contract size
+  (``ctVal`` x ``ctMult`` in ``ctValCcy``) from ``GET /api/v5/public/instruments`` on every event.
+- Trade ids increase per instrument but are not contiguous (a trade message aggregates ``count`` fills), so
+  after an interruption the feed asks ``GET /api/v5/market/history-trades?type=1&after=<id>`` (older than
+  ``id``, newest first, <= 100 per page, 20 requests per 2 s) for everything between the last trade before it
+  and the first after it.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Literal
@@ -31,33 +40,40 @@ import msgspec
 
 from cryptolink.exchanges.base import (
     Ack,
+    BackfillCursor,
     BookMessage,
     BookSyncSpec,
     ChecksumSpec,
     ConnectionPolicy,
     ConnectionSpec,
+    ConnectRateLimit,
     Decoded,
     DecodeError,
     ExchangeAdapter,
+    Instrument,
     KeepalivePolicy,
     OutboundRequest,
     Pong,
     Rejected,
+    RestRateLimit,
     RestRequest,
     SequenceModel,
     ServerNotice,
     SnapshotSource,
 )
-from cryptolink.models import Channel, Market, Side, Subscription, Ticker, Trade
+from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
 from cryptolink.symbols import parse_unified
 
 __all__ = ["OkxAdapter"]
 
 _MAX_ARGS_BYTES = 60_000
 """Stay under OKX's 64 KB limit on the total length of ``args`` per request."""
-_MAX_PENDING_REQUESTS = 4096
 _MAX_BOOKS_PER_CONNECTION = 30
-"""OKX recommends fewer than 30 book channels per connection (EXCHANGES.md §3 Limits)."""
+"""OKX recommends fewer than 30 book channels per connection (docs/protocols/okx.md "Limits")."""
+_BACKFILL_PAGE = 100
+_TRADES = Channel.TRADES
+_TICKER = Channel.TICKER
+_BOOK = Channel.BOOK
 
 _CHANNEL_NAMES: dict[Channel, str] = {
     Channel.TRADES: "trades",
@@ -117,11 +133,46 @@ class _RestBooks(msgspec.Struct):
     msg: str = ""
 
 
+class _RestTrade(msgspec.Struct):
+    instId: str
+    tradeId: str
+    px: Decimal
+    sz: Decimal
+    side: str
+    ts: str
+
+
+class _RestTrades(msgspec.Struct):
+    code: str
+    data: list[_RestTrade]
+    msg: str = ""
+
+
+class _Inst(msgspec.Struct):
+    instId: str
+    instType: str
+    state: str = ""
+    ctVal: str = ""
+    ctMult: str = ""
+    ctValCcy: str = ""
+    settleCcy: str = ""
+    baseCcy: str = ""
+    quoteCcy: str = ""
+
+
+class _RestInsts(msgspec.Struct):
+    code: str
+    data: list[_Inst]
+    msg: str = ""
+
+
 _env_decoder = msgspec.json.Decoder(_Envelope)
 _trades_decoder = msgspec.json.Decoder(list[_TradeMsg])
 _tickers_decoder = msgspec.json.Decoder(list[_TickerMsg])
 _books_decoder = msgspec.json.Decoder(list[_BookMsg])
 _rest_books_decoder = msgspec.json.Decoder(_RestBooks)
+_rest_trades_decoder = msgspec.json.Decoder(_RestTrades)
+_rest_insts_decoder = msgspec.json.Decoder(_RestInsts)
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -156,7 +207,7 @@ class OkxAdapter(ExchangeAdapter):
     Args:
         market: spot (``BTC/USDT``) or perpetual swaps (``BTC/USDT:USDT`` linear, ``BTC/USD:BTC`` inverse).
         ws_base_url: WebSocket scheme, host and port (default ``wss://ws.okx.com:8443``); connections use
-            ``<ws_base_url>/ws/v5/public`` (EXCHANGES.md section 3 "URLs").
+            ``<ws_base_url>/ws/v5/public`` (docs/protocols/okx.md "URLs").
         rest_base_url: REST base (default ``https://www.okx.com``).
 
     Book sync: WebSocket snapshot, LINKED ``prevSeqId`` chain, legacy CRC32 checksum top 25 signed (verified
@@ -165,13 +216,18 @@ class OkxAdapter(ExchangeAdapter):
 
     exchange = "okx"
     ccxt_id = "okx"
+    trade_backfill = True
     ws_base_url = "wss://ws.okx.com:8443"
     ws_public_path = "/ws/v5/public"
     rest_base_url = "https://www.okx.com"
+    # per endpoint and IP: instruments and history-trades 20 per 2 s, books 40 per 2 s; one budget of the
+    # smallest for all of them
+    rest_limit = RestRateLimit(weight=20, window_s=2.0)
     policy = ConnectionPolicy(
         keepalive=KeepalivePolicy(
             app_ping_frame="ping",
             app_ping_idle_s=20.0,
+            app_ping_interval_s=20.0,
             protocol_ping_interval_s=None,
             pong_timeout_s=10.0,
             server_pings=False,
@@ -181,6 +237,7 @@ class OkxAdapter(ExchangeAdapter):
         max_outbound_per_s=None,
         max_subscribe_requests_per_hour=480,
         server_idle_close_s=30.0,
+        connect_limit=ConnectRateLimit(max_connects=3, window_s=1.0),
     )
     book_sync = BookSyncSpec(
         source=SnapshotSource.WEBSOCKET,
@@ -195,8 +252,9 @@ class OkxAdapter(ExchangeAdapter):
         *,
         ws_base_url: str | None = None,
         rest_base_url: str | None = None,
+        feed: str | None = None,
     ) -> None:
-        super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url)
+        super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
         if self.ws_base_url.endswith(self.ws_public_path):  # a full URL given as override
             self.ws_base_url = self.ws_base_url[: -len(self.ws_public_path)]
         self.market = Market(market)
@@ -204,7 +262,7 @@ class OkxAdapter(ExchangeAdapter):
         self._exchange_ids: dict[str, str] = {}  # unified -> instId
         # (channel name, instId) -> the Subscription we were asked for (acks map back to it)
         self._subs: dict[tuple[str, str], Subscription] = {}
-        self._pending: OrderedDict[int | str, tuple[Subscription, ...]] = OrderedDict()
+        self._unit = AmountUnit.BASE if self.market is Market.SPOT else AmountUnit.CONTRACTS
 
     # symbols ---------------------------------------------------------------------------------------------
     def exchange_symbol(self, symbol: str) -> str:
@@ -280,7 +338,7 @@ class OkxAdapter(ExchangeAdapter):
         self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
         """Batched ``{"id":"N","op":"subscribe"|"unsubscribe","args":[...]}`` frames, each under 64 KB of args
-        (EXCHANGES.md §3)."""
+        (docs/protocols/okx.md "Subscribe")."""
         out: list[OutboundRequest] = []
         chunk: list[Subscription] = []
         args: list[dict[str, str]] = []
@@ -290,9 +348,6 @@ class OkxAdapter(ExchangeAdapter):
             rid = next_id + len(out)
             frame = _json_encoder.encode({"id": str(rid), "op": op, "args": args}).decode()
             subs = tuple(chunk)
-            self._pending[rid] = subs
-            while len(self._pending) > _MAX_PENDING_REQUESTS:
-                self._pending.popitem(last=False)
             out.append(OutboundRequest(frame=frame, request_id=rid, op=op, subscriptions=subs))
 
         for sub in dict.fromkeys(subscriptions):
@@ -360,9 +415,7 @@ class OkxAdapter(ExchangeAdapter):
                 return []
             return [Ack(op, _request_id(env.id), (sub,))]
         if event == "error":
-            rid = _request_id(env.id)
-            subs = self._pending.get(rid, ()) if rid is not None else ()
-            return [Rejected(rid, env.code or "", env.msg or "", subs)]
+            return [Rejected(_request_id(env.id), env.code or "", env.msg or "")]
         if event == "notice":
             code = env.code or ""
             return [ServerNotice(code, env.msg or "", rotate=code == "64008")]
@@ -382,10 +435,11 @@ class OkxAdapter(ExchangeAdapter):
             else:
                 raise DecodeError(f"okx: bad trade side {t.side!r}")
             seq = int(t.tradeId) if t.tradeId.isdigit() else None
+            symbol = self.unified_symbol(t.instId)
             out.append(
                 Trade(
                     self.exchange,
-                    self.unified_symbol(t.instId),
+                    symbol,
                     t.instId,
                     t.px,
                     t.sz,
@@ -394,6 +448,10 @@ class OkxAdapter(ExchangeAdapter):
                     _int(t.ts),
                     receipt_ns,
                     seq,
+                    _TRADES,
+                    self.feed,
+                    self._unit,
+                    self.contract_sizes.get(symbol),
                 )
             )
         return out
@@ -403,21 +461,29 @@ class OkxAdapter(ExchangeAdapter):
             items = _tickers_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DecodeError(f"okx: malformed tickers: {exc}") from exc
-        return [
-            Ticker(
-                self.exchange,
-                self.unified_symbol(t.instId),
-                t.instId,
-                _dec(t.bidPx),
-                _dec(t.bidSz),
-                _dec(t.askPx),
-                _dec(t.askSz),
-                _dec(t.last),
-                _int(t.ts),
-                receipt_ns,
+        out: list[Decoded] = []
+        for t in items:
+            symbol = self.unified_symbol(t.instId)
+            out.append(
+                Ticker(
+                    self.exchange,
+                    symbol,
+                    t.instId,
+                    _dec(t.bidPx),
+                    _dec(t.bidSz),
+                    _dec(t.askPx),
+                    _dec(t.askSz),
+                    _dec(t.last),
+                    _int(t.ts),
+                    receipt_ns,
+                    None,
+                    _TICKER,
+                    self.feed,
+                    self._unit,
+                    self.contract_sizes.get(symbol),
+                )
             )
-            for t in items
-        ]
+        return out
 
     def _decode_books(
         self, data: msgspec.Raw, inst_id: str, action: str | None, receipt_ns: int
@@ -455,6 +521,117 @@ class OkxAdapter(ExchangeAdapter):
             _int(b.ts),
             receipt_ns,
         )
+
+    def amount_unit(self, symbol: str) -> AmountUnit:
+        """Contracts on the perpetual market, base currency on spot."""
+        return self._unit
+
+    # instruments -----------------------------------------------------------------------------------------
+    def instruments_request(self) -> RestRequest:
+        """``GET /api/v5/public/instruments?instType=SPOT|SWAP`` (20 requests per 2 s)."""
+        inst_type = "SPOT" if self.market is Market.SPOT else "SWAP"
+        return RestRequest(path="/api/v5/public/instruments", params={"instType": inst_type})
+
+    def parse_instruments(self, body: bytes) -> list[Instrument]:
+        """This market's instruments: unified symbols, ``state == "live"`` as active, contract size
+        ``ctVal * ctMult`` in ``ctValCcy`` for swaps.
+
+        Raises:
+            DecodeError: malformed body or ``code`` not ``"0"``.
+        """
+        try:
+            m = _rest_insts_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed instruments answer: {exc}") from exc
+        if m.code != "0":
+            raise DecodeError(f"okx: instruments answer code={m.code!r} msg={m.msg!r}")
+        out: list[Instrument] = []
+        for i in m.data:
+            parts = i.instId.split("-")
+            if self.market is Market.SPOT:
+                if i.instType != "SPOT" or len(parts) != 2:
+                    continue
+                out.append(Instrument(f"{parts[0]}/{parts[1]}", i.instId, i.state == "live", i.state))
+                continue
+            if i.instType != "SWAP" or len(parts) != 3:
+                continue
+            settle = i.settleCcy or (parts[1] if parts[1] in ("USDT", "USDC") else parts[0])
+            size: Decimal | None = None
+            try:
+                size = Decimal(i.ctVal) * (Decimal(i.ctMult) if i.ctMult else Decimal(1))
+            except InvalidOperation:
+                size = None
+            out.append(
+                Instrument(
+                    f"{parts[0]}/{parts[1]}:{settle}",
+                    i.instId,
+                    i.state == "live",
+                    i.state,
+                    AmountUnit.CONTRACTS,
+                    size,
+                    i.ctValCcy or None,
+                )
+            )
+        return out
+
+    # trade backfill --------------------------------------------------------------------------------------
+    def backfill_request(self, subscription: Subscription, cursor: BackfillCursor) -> RestRequest | None:
+        """``GET /api/v5/market/history-trades?instId=..&type=1&after=<id>&limit=100``: trades older than
+        ``id`` (the oldest fetched so far, first the first trade after the interruption), newest first. Done
+        once a page reaches ``after_id`` or comes back short (no more history)."""
+        if cursor.oldest is not None and cursor.oldest <= cursor.after_id + 1:
+            return None
+        if cursor.last_page_size is not None and cursor.last_page_size < _BACKFILL_PAGE:
+            return None
+        start = cursor.oldest if cursor.oldest is not None else cursor.before_id
+        return RestRequest(
+            path="/api/v5/market/history-trades",
+            params={
+                "instId": self.exchange_symbol(subscription.symbol),
+                "type": "1",
+                "after": str(start),
+                "limit": str(_BACKFILL_PAGE),
+            },
+        )
+
+    def parse_trades(self, body: bytes, subscription: Subscription, receipt_ns: int) -> list[Trade]:
+        """Parse a ``history-trades`` page into backfilled trades.
+
+        Raises:
+            DecodeError: malformed body or ``code`` not ``"0"``.
+        """
+        try:
+            m = _rest_trades_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise DecodeError(f"okx: malformed history-trades answer: {exc}") from exc
+        if m.code != "0":
+            raise DecodeError(f"okx: history-trades answer code={m.code!r} msg={m.msg!r}")
+        sym = subscription.symbol
+        size = self.contract_sizes.get(sym)
+        out: list[Trade] = []
+        for t in m.data:
+            if not t.tradeId.isdigit() or t.side not in ("buy", "sell"):
+                raise DecodeError(f"okx: bad history trade {t!r}")
+            out.append(
+                Trade(
+                    self.exchange,
+                    sym,
+                    t.instId,
+                    t.px,
+                    t.sz,
+                    Side.BUY if t.side == "buy" else Side.SELL,
+                    t.tradeId,
+                    _int(t.ts),
+                    receipt_ns,
+                    int(t.tradeId),
+                    _TRADES,
+                    self.feed,
+                    self._unit,
+                    size,
+                    True,
+                )
+            )
+        return out
 
     # books -----------------------------------------------------------------------------------------------
     def snapshot_request(self, subscription: Subscription) -> RestRequest | None:
