@@ -1,16 +1,23 @@
-"""Binance spot and USD-M protocol conformance with a raw aiohttp client (EXCHANGES.md §1, §2)."""
+"""Binance spot and USD-M protocol conformance with a raw aiohttp client
+(https://developers.binance.com/docs/binance-spot-api-docs, .../derivatives/usds-margined-futures)."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from sim_helpers import fast_config, recv_close, recv_json, recv_until
 
+from cryptolink import recordings
+from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, Simulator
 
 pytestmark = pytest.mark.integration
@@ -68,11 +75,11 @@ async def test_server_pings_and_pong_timeout(http: aiohttp.ClientSession) -> Non
             conn = next(iter(sim.binance.connections.values()))
             await sim.binance.wait_until(lambda: conn.pongs_received >= 4)
             assert conn.is_open
-            # stop answering: closed within the pong timeout
+            # stop answering: closed with 1008 "pong timeout" once the oldest ping is unanswered for too long
             closed = await recv_close(ws, 5)
-            assert closed is not None
+            assert (closed.type, closed.data, closed.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "pong timeout")
             await sim.binance.wait_until(lambda: not conn.is_open)
-            assert conn.close_reason == "pong timeout"
+            assert conn.close_reason == "pong timeout" and conn.close_code == 1008
 
 
 async def test_inbound_rate_limit_closes_1008(http: aiohttp.ClientSession) -> None:
@@ -141,48 +148,83 @@ def _apply(book: dict[str, dict[Decimal, Decimal]], bids: list[list[str]], asks:
                 book[side][Decimal(p)] = Decimal(q)
 
 
+async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchange: str) -> None:
+    """Run the documented sync procedure ("How to manage a local order book correctly") on BTCUSDT and check the
+    rebuilt book equals a later REST snapshot exactly."""
+    ep = sim.endpoints()[exchange]
+    spot = exchange == "binance"
+    path = "/stream?streams=btcusdt@depth@100ms" if spot else "/public/stream?streams=btcusdt@depth@100ms"
+    rest = ep["rest_url"] + ("/api/v3/depth" if spot else "/fapi/v1/depth")
+    async with http.ws_connect(ep["ws_url"] + path) as ws:
+        first = (await recv_json(ws))["data"]
+        async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "1000"}) as r:
+            snap = await r.json()
+        assert snap["lastUpdateId"] >= first["U"]
+        book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
+        _apply(book, snap["bids"], snap["asks"])
+        last = snap["lastUpdateId"]
+        prev_u = None
+        started = False
+        target = None
+        for _ in range(400):
+            d = (await recv_json(ws))["data"]
+            if d["u"] <= last and not started:
+                continue
+            if not started:
+                assert d["U"] <= last + 1 <= d["u"]
+                started = True
+            else:
+                assert d["U"] == prev_u + 1
+                if not spot:
+                    assert d["pu"] == prev_u
+            prev_u = d["u"]
+            _apply(book, d["b"], d["a"])
+            if target is None and started:
+                async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "50"}) as r:
+                    target = await r.json()
+            if target is not None and d["u"] == target["lastUpdateId"]:
+                break
+        assert target is not None and prev_u == target["lastUpdateId"]
+        top_bids = sorted(book["bids"].items(), reverse=True)[:50]
+        assert top_bids == [(Decimal(p), Decimal(q)) for p, q in target["bids"]]
+        top_asks = sorted(book["asks"].items())[:50]
+        assert top_asks == [(Decimal(p), Decimal(q)) for p, q in target["asks"]]
+
+
 @pytest.mark.parametrize("exchange", ["binance", "binanceusdm"])
 async def test_rest_snapshot_bridges_ws_diffs(http: aiohttp.ClientSession, exchange: str) -> None:
-    """The documented sync procedure (§1 / §2) yields exactly the server's book at a later snapshot."""
     async with Simulator([exchange], mode="replay", speed=3.0, config=fast_config()) as sim:
-        ep = sim.endpoints()[exchange]
-        spot = exchange == "binance"
-        path = "/stream?streams=btcusdt@depth@100ms" if spot else "/public/stream?streams=btcusdt@depth@100ms"
-        rest = ep["rest_url"] + ("/api/v3/depth" if spot else "/fapi/v1/depth")
-        async with http.ws_connect(ep["ws_url"] + path) as ws:
-            first = (await recv_json(ws))["data"]
-            async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "1000"}) as r:
-                snap = await r.json()
-            assert snap["lastUpdateId"] >= first["U"]
-            book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
-            _apply(book, snap["bids"], snap["asks"])
-            last = snap["lastUpdateId"]
-            prev_u = None
-            started = False
-            target = None
-            for _ in range(400):
-                d = (await recv_json(ws))["data"]
-                if d["u"] <= last and not started:
-                    continue
-                if not started:
-                    assert d["U"] <= last + 1 <= d["u"]
-                    started = True
-                else:
-                    assert d["U"] == prev_u + 1
-                    if not spot:
-                        assert d["pu"] == prev_u
-                prev_u = d["u"]
-                _apply(book, d["b"], d["a"])
-                if target is None and started:
-                    async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "50"}) as r:
-                        target = await r.json()
-                if target is not None and d["u"] == target["lastUpdateId"]:
-                    break
-            assert target is not None and prev_u == target["lastUpdateId"]
-            top_bids = sorted(book["bids"].items(), reverse=True)[:50]
-            assert top_bids == [(Decimal(p), Decimal(q)) for p, q in target["bids"]]
-            top_asks = sorted(book["asks"].items())[:50]
-            assert top_asks == [(Decimal(p), Decimal(q)) for p, q in target["asks"]]
+        await _sync_and_compare(http, sim, exchange)
+
+
+def _capture_without_snapshot(path: Path) -> Path:
+    """The first 3000 lines of the shipped spot BTCUSDT recording minus its REST snapshot line, gzipped."""
+    lines = [
+        f"{ts} {frame}"
+        for ts, frame in recordings.iter_hftbacktest("hftbacktest_binance_spot_btcusdt_20240808.gz")
+        if frame.startswith('{"stream"')
+    ]
+    path.write_bytes(gzip.compress(("\n".join(lines[:3000]) + "\n").encode()))
+    return path
+
+
+async def test_user_capture_without_snapshot_stays_self_consistent(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A capture with no REST snapshot line starts from an empty book: REST snapshots and diffs still agree."""
+    path = _capture_without_snapshot(tmp_path / "capture.gz")
+    cfg = replace(fast_config(), replay_files={("spot", "BTCUSDT"): path})
+    async with Simulator(["binance"], mode="replay", speed=3.0, config=cfg) as sim:
+        await _sync_and_compare(http, sim, "binance")
+
+
+async def test_bad_user_capture_fails_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_text("\n")
+    cfg = replace(fast_config(), replay_files={("spot", "BTCUSDT"): path})
+    with pytest.raises(ValueError, match=r"empty\.txt"):
+        async with Simulator(["binance"], mode="replay", config=cfg):
+            pass
 
 
 async def test_usdm_routes_pu_chain_and_wrong_route_silent(http: aiohttp.ClientSession) -> None:
@@ -210,3 +252,89 @@ async def test_server_shutdown_notice(http: aiohttp.ClientSession) -> None:
         sim.inject(Fault("notice"), exchange="binance")
         frame = await recv_until(ws, lambda f: f.get("stream") == "!serverShutdown")
         assert frame["data"]["e"] == "serverShutdown"
+
+
+async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, int, Any]:
+    """``(status, X-MBX-USED-WEIGHT-1M, body)``."""
+    async with http.get(url) as r:
+        return r.status, int(r.headers["X-MBX-USED-WEIGHT-1M"]), await r.json()
+
+
+async def test_spot_trade_history_endpoints(http: aiohttp.ClientSession) -> None:
+    """aggTrades / trades / historicalTrades: the stream's ids, documented shapes, order, filters and weights."""
+    clock = FakeClock()  # frozen between advances: one weight window, exact trade counts
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        base = sim.endpoints()["binance"]["rest_url"] + "/api/v3"
+        url = sim.endpoints()["binance"]["ws_url"] + "/stream?streams=btcusdt@aggTrade"
+        async with http.ws_connect(url) as ws:
+            await sim.binance.wait_subscribed("btcusdt@aggTrade")
+            await clock.advance(2.0)
+            kept = sim.binance.sources["BTCUSDT"].trades.select(10**6)
+            streamed = [(await recv_json(ws))["data"]["a"] for _ in kept]
+        ids = [t.trade_id for t in kept]
+        assert streamed == ids and len(ids) > 40
+
+        status, used, rows = await _get(http, base + "/aggTrades?symbol=BTCUSDT&limit=5")
+        assert (status, used) == (200, 4)  # aggTrades weighs 4
+        assert [r["a"] for r in rows] == ids[-5:]  # the newest, oldest first
+        t = kept[-1]
+        assert rows[-1] == {
+            "a": t.trade_id, "p": t.price, "q": t.qty, "f": t.trade_id, "l": t.trade_id, "T": t.ts_ms,
+            "m": t.buyer_maker, "M": True,
+        }  # fmt: skip
+        _, _, rows = await _get(http, base + f"/aggTrades?symbol=BTCUSDT&fromId={ids[3]}&limit=4")
+        assert [r["a"] for r in rows] == ids[3:7]
+        start, end = kept[5].ts_ms, kept[9].ts_ms
+        _, _, rows = await _get(http, base + f"/aggTrades?symbol=BTCUSDT&startTime={start}&endTime={end}")
+        assert [r["a"] for r in rows] == [t.trade_id for t in kept if start <= t.ts_ms <= end]
+        _, _, rows = await _get(http, base + f"/aggTrades?symbol=BTCUSDT&endTime={end}&limit=2")
+        assert [r["a"] for r in rows] == [t.trade_id for t in kept if t.ts_ms <= end][-2:]
+        _, _, rows = await _get(http, base + "/aggTrades?symbol=BTCUSDT&fromId=1")  # older than kept
+        assert [r["a"] for r in rows] == ids  # what is kept
+        status, used, body = await _get(http, base + "/aggTrades?symbol=BTCUSDT&limit=0")
+        assert (status, body["code"]) == (400, -1100)
+
+        status, used, rows = await _get(http, base + "/trades?symbol=BTCUSDT&limit=3")
+        assert status == 200 and used == 4 * 6 + 25  # 6 aggTrades calls so far, then trades weighs 25
+        t = kept[-1]
+        assert rows[-1] == {
+            "id": t.trade_id, "price": t.price, "qty": t.qty,
+            "quoteQty": format((Decimal(t.price) * Decimal(t.qty)).normalize(), "f"), "time": t.ts_ms,
+            "isBuyerMaker": t.buyer_maker, "isBestMatch": True,
+        }  # fmt: skip
+        assert [r["id"] for r in rows] == ids[-3:]
+        status, used, rows = await _get(
+            http, base + f"/historicalTrades?symbol=BTCUSDT&fromId={ids[10]}&limit=2"
+        )
+        assert (status, used, [r["id"] for r in rows]) == (200, 4 * 6 + 50, ids[10:12])  # no API key needed
+        status, _, body = await _get(http, base + "/trades?symbol=NOPEUSDT")
+        assert (status, body["code"]) == (400, -1121)
+        status, _, body = await _get(http, base + "/aggTrades")
+        assert (status, body["code"]) == (400, -1102)
+
+
+async def test_usdm_trade_history_endpoints_and_weights(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
+    cfg = fast_config(binanceusdm={"rest_weight_limit": 50})
+    async with Simulator(["binanceusdm"], mode="synthetic", clock=clock, config=cfg) as sim:
+        base = sim.endpoints()["binanceusdm"]["rest_url"] + "/fapi/v1"
+        await _get(http, base + "/time")  # weight 1; creates nothing
+        sim.binanceusdm.source("BTCUSDT")  # starts the market task ...
+        await asyncio.sleep(0)  # ... which parks on the fake clock at its first event
+        await clock.advance(2.0)
+        kept = sim.binanceusdm.sources["BTCUSDT"].trades.select(10**6)
+        status, used, rows = await _get(http, base + "/aggTrades?symbol=BTCUSDT&limit=2")
+        assert (status, used) == (200, 21)  # aggTrades weighs 20 on USD-M
+        assert [r["a"] for r in rows] == [t.trade_id for t in kept[-2:]] and "M" not in rows[0]
+        status, used, rows = await _get(http, base + "/trades?symbol=BTCUSDT&limit=2")
+        assert (status, used) == (200, 26)  # trades weighs 5
+        assert set(rows[0]) == {"id", "price", "qty", "quoteQty", "time", "isBuyerMaker"}
+        start = kept[0].ts_ms
+        status, used, body = await _get(
+            http, base + f"/aggTrades?symbol=BTCUSDT&startTime={start}&endTime={start + 3_600_000}"
+        )
+        assert (status, used, body["code"]) == (400, 46, -1127)  # the window must be under 1 hour
+        async with http.get(base + "/aggTrades?symbol=BTCUSDT") as r:
+            assert r.status == 429 and (await r.json())["code"] == -1003  # 46 + 20 > 50
+        async with http.get(base + "/historicalTrades?symbol=BTCUSDT") as r:
+            assert r.status == 404  # not served on USD-M

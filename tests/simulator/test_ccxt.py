@@ -51,9 +51,14 @@ async def test_ccxt_binance_spot_rest(sim: Simulator) -> None:
         assert "BTC/USDT" in markets and "ETH/USDT" in markets
         t = await asyncio.wait_for(ex.fetch_time(), 10)  # type: ignore[attr-defined]
         assert abs(t - sim.clock.time_ns() // 1_000_000) < 60_000
+        src = sim.binance.source("BTCUSDT")
+        assert src is not None
+        first_id = src.last_update_id
         ob = await asyncio.wait_for(ex.fetch_order_book("BTC/USDT", 50), 10)  # type: ignore[attr-defined]
+        last_id = src.last_update_id
         assert len(ob["bids"]) == 50 and ob["bids"][0][0] < ob["asks"][0][0]
-        assert ob["nonce"] == sim.binance.sources["BTCUSDT"].last_update_id or ob["nonce"] > 0
+        # the nonce is the snapshot's lastUpdateId: an id the book had between request and answer
+        assert first_id <= ob["nonce"] <= last_id
     finally:
         await ex.close()  # type: ignore[attr-defined]
 
@@ -64,6 +69,9 @@ async def test_ccxt_pro_binance_spot_watch(sim: Simulator) -> None:
         await asyncio.wait_for(ex.load_markets(), 20)  # type: ignore[attr-defined]
         trades = await asyncio.wait_for(ex.watch_trades("BTC/USDT"), 20)  # type: ignore[attr-defined]
         assert trades and trades[0]["symbol"] == "BTC/USDT"
+        # REST backfill (ccxt reads /api/v3/aggTrades) holds the very trades the stream delivered
+        fetched = await asyncio.wait_for(ex.fetch_trades("BTC/USDT"), 10)  # type: ignore[attr-defined]
+        assert {t["id"] for t in trades} <= {t["id"] for t in fetched}
         ob = await asyncio.wait_for(ex.watch_order_book("BTC/USDT"), 20)  # type: ignore[attr-defined]
         for _ in range(3):
             ob = await asyncio.wait_for(ex.watch_order_book("BTC/USDT"), 20)  # type: ignore[attr-defined]
@@ -87,6 +95,8 @@ async def test_ccxt_okx_rest_and_watch(sim: Simulator) -> None:
         await asyncio.wait_for(pro.load_markets(), 20)  # type: ignore[attr-defined]
         trades = await asyncio.wait_for(pro.watch_trades("BTC/USDT"), 20)  # type: ignore[attr-defined]
         assert trades and trades[0]["symbol"] == "BTC/USDT"
+        fetched = await asyncio.wait_for(rest.fetch_trades("BTC/USDT"), 10)  # type: ignore[attr-defined]
+        assert {t["id"] for t in trades} <= {t["id"] for t in fetched}  # /api/v5/market/trades
         for _ in range(3):  # ccxt verifies the checksum of every update (raises on mismatch)
             book = await asyncio.wait_for(pro.watch_order_book("BTC/USDT"), 20)  # type: ignore[attr-defined]
         assert book["bids"][0][0] < book["asks"][0][0]

@@ -31,9 +31,27 @@ def test_parse_spec_symbol_and_random() -> None:
     assert randoms == [RandomFaults(5.0, ("drop", "gap"), "okx")]
 
 
+def test_parse_outage_needs_a_duration() -> None:
+    scripted, _ = parse_spec("binance/outage:2s@10s,outage:500ms")
+    assert scripted == [
+        Fault("outage", duration_s=0.5),
+        Fault("outage", at_s=10.0, exchange="binance", duration_s=2.0),
+    ]
+    with pytest.raises(FaultSpecError, match="outage needs a duration"):
+        parse_spec("outage@1s")
+
+
 @pytest.mark.parametrize(
     "spec",
-    ["explode@1s", "stall@1s", "drop@soon", "nasdaq/drop", "random:kinds=drop", "random:every=1s:kinds=fly"],
+    [
+        "explode@1s",
+        "stall@1s",
+        "outage",
+        "drop@soon",
+        "nasdaq/drop",
+        "random:kinds=drop",
+        "random:every=1s:kinds=fly",
+    ],
 )
 def test_bad_specs_raise_clear_errors(spec: str) -> None:
     with pytest.raises(FaultSpecError):

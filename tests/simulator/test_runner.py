@@ -1,41 +1,37 @@
-"""Simulator entry points: endpoints, port order, CLI runner output, argument errors."""
+"""Simulator entry points: endpoints, fixed port offsets, CLI runner output, argument errors."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
-import socket
 
 import aiohttp
 import pytest
+from sim_helpers import free_port_run
 
 from cryptolink.simulator import Simulator, serve_forever
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b, socket.socket() as c:
-            try:
-                b.bind(("127.0.0.1", port))
-                c.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port pair")
-
-
-async def test_ports_in_order_and_endpoints() -> None:
-    port = _free_port_pair()
+async def test_fixed_port_offsets_whatever_subset_or_order() -> None:
+    port = free_port_run(3)
     async with Simulator(["okx", "binance"], port=port, mode="synthetic") as sim:
         eps = sim.endpoints()
-        assert eps["okx"]["ws_url"] == f"ws://127.0.0.1:{port}"
-        assert eps["binance"]["rest_url"] == f"http://127.0.0.1:{port + 1}"
+        assert eps["okx"]["ws_url"] == f"ws://127.0.0.1:{port + 2}"
+        assert eps["binance"]["rest_url"] == f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as s, s.get(eps["okx"]["rest_url"] + "/api/v5/public/time") as r:
             assert (await r.json())["code"] == "0"
+
+
+async def test_okx_alone_listens_on_base_plus_two() -> None:
+    port = free_port_run(3)
+    async with Simulator(exchanges=["okx"], port=port, mode="synthetic") as sim:
+        assert sim.okx.port == port + 2
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{port + 2}/api/v5/public/time") as r,
+        ):
+            assert r.status == 200
 
 
 class _Lines(io.StringIO):
@@ -70,3 +66,5 @@ def test_bad_arguments() -> None:
         Simulator(["binance"], mode="live")
     with pytest.raises(ValueError):
         Simulator(["binance"], faults="explode@1s")
+    with pytest.raises(ValueError):
+        Simulator(["okx", "okx"])

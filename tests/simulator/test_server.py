@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from sim_helpers import fast_config, recv_close, recv_json, recv_until
 
+from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, Simulator
 
 pytestmark = pytest.mark.integration
@@ -57,56 +58,69 @@ async def test_close_with_code_from_spec(http: aiohttp.ClientSession) -> None:
         assert ws.close_code == 4001
 
 
-async def test_stall_stops_data_but_answers_pings(http: aiohttp.ClientSession, sim: Simulator) -> None:
-    url = sim.endpoints()["binance"]["ws_url"] + STREAM
-    async with http.ws_connect(url, autoping=False) as ws:
-        await recv_json(ws)
-        conn = next(iter(sim.binance.connections.values()))
-        loop = asyncio.get_running_loop()
-        sim.inject(Fault("stall", duration_s=0.5), exchange="binance")
-        t0 = loop.time()
-        await ws.ping(b"still there?")
+async def test_stall_stops_data_but_answers_pings(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()  # data flows only when the test advances time: the stall window is exact
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade"
+        async with http.ws_connect(url, autoping=False) as ws:
+            conn = await sim.binance.wait_subscribed("btcusdt@trade")
+            await clock.advance(0.5)
+            st = conn.streams["btcusdt@trade"]
+            before = st.last_id
+            assert before is not None
+            for _ in range(st.frames):  # drain what was sent before the stall
+                assert (await ws.receive()).type == aiohttp.WSMsgType.TEXT
+            sim.inject(Fault("stall", duration_s=5.0), exchange="binance")
+            await ws.ping(b"still there?")
+            pong = await ws.receive()
+            assert (pong.type, pong.data) == (
+                aiohttp.WSMsgType.PONG,
+                b"still there?",
+            )  # answered in the stall
+            await clock.advance(2.0)  # trades happen inside the stall: none is sent
+            assert conn.stalled > 0 and st.last_id == before and conn.is_open
+            await clock.advance(3.5)  # stall over: data resumes with trades made after it
+            frame = await recv_json(ws)
+            assert (
+                frame["e"] == "trade" and frame["t"] == before + conn.stalled + 1
+            )  # the stalled ones are gone
 
-        async def until(kind: aiohttp.WSMsgType, after: float) -> float:
-            while True:
-                msg = await ws.receive()
-                if msg.type == kind and loop.time() - t0 >= after:
-                    return loop.time() - t0
 
-        assert await asyncio.wait_for(until(aiohttp.WSMsgType.PONG, 0.0), 2) < 0.4  # pings answered
-        # the only data frames in the stall window are those already queued before it; then data resumes
-        await asyncio.wait_for(until(aiohttp.WSMsgType.TEXT, 0.3), 5)
-        assert conn.stalled > 0 and conn.is_open
-
-
-async def test_noping_stops_server_pings(http: aiohttp.ClientSession) -> None:
+async def test_noping_stops_server_pings_and_pongs(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
     cfg = fast_config(binance={"ping_interval_s": 0.05, "pong_timeout_s": 30.0})
     async with (
-        Simulator(["binance"], mode="synthetic", config=cfg) as sim,
+        Simulator(["binance"], mode="synthetic", clock=clock, config=cfg) as sim,
         http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws", autoping=False) as ws,
     ):
-        msg = await asyncio.wait_for(ws.receive(), 5)
-        assert msg.type == aiohttp.WSMsgType.PING
+        await sim.binance.wait_until(lambda: sim.binance.connections)
         conn = next(iter(sim.binance.connections.values()))
+        await clock.advance(0.05)  # the first server ping is due
+        msg = await ws.receive()
+        assert msg.type == aiohttp.WSMsgType.PING
         sim.inject(Fault("noping", duration_s=30.0), exchange="binance")
         before = conn.pings_sent
         await ws.ping(b"are you there")
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(ws.receive(), 0.4)  # neither pings nor our pong arrive
+        await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
+        # frames are handled in order and a pong would be written before the queued reply: the reply comes first
+        assert await recv_json(ws) == {"result": [], "id": 7}
+        await clock.advance(1.0)  # twenty ping intervals
         assert conn.pings_sent == before
 
 
-async def test_delay_holds_frames(http: aiohttp.ClientSession, sim: Simulator) -> None:
-    ws = await _connect(http, sim)
-    loop = asyncio.get_running_loop()
-    sim.inject(Fault("delay", amount_ms=300.0, duration_s=5.0), exchange="binance")
-    t_prev = loop.time()
-    gaps = []
-    for _ in range(4):
-        await recv_json(ws)
-        gaps.append(loop.time() - t_prev)
-        t_prev = loop.time()
-    assert max(gaps) >= 0.25
+async def test_delay_holds_frames(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@depth"
+        async with http.ws_connect(url) as ws:
+            conn = await sim.binance.wait_subscribed("btcusdt@depth")
+            sim.inject(Fault("delay", amount_ms=300.0, duration_s=5.0), exchange="binance")
+            await clock.advance(0.2)
+            queued = conn.streams["btcusdt@depth"].frames
+            assert queued > 0 and conn.frames_sent == 0  # all held
+            await clock.advance(0.15)  # the first frames are now 300 ms old
+            first = await recv_json(ws)
+            assert first["e"] == "depthUpdate" and 0 < conn.frames_sent < queued
 
 
 async def test_corrupt_frame(http: aiohttp.ClientSession, sim: Simulator) -> None:
@@ -173,3 +187,36 @@ async def test_sent_records_match_received(http: aiohttp.ClientSession, sim: Sim
     assert st.last_id is not None and st.first_id is not None
     assert st.first_id <= received[0] - 1 and received[-1] <= st.last_id
     assert st.frames == st.last_id - st.first_id + 1
+
+
+@pytest.mark.timeout(30)
+async def test_outage_refuses_connections_then_listens_again(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()  # the outage ends when the test moves time, not after a wall-clock wait
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        server = sim.binance
+        port, rest = server.port, sim.endpoints()["binance"]["rest_url"]
+        ws = await http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade")
+        await server.wait_subscribed("btcusdt@trade")
+        await clock.advance(0.5)
+        src = server.sources["BTCUSDT"]
+        before = src.last_trade_id
+        sim.inject(Fault("outage", duration_s=5.0), exchange="binance")
+        await recv_close(ws)  # the open WebSocket is cut
+        assert server.closed_connections[-1].close_reason == "fault: outage" and not server.listening
+        with pytest.raises(aiohttp.ClientConnectorError):  # TCP connects are refused, REST included
+            async with http.get(rest + "/api/v3/time"):
+                pass
+        await clock.advance(3.0)  # still down; the market keeps running
+        during = src.last_trade_id
+        assert during > before and not server.listening
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws")
+        await clock.advance(2.5)  # past the end: listening again on the same port
+        await server.wait_until(lambda: server.listening)
+        assert server.port == port and sim.stats()["binance"]["outages"] == 1
+        async with http.get(rest + "/api/v3/time") as r:
+            assert r.status == 200
+        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@trade") as ws2:
+            await server.wait_subscribed("btcusdt@trade")
+            await clock.advance(0.5)
+            assert (await recv_json(ws2))["t"] > during  # ids kept increasing through the outage

@@ -28,6 +28,7 @@ __all__ = [
     "iter_cryptofeed_http",
     "iter_cryptofeed_ws",
     "iter_hftbacktest",
+    "parse_hftbacktest",
     "read_bytes",
 ]
 
@@ -54,11 +55,24 @@ def read_bytes(name: str) -> bytes:
 
 
 def iter_hftbacktest(name: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(local_receive_time_ns, raw_frame)`` for an hftbacktest Binance file."""
-    for line in read_bytes(name).decode().splitlines():
+    """Yield ``(local_receive_time_ns, raw_frame)`` for a shipped hftbacktest Binance file."""
+    return parse_hftbacktest(read_bytes(name).decode(), name)
+
+
+def parse_hftbacktest(text: str, origin: str = "<text>") -> Iterator[tuple[int, str]]:
+    """Yield ``(local_receive_time_ns, raw_frame)`` from hftbacktest-format text (one ``<ns> <frame>`` per line).
+
+    Blank lines are skipped. ``origin`` names the source in error messages.
+
+    Raises:
+        ValueError: a line is not an integer timestamp, one space and a frame (message: origin and line number).
+    """
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line:
             continue
-        ts, frame = line.split(" ", 1)
+        ts, sep, frame = line.partition(" ")
+        if not sep or not frame or not ts.isdigit():
+            raise ValueError(f"{origin}: line {lineno} is not '<timestamp ns> <frame>': {line[:80]!r}")
         yield int(ts), frame
 
 

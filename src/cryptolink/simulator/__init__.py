@@ -15,13 +15,14 @@ from cryptolink.simulator.config import (
     SimConfig,
 )
 from cryptolink.simulator.faults import Fault, FaultSpecError, RandomFaults, parse_spec
-from cryptolink.simulator.runner import Simulator, run_simulator, serve_forever
+from cryptolink.simulator.runner import PORT_OFFSETS, Simulator, run_simulator, serve_forever
 from cryptolink.simulator.server import ConnectionStats, StreamStats
 
 __all__ = [
     "BINANCE_SPOT_RULES",
     "BINANCE_USDM_RULES",
     "OKX_RULES",
+    "PORT_OFFSETS",
     "ConnectionStats",
     "ExchangeRules",
     "Fault",

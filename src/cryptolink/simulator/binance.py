@@ -1,5 +1,10 @@
-"""Simulated Binance spot (EXCHANGES.md §1) and USDⓈ-M futures (§2): WebSocket streams plus the REST endpoints
-that clients (and ccxt ``load_markets``/``fetch_time``/``fetch_order_book``) call.
+"""Simulated Binance spot and USDⓈ-M futures: WebSocket streams plus the REST endpoints that clients (and ccxt
+``load_markets``/``fetch_time``/``fetch_order_book``/``fetch_trades``) call.
+
+Official sources: spot https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams (WS) and
+https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints (REST); USDⓈ-M
+https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams and
+https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api .
 
 WebSocket paths (the ``ws_url`` of :meth:`ExchangeServer.ws_url` is ``ws://127.0.0.1:PORT``; append the path):
 
@@ -7,26 +12,48 @@ WebSocket paths (the ``ws_url`` of :meth:`ExchangeServer.ws_url` is ``ws://127.0
   (``{"stream":..,"data":..}``).
 - USD-M: the same under ``/public`` (``@depth*``, ``@bookTicker``, ``@trade``) and ``/market`` (``@aggTrade``,
   ``@ticker``, ``@markPrice``...); legacy ``/ws``/``/stream`` carry public streams only. A stream on the wrong
-  route is acknowledged and delivers nothing (§2).
+  route is acknowledged and delivers nothing (Binance's 2026-03 routed-URL change notice for USDⓈ-M).
 
 Live control: ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``/``SET_PROPERTY``/``GET_PROPERTY`` with
-``{"result":..,"id":..}`` answers, errors ``{"code":2|3|0,"msg":..,"id":..}`` (§1). Streams served per symbol:
-``@trade``, ``@aggTrade`` (one trade per aggregate, ``a == f == l``), ``@depth``, ``@depth@100ms`` (USD-M also
-``@depth@0ms``/``@250ms``/``@500ms``; every delta is sent without time aggregation), ``@bookTicker``.
-Unknown but
-well-formed streams are accepted and deliver nothing (§1, unconfirmed there too).
+``{"result":..,"id":..}`` answers, errors ``{"code":2|3|0,"msg":..,"id":..}`` ("Live Subscribing/Unsubscribing to
+streams" and "Error Messages" of the spot WS page). Streams served per symbol: ``@trade``, ``@aggTrade`` (one
+trade per aggregate, ``a == f == l``; the trade ids of both come from one counter per symbol), ``@depth``,
+``@depth@100ms`` (USD-M also ``@depth@0ms``/``@250ms``/``@500ms``; every delta is sent without time aggregation),
+``@bookTicker``. Unknown but well-formed streams are accepted and deliver nothing (observed behaviour, not
+documented).
 
-REST (weights per §1/§2, counted in :class:`WeightLimiter`; every answer carries ``X-MBX-USED-WEIGHT-1M``):
-spot ``/api/v3/{ping,time,exchangeInfo,depth,ticker/24hr,ticker/bookTicker}``, USD-M
-``/fapi/v1/{ping,time,exchangeInfo,depth,ticker/24hr,ticker/bookTicker}``. exchangeInfo is the recorded one
-(cryptofeed sample data) trimmed to the served symbols; a served symbol missing from it is cloned from
-BTCUSDT.
+REST (every answer carries ``X-MBX-USED-WEIGHT-1M``; weights counted in :class:`WeightLimiter`, 429 then 418):
+
+=====================================  ==========  ============  ================================================
+endpoint                               spot weight USD-M weight  notes
+=====================================  ==========  ============  ================================================
+``ping``, ``time``                     1           1
+``exchangeInfo``                       20          1             recorded (cryptofeed sample data), trimmed to the
+                                                                 served symbols; a missing one is cloned from
+                                                                 BTCUSDT
+``depth?symbol=&limit=``               5-250       2-20          by limit, as documented
+``ticker/24hr``, ``ticker/bookTicker`` 2 / 80, 4   1 / 40, 2     one symbol / all
+``aggTrades?symbol=&fromId=&startTime  4           20            ``[{"a","p","q","f","l","T","m"(,"M")}]``
+&endTime=&limit=``
+``trades?symbol=&limit=``              25          5             most recent, ``[{"id","price","qty","quoteQty",
+                                                                 "time","isBuyerMaker"(,"isBestMatch")}]``
+``historicalTrades?symbol=&fromId=``   25          (not served)  spot: no API key needed (the current docs list
+                                                                 no security type for it)
+=====================================  ==========  ============  ================================================
+
+Trade queries (``limit`` default 500, max 1000; larger values are served as 1000): results are in id order,
+oldest first. Without ``fromId``/``startTime``/``endTime`` the newest ``limit`` trades; with ``fromId`` and/or
+``startTime`` the oldest matching ones from there (``fromId``, ``startTime``, ``endTime`` all inclusive); with
+only ``endTime`` the newest ones up to it. USD-M rejects ``endTime - startTime >= 1 h`` with -1127 (its docs:
+"must be less than 1 hour"). Each symbol keeps its last :data:`~cryptolink.simulator.market.TRADE_HISTORY`
+trades: asking for older ids or times returns what is kept, starting at the oldest kept trade.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +61,7 @@ import msgspec
 from aiohttp import web
 
 from cryptolink import recordings
-from cryptolink.simulator.market import Depth, Event, MarketSource, Trade
+from cryptolink.simulator.market import Bbo, Depth, Event, MarketSource, Trade
 from cryptolink.simulator.ratelimit import Verdict, WeightLimiter
 from cryptolink.simulator.server import ExchangeServer, SimConnection
 
@@ -55,8 +82,37 @@ def _recorded_exchange_info(name: str) -> dict[str, Any]:
     return info
 
 
+class _BadRequest(Exception):
+    """A REST parameter error answered with HTTP 400 ``{"code": code, "msg": msg}``."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+def _int_arg(request: web.Request, name: str) -> int | None:
+    """Integer query parameter ``name`` or ``None`` when absent/empty.
+
+    Raises:
+        _BadRequest: -1100 when it is not a non-negative integer.
+    """
+    raw = request.query.get(name, "")
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise _BadRequest(
+            -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+        )
+    return int(raw)
+
+
+def _quote_qty(price: str, qty: str) -> str:
+    return format((Decimal(price) * Decimal(qty)).normalize(), "f")
+
+
 class BinanceServer(ExchangeServer):
-    """Binance spot (EXCHANGES.md §1)."""
+    """Binance spot; see the module doc for what is served and the sources."""
 
     name = "binance"
     market_kind = "spot"
@@ -64,6 +120,11 @@ class BinanceServer(ExchangeServer):
     info_recording = "cryptofeed_binance_BINANCE.0.gz"
     depth_streams: tuple[str, ...] = ("depth", "depth@100ms")
     usdm = False
+    #: request weights of the trade endpoints ("Market Data endpoints" of the spot REST docs)
+    agg_trades_weight = 4
+    trades_weight = 25
+    historical_trades_weight = 25
+    trades_max_limit = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +150,10 @@ class BinanceServer(ExchangeServer):
         app.router.add_get(p + "/depth", self._rest_depth)
         app.router.add_get(p + "/ticker/24hr", self._rest_ticker_24hr)
         app.router.add_get(p + "/ticker/bookTicker", self._rest_book_ticker)
+        app.router.add_get(p + "/aggTrades", self._rest_agg_trades)
+        app.router.add_get(p + "/trades", self._rest_trades)
+        if not self.usdm:
+            app.router.add_get(p + "/historicalTrades", self._rest_historical_trades)
 
     # ---- routing of streams (USD-M overrides)
     # -------------------------------------------------------------------
@@ -237,7 +302,7 @@ class BinanceServer(ExchangeServer):
                     a: dict[str, Any] = {"e": "aggTrade", "E": ev.ts_ms, "s": symbol, "a": ev.trade_id}
                     a.update(p=ev.price, q=ev.qty, f=ev.trade_id, l=ev.trade_id, T=ev.ts_ms, m=ev.buyer_maker)
                     self._send(conns, agg_key, a, ev.trade_id, ev.ts_ms)
-            else:
+            elif isinstance(ev, Bbo):
                 conns = subs.get(bbo_key)
                 if conns:
                     b: dict[str, Any] = {"u": ev.update_id, "s": symbol, "b": ev.bid, "B": ev.bid_qty}
@@ -413,6 +478,83 @@ class BinanceServer(ExchangeServer):
     async def _rest_book_ticker(self, request: web.Request) -> web.Response:
         return self._per_symbol(request, 2, 4, self._book_ticker)
 
+    # ---- trade history ----
+    def _trade_query(self, request: web.Request) -> tuple[MarketSource, int]:
+        """``(source, limit)`` of a trade endpoint.
+
+        Raises:
+            _BadRequest: missing/unknown symbol, bad limit.
+        """
+        symbol = request.query.get("symbol", "")
+        if not symbol:
+            raise _BadRequest(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
+        limit = _int_arg(request, "limit")
+        if limit is None:
+            limit = 500
+        if limit < 1:
+            raise _BadRequest(
+                -1100,
+                f"Illegal characters found in parameter 'limit'; legal range is '1 - {self.trades_max_limit}'.",
+            )
+        src = self.source(symbol)
+        if src is None:
+            raise _BadRequest(-1121, "Invalid symbol.")
+        return src, min(limit, self.trades_max_limit)
+
+    def _agg_row(self, t: Trade) -> dict[str, Any]:
+        row: dict[str, Any] = {"a": t.trade_id, "p": t.price, "q": t.qty, "f": t.trade_id, "l": t.trade_id}
+        row.update(T=t.ts_ms, m=t.buyer_maker)
+        if not self.usdm:
+            row["M"] = True
+        return row
+
+    def _trade_row(self, t: Trade) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": t.trade_id, "price": t.price, "qty": t.qty}
+        row.update(quoteQty=_quote_qty(t.price, t.qty), time=t.ts_ms, isBuyerMaker=t.buyer_maker)
+        if not self.usdm:
+            row["isBestMatch"] = True
+        return row
+
+    async def _rest_agg_trades(self, request: web.Request) -> web.Response:
+        v, err = self._charge(self.agg_trades_weight)
+        if err is not None:
+            return err
+        try:
+            src, limit = self._trade_query(request)
+            from_id = _int_arg(request, "fromId")
+            start, end = _int_arg(request, "startTime"), _int_arg(request, "endTime")
+        except _BadRequest as exc:
+            return self._bad(exc.code, exc.msg, v)
+        if self.usdm and start is not None and end is not None and end - start >= 3_600_000:
+            return self._bad(-1127, "More than 1 hours between startTime and endTime.", v)
+        newest = from_id is None and start is None
+        trades = src.trades.select(limit, min_id=from_id, start_ms=start, end_ms=end, newest=newest)
+        return self._json([self._agg_row(t) for t in trades], v)
+
+    async def _rest_trades(self, request: web.Request) -> web.Response:
+        v, err = self._charge(self.trades_weight)
+        if err is not None:
+            return err
+        try:
+            src, limit = self._trade_query(request)
+        except _BadRequest as exc:
+            return self._bad(exc.code, exc.msg, v)
+        return self._json([self._trade_row(t) for t in src.trades.select(limit, newest=True)], v)
+
+    async def _rest_historical_trades(self, request: web.Request) -> web.Response:
+        v, err = self._charge(self.historical_trades_weight)
+        if err is not None:
+            return err
+        try:
+            src, limit = self._trade_query(request)
+            from_id = _int_arg(request, "fromId")
+        except _BadRequest as exc:
+            return self._bad(exc.code, exc.msg, v)
+        trades = src.trades.select(limit, min_id=from_id, newest=from_id is None)
+        return self._json([self._trade_row(t) for t in trades], v)
+
 
 _USDM_MARKET_STREAMS = (
     "aggTrade",
@@ -426,7 +568,7 @@ _USDM_MARKET_STREAMS = (
 
 
 class BinanceUsdmServer(BinanceServer):
-    """Binance USDⓈ-M futures (EXCHANGES.md §2): routed ``/public`` and ``/market`` WS paths, ``pu`` chain."""
+    """Binance USDⓈ-M futures: routed ``/public`` and ``/market`` WS paths, ``pu`` chain (module doc)."""
 
     name = "binanceusdm"
     market_kind = "usdm"
@@ -434,6 +576,9 @@ class BinanceUsdmServer(BinanceServer):
     info_recording = "cryptofeed_binance_BINANCE_FUTURES.0.gz"
     depth_streams = ("depth", "depth@0ms", "depth@100ms", "depth@250ms", "depth@500ms")
     usdm = True
+    #: "Compressed/Aggregate Trades List" and "Recent Trades List" of the USDⓈ-M market-data REST docs
+    agg_trades_weight = 20
+    trades_weight = 5
 
     def ws_prefixes(self) -> tuple[str, ...]:
         return ("", "/public", "/market")

@@ -1,15 +1,16 @@
 """Exchange-rule timings and limits the simulator enforces, as plain frozen dataclasses.
 
-Every number here is a protocol fact from ``EXCHANGES.md`` (section named per field) and can be shortened
-for tests
-and demos with :func:`dataclasses.replace`, e.g. ``replace(BINANCE_SPOT_RULES, ping_interval_s=0.05)``.
-Times are seconds (``*_s``) of the simulator's injected clock; counts are per connection unless said
-otherwise.
+Every number here is a protocol fact from the exchange's official documentation (the constant's comment names the
+page and section) and can be shortened for tests and demos with :func:`dataclasses.replace`, e.g.
+``replace(BINANCE_SPOT_RULES, ping_interval_s=0.05)``. Times are seconds (``*_s``) of the simulator's injected
+clock; counts are per connection unless said otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "BINANCE_SPOT_RULES",
@@ -58,7 +59,10 @@ class ExchangeRules:
     max_frame_bytes: int = 1 << 20
 
 
-#: EXCHANGES.md §1: ping every 20 s, pong within 60 s, 24 h life, 5 msgs/s, 1024 streams, 6000 weight/min.
+#: Ping every 20 s, pong within 1 min, 24 h life, 5 incoming msgs/s, 1024 streams: "General WSS information" and
+#: "WebSocket Limits" of https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams ;
+#: REQUEST_WEIGHT 6000/min: https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits (429 then
+#: 418 bans with Retry-After) and the ``rateLimits`` of exchangeInfo.
 BINANCE_SPOT_RULES = ExchangeRules(
     ping_interval_s=20.0,
     pong_timeout_s=60.0,
@@ -66,7 +70,10 @@ BINANCE_SPOT_RULES = ExchangeRules(
     max_in_msgs_per_s=5,
     rest_weight_limit=6000,
 )
-#: EXCHANGES.md §2: ping every 3 min, pong within 10 min, 24 h life, 10 msgs/s, 2400 weight/min.
+#: Ping every 3 min, pong within 10 min, 24 h life, 10 incoming msgs/s, 1024 streams:
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams ;
+#: REQUEST_WEIGHT 2400/min: https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info
+#: ("IP Limits") and the ``rateLimits`` of exchangeInfo.
 BINANCE_USDM_RULES = ExchangeRules(
     ping_interval_s=180.0,
     pong_timeout_s=600.0,
@@ -74,7 +81,11 @@ BINANCE_USDM_RULES = ExchangeRules(
     max_in_msgs_per_s=10,
     rest_weight_limit=2400,
 )
-#: EXCHANGES.md §3: client pings, 30 s idle close, 480 sub/unsub per hour, REST counts per endpoint per 2 s.
+#: Client text pings, close after 30 s without subscription or data, 480 subscribe/unsubscribe/login requests per
+#: hour per connection: https://www.okx.com/docs-v5/en/#overview-websocket-connect ; REST limits are counted per
+#: endpoint per 2 s (https://www.okx.com/docs-v5/en/#overview-rate-limits); empty ``books`` update after about
+#: 60 s without book changes ("Sequence ID" in
+#: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel).
 OKX_RULES = ExchangeRules(
     idle_close_s=30.0,
     max_subs_per_hour=480,
@@ -92,7 +103,7 @@ def _default_symbols() -> dict[str, tuple[str, ...]]:
     return {
         "binance": ("BTCUSDT", "ETHUSDT"),
         "binanceusdm": ("BTCUSDT", "ETHUSDT"),
-        "okx": ("BTC-USDT", "ETH-USDT", "BTC-USDT-SWAP"),
+        "okx": ("BTC-USDT", "UNI-USD-SWAP", "BTC-USD-220527", "ETH-USDT", "BTC-USDT-SWAP"),
     }
 
 
@@ -103,14 +114,38 @@ class SimConfig:
     Args:
         rules: per exchange id (``binance``, ``binanceusdm``, ``okx``) the rules to enforce.
         symbols: per exchange id the exchange-native symbols served (``BTCUSDT``; OKX ``BTC-USDT``,
-            ``BTC-USDT-SWAP``). Anything else is unknown: Binance accepts its streams and sends nothing
-            (EXCHANGES.md §1), OKX answers error 60018 (§3).
-        okx_checksum: ``"real"`` fills the legacy CRC32 (EXCHANGES.md §3), ``"zero"`` sends ``0`` as OKX
-        does now.
+            ``UNI-USD-SWAP``, ``BTC-USD-220527``). Anything else is unknown: Binance accepts its streams and sends
+            nothing, OKX answers error 60018.
+        okx_checksum: ``"real"`` fills the legacy CRC32 ("Checksum" in
+            https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel), ``"zero"``
+            sends ``0``.
         synthetic_rate_hz: events per second of each synthetic market (book deltas, trades, BBO mixed).
+        replay_files: the user's own captures: ``(market kind, neutral symbol) -> path`` of an hftbacktest-format
+            file (gzip or plain text: ``<receive ns> <frame>`` per line, Binance combined-stream frames plus an
+            optional bare REST depth snapshot), e.g. ``{("spot", "BTCUSDT"): "capture.gz"}``. Kind ``"spot"``
+            feeds Binance spot, ``"usdm"`` Binance USDⓈ-M; entries override the shipped recordings in replay
+            mode. The symbol must also be served (``symbols``). OKX replays only its own shipped recording.
+
+    Raises:
+        FileNotFoundError: a ``replay_files`` path is not an existing file.
+        ValueError: a ``replay_files`` key is not ``(kind, symbol)`` with kind ``spot`` or ``usdm``.
     """
 
     rules: dict[str, ExchangeRules] = field(default_factory=_default_rules)
     symbols: dict[str, tuple[str, ...]] = field(default_factory=_default_symbols)
     okx_checksum: str = "real"
     synthetic_rate_hz: float = 50.0
+    replay_files: Mapping[tuple[str, str], str | Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked: dict[tuple[str, str], Path] = {}
+        for key, raw in self.replay_files.items():
+            if not (isinstance(key, tuple) and len(key) == 2 and key[0] in ("spot", "usdm")):
+                raise ValueError(
+                    f"replay_files key {key!r}: expected (kind, symbol) with kind 'spot' or 'usdm'"
+                )
+            path = Path(raw)
+            if not path.is_file():
+                raise FileNotFoundError(f"replay_files[{key!r}]: no such file: {path}")
+            checked[key] = path
+        object.__setattr__(self, "replay_files", checked)

@@ -10,7 +10,7 @@ Spec grammar (``--faults SPEC``)::
     EXCHANGE := binance | binanceusdm | okx                         (omitted: every exchange)
 
 Kinds and their arguments (faults hit every open connection of the exchange unless injected on one
-connection):
+connection; ``outage`` always hits the whole exchange):
 
 ==============  =================  =========================================================================
 kind            args               effect
@@ -27,11 +27,18 @@ gap             [SYMBOL]           next book delta (of SYMBOL, exchange-native i
 badchecksum     [SYMBOL]           OKX: next ``books`` update carries a wrong checksum
 reject                             next subscription request is answered with an error
 notice                             Binance ``serverShutdown`` event / OKX ``notice`` 64008
-lifetime                           the lifetime close now (Binance 24 h rule, EXCHANGES.md §1/§2)
-seqreset        [SYMBOL]           OKX: seqIds restart lower (maintenance reset, EXCHANGES.md §3)
+lifetime                           the lifetime close now (Binance 24 h connection life, "General WSS
+                                   information" of https://developers.binance.com/docs/binance-spot-api-docs/
+                                   web-socket-streams)
+seqreset        [SYMBOL]           OKX: seqIds restart lower (maintenance reset, "Sequence ID" in
+                                   https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel)
+outage          DURATION           the exchange is unreachable for DURATION: every open connection (WebSocket
+                                   and REST keep-alive) is aborted and the listening socket closed, so new TCP
+                                   connects are refused; then it listens again on the same port. Markets keep
+                                   running meanwhile (ids keep increasing)
 ==============  =================  =========================================================================
 
-Example: ``"drop@5s,stall:3s@12s,okx/gap:BTC-USDT@20s,random:every=30s:kinds=drop+gap"``.
+Example: ``"drop@5s,stall:3s@12s,okx/gap:BTC-USDT@20s,binance/outage:10s@60s,random:every=30s:kinds=drop+gap"``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ KINDS = (
     "notice",
     "lifetime",
     "seqreset",
+    "outage",
 )
 EXCHANGES = ("binance", "binanceusdm", "okx")
 DEFAULT_RANDOM_KINDS = ("drop", "stall", "gap", "corrupt", "notice")
@@ -74,7 +82,8 @@ class Fault:
         at_s: seconds after simulator start (scripted faults; ignored by :meth:`Simulator.inject`).
         exchange: target exchange id, ``None`` = all.
         code: close code (``close``).
-        duration_s: how long (``stall``, ``noping``, ``delay``); ``None`` = until the connection ends.
+        duration_s: how long in seconds (``stall``, ``noping``, ``delay``, ``outage``); ``None`` = until the
+            connection ends.
         amount_ms: frame delay (``delay``).
         symbol: exchange-native symbol (``gap``, ``badchecksum``, ``seqreset``); ``None`` = any.
     """
@@ -92,8 +101,8 @@ class Fault:
             raise FaultSpecError(f"unknown fault kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.exchange is not None and self.exchange not in EXCHANGES:
             raise FaultSpecError(f"unknown exchange {self.exchange!r}; known: {', '.join(EXCHANGES)}")
-        if self.kind == "stall" and self.duration_s is None:
-            raise FaultSpecError("stall needs a duration, e.g. stall:3s")
+        if self.kind in ("stall", "outage") and self.duration_s is None:
+            raise FaultSpecError(f"{self.kind} needs a duration, e.g. {self.kind}:3s")
 
 
 _TIME = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
@@ -128,7 +137,7 @@ class RandomFaults:
         while True:
             t += self.every_s * rng.uniform(0.5, 1.5)
             kind = rng.choice(self.kinds)
-            dur = rng.uniform(1.0, 5.0) if kind in ("stall", "delay") else None
+            dur = rng.uniform(1.0, 5.0) if kind in ("stall", "delay", "outage") else None
             amount = 200.0 if kind == "delay" else 0.0
             yield Fault(kind, at_s=t, exchange=self.exchange, duration_s=dur, amount_ms=amount)
 
@@ -156,7 +165,7 @@ def _parse_item(item: str) -> Fault | RandomFaults:
     try:
         if kind == "close" and args:
             kw["code"] = int(args[0])
-        elif kind in ("stall", "noping") and args:
+        elif kind in ("stall", "noping", "outage") and args:
             kw["duration_s"] = parse_duration(args[0])
         elif kind == "delay":
             if not args:

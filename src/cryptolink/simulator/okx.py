@@ -1,41 +1,67 @@
-"""Simulated OKX v5 public market data (EXCHANGES.md §3): WebSocket ``/ws/v5/public`` and the public REST
-endpoints.
+"""Simulated OKX v5 public market data: WebSocket ``/ws/v5/public`` and the public REST endpoints.
 
-``ws_url`` is ``ws://127.0.0.1:PORT``; clients connect to ``ws_url + "/ws/v5/public"``.
+``ws_url`` is ``ws://127.0.0.1:PORT``; clients connect to ``ws_url + "/ws/v5/public"``. Official source:
+https://www.okx.com/docs-v5/en/ (sections cited below by anchor).
 
-WebSocket: ``{"op":"subscribe"|"unsubscribe","args":[{"channel":..,"instId":..}],"id"?}`` => one ack per arg
+What is served (``SimConfig.symbols["okx"]``, default):
+
+- ``BTC-USDT`` (SPOT), ``UNI-USD-SWAP`` (inverse SWAP) and ``BTC-USD-220527`` (inverse FUTURES) replay the real OKX
+  v5 recording ``cryptofeed_okx_OKX.ws.1.0.gz`` (bmoscon/cryptofeed sample data, recorded 2022-05-13, ~10.8 s:
+  one ``books`` snapshot and ~95 updates per instrument, their trades and tickers), looped forever (mode
+  ``"replay"``). Prices and sizes are the recorded strings; ``seqId``/``prevSeqId``, trade ids (continuing across
+  loops) and every ``ts`` are the simulator's own (the recording predates seqId); checksums are computed on the
+  book exactly as a client rebuilds it from what was sent; tickers carry the recorded values with a fresh ``ts``.
+  At each loop seam one update turns the book back into the recorded snapshot book.
+- ``ETH-USDT`` (SPOT) and ``BTC-USDT-SWAP`` (linear SWAP), and any other configured instId, are synthetic seeded
+  random-walk markets (also all instruments in mode ``"synthetic"``).
+
+A ``books`` subscriber's snapshot is the source's whole book, so every later update and checksum is consistent
+with it: replayed books never exceed the recording's depth (400 levels per side, the ``books`` channel depth);
+synthetic books hold 50 levels per side plus the range their mid has walked (more than 400 only after a walk of
+hundreds of ticks).
+
+WebSocket (https://www.okx.com/docs-v5/en/#overview-websocket-subscribe and the channel sections):
+``{"op":"subscribe"|"unsubscribe","args":[{"channel":..,"instId":..}],"id"?}`` => one ack per arg
 ``{"id"?,"event":"subscribe","arg":{..},"connId":".."}``; errors ``{"id"?,"event":"error","code":"60012",
 "msg":"Invalid request: ..","connId":".."}``; unknown channel or instId => code ``60018`` "... doesn't exist";
 more than ``max_subs_per_hour`` (480) requests => ``60014`` "Requests too frequent". Text ``ping`` => text
-``pong``.
-The server closes (code 4004, per client reports; unconfirmed) after ``idle_close_s`` (30 s) without a
-subscription
-or pushed data. Channels: ``trades`` (side = taker side), ``tickers`` (pushed on every BBO change), ``books``
-(snapshot with ``prevSeqId = -1`` then updates chained by ``prevSeqId == previous seqId``; empty heartbeat
-update
-``seqId == prevSeqId`` after ``book_heartbeat_s`` without changes; a ``seqreset`` fault makes ``seqId <
-prevSeqId`` once). ``checksum`` is the legacy CRC32 over the top 25 levels interleaved ``bid:ask`` as signed
-int32
-(EXCHANGES.md §3) when ``SimConfig.okx_checksum == "real"``, else ``0``.
+``pong`` (https://www.okx.com/docs-v5/en/#overview-websocket-connect). The server closes (code 4004, per client
+reports; the docs give no code) after ``idle_close_s`` (30 s) without a subscription or pushed data. Channels:
 
-Market data: ``BTC-USDT``/``ETH-USDT`` replay the hftbacktest Binance spot recordings, ``*-SWAP`` the USD-M
-ones,
-re-encoded into OKX frames (prices and sizes with trailing zeros stripped), with the simulator's own seqIds;
-other
-served symbols are synthetic.
+- ``trades`` (#order-book-trading-market-data-ws-trades-channel): ``{"instId","tradeId","px","sz","side","ts",
+  "count":"1","source":"0","seqId"}`` per trade, ``side`` = taker side.
+- ``tickers`` (#order-book-trading-market-data-ws-tickers-channel): pushed on a trade or a best bid/ask change;
+  replayed instruments push each recorded ticker, synthetic ones when their top of book or last price changes.
+- ``books`` (#order-book-trading-market-data-ws-order-book-channel): snapshot with ``prevSeqId = -1`` then updates
+  chained by ``prevSeqId == previous seqId``; levels ``[px, sz, "0", numOrders]``; an empty update
+  (``seqId == prevSeqId``) after ``book_heartbeat_s`` without changes; a ``seqreset`` fault makes ``seqId <
+  prevSeqId`` once. ``checksum`` is the CRC32 of the top 25 levels interleaved ``bid:ask`` as a signed int32
+  ("Checksum" there) when ``SimConfig.okx_checksum == "real"``, else ``0``.
 
-REST (per-endpoint counts per 2 s, over => HTTP 429 ``{"code":"50011","msg":"Too Many Requests"}``):
-``/api/v5/public/time``, ``/api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|OPTION`` (recorded list
-trimmed to
-the served symbols), ``/api/v5/market/books?instId=&sz=`` (max 400 per side),
-``/api/v5/market/ticker?instId=``,
-``/api/v5/market/tickers?instType=``.
+REST (per-endpoint request counts per 2 s, https://www.okx.com/docs-v5/en/#overview-rate-limits; over =>
+HTTP 429 ``{"code":"50011","msg":"Too Many Requests","data":[]}``); limits per 2 s in :data:`REST_LIMITS`:
+
+- ``/api/v5/public/time``; ``/api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|MARGIN|OPTION``: the served
+  instruments as recorded in ``cryptofeed_okx_OKX.0.gz`` (2022-05, real ``ctVal``/``ctMult``/``ctValCcy``/
+  ``ctType``), ``state`` set to ``live``; a served instId missing there is cloned from a recorded one of its type.
+- ``/api/v5/market/books?instId=&sz=`` (max 400 per side), ``/api/v5/market/ticker?instId=``,
+  ``/api/v5/market/tickers?instType=``.
+- ``/api/v5/market/trades?instId=&limit=`` (#order-book-trading-market-data-get-trades): the newest trades,
+  newest first, ``limit`` default 100, max 500.
+- ``/api/v5/market/history-trades?instId=&type=&after=&before=&limit=``
+  (#order-book-trading-market-data-get-trades-history): newest first, ``limit`` default and max 100. ``type=1``
+  (default) paginates by tradeId: ``after`` = only trades older than that id, ``before`` = only trades newer than
+  that id (alone it returns the newest ones, as documented); both = the newest trades strictly between. ``type=2``:
+  ``after`` is a ms timestamp (trades before it); ``before`` is ignored (not supported by timestamp, per the docs).
+- Trade items: ``{"instId","side","sz","px","source":"0","tradeId","ts"}``. Each instrument keeps its last
+  :data:`~cryptolink.simulator.market.TRADE_HISTORY` trades: asking for older ids returns what is kept.
 """
 
 from __future__ import annotations
 
 import copy
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -43,19 +69,48 @@ import msgspec
 from aiohttp import web
 
 from cryptolink import recordings
-from cryptolink.simulator.market import Bbo, Depth, Event, Level, MarketSource, Trade
+from cryptolink.simulator.market import (
+    OKX_REPLAY_INSTRUMENTS,
+    Bbo,
+    Depth,
+    Event,
+    Level,
+    MarketSource,
+    OkxReplaySource,
+    SyntheticSource,
+    Ticker,
+    Trade,
+)
 from cryptolink.simulator.ratelimit import WindowCounter
 from cryptolink.simulator.server import ExchangeServer, SimConnection
 
-__all__ = ["REST_LIMITS", "OkxServer", "okx_checksum", "okx_str"]
+__all__ = ["REST_LIMITS", "OkxServer", "inst_type", "okx_checksum", "okx_str"]
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
-#: requests per 2 s per endpoint (EXCHANGES.md §3; instruments/ticker from the OKX rate-limit table,
-#: unconfirmed).
-REST_LIMITS = {"time": 10, "instruments": 20, "books": 40, "ticker": 20, "tickers": 20}
+#: Requests per 2 s per endpoint, from each endpoint's "Rate Limit" line in https://www.okx.com/docs-v5/en/
+#: ("Get system time", "Get instruments", "Get order book", "Get ticker", "Get tickers", "Get trades",
+#: "Get trades history").
+REST_LIMITS = {
+    "time": 10,
+    "instruments": 20,
+    "books": 40,
+    "ticker": 20,
+    "tickers": 20,
+    "trades": 100,
+    "history-trades": 20,
+}
 CHANNELS = ("trades", "tickers", "books")
+#: recorded instrument used as the template of a served instId missing from the instruments recording, by
+#: (instType, quote is USD): USD-quoted derivatives are inverse, the others linear
+_TEMPLATES = {
+    ("SPOT", False): "BTC-USDT",
+    ("SPOT", True): "BTC-USDT",
+    ("SWAP", False): "BTC-USDT-SWAP",
+    ("SWAP", True): "UNI-USD-SWAP",
+    ("FUTURES", True): "BTC-USD-220527",
+}
 
 
 def _dumps(obj: Any) -> str:
@@ -70,10 +125,24 @@ def okx_str(s: str) -> str:
     return s
 
 
+def _same(s: str) -> str:
+    return s
+
+
+def inst_type(inst_id: str) -> str:
+    """OKX ``instType`` of an instId: ``BTC-USDT`` SPOT, ``BTC-USDT-SWAP`` SWAP, ``BTC-USD-220527`` FUTURES,
+    ``BTC-USD-220527-30000-C`` OPTION ("Get instruments", https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments)."""
+    parts = inst_id.split("-")
+    if len(parts) == 3:
+        return "SWAP" if parts[2] == "SWAP" else "FUTURES"
+    return "OPTION" if len(parts) > 3 else "SPOT"
+
+
 def okx_checksum(bids: list[Level], asks: list[Level]) -> int:
-    """Legacy OKX book checksum (EXCHANGES.md §3): CRC32 of ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top
-    25
-    levels (one side continues alone when the other runs out), as a signed int32. Strings are used as sent."""
+    """OKX book checksum ("Checksum" in
+    https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel): CRC32 of
+    ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25 levels (one side continues alone when the other runs
+    out), as a signed int32. Strings are used exactly as sent."""
     parts: list[str] = []
     for i in range(25):
         if i < len(bids):
@@ -84,23 +153,26 @@ def okx_checksum(bids: list[Level], asks: list[Level]) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
-def _levels(levels: list[Level]) -> list[list[str]]:
-    return [[okx_str(p), okx_str(q), "0", "1"] for p, q in levels]
+def _levels(levels: list[Level], fmt: Callable[[str], str]) -> list[list[str]]:
+    """``[px, sz, "0", numOrders]`` rows; numOrders is ``"0"`` for a deleted level, else ``"1"``."""
+    return [[fmt(p), fmt(q), "0", "0" if float(q) == 0.0 else "1"] for p, q in levels]
 
 
 @lru_cache(maxsize=8)
-def _recorded_instruments(inst_type: str) -> list[dict[str, Any]]:
+def _recorded_instruments(kind: str) -> dict[str, dict[str, Any]]:
+    """The first recorded ``instType=kind`` answer of ``cryptofeed_okx_OKX.0.gz`` by instId."""
     for rec in recordings.iter_cryptofeed_http("cryptofeed_okx_OKX.0.gz"):
-        if rec.url.endswith(f"instType={inst_type}"):
+        if rec.url.endswith(f"instType={kind}"):
             data: list[dict[str, Any]] = _dec.decode(rec.body)["data"]
-            return data
-    return []
+            return {i["instId"]: i for i in data}
+    return {}
 
 
 class OkxServer(ExchangeServer):
-    """OKX v5 public (EXCHANGES.md §3). See the module doc for the protocol served."""
+    """OKX v5 public market data; see the module doc for what is served and the sources."""
 
     name = "okx"
+    uses_replay_files = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,12 +180,20 @@ class OkxServer(ExchangeServer):
         self.limiter = WindowCounter(REST_LIMITS, self.rules.rest_window_s, self.clock)
         self.real_checksum = self.config.okx_checksum == "real"
         self._last_book_change: dict[str, float] = {}
+        self._fmt: dict[str, Callable[[str], str]] = {}
         if self.rules.book_heartbeat_s is not None:
             self._spawn(self._book_heartbeats(self.rules.book_heartbeat_s))
 
-    def neutral_symbol(self, symbol: str) -> tuple[str, str]:
-        parts = symbol.split("-")
-        return ("usdm" if symbol.endswith("-SWAP") else "spot"), "".join(parts[:2])
+    def make_market_source(self, symbol: str) -> MarketSource:
+        """The recording for :data:`OKX_REPLAY_INSTRUMENTS` in replay mode, else a synthetic market."""
+        if self.mode == "replay" and symbol in OKX_REPLAY_INSTRUMENTS:
+            return OkxReplaySource(symbol)
+        return SyntheticSource(symbol, seed=self.seed, rate_hz=self.config.synthetic_rate_hz)
+
+    def fmt(self, inst: str) -> Callable[[str], str]:
+        """How ``inst``'s price/size strings are sent: recorded OKX strings as they are, synthetic ones without
+        trailing zeros."""
+        return self._fmt.get(inst, okx_str)
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self._ws_handler)
@@ -122,6 +202,8 @@ class OkxServer(ExchangeServer):
         app.router.add_get("/api/v5/market/books", self._rest_books)
         app.router.add_get("/api/v5/market/ticker", self._rest_ticker)
         app.router.add_get("/api/v5/market/tickers", self._rest_tickers)
+        app.router.add_get("/api/v5/market/trades", self._rest_trades)
+        app.router.add_get("/api/v5/market/history-trades", self._rest_history_trades)
 
     async def idle_close(self, conn: SimConnection) -> None:
         await conn.close(4004, "No data received in 30s.")
@@ -210,8 +292,10 @@ class OkxServer(ExchangeServer):
         self.notify()
 
     def _send_snapshot(self, conn: SimConnection, inst: str, src: MarketSource) -> None:
-        bids, asks = src.book.top(400)
-        ob, oa = _levels(bids), _levels(asks)
+        """The whole book (see the module doc) with ``prevSeqId = -1`` and the current seqId."""
+        fmt = self.fmt(inst)
+        bids, asks = src.book.top(src.book.depth())
+        ob, oa = _levels(bids, fmt), _levels(asks, fmt)
         checksum = okx_checksum([(b[0], b[1]) for b in ob[:25]], [(a[0], a[1]) for a in oa[:25]])
         ts = self.clock.time_ns() // 1_000_000
         frame = {
@@ -241,10 +325,12 @@ class OkxServer(ExchangeServer):
     # ---- fan-out ----
     def attach_source(self, symbol: str, src: MarketSource) -> None:
         books_key, trades_key, tickers_key = f"books:{symbol}", f"trades:{symbol}", f"tickers:{symbol}"
-        inst_type = "SWAP" if symbol.endswith("-SWAP") else "SPOT"
+        kind = inst_type(symbol)
+        fmt = _same if isinstance(src, OkxReplaySource) else okx_str
+        self._fmt[symbol] = fmt
         subs = self.subs
         self._last_book_change[symbol] = self.clock.monotonic()
-        last_ticker: list[tuple[str, ...]] = [()]  # top of book + last price of the previous push
+        last_ticker: list[tuple[str, ...]] = [()]  # top of book + last price of the previous synthetic push
 
         def fan_out(ev: Event) -> None:
             if isinstance(ev, Depth):
@@ -255,49 +341,58 @@ class OkxServer(ExchangeServer):
             elif isinstance(ev, Trade):
                 conns = subs.get(trades_key)
                 if conns:
-                    frame = {
-                        "arg": {"channel": "trades", "instId": symbol},
-                        "data": [
-                            {
-                                "instId": symbol, "tradeId": str(ev.trade_id), "px": okx_str(ev.price),
-                                "sz": okx_str(ev.qty), "side": "sell" if ev.buyer_maker else "buy",
-                                "ts": str(ev.ts_ms), "count": "1", "source": "0", "seqId": src.last_update_id,
-                            }
-                        ],
-                    }  # fmt: skip
-                    text = _dumps(frame)
+                    item = self._trade_item(symbol, ev, fmt)
+                    item.update(count="1", source="0", seqId=src.last_update_id)
+                    text = _dumps({"arg": {"channel": "trades", "instId": symbol}, "data": [item]})
                     for conn in tuple(conns):
                         conn.send_data(text, trades_key, ev.trade_id, ev.ts_ms)
+            elif isinstance(ev, Ticker):
+                conns = subs.get(tickers_key)
+                if conns:
+                    data = {"instType": kind, "instId": symbol, **ev.fields, "ts": str(ev.ts_ms)}
+                    text = _dumps({"arg": {"channel": "tickers", "instId": symbol}, "data": [data]})
+                    for conn in tuple(conns):
+                        conn.send_data(text, tickers_key, None, ev.ts_ms)
             elif isinstance(ev, Bbo):
                 conns = subs.get(tickers_key)
                 bids, asks = src.book.top(1)
                 state = (*(bids[0] if bids else ()), *(asks[0] if asks else ()), src.last_price)
                 if conns and state != last_ticker[0]:
-                    # OKX pushes ``tickers`` when they change (EXCHANGES.md section 3); the BBO here is the
-                    # simulator's book top, which moves only with depth deltas, so unchanged pushes are skipped.
+                    # ``tickers`` pushes are triggered by a trade or a best bid/ask change (tickers channel
+                    # section); a synthetic BBO is the book top, which moves only with depth deltas, so unchanged
+                    # pushes are skipped.
                     last_ticker[0] = state
-                    last = okx_str(src.last_price)
-                    open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
-                    vol = f"{src.volume:.8f}"
-                    frame = {
-                        "arg": {"channel": "tickers", "instId": symbol},
-                        "data": [self._ticker(symbol, inst_type, src, ev.ts_ms, last, open_, vol)],
-                    }
-                    text = _dumps(frame)
+                    text = _dumps(
+                        {
+                            "arg": {"channel": "tickers", "instId": symbol},
+                            "data": [self._ticker(symbol, src, ev.ts_ms)],
+                        }
+                    )
                     for conn in tuple(conns):
                         conn.send_data(text, tickers_key, None, ev.ts_ms)
 
         src.listeners.append(fan_out)
 
-    def _ticker(
-        self, inst: str, inst_type: str, src: MarketSource, ts_ms: int, last: str, open_: str, vol: str
-    ) -> dict[str, str]:
+    @staticmethod
+    def _trade_item(inst: str, t: Trade, fmt: Callable[[str], str]) -> dict[str, Any]:
+        return {
+            "instId": inst, "tradeId": str(t.trade_id), "px": fmt(t.price), "sz": fmt(t.qty),
+            "side": "sell" if t.buyer_maker else "buy", "ts": str(t.ts_ms),
+        }  # fmt: skip
+
+    def _ticker(self, inst: str, src: MarketSource, ts_ms: int) -> dict[str, str]:
+        """The ticker of ``inst`` now: the last recorded one (replay) or one derived from the book and trades."""
+        if src.ticker is not None:
+            return {"instType": inst_type(inst), "instId": inst, **src.ticker, "ts": str(ts_ms)}
         bids, asks = src.book.top(1)
         bid, bq = bids[0] if bids else ("0", "0")
         ask, aq = asks[0] if asks else ("0", "0")
+        last = okx_str(src.last_price)
+        open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
+        vol = f"{src.volume:.8f}"
         hi, lo = max(last, open_, key=float), min(last, open_, key=float)
         return {
-            "instType": inst_type, "instId": inst, "last": last, "lastSz": "0", "askPx": okx_str(ask),
+            "instType": inst_type(inst), "instId": inst, "last": last, "lastSz": "0", "askPx": okx_str(ask),
             "askSz": okx_str(aq), "bidPx": okx_str(bid), "bidSz": okx_str(bq), "open24h": open_,
             "high24h": hi, "low24h": lo, "volCcy24h": f"{float(vol) * float(last):.8f}", "vol24h": vol,
             "sodUtc0": open_, "sodUtc8": open_, "ts": str(ts_ms),
@@ -305,17 +400,18 @@ class OkxServer(ExchangeServer):
 
     def _send_book_update(self, conns: set[SimConnection], inst: str, src: MarketSource, ev: Depth) -> None:
         key = f"books:{inst}"
+        fmt = self.fmt(inst)
         if ev.checksum is None:
             if self.real_checksum:
                 bids, asks = src.book.top(25)
                 ev.checksum = okx_checksum(
-                    [(okx_str(p), okx_str(q)) for p, q in bids], [(okx_str(p), okx_str(q)) for p, q in asks]
+                    [(fmt(p), fmt(q)) for p, q in bids], [(fmt(p), fmt(q)) for p, q in asks]
                 )
             else:
                 ev.checksum = 0
         data = {
-            "asks": _levels(ev.asks), "bids": _levels(ev.bids), "ts": str(ev.ts_ms), "checksum": ev.checksum,
-            "prevSeqId": ev.prev_id, "seqId": ev.last_id,
+            "asks": _levels(ev.asks, fmt), "bids": _levels(ev.bids, fmt), "ts": str(ev.ts_ms),
+            "checksum": ev.checksum, "prevSeqId": ev.prev_id, "seqId": ev.last_id,
         }  # fmt: skip
         frame = {"arg": {"channel": "books", "instId": inst}, "action": "update", "data": [data]}
         text = _dumps(frame)
@@ -334,7 +430,8 @@ class OkxServer(ExchangeServer):
             conn.send_data(out, key, ev.last_id, ev.ts_ms)
 
     async def _book_heartbeats(self, every_s: float) -> None:
-        """Empty ``books`` updates (``seqId == prevSeqId``) for books unchanged for ``every_s`` (§3)."""
+        """Empty ``books`` updates (``seqId == prevSeqId``) for books unchanged for ``every_s`` ("Sequence ID",
+        exception 1, in the order book channel section)."""
         while True:
             await self.clock.sleep(every_s / 4)
             now = self.clock.monotonic()
@@ -381,39 +478,39 @@ class OkxServer(ExchangeServer):
     async def _rest_time(self, request: web.Request) -> web.Response:
         return self._limited("time") or self._ok([{"ts": str(self.clock.time_ns() // 1_000_000)}])
 
-    def instruments(self, inst_type: str) -> list[dict[str, Any]]:
-        """Recorded instruments of ``inst_type`` trimmed to served symbols (missing ones cloned from
-        BTC-USDT*)."""
-        recorded = {i["instId"]: i for i in _recorded_instruments(inst_type)}
+    def instruments(self, kind: str) -> list[dict[str, Any]]:
+        """Served instruments of type ``kind`` as recorded (``state`` set to ``live``); a served instId missing
+        from the recording is cloned from the recorded template of its type with its ids filled in."""
+        recorded = _recorded_instruments(kind)
         out = []
         for sym in self.symbols:
-            is_swap = sym.endswith("-SWAP")
-            if (inst_type == "SWAP") != is_swap or inst_type not in ("SPOT", "SWAP"):
+            if inst_type(sym) != kind:
                 continue
             entry = recorded.get(sym)
             if entry is None:
-                template = recorded.get("BTC-USDT-SWAP" if is_swap else "BTC-USDT")
+                base, quote = sym.split("-")[:2]
+                template = recorded.get(_TEMPLATES.get((kind, quote == "USD"), ""))
                 if template is None:
                     continue
                 entry = copy.deepcopy(template)
-                base, quote = sym.split("-")[:2]
-                entry.update(instId=sym, uly=f"{base}-{quote}", instFamily=f"{base}-{quote}")
-                if is_swap:
+                entry.update(instId=sym, uly="" if kind == "SPOT" else f"{base}-{quote}")
+                if kind == "SPOT":
+                    entry.update(baseCcy=base, quoteCcy=quote)
+                elif entry.get("ctType") == "linear":
                     entry.update(ctValCcy=base, settleCcy=quote)
                 else:
-                    entry.update(baseCcy=base, quoteCcy=quote)
-            entry = dict(entry, state="live")
-            out.append(entry)
+                    entry.update(ctValCcy=quote, settleCcy=base)
+            out.append(dict(entry, state="live"))
         return out
 
     async def _rest_instruments(self, request: web.Request) -> web.Response:
         limited = self._limited("instruments")
         if limited:
             return limited
-        inst_type = request.query.get("instType", "")
-        if inst_type not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
+        kind = request.query.get("instType", "")
+        if kind not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
             return self._fail("51000", "Parameter instType error")
-        return self._ok(self.instruments(inst_type))
+        return self._ok(self.instruments(kind))
 
     async def _rest_books(self, request: web.Request) -> web.Response:
         limited = self._limited("books")
@@ -427,17 +524,10 @@ class OkxServer(ExchangeServer):
         src = self.source(inst)
         if src is None:
             return self._fail("51001", "Instrument ID does not exist")
+        fmt = self.fmt(inst)
         bids, asks = src.book.top(sz)
         ts = str(self.clock.time_ns() // 1_000_000)
-        return self._ok([{"asks": _levels(asks), "bids": _levels(bids), "ts": ts}])
-
-    def _rest_ticker_of(self, inst: str, src: MarketSource) -> dict[str, str]:
-        last = okx_str(src.last_price)
-        open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
-        inst_type = "SWAP" if inst.endswith("-SWAP") else "SPOT"
-        return self._ticker(
-            inst, inst_type, src, self.clock.time_ns() // 1_000_000, last, open_, f"{src.volume:.8f}"
-        )
+        return self._ok([{"asks": _levels(asks, fmt), "bids": _levels(bids, fmt), "ts": ts}])
 
     async def _rest_ticker(self, request: web.Request) -> web.Response:
         limited = self._limited("ticker")
@@ -447,17 +537,85 @@ class OkxServer(ExchangeServer):
         src = self.source(inst)
         if src is None:
             return self._fail("51001", "Instrument ID does not exist")
-        return self._ok([self._rest_ticker_of(inst, src)])
+        return self._ok([self._ticker(inst, src, self.clock.time_ns() // 1_000_000)])
 
     async def _rest_tickers(self, request: web.Request) -> web.Response:
         limited = self._limited("tickers")
         if limited:
             return limited
-        inst_type = request.query.get("instType", "SPOT")
+        kind = request.query.get("instType", "SPOT")
+        now_ms = self.clock.time_ns() // 1_000_000
         out = []
         for inst in self.symbols:
-            if (inst_type == "SWAP") == inst.endswith("-SWAP"):
+            if inst_type(inst) == kind:
                 src = self.source(inst)
                 assert src is not None
-                out.append(self._rest_ticker_of(inst, src))
+                out.append(self._ticker(inst, src, now_ms))
         return self._ok(out)
+
+    @staticmethod
+    def _int_param(request: web.Request, name: str) -> int | None:
+        """Non-negative integer query parameter, ``None`` when absent or empty.
+
+        Raises:
+            ValueError: present but not a non-negative integer.
+        """
+        raw = request.query.get(name, "")
+        if not raw:
+            return None
+        if not raw.isdigit():
+            raise ValueError(name)
+        return int(raw)
+
+    def _trades_answer(self, inst: str, trades: list[Trade]) -> web.Response:
+        fmt = self.fmt(inst)
+        data = []
+        for t in reversed(trades):  # newest first
+            item = self._trade_item(inst, t, fmt)
+            item["source"] = "0"
+            data.append(item)
+        return self._ok(data)
+
+    async def _rest_trades(self, request: web.Request) -> web.Response:
+        limited = self._limited("trades")
+        if limited:
+            return limited
+        inst = request.query.get("instId", "")
+        try:
+            limit = self._int_param(request, "limit")
+        except ValueError:
+            return self._fail("51000", "Parameter limit error")
+        src = self.source(inst)
+        if src is None:
+            return self._fail("51001", "Instrument ID does not exist")
+        limit = 100 if limit is None else min(max(limit, 1), 500)
+        return self._trades_answer(inst, src.trades.select(limit, newest=True))
+
+    async def _rest_history_trades(self, request: web.Request) -> web.Response:
+        limited = self._limited("history-trades")
+        if limited:
+            return limited
+        inst = request.query.get("instId", "")
+        kind = request.query.get("type", "") or "1"
+        if kind not in ("1", "2"):
+            return self._fail("51000", "Parameter type error")
+        try:
+            after = self._int_param(request, "after")
+            before = self._int_param(request, "before")
+            limit = self._int_param(request, "limit")
+        except ValueError as exc:
+            return self._fail("51000", f"Parameter {exc} error")
+        src = self.source(inst)
+        if src is None:
+            return self._fail("51001", "Instrument ID does not exist")
+        limit = 100 if limit is None else min(max(limit, 1), 100)
+        if kind == "1":
+            trades = src.trades.select(
+                limit,
+                min_id=None if before is None else before + 1,
+                max_id=None if after is None else after - 1,
+                newest=True,
+            )
+        else:
+            trades = src.trades.select(limit, end_ms=None if after is None else after - 1, newest=True)
+        return self._trades_answer(inst, trades)

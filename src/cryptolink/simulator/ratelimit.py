@@ -1,14 +1,14 @@
 """REST rate-limit models the simulator enforces (sans-I/O, clock injected).
 
-- :class:`WeightLimiter`: Binance REQUEST_WEIGHT (EXCHANGES.md §1/§2): fixed windows (default 1 min) of summed
-  request weight; header ``X-MBX-USED-WEIGHT-1M`` reports the used weight; over the limit the answer is HTTP
-  429 with
-  ``Retry-After`` (seconds to the window end); a request that arrives while a 429 is still in force earns
-    HTTP 418 and a
-  ban (``ban_s``, doubling on each new ban), again with ``Retry-After``.
-- :class:`WindowCounter`: OKX per-endpoint request counts per 2 s window (EXCHANGES.md §3): over the limit
-  => 429 with
-  body ``{"code":"50011","msg":"Too Many Requests"}``.
+- :class:`WeightLimiter`: Binance REQUEST_WEIGHT (https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits
+  and "IP Limits" of https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info): fixed
+  windows (default 1 min) of summed request weight; header ``X-MBX-USED-WEIGHT-1M`` reports the used weight;
+  over the limit the answer is HTTP 429 with ``Retry-After`` (seconds to the window end); a request that arrives
+  while a 429 is still in force earns HTTP 418 and a ban (``ban_s``, doubling on each new ban), again with
+  ``Retry-After``.
+- :class:`WindowCounter`: OKX per-endpoint request counts per 2 s window
+  (https://www.okx.com/docs-v5/en/#overview-rate-limits): over the limit => 429 with body
+  ``{"code":"50011","msg":"Too Many Requests"}``.
 """
 
 from __future__ import annotations

@@ -28,13 +28,24 @@ from cryptolink.simulator.faults import Fault, RandomFaults, parse_spec
 from cryptolink.simulator.okx import OkxServer
 from cryptolink.simulator.server import ExchangeServer
 
-__all__ = ["SERVERS", "Simulator", "run_simulator", "serve_forever"]
+__all__ = ["PORT_OFFSETS", "SERVERS", "Simulator", "run_simulator", "serve_forever"]
 
 SERVERS: dict[str, type[ExchangeServer]] = {
     "binance": BinanceServer,
     "binanceusdm": BinanceUsdmServer,
     "okx": OkxServer,
 }
+
+#: With ``Simulator(port=N)`` exchange ``e`` listens on ``N + PORT_OFFSETS[e]``, whatever subset or order is asked:
+#:
+#: ===============  ======  =================================
+#: exchange         port    serves
+#: ===============  ======  =================================
+#: ``binance``      N + 0   Binance spot (WS + ``/api/v3``)
+#: ``binanceusdm``  N + 1   Binance USDⓈ-M (WS + ``/fapi/v1``)
+#: ``okx``          N + 2   OKX v5 (WS + ``/api/v5``)
+#: ===============  ======  =================================
+PORT_OFFSETS: dict[str, int] = {"binance": 0, "binanceusdm": 1, "okx": 2}
 
 
 class Simulator:
@@ -43,8 +54,11 @@ class Simulator:
     Args:
         exchanges: ids from :data:`SERVERS` (``binance`` = spot, ``binanceusdm``, ``okx``).
         host: bind address (keep ``127.0.0.1``).
-        port: 0 = ephemeral ports; N = exchange i listens on N + i, in the given order.
-        mode: ``"replay"`` (recordings where available, synthetic otherwise) or ``"synthetic"``.
+        port: 0 = ephemeral ports; N = each exchange listens on N + its :data:`PORT_OFFSETS` entry (binance N,
+            binanceusdm N + 1, okx N + 2), whichever exchanges are asked for.
+        mode: ``"replay"`` (recordings where available, synthetic otherwise: Binance spot/USD-M BTCUSDT and
+            ETHUSDT loop the hftbacktest 2024-08-08 recordings, OKX BTC-USDT, UNI-USD-SWAP and BTC-USD-220527 the
+            cryptofeed 2022-05 OKX recording) or ``"synthetic"``.
         speed: replay/synthetic pacing multiple (2.0 = twice recorded speed).
         faults: a spec string (grammar in :mod:`cryptolink.simulator.faults`) or a list of :class:`Fault` /
             :class:`RandomFaults`; times are seconds after start on ``clock``.
@@ -53,7 +67,7 @@ class Simulator:
         config: rules/symbols; defaults are the exchanges' documented values.
 
     Raises:
-        ValueError: unknown exchange or mode; :class:`FaultSpecError` for a bad spec.
+        ValueError: unknown or repeated exchange, bad mode or speed; :class:`FaultSpecError` for a bad spec.
 
     Attributes are the servers by id (``sim.binance``, ``sim.binanceusdm``, ``sim.okx``) and ``sim.servers``.
     """
@@ -73,6 +87,8 @@ class Simulator:
         unknown = [e for e in exchanges if e not in SERVERS]
         if unknown:
             raise ValueError(f"unknown exchanges {unknown}; known: {sorted(SERVERS)}")
+        if len(set(exchanges)) != len(exchanges):
+            raise ValueError(f"each exchange may be asked for once: {list(exchanges)}")
         if mode not in ("replay", "synthetic"):
             raise ValueError(f"mode must be 'replay' or 'synthetic', not {mode!r}")
         if speed <= 0:
@@ -101,10 +117,10 @@ class Simulator:
     async def start(self) -> None:
         """Create and bind every exchange server, then start the fault schedule."""
         try:
-            for i, exch in enumerate(self.exchanges):
+            for exch in self.exchanges:
                 server = SERVERS[exch](self.config, self.clock, self.mode, self.speed, self.seed)
                 self.servers[exch] = server
-                await server.start(self.host, self.port + i if self.port else 0)
+                await server.start(self.host, self.port + PORT_OFFSETS[exch] if self.port else 0)
         except BaseException:
             await self.stop()
             raise
@@ -156,8 +172,11 @@ class Simulator:
     def inject(self, fault: Fault, exchange: str | None = None, connection: int | None = None) -> None:
         """Apply ``fault`` now: to ``exchange`` (None = all) and, if given, only connection id ``connection``.
 
+        An ``outage`` takes each targeted exchange down as a whole (see :meth:`ExchangeServer.begin_outage`).
+
         Raises:
             KeyError: ``exchange`` not running, or ``connection`` not an open connection of it.
+            ValueError: an ``outage`` with a ``connection``.
         """
         targets = [self.servers[exchange]] if exchange is not None else list(self.servers.values())
         self.faults_applied.append((self.clock.monotonic(), fault))

@@ -1,15 +1,13 @@
 """Server plumbing shared by the simulated exchanges: one aiohttp app per exchange, connections,
 observability.
 
-:class:`ExchangeServer` serves REST routes and the WebSocket upgrade on one 127.0.0.1 port. Each accepted
-socket is a
-:class:`SimConnection` with a bounded send queue drained by one writer task, one timer task (server pings,
-pong
-timeout, lifetime, idle close) and the receive loop (inbound rate limit, client pings, text frames handed to
-the
-exchange protocol). Fault state lives on the connection. Everything the server sends on a data stream is
-recorded in
-bounded per-connection :class:`StreamStats` so tests can prove "nothing lost, nothing twice".
+:class:`ExchangeServer` serves REST routes and the WebSocket upgrade on one 127.0.0.1 port. Each accepted socket
+is a :class:`SimConnection` with a bounded send queue drained by one writer task, one timer task (server pings,
+pong timeout, lifetime, idle close) and the receive loop (inbound rate limit, client pings, text frames handed to
+the exchange protocol). Fault state lives on the connection. Everything the server sends on a data stream is
+recorded in bounded per-connection :class:`StreamStats` so tests can prove "nothing lost, nothing twice". An
+``outage`` fault (:meth:`ExchangeServer.begin_outage`) closes the listening socket and every connection, then
+listens again on the same port; the market sources keep running.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from aiohttp import WSMsgType, web
 from cryptolink.clock import Clock
 from cryptolink.simulator.config import ExchangeRules, SimConfig
 from cryptolink.simulator.faults import Fault
-from cryptolink.simulator.market import MarketSource, make_source
+from cryptolink.simulator.market import MarketSource, make_source, preload_replay
 
 __all__ = ["ConnectionStats", "ExchangeServer", "SimConnection", "StreamStats"]
 
@@ -387,11 +385,15 @@ class ExchangeServer:
         connections: open connections by id.
         closed_connections: bounded history (last 1000) of closed connections.
         sources: market sources by exchange-native symbol (created on first use).
-        port: bound port once started.
+        port: bound port once started (kept through an outage).
+        listening: False while an ``outage`` fault holds the exchange down.
+        outages: ``outage`` faults started so far.
     """
 
     name = "base"
     market_kind = "spot"
+    #: whether ``SimConfig.replay_files`` (hftbacktest-format Binance captures) can feed this exchange
+    uses_replay_files = True
 
     def __init__(
         self, config: SimConfig, clock: Clock, mode: str = "replay", speed: float = 1.0, seed: int = 0
@@ -409,9 +411,13 @@ class ExchangeServer:
         self.port = 0
         self.host = "127.0.0.1"
         self.started_at = clock.monotonic()
+        self.listening = False
+        self.outages = 0
+        self._outage_until = -math.inf
         self._changed = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self.app = web.Application()
         self.setup_routes(self.app)
 
@@ -437,16 +443,70 @@ class ExchangeServer:
 
     # ---- lifecycle ----
     async def start(self, host: str, port: int) -> None:
-        """Bind ``host:port`` (0 = ephemeral) and serve."""
+        """Bind ``host:port`` (0 = ephemeral) and serve.
+
+        In replay mode the user's own recordings (``SimConfig.replay_files``) of the served symbols are parsed
+        first, so a bad file fails here rather than on the first subscription.
+
+        Raises:
+            ValueError: a user recording has nothing to replay.
+            OSError: the port cannot be bound.
+        """
+        if self.mode == "replay" and self.uses_replay_files:
+            for symbol in self.symbols:
+                key = self.neutral_symbol(symbol)
+                path = self.config.replay_files.get(key)
+                if path is not None:
+                    preload_replay(path)
         self.host = host
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        await self._listen(port)
+        self.started_at = self.clock.monotonic()
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self.host, port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.Server)
+        self._site = site
         self.port = server.sockets[0].getsockname()[1]
-        self.started_at = self.clock.monotonic()
+        self.listening = True
+        self.notify()
+
+    def begin_outage(self, duration_s: float) -> None:
+        """Make the exchange unreachable for ``duration_s`` seconds (clock time), now.
+
+        The listening socket is closed (new TCP connects are refused), every open connection (WebSocket and REST
+        keep-alive) is aborted without a close frame, then after ``duration_s`` the server listens again on the
+        same port. Market sources keep running. A second outage during one extends it to the later end.
+        """
+        self._outage_until = max(self._outage_until, self.clock.monotonic() + duration_s)
+        if not self.listening:
+            return
+        self.outages += 1
+        self.listening = False
+        site = self._site
+        if site is not None and site._server is not None:
+            site._server.close()  # stop accepting now; open sockets are cut below
+        for conn in list(self.connections.values()):
+            conn.abort("fault: outage")
+        http = self._runner.server if self._runner is not None else None
+        for handler in http.connections if http is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+        self.notify()
+        self._spawn(self._end_outage())
+
+    async def _end_outage(self) -> None:
+        while (wait := self._outage_until - self.clock.monotonic()) > 0:
+            await self.clock.sleep(wait)
+        if self._site is not None:
+            with contextlib.suppress(RuntimeError):
+                await self._site.stop()  # unregister the closed site from the runner
+            self._site = None
+        await self._listen(self.port)
 
     async def stop(self) -> None:
         """Close every connection, stop sources and the HTTP server."""
@@ -473,6 +533,13 @@ class ExchangeServer:
         return task
 
     # ---- sources ----
+    def make_market_source(self, symbol: str) -> MarketSource:
+        """A new source for served native ``symbol`` (replay where a recording exists, else synthetic)."""
+        kind, neutral = self.neutral_symbol(symbol)
+        return make_source(
+            kind, neutral, self.mode, self.seed, self.config.synthetic_rate_hz, self.config.replay_files
+        )
+
     def source(self, symbol: str) -> MarketSource | None:
         """The running source of native ``symbol`` (started on first call); None if the symbol is not
         served."""
@@ -480,8 +547,7 @@ class ExchangeServer:
         if src is None:
             if symbol not in self.symbols:
                 return None
-            kind, neutral = self.neutral_symbol(symbol)
-            src = make_source(kind, neutral, self.mode, self.seed, self.config.synthetic_rate_hz)
+            src = self.make_market_source(symbol)
             self.sources[symbol] = src
             self.attach_source(symbol, src)
             self._spawn(src.run(self.clock, self.speed))
@@ -510,13 +576,13 @@ class ExchangeServer:
         return sorted([*self.closed_connections, *self.connections.values()], key=lambda c: c.conn_id)
 
     def notify(self) -> None:
-        """Wake :meth:`wait_until` callers (state changed)."""
+        """Wake :meth:`wait_until` callers (state changed: connect, subscribe, close, outage start/end)."""
         self._changed.set()
         self._changed = asyncio.Event()
 
     async def wait_until(self, predicate: Callable[[], object], within_s: float = 5.0) -> None:
         """Wait until ``predicate()`` is truthy, re-checking on every state change (connect, subscribe,
-        close).
+        close, outage start/end, pong received).
 
         Raises:
             TimeoutError: not true within ``within_s`` seconds (real time).
@@ -541,7 +607,17 @@ class ExchangeServer:
         return found[0]
 
     def inject(self, fault: Fault, connection: int | None = None) -> None:
-        """Apply ``fault`` now to connection id ``connection`` or to every open connection."""
+        """Apply ``fault`` now to connection id ``connection`` or to every open connection.
+
+        Raises:
+            KeyError: ``connection`` is not an open connection.
+            ValueError: an ``outage`` (it takes the whole exchange down) aimed at one connection.
+        """
+        if fault.kind == "outage":
+            if connection is not None:
+                raise ValueError("an outage takes the whole exchange down; do not name a connection")
+            self.begin_outage(fault.duration_s or 0.0)
+            return
         if fault.kind == "seqreset":
             for sym, src in self.sources.items():
                 if fault.symbol in (None, sym):
@@ -558,6 +634,8 @@ class ExchangeServer:
         return {
             "exchange": self.name,
             "port": self.port,
+            "listening": self.listening,
+            "outages": self.outages,
             "connections": [c.snapshot() for c in self.all_connections()],
             "sources": {
                 s: {
