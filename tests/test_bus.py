@@ -12,9 +12,9 @@ from cryptolink.clock import FakeClock
 from cryptolink.models import BookUpdate, Channel, Side, Ticker, Trade
 
 
-def trade(exchange: str = "binance", symbol: str = "BTC/USDT", n: int = 0) -> Trade:
+def trade(feed: str = "binance", symbol: str = "BTC/USDT", n: int = 0) -> Trade:
     return Trade(
-        exchange=exchange,
+        exchange="binance",
         symbol=symbol,
         exchange_symbol=symbol.replace("/", ""),
         price=Decimal("100.5"),
@@ -24,20 +24,23 @@ def trade(exchange: str = "binance", symbol: str = "BTC/USDT", n: int = 0) -> Tr
         timestamp_ms=1,
         receipt_ns=2,
         sequence=n,
+        feed=feed,
     )
 
 
-def ticker(exchange: str = "binance", symbol: str = "BTC/USDT") -> Ticker:
-    return Ticker(exchange, symbol, "X", Decimal(1), Decimal(2), Decimal(3), Decimal(4), None, 1, 2)
+def ticker(feed: str = "binance", symbol: str = "BTC/USDT") -> Ticker:
+    return Ticker(
+        "binance", symbol, "X", Decimal(1), Decimal(2), Decimal(3), Decimal(4), None, 1, 2, feed=feed
+    )
 
 
-def book(exchange: str = "okx", symbol: str = "BTC/USDT") -> BookUpdate:
-    return BookUpdate(exchange, symbol, "BTC-USDT", True, ((Decimal(1), Decimal(2)),), (), 7, 1, 2)
+def book(feed: str = "okx", symbol: str = "BTC/USDT") -> BookUpdate:
+    return BookUpdate("okx", symbol, "BTC-USDT", True, ((Decimal(1), Decimal(2)),), (), 7, 1, 2, feed=feed)
 
 
 @dataclass
 class EngineEvent:
-    exchange: str
+    feed: str
     kind: str
 
 
@@ -48,12 +51,13 @@ def drain(sub: object) -> list[object]:
     return out
 
 
-def test_filters_route_by_channel_exchange_symbol() -> None:
+def test_filters_route_by_channel_feed_symbol() -> None:
     bus = Bus()
     all_sub = bus.subscribe()
     trades = bus.subscribe(channel=Channel.TRADES)
-    bn = bus.subscribe(exchange="binance")
-    eth = bus.subscribe(channel="trades", exchange="binance", symbol="ETH/USDT")
+    bn = bus.subscribe(feed="binance")
+    eth = bus.subscribe(channel="trades", feed="binance", symbol="ETH/USDT")
+    perp = bus.subscribe(feed="binance-perp")  # same exchange id, another entry: nothing of "binance"
     events_only = bus.subscribe(channel=EVENTS_CHANNEL)
     t1, t2, tk, bk = trade(), trade(symbol="ETH/USDT"), ticker(), book()
     ev = EngineEvent("okx", "connected")
@@ -64,8 +68,9 @@ def test_filters_route_by_channel_exchange_symbol() -> None:
     assert drain(bn) == [t1, t2, tk, t1]
     assert drain(eth) == [t2]
     assert drain(events_only) == [ev]
+    assert drain(perp) == []
     # a subscriber added later invalidates the cached routes
-    late = bus.subscribe(channel="book", exchange="okx")
+    late = bus.subscribe(channel="book", feed="okx")
     bus.publish(bk)
     bus.publish(t1)
     assert drain(late) == [bk]
@@ -75,7 +80,7 @@ def test_filters_route_by_channel_exchange_symbol() -> None:
 
 def test_unrouted_events_are_counted() -> None:
     bus = Bus()
-    bus.subscribe(exchange="okx")
+    bus.subscribe(feed="okx")
     bus.publish(trade())
     bus.publish(object())
     assert bus.stats().unrouted == 2

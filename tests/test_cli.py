@@ -106,3 +106,29 @@ def test_run_with_bad_config_exits_2_before_starting(tmp_path: Path) -> None:
 def test_simulate_rejects_non_positive_speed() -> None:
     result = runner.invoke(app, ["simulate", "--speed", "0"])
     assert result.exit_code == 2
+
+
+def test_version_flag_and_help_without_type_noise() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"cryptolink {__version__}"
+    for args in (["--help"], ["demo", "--help"], ["run", "--help"]):
+        out = runner.invoke(app, args).output
+        assert "<bool>" not in out and "--help" in out
+    assert "binanceusdm N+1, okx N+2" in runner.invoke(app, ["simulate", "--help"]).output
+
+
+def test_validate_refuses_an_unwritable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = write(tmp_path, GOOD + f"output: {{enabled: true, dir: '{blocker / 'out'}'}}\n")
+    result = runner.invoke(app, ["validate-config", str(cfg)])
+    assert result.exit_code == 2
+    out = result.output + (result.stderr or "")
+    assert "output.dir" in out and "not a directory" in out and "OK:" not in out
+
+
+def test_validate_says_all_disabled_entries_stream_nothing(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "exchanges:\n  binance: {symbols: [BTC/USDT], enabled: false}\n")
+    result = runner.invoke(app, ["validate-config", str(cfg)])
+    assert result.exit_code == 2
+    assert "nothing to stream" in result.output + (result.stderr or "")

@@ -20,7 +20,7 @@ exchanges:
   binance:
     market: spot
     symbols: [BTC/USDT, ETH/USDT]
-    channels: {trades: true, ticker: false, book: true, depth: 100}
+    channels: {trades: true, ticker: false, book: true}
     api_key: file-key-binance
     api_secret: file-secret-binance
     ws_url: ws://127.0.0.1:9001
@@ -50,7 +50,7 @@ def test_valid_yaml_loads_every_field() -> None:
     assert bn.reconnect.initial_delay_s == 0.5
     assert bn.reconnect.multiplier == 2.0
     assert bn.reconnect.max_attempts == 10
-    assert bn.reconnect.reset_after_s == 30.0
+    assert bn.reconnect.reset_after_s == 2.0
     assert bn.api_key is not None and bn.api_key.get_secret_value() == "file-key-binance"
     okx = cfg.exchanges["okx-perp"]
     assert okx.exchange == "okx"
@@ -68,7 +68,7 @@ def test_valid_yaml_loads_every_field() -> None:
 def test_defaults_and_subscriptions() -> None:
     ex = ExchangeConfig(exchange="binance", symbols=["BTC/USDT"])
     assert ex.enabled and not ex.testnet and ex.market is Market.SPOT
-    assert ex.reconnect.max_attempts is None and ex.reconnect.max_delay_s == 300
+    assert ex.reconnect.max_attempts is None and ex.reconnect.max_delay_s == 30
     assert ex.subscriptions() == [
         Subscription(Channel.TRADES, "BTC/USDT"),
         Subscription(Channel.TICKER, "BTC/USDT"),
@@ -113,6 +113,51 @@ consumer_queue_size: 0
     assert "exchanges.binance.colour: unknown key" in text_msg
     assert "Traceback" not in text_msg and "errors.pydantic.dev" not in text_msg
     assert text_msg.count("\n") == len(err.problems)  # header + one line per problem
+
+
+def test_cross_field_problems_are_reported_with_every_other_problem() -> None:
+    """Duplicate symbols and entry names that collide in the environment used to be reported only when
+    nothing else was wrong; they are found on the raw data now."""
+    text = """
+exchanges:
+  okx-perp:
+    exchange: okx
+    symbols: [BTC/USDT, BTC/USDT, nope]
+  okx_perp:
+    exchange: okx
+    symbols: [ETH/USDT]
+    reconnect: {initial_delay_s: -1}
+consumer_queue_size: 0
+"""
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={})
+    problems = info.value.problems
+    assert ("exchanges.okx-perp.symbols", "duplicate symbols ['BTC/USDT']") in problems
+    assert any("map to the same environment variables" in m for p, m in problems if p == "exchanges")
+    assert {p for p, _ in problems} >= {
+        "exchanges.okx-perp.symbols[2]",
+        "exchanges.okx_perp.reconnect.initial_delay_s",
+        "consumer_queue_size",
+    }
+    assert len(problems) == len(set(problems))  # each reported once
+
+
+def test_all_entries_disabled_is_refused() -> None:
+    text = "exchanges:\n  binance: {symbols: [BTC/USDT], enabled: false}\n  okx: {symbols: [BTC/USDT], enabled: false}\n"
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={})
+    assert info.value.problems == [
+        ("exchanges", "every exchange entry is disabled (enabled: false): there is nothing to stream")
+    ]
+
+
+def test_depth_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(
+            "exchanges:\n  binance: {symbols: [BTC/USDT], channels: {depth: 20}}\n", env={}
+        )
+    ((path, msg),) = info.value.problems
+    assert path == "exchanges.binance.channels" and "'depth' is not supported" in msg
 
 
 def test_supported_list_can_be_passed_in() -> None:
@@ -226,7 +271,6 @@ def test_documented_example_is_valid() -> None:
     cfg = CryptolinkConfig.from_yaml_text(example, env={})
     assert set(cfg.exchanges) == {"binance", "binance-perp", "okx", "okx-perp", "okx-sim"}
     assert set(cfg.enabled_exchanges()) == {"binance", "binance-perp", "okx", "okx-sim"}
-    assert cfg.exchanges["okx"].channels.depth == 400
 
 
 def test_documented_keys_match_the_models() -> None:

@@ -1,4 +1,5 @@
-"""The demo end to end (short): simulator replaying recordings, faults, JSONL output and the final report."""
+"""The demo end to end (short): simulator replaying recordings, faults, fresh JSONL output per run, gap events
+and the final report (also written to report.txt)."""
 
 from __future__ import annotations
 
@@ -8,42 +9,75 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cryptolink.demo import DEMO_FAULTS, demo_main
-from cryptolink.models import BookUpdate, Ticker, Trade
+from cryptolink.demo import DEMO_ENTRIES, DEMO_FAULTS, MARKER, DemoOutputError, demo_main, prepare_out_dir
+from cryptolink.models import BookUpdate, Gap, Ticker, Trade
 from cryptolink.sinks.jsonl import read_jsonl
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-async def test_demo_writes_normalized_jsonl_and_report_under_faults(tmp_path: Path) -> None:
-    console = Console(file=io.StringIO(), width=200)
+def trade_ids(path: Path) -> dict[str, list[int]]:
+    by_symbol: dict[str, list[int]] = {}
+    for t in read_jsonl(path):
+        assert isinstance(t, Trade) and t.sequence is not None
+        by_symbol.setdefault(t.symbol, []).append(t.sequence)
+    return by_symbol
+
+
+async def test_demo_writes_fresh_normalized_jsonl_and_report_under_faults(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO(), width=120)
     code = await demo_main(9.0, tmp_path, True, fault_every_s=1.0, quiet_end_s=3.0, console=console)
     assert code == 0
     report = (tmp_path / "report.txt").read_text()
-    assert "cryptolink connection report" in report
+    assert "cryptolink connection report" in report and report in console.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(line) for line in report.splitlines()) <= 120
     injected = int(report.split("faults injected: ", 1)[1].split(";", 1)[0])
-    assert 4 <= injected <= 6  # one a second until 6 s, then quiet so the run ends recovered
-    for exchange, channel, kind in (
+    assert injected >= 1 and report.count("  injected ") == injected
+    for feed, channel, kind in (
         ("binance", "trades", Trade),
         ("binance", "book", BookUpdate),
         ("binance", "ticker", Ticker),
         ("okx", "trades", Trade),
         ("okx", "book", BookUpdate),
+        ("okx-swap", "book", BookUpdate),
     ):
-        path = tmp_path / exchange / f"{channel}.jsonl"
-        events = list(read_jsonl(path))
-        assert events, path
-        assert all(isinstance(e, kind) for e in events)
+        events = list(read_jsonl(tmp_path / feed / f"{channel}.jsonl"))
+        assert events, (feed, channel)
+        assert all(isinstance(e, kind) and e.feed == feed for e in events)
+    swap = next(iter(read_jsonl(tmp_path / "okx-swap" / "book.jsonl")))
+    assert isinstance(swap, BookUpdate) and swap.amount_unit == "contracts" and swap.contract_size is not None
+    gaps_file = tmp_path / "binance" / "gaps.jsonl"
+    if gaps_file.exists():
+        assert all(isinstance(g, Gap) for g in read_jsonl(gaps_file))
     # per symbol, trades are never delivered twice, even across the drop/notice/lifetime faults
-    trades = list(read_jsonl(tmp_path / "binance" / "trades.jsonl"))
-    by_symbol: dict[str, list[int]] = {}
-    for t in trades:
-        assert isinstance(t, Trade) and t.sequence is not None
-        by_symbol.setdefault(t.symbol, []).append(t.sequence)
-    for symbol, seqs in by_symbol.items():
+    first = trade_ids(tmp_path / "binance" / "trades.jsonl")
+    for symbol, seqs in first.items():
         assert seqs == sorted(set(seqs)), symbol
+    # a second run replaces the first one's output: one run's trades, not two runs appended
+    code = await demo_main(3.0, tmp_path, False, console=Console(file=io.StringIO(), width=120))
+    assert code == 0
+    second = trade_ids(tmp_path / "binance" / "trades.jsonl")
+    for symbol, seqs in second.items():
+        assert seqs == sorted(set(seqs)), symbol
+    assert sum(map(len, second.values())) < sum(map(len, first.values()))
+    assert "faults injected: 0" in (tmp_path / "report.txt").read_text()
 
 
-def test_fault_cycle_covers_the_issue_faults() -> None:
+def test_a_foreign_directory_is_never_emptied(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("mine")
+    with pytest.raises(DemoOutputError, match="not empty and was not written by the demo"):
+        prepare_out_dir(tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+    fresh = tmp_path / "new" / "out"
+    prepare_out_dir(fresh)
+    assert (fresh / MARKER).is_file()
+    (fresh / "binance").mkdir()
+    (fresh / "binance" / "trades.jsonl").write_text("{}\n")
+    prepare_out_dir(fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == [MARKER]
+
+
+def test_fault_cycle_and_entries() -> None:
     kinds = {f.kind for f in DEMO_FAULTS}
-    assert {"drop", "stall", "gap", "notice", "lifetime"} <= kinds
+    assert {"drop", "stall", "gap", "notice", "lifetime", "outage", "corrupt", "badchecksum"} <= kinds
+    assert {e[0] for e in DEMO_ENTRIES} == {"binance", "binanceusdm", "okx", "okx-swap"}

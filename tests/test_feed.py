@@ -1,9 +1,12 @@
-"""Feed: duplicate filtering, book actions, REST snapshots (with 429 Retry-After) on a loopback HTTP server."""
+"""Feed: true duplicates only, id regressions, gaps and trade backfill, book resync and failed-book retries,
+REST snapshots (429 Retry-After), instrument checks; against a loopback Binance-like REST server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -12,35 +15,61 @@ import pytest
 from aiohttp import web
 
 from cryptolink.book.orderbook import BookState
-from cryptolink.clock import SystemClock
+from cryptolink.clock import Clock, FakeClock, SystemClock
 from cryptolink.engine import EngineConfig
+from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, Severity
 from cryptolink.exchanges import get_adapter
 from cryptolink.exchanges.base import BookMessage
-from cryptolink.feed import Feed
-from cryptolink.models import BookUpdate, Channel, Market, Side, Subscription, Ticker, Trade
+from cryptolink.feed import BadSymbol, Feed
+from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Market, Side, Subscription, Ticker, Trade
+from cryptolink.rest import RestClient
+
+from tests.engine.fakes import REFUSED, FakeTransport, settle
+
+pytestmark = pytest.mark.timeout(30)
+
+BTC_BOOK = Subscription(Channel.BOOK, "BTC/USDT")
+BTC_TRADES = Subscription(Channel.TRADES, "BTC/USDT")
+BTC_TICKER = Subscription(Channel.TICKER, "BTC/USDT")
 
 
 class StubConnection:
     """What the feed calls on a connection, recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn_id: str = "binance-ws-1") -> None:
+        self.conn_id = conn_id
+        self.rotating = False
         self.gaps = 0
-        self.failing: dict[tuple[Channel, str], bool] = {}
+        self.book_errors = 0
+        self.health: dict[tuple[Channel, str], bool] = {}
         self.resubscribed: list[list[Subscription]] = []
 
     def report_sequence_gap(self, n: int = 1) -> None:
         self.gaps += n
 
-    def set_book_failing(self, key: tuple[Channel, str], failing: bool) -> None:
-        self.failing[key] = failing
+    def report_book_error(self, n: int = 1) -> None:
+        self.book_errors += n
+
+    def set_stream_health(self, key: tuple[Channel, str], healthy: bool) -> None:
+        self.health[key] = healthy
 
     async def resubscribe(self, subs: list[Subscription]) -> None:
         self.resubscribed.append(subs)
 
 
-def trade(seq: int, symbol: str = "BTC/USDT") -> Trade:
+def trade(seq: int, symbol: str = "BTC/USDT", ts: int | None = None) -> Trade:
     return Trade(
-        "binance", symbol, "BTCUSDT", Decimal("1"), Decimal("2"), Side.BUY, str(seq), 1, 1, sequence=seq
+        "binance",
+        symbol,
+        symbol.replace("/", ""),
+        Decimal("1"),
+        Decimal("2"),
+        Side.BUY,
+        str(seq),
+        1_000 + seq if ts is None else ts,
+        1,
+        seq,
+        feed="binance",
     )
 
 
@@ -60,116 +89,352 @@ def ticker(seq: int | None, bid: str, ts: int | None = None) -> Ticker:
     )
 
 
-def make_feed(
-    published: list[Any], http: aiohttp.ClientSession | None = None, rest: str | None = None
-) -> Feed:
-    adapter = get_adapter("binance", Market.SPOT, rest_base_url=rest)
-    return Feed(
-        "binance",
-        adapter,
-        publish=published.append,
-        engine_config=EngineConfig(),
-        clock=SystemClock(),
-        transport=None,  # type: ignore[arg-type]  # no connection is opened in these tests
-        http=http,
-    )
-
-
-def test_trades_dropped_when_not_newer_per_symbol() -> None:
-    out: list[Any] = []
-    feed = make_feed(out)
-    conn = StubConnection()
-    feed._on_data(conn, [trade(1), trade(2), trade(2), trade(1), trade(3), trade(1, "ETH/USDT")])  # type: ignore[arg-type]
-    assert [t.sequence for t in out] == [1, 2, 3, 1]
-    assert feed.duplicates_dropped == 2
-
-
-def test_ticker_resends_dropped_but_new_sizes_at_same_sequence_kept() -> None:
-    out: list[Any] = []
-    feed = make_feed(out)
-    conn = StubConnection()
-    items = [ticker(5, "1"), ticker(5, "1"), ticker(5, "2"), ticker(4, "3"), ticker(6, "3")]
-    feed._on_data(conn, items)  # type: ignore[arg-type]
-    assert [(t.sequence, t.bid_price) for t in out] == [(5, 1), (5, 2), (6, 3)]
-    assert feed.duplicates_dropped == 2
-
-
-def test_ticker_without_sequence_uses_timestamp() -> None:
-    out: list[Any] = []
-    feed = make_feed(out)
-    feed._on_data(StubConnection(), [ticker(None, "1", 10), ticker(None, "2", 9), ticker(None, "2", 11)])  # type: ignore[arg-type]
-    assert [t.timestamp_ms for t in out] == [10, 11]
-
-
 def delta(first: int, last: int, bid: str = "100") -> BookMessage:
     return BookMessage(
         "BTC/USDT", "BTCUSDT", False, [[bid, "1"]], [["101", "1"]], first, last, None, None, 1, 1
     )
 
 
+@dataclass
+class RestState:
+    """The loopback server's behaviour and what it saw."""
+
+    snapshot_id: int = 10
+    depth_failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    trades: dict[int, int] = field(default_factory=dict)  # id -> time ms
+    trades_status: int = 200
+    symbols: list[str] = field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    calls: list[str] = field(default_factory=list)
+    seen: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def note(self, what: str) -> None:
+        self.calls.append(what)
+        self.seen.set()
+
+    async def next_call(self, what: str) -> None:
+        """Wait for the next request of kind ``what`` (``depth``, ``trades``, ``info``)."""
+        before = self.calls.count(what)
+        while self.calls.count(what) <= before:
+            self.seen.clear()
+            await self.seen.wait()
+
+
 @pytest.fixture
-async def depth_server() -> AsyncIterator[tuple[str, list[int], asyncio.Queue[int]]]:
-    """A loopback REST server: first answer 429 with Retry-After 0, then a snapshot with lastUpdateId 10.
-    Each request is also announced on the queue."""
-    calls: list[int] = []
-    announced: asyncio.Queue[int] = asyncio.Queue()
+async def rest_server() -> AsyncIterator[tuple[str, RestState]]:
+    state = RestState()
 
     async def depth(request: web.Request) -> web.Response:
-        calls.append(1)
-        announced.put_nowait(len(calls))
-        if len(calls) == 1:
-            return web.json_response(
-                {"code": -1003, "msg": "too many"}, status=429, headers={"Retry-After": "0"}
-            )
-        return web.json_response({"lastUpdateId": 10, "bids": [["99", "5"]], "asks": [["102", "5"]]})
+        state.note("depth")
+        if state.depth_failures:
+            status, headers = state.depth_failures.pop(0)
+            return web.json_response({"code": -1003, "msg": "no"}, status=status, headers=headers)
+        return web.json_response(
+            {"lastUpdateId": state.snapshot_id, "bids": [["99", "5"]], "asks": [["102", "5"]]}
+        )
+
+    async def historical(request: web.Request) -> web.Response:
+        state.note("trades")
+        if state.trades_status != 200:
+            return web.json_response({"code": -1, "msg": "down"}, status=state.trades_status)
+        start, limit = int(request.query["fromId"]), int(request.query["limit"])
+        items = [
+            {"id": i, "price": "1", "qty": "2", "quoteQty": "2", "time": state.trades[i], "isBuyerMaker": False,
+             "isBestMatch": True}
+            for i in range(start, start + limit) if i in state.trades
+        ]  # fmt: skip
+        return web.json_response(items)
+
+    async def info(request: web.Request) -> web.Response:
+        state.note("info")
+        return web.json_response(
+            {
+                "symbols": [
+                    {"symbol": s, "status": "TRADING", "baseAsset": s[:-4], "quoteAsset": "USDT"}
+                    for s in state.symbols
+                ]
+            }
+        )
 
     app = web.Application()
     app.router.add_get("/api/v3/depth", depth)
+    app.router.add_get("/api/v3/historicalTrades", historical)
+    app.router.add_get("/api/v3/exchangeInfo", info)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}", calls, announced
+        yield f"http://127.0.0.1:{port}", state
     finally:
         await runner.cleanup()
 
 
-async def test_rest_snapshot_after_429_then_gap_resyncs_that_symbol(
-    depth_server: tuple[str, list[int], asyncio.Queue[int]],
-) -> None:
-    rest, calls, announced = depth_server
-    out: list[Any] = []
-    async with aiohttp.ClientSession() as http:
-        feed = make_feed(out, http, rest)
-        sub = Subscription(Channel.BOOK, "BTC/USDT")
-        feed._register_book(sub)
-        conn = StubConnection()
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def make_feed(
+    published: list[Any],
+    http: aiohttp.ClientSession | None = None,
+    rest: str = "http://127.0.0.1:9",
+    clock: Clock | None = None,
+    transport: FakeTransport | None = None,
+) -> Feed:
+    clock = clock or SystemClock()
+    adapter = get_adapter("binance", Market.SPOT, rest_base_url=rest, feed="binance")
+    return Feed(
+        "binance",
+        adapter,
+        publish=published.append,
+        engine_config=EngineConfig(),
+        clock=clock,
+        transport=transport or FakeTransport(REFUSED),  # type: ignore[arg-type]
+        rest=RestClient("binance test", rest, http, clock, adapter.rest_limit),
+    )
+
+
+def attach(feed: Feed, *subs: Subscription) -> StubConnection:
+    """Register ``subs`` on a stub connection without opening anything."""
+    conn = StubConnection()
+    for sub in subs:
+        feed._register(sub)
         feed._conn_of[sub] = conn  # type: ignore[assignment]
-        feed._on_data(conn, [delta(9, 11)])  # type: ignore[arg-type]  # buffered; asks for a snapshot
+    return conn
 
-        async def live() -> None:
-            while feed.book("BTC/USDT").state is not BookState.LIVE:  # type: ignore[union-attr]
-                await asyncio.sleep(0.01)
-                if feed.snapshot_errors and len(calls) == 1:
-                    feed._on_data(conn, [delta(11, 12)])  # type: ignore[arg-type]  # next delta retries
 
-        await asyncio.wait_for(live(), 5)
-        assert feed.rate_limited == 1 and feed.snapshot_errors == 1 and feed.snapshots_fetched == 1
-        updates = [u for u in out if isinstance(u, BookUpdate)]
-        assert updates[0].is_snapshot and updates[-1].sequence == 12
-        book = feed.book("BTC/USDT")
-        assert book is not None and book.best_bid() == (Decimal("100"), Decimal("1"))
-        # a gap (13..14 missing) asks for a new snapshot for this symbol only
-        before = len(calls)
-        feed._on_data(conn, [delta(15, 15)])  # type: ignore[arg-type]
-        assert book.state is not BookState.LIVE
-        assert conn.gaps >= 1
+def disconnected(conn: StubConnection, why: str = "connection lost without a close frame (code 1006)") -> Any:
+    return ConnectionEvent(
+        ConnectionEventType.DISCONNECTED,
+        Severity.WARNING,
+        0,
+        0.0,
+        conn.conn_id,
+        "binance",
+        f"session ended: {why}",
+    )
 
-        async def refetched() -> None:
-            while await announced.get() <= before:
-                pass
 
-        await asyncio.wait_for(refetched(), 5)
-        await feed.stop()
+def seqs(out: list[Any]) -> list[object]:
+    return [x.sequence if isinstance(x, Trade) else "gap" if isinstance(x, Gap) else None for x in out]
+
+
+def test_only_true_duplicates_are_dropped_and_an_id_restart_continues(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out: list[Any] = []
+    feed = make_feed(out)
+    conn = attach(feed, BTC_TRADES)
+    feed._on_data(conn, [trade(1), trade(2), trade(2), trade(3), trade(1, "ETH/USDT")])  # type: ignore[arg-type]
+    assert seqs(out) == [1, 2, 3, 1]  # ETH is not subscribed here: passed through
+    out.clear()
+    # the exchange restarted: ids 1.. again, with new times: every trade is delivered, the restart reported
+    feed._on_data(conn, [trade(1, ts=99_000), trade(2, ts=99_001)])  # type: ignore[arg-type]
+    assert seqs(out) == [1, 2]
+    st = feed.stats()
+    assert st.duplicates_dropped == 1 and st.id_regressions == 1
+    assert "ids restarted at 1 after 3" in caplog.text
+
+
+def test_tickers_stale_only_during_a_rotation_overlap() -> None:
+    out: list[Any] = []
+    feed = make_feed(out)
+    conn = attach(feed, BTC_TICKER)
+    feed._on_data(conn, [ticker(5, "1"), ticker(5, "1"), ticker(5, "2"), ticker(6, "3")])  # type: ignore[arg-type]
+    conn.rotating = True
+    feed._on_data(conn, [ticker(4, "0")])  # type: ignore[arg-type]
+    conn.rotating = False
+    feed._on_data(conn, [ticker(2, "7")])  # type: ignore[arg-type]
+    assert [(t.sequence, t.bid_price) for t in out] == [(5, 1), (5, 2), (6, 3), (2, 7)]
+    st = feed.stats()
+    assert (st.duplicates_dropped, st.stale_dropped, st.id_regressions) == (1, 1, 1)
+
+
+async def test_disconnect_then_backfill_delivers_missed_trades_in_order(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, state = rest_server
+    state.trades = {i: 1_000 + i for i in range(1, 3000)}
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    conn = attach(feed, BTC_TRADES)
+    feed._on_data(conn, [trade(1), trade(2)])  # type: ignore[arg-type]
+    feed._handle_event(disconnected(conn))
+    feed._on_data(conn, [trade(1500)])  # type: ignore[arg-type]  # 3..1499 were missed
+    feed._on_data(conn, [trade(1501)])  # type: ignore[arg-type]  # held while the backfill runs
+    assert seqs(out) == [1, 2]
+    task = feed._backfills["BTC/USDT"]
+    await asyncio.wait_for(task, 10)
+    assert seqs(out) == [1, 2, "gap", *range(3, 1500), 1500, 1501]
+    gap = out[2]
+    assert isinstance(gap, Gap) and gap.recovered and gap.backfilled == 1497
+    assert (gap.cause, gap.first_missing_id, gap.last_missing_id) == (GapCause.DISCONNECT, 3, 1499)
+    assert (gap.from_ms, gap.to_ms, gap.feed) == (1002, 2500, "binance")
+    assert all(t.backfilled for t in out[3:-2]) and not out[-1].backfilled
+    assert state.calls.count("trades") == 2  # 1000 + 497 ids
+    st = feed.stats()
+    assert (
+        st.backfilled_trades == 1497 and st.gaps == 1 and st.gaps_recovered == 1 and st.backfill_requests == 2
+    )
+
+
+async def test_failed_backfill_publishes_an_incomplete_gap_and_every_live_trade(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    rest, state = rest_server
+    state.trades_status = 503
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    conn = attach(feed, BTC_TRADES)
+    feed._on_data(conn, [trade(1), trade(5), trade(6)])  # type: ignore[arg-type]  # 2..4 skipped
+    await asyncio.wait_for(feed._backfills["BTC/USDT"], 10)
+    assert seqs(out) == [1, "gap", 5, 6]
+    gap = out[1]
+    assert isinstance(gap, Gap) and not gap.recovered and gap.cause is GapCause.MISSING_IDS
+    assert (gap.first_missing_id, gap.last_missing_id) == (2, 4) and "HTTP 503" in gap.detail
+    assert feed.stats().backfill_failures == 1
+    assert "INCOMPLETE: trades missing" in caplog.text
+
+
+async def test_stop_publishes_the_gaps_still_open(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, _ = rest_server
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    conn = attach(feed, BTC_TRADES, BTC_TICKER)
+    feed._on_data(conn, [trade(1), ticker(7, "1", ts=500)])  # type: ignore[arg-type]
+    feed._handle_event(disconnected(conn))
+    await feed.stop()
+    gaps = [g for g in out if isinstance(g, Gap)]
+    assert sorted(g.stream.value for g in gaps) == ["ticker", "trades"]
+    assert all(
+        g.to_ms is None and g.cause is GapCause.DISCONNECT and "feed stopped" in g.detail for g in gaps
+    )
+
+
+async def test_rest_snapshot_after_429_then_gap_resyncs_that_symbol(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, state = rest_server
+    state.depth_failures = [(429, {"Retry-After": "0"})]
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    conn = attach(feed, BTC_BOOK)
+    feed._on_data(conn, [delta(9, 11)])  # type: ignore[arg-type]  # buffered; asks for a snapshot
+    await state.next_call("depth")
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert feed.book("BTC/USDT").state is not BookState.LIVE  # type: ignore[union-attr]
+    feed._on_data(conn, [delta(11, 12)])  # type: ignore[arg-type]  # the next delta asks again
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert feed.stats().rate_limited == 1 and feed.stats().snapshot_errors == 1
+    assert feed.stats().snapshots_fetched == 1
+    updates = [u for u in out if isinstance(u, BookUpdate)]
+    assert updates[0].is_snapshot and updates[-1].sequence == 12 and updates[0].feed == "binance"
+    book = feed.book("BTC/USDT")
+    assert (
+        book is not None
+        and book.state is BookState.LIVE
+        and book.best_bid() == (Decimal("100"), Decimal("1"))
+    )
+    assert conn.health[(Channel.BOOK, "BTC/USDT")] is True
+    # a gap (13..14 missing) asks for a new snapshot for this symbol only, and is published as a gap
+    feed._on_data(conn, [delta(15, 15)])  # type: ignore[arg-type]
+    assert book.state is not BookState.LIVE and conn.gaps == 1
+    assert conn.health[(Channel.BOOK, "BTC/USDT")] is False
+    state.snapshot_id = 15
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    feed._on_data(conn, [delta(16, 16)])  # type: ignore[arg-type]
+    assert book.state is BookState.LIVE
+    [gap] = [g for g in out if isinstance(g, Gap)]
+    assert gap.stream is Channel.BOOK and gap.cause is GapCause.RESYNC and "gap" in gap.detail
+    assert feed.book_health()[0].resyncs_by_cause == {"snapshot": 1, "gap": 1}
+    await feed.stop()
+
+
+async def test_failed_book_is_retried_slower_and_recovers_when_rest_is_back(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """REST unreachable long enough to fail the book: it stays visible as failed and is retried every 30 s (then
+    slower) until a snapshot works; the old code left it failed for the life of the process."""
+    rest, state = rest_server
+    state.depth_failures = [(503, {})] * 5
+    clock = FakeClock()
+    out: list[Any] = []
+    feed = make_feed(out, http, rest, clock=clock)
+    conn = attach(feed, BTC_BOOK)
+    feed._on_data(conn, [delta(9, 11)])  # type: ignore[arg-type]
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)  # attempt 1: HTTP 503
+    for _ in range(4):  # attempts 2..5, each after its growing delay (0.5, 1, 2, 4 s)
+        await settle()
+        waiting = feed._snapshot_tasks["BTC/USDT"]
+        await clock.advance(5.0)
+        await asyncio.wait_for(waiting, 5)
+    assert "BTC/USDT" not in feed._snapshot_tasks and state.calls.count("depth") == 5
+    health = feed.book_health()[0]
+    assert health.state == "failed" and health.failed_retries == 1
+    assert "FAILED after 5 consecutive failed syncs" in caplog.text and "retrying in 30 s" in caplog.text
+    await clock.advance(29.0)
+    feed._on_data(conn, [delta(13, 13)])  # type: ignore[arg-type]  # still failed: no request
+    assert state.calls.count("depth") == 5
+    await clock.advance(1.5)  # the retry (30 s after the failure): the book syncs again from the next delta
+    assert feed.book("BTC/USDT").state is BookState.RESYNCING  # type: ignore[union-attr]
+    state.snapshot_id = 13
+    feed._on_data(conn, [delta(14, 14)])  # type: ignore[arg-type]
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert feed.book("BTC/USDT").state is BookState.LIVE  # type: ignore[union-attr]
+    assert feed.book_health()[0].failed_retries == 0
+    await feed.stop()
+
+
+async def test_operator_resync_restarts_a_book(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, state = rest_server
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    conn = attach(feed, BTC_BOOK)
+    feed._on_data(conn, [delta(9, 11)])  # type: ignore[arg-type]
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert feed.book("BTC/USDT").state is BookState.LIVE  # type: ignore[union-attr]
+    assert feed.resync() == ["BTC/USDT"]
+    assert feed.book("BTC/USDT").state is BookState.RESYNCING  # type: ignore[union-attr]
+    state.snapshot_id = 30
+    feed._on_data(conn, [delta(30, 31)])  # type: ignore[arg-type]
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert feed.book("BTC/USDT").state is BookState.LIVE  # type: ignore[union-attr]
+    assert feed.book_health()[0].resyncs_by_cause == {"restart": 1}
+    with pytest.raises(KeyError):
+        feed.resync(["DOGE/USDT"])
+    await feed.stop()
+
+
+async def test_unknown_symbols_refused_at_start(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, _ = rest_server
+    feed = make_feed([], http, rest)
+    subs = [Subscription(Channel.TRADES, s) for s in ("BTC/USDT", "NOPE/USDT", "FAKE/USDT")]
+    with pytest.raises(BadSymbol) as info:
+        await feed.start(subs)
+    assert info.value.symbols == ("FAKE/USDT", "NOPE/USDT")
+    assert "binance spot has no instrument 'FAKE/USDT', 'NOPE/USDT'" in str(info.value)
+    assert feed.connections == {} and feed.stats().unknown_symbols == ("FAKE/USDT", "NOPE/USDT")
+
+
+async def test_unreachable_instrument_list_starts_anyway_and_says_so(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = make_feed([], http, "http://127.0.0.1:9")
+    await feed.start([BTC_TRADES])
+    assert "cannot load the binance instrument list" in caplog.text
+    assert len(feed.connections) == 1 and not feed.stats().instruments_loaded
+    await feed.stop()
+
+
+def test_gap_events_encode_to_json() -> None:
+    gap = Gap("binance", "BTC/USDT", "BTCUSDT", Channel.TRADES, GapCause.DISCONNECT, 1, 2, 3, "binance")
+    data = json.loads(__import__("msgspec").json.encode(gap))
+    assert data["channel"] == "gaps" and data["stream"] == "trades" and data["cause"] == "disconnect"

@@ -1,31 +1,25 @@
-"""ExchangeManager end to end against the simulator on 127.0.0.1: consumption, run-time operations, stats,
-report, health, callback isolation and secrets."""
+"""ExchangeManager end to end against the simulator on 127.0.0.1: consumption by entry name, run-time
+operations, stats, the report after stop, health, callback isolation, symbol checks, testnet and secrets."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
+from cryptolink.bus import Subscriber
 from cryptolink.config import ConfigError, CryptolinkConfig
-from cryptolink.engine import ConnectionState
+from cryptolink.engine import ConnectionEventType, ConnectionState
+from cryptolink.feed import BadSymbol
 from cryptolink.manager import ExchangeManager
-from cryptolink.models import Channel, Subscription, Trade
+from cryptolink.models import BookUpdate, Channel, Subscription, Trade
 from cryptolink.report import config_summary
 from cryptolink.simulator import Simulator
+from tests.engine.fakes import REFUSED, FakeTransport
 
-pytestmark = pytest.mark.integration
-
-
-async def wait_until(pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred`` every 20 ms until true; fail after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
@@ -34,7 +28,7 @@ async def sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def builder(sim: Simulator) -> ExchangeManager:
+def builder(sim: Simulator, **extra: object) -> ExchangeManager:
     ep = sim.endpoints()
     return (
         ExchangeManager.builder()
@@ -43,58 +37,89 @@ def builder(sim: Simulator) -> ExchangeManager:
             symbols=["BTC/USDT"],
             ws_url=ep["binance"]["ws_url"],
             rest_url=ep["binance"]["rest_url"],
+            **extra,
         )
         .runtime(seed=1)
         .build()
     )
 
 
-async def test_trades_iterator_books_stats_and_report(sim: Simulator) -> None:
+async def first_snapshot(updates: Subscriber) -> BookUpdate:
+    """Wait for the book's first snapshot (the book is live from then on)."""
+    while True:
+        update = await updates.get()
+        if isinstance(update, BookUpdate) and update.is_snapshot:
+            return update
+
+
+async def test_trades_iterator_books_stats_and_the_report_after_stop(sim: Simulator) -> None:
     manager = builder(sim)
     trades = manager.trades("binance", "BTC/USDT")
-    await manager.start()
-    try:
+    updates = manager.book_updates("binance", "BTC/USDT")
+    async with manager:
         first = await asyncio.wait_for(trades.get(), 10)
         assert isinstance(first, Trade) and first.symbol == "BTC/USDT" and first.exchange_symbol == "BTCUSDT"
+        assert first.feed == "binance" and first.amount_unit == "base" and first.contract_size is None
+        await asyncio.wait_for(first_snapshot(updates), 10)
         book = manager.book("binance", "BTC/USDT")
-        assert book is not None
-        await wait_until(lambda: book.state.value == "live", what="book live")
+        assert book is not None and book.state.value == "live"
         bid, ask = book.best_bid(), book.best_ask()
         assert bid is not None and ask is not None and bid[0] < ask[0]
-        assert manager.check_health() == []
         stats = manager.stats()
-        assert stats.total.connections == 1 and stats.total.active_connections == 1
-        assert stats.total.messages > 0
-        report = manager.report()
-        assert "binance-ws-1" in report and "connected" in report
-    finally:
-        await manager.stop()
-    # stop closes the bus: the iterator hands out what it still holds, then ends
+        assert (
+            stats.total.connections == 1 and stats.total.active_connections == 1 and stats.total.messages > 0
+        )
+        assert [g.key.split()[0] for g in stats.gates] == ["binance"] and stats.rest[0].requests >= 2
+    # the final report survives the stop: rows as they were while running, then the detail sections
+    report = manager.report()
+    assert "binance-ws-1" in report and "connected" in report
+    assert "binance BTC/USDT: live" in report and "data integrity" in report
+    assert manager.stats().total.connections == 1
 
     async def drain() -> int:
         return sum([1 async for _ in trades])
 
-    await asyncio.wait_for(drain(), 5)
+    await asyncio.wait_for(drain(), 5)  # stop closed the bus: the iterator ends
+
+
+async def test_one_name_rule_entries_of_one_exchange_never_mix(sim: Simulator) -> None:
+    ep = sim.endpoints()["binance"]
+    manager = (
+        ExchangeManager.builder()
+        .exchange("bn-a", exchange="binance", symbols=["BTC/USDT"], channels=["trades"], ws_url=ep["ws_url"],
+                  rest_url=ep["rest_url"])
+        .exchange("bn-b", exchange="binance", symbols=["ETH/USDT"], channels=["trades", "book"],
+                  ws_url=ep["ws_url"], rest_url=ep["rest_url"])
+        .build()
+    )  # fmt: skip
+    with pytest.raises(
+        KeyError, match="unknown exchange entry 'binance'; known entries: \\['bn-a', 'bn-b'\\]"
+    ):
+        manager.trades("binance")
+    with pytest.raises(KeyError):
+        manager.on("trades", print, name="binance")
+    a, b = manager.trades("bn-a"), manager.trades("bn-b")
+    async with manager:
+        ta, tb = await asyncio.wait_for(a.get(), 10), await asyncio.wait_for(b.get(), 10)
+        assert (ta.feed, ta.symbol, tb.feed, tb.symbol) == ("bn-a", "BTC/USDT", "bn-b", "ETH/USDT")
+        assert manager.book("bn-b", "ETH/USDT") is not None and manager.book("bn-a", "ETH/USDT") is None
+        with pytest.raises(KeyError, match="not running"):
+            manager.book("binance", "BTC/USDT")
 
 
 async def test_run_time_add_subscribe_unsubscribe_reconnect_remove(sim: Simulator) -> None:
     manager = builder(sim)
+    events = manager.connection_events("binance")
     await manager.start()
     try:
         ep = sim.endpoints()
         cfg = CryptolinkConfig.from_dict(
-            {
-                "exchanges": {
-                    "okx": {
-                        "symbols": ["BTC/USDT"],
-                        "ws_url": ep["okx"]["ws_url"],
-                        "rest_url": ep["okx"]["rest_url"],
-                    }
-                }
-            }
-        )
-        okx_trades = manager.trades("okx", "BTC/USDT")
+            {"exchanges": {"okx": {"symbols": ["BTC/USDT"], "ws_url": ep["okx"]["ws_url"], "rest_url": ep["okx"]["rest_url"]}}}
+        )  # fmt: skip
+        with pytest.raises(KeyError):
+            manager.trades("okx")  # not configured, not added yet
         await manager.add_exchange("okx", cfg.exchanges["okx"])
+        okx_trades = manager.trades("okx", "BTC/USDT")
         assert isinstance(await asyncio.wait_for(okx_trades.get(), 10), Trade)
         with pytest.raises(ValueError, match="already running"):
             await manager.add_exchange("okx", cfg.exchanges["okx"])
@@ -103,15 +128,21 @@ async def test_run_time_add_subscribe_unsubscribe_reconnect_remove(sim: Simulato
         await manager.subscribe("binance", [Subscription(Channel.TRADES, "ETH/USDT")])
         assert (await asyncio.wait_for(eth.get(), 10)).symbol == "ETH/USDT"
         assert len(manager.feeds["binance"].connections) == 1  # added onto the existing connection
+        with pytest.raises(BadSymbol):
+            await manager.subscribe("binance", [Subscription(Channel.TRADES, "NOPE/USDT")])
 
         await manager.unsubscribe("binance", [Subscription(Channel.BOOK, "BTC/USDT")])
         assert manager.book("binance", "BTC/USDT") is None
 
         conn = next(iter(manager.feeds["binance"].connections.values()))
-        before = conn.stats().successful_reconnects
+        before = conn.stats()
         manager.reconnect("binance")
-        await wait_until(lambda: conn.stats().successful_reconnects == before + 1, what="reconnect")
-        await wait_until(lambda: conn.state is ConnectionState.CONNECTED, what="connected again")
+        while (await asyncio.wait_for(events.get(), 10)).type is not ConnectionEventType.RECONNECT_SUCCESS:
+            pass
+        after = conn.stats()
+        assert after.successful_reconnects == before.successful_reconnects + 1
+        assert after.disconnections == before.disconnections + 1  # a requested reconnect ends a session too
+        assert after.unexpected_disconnections == before.unexpected_disconnections
         eth_after = manager.trades("binance", "ETH/USDT")
         assert (await asyncio.wait_for(eth_after.get(), 10)).symbol == "ETH/USDT"  # subscriptions restored
 
@@ -125,23 +156,35 @@ async def test_run_time_add_subscribe_unsubscribe_reconnect_remove(sim: Simulato
 
 async def test_failing_callback_never_touches_the_connection(sim: Simulator) -> None:
     manager = builder(sim)
+    five = asyncio.Event()
     calls = 0
 
     def boom(_: object) -> None:
         nonlocal calls
         calls += 1
+        if calls >= 5:
+            five.set()
         raise RuntimeError("user bug")
 
     manager.on(Channel.TRADES, boom)
-    await manager.start()
-    try:
-        await wait_until(lambda: calls >= 5, what="callbacks")
+    async with manager:
+        await asyncio.wait_for(five.wait(), 10)
         conn = next(iter(manager.feeds["binance"].connections.values()))
         assert conn.state is ConnectionState.CONNECTED
         assert conn.stats().reconnect_attempts == 0
         assert manager.bus.stats().errors >= 5
-    finally:
-        await manager.stop()
+
+
+async def test_unknown_symbol_is_refused_at_start_and_nothing_runs(sim: Simulator) -> None:
+    ep = sim.endpoints()["binance"]
+    manager = (
+        ExchangeManager.builder()
+        .exchange("binance", symbols=["BTC/USDT", "DOGE/USDT"], ws_url=ep["ws_url"], rest_url=ep["rest_url"])
+        .build()
+    )
+    with pytest.raises(BadSymbol, match="'DOGE/USDT'"):
+        await manager.start()
+    assert manager.feeds == {} and manager.stats().total.connections == 0
 
 
 def test_config_errors_name_every_wrong_field() -> None:
@@ -154,14 +197,33 @@ def test_config_errors_name_every_wrong_field() -> None:
         assert field in text
 
 
-def test_secrets_never_reach_report_or_summary() -> None:
-    cfg = CryptolinkConfig.from_dict(
-        {
-            "exchanges": {
-                "binance": {"symbols": ["BTC/USDT"], "api_key": "KEY-123456", "api_secret": "SECRET-987"}
-            }
-        }
+async def test_testnet_reaches_the_adapter() -> None:
+    transport = FakeTransport(REFUSED)
+    manager = (
+        ExchangeManager.builder()
+        .exchange("binance", symbols=["BTC/USDT"], testnet=True)
+        .option(verify_symbols=False)
+        .runtime(transport=transport)
+        .build()
     )
-    manager = ExchangeManager(cfg)
-    for text in (config_summary(cfg), manager.report(), repr(cfg), str(cfg.model_dump())):
-        assert "KEY-123456" not in text and "SECRET-987" not in text
+    async with manager:
+        conn = next(iter(manager.feeds["binance"].connections.values()))
+        await asyncio.wait_for(conn.wait_for_state(ConnectionState.RECONNECTING), 5)
+    assert transport.urls[0] == "wss://stream.testnet.binance.vision/stream"
+    assert manager.feeds == {} and "stream.testnet.binance.vision" in manager.report()
+
+
+async def test_secrets_never_reach_logs_or_the_report_of_a_running_manager(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    manager = builder(sim, api_key="KEY-123456", api_secret="SECRET-987")
+    trades = manager.trades("binance")
+    async with manager:
+        await asyncio.wait_for(trades.get(), 10)
+        report = manager.report()
+        assert "binance-ws-1" in report  # a real report with a connection in it
+        cfg = manager.config
+        for text in (report, config_summary(cfg), repr(cfg), str(cfg.model_dump()), caplog.text):
+            assert "KEY-123456" not in text and "SECRET-987" not in text
+        assert "api key set" in config_summary(cfg)

@@ -1,41 +1,128 @@
-"""``cryptolink run``'s service loop against the simulator: connects, writes JSONL, returns the report."""
+"""``cryptolink run``'s service loop against the simulator: JSONL written and reported, refused starts (an
+unwritable output directory, an unknown symbol), a full disk made loud (exit code 1), and stop signals that
+lose nothing (a real ``cryptolink run`` process stopped with SIGHUP)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cryptolink.config import CryptolinkConfig
-from cryptolink.service import serve
+from cryptolink.manager import ExchangeManager
+from cryptolink.models import Trade
+from cryptolink.service import EXIT_DATA_LOST, EXIT_OK, EXIT_REFUSED, serve
 from cryptolink.simulator import Simulator
+from cryptolink.simulator.market import Event
+from cryptolink.simulator.market import Trade as SimTrade
 from cryptolink.sinks.jsonl import read_jsonl
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def config(sim: Simulator, out: Path | None, symbols: tuple[str, ...] = ("BTC/USDT",)) -> CryptolinkConfig:
+    ep = sim.endpoints()["okx"]
+    data: dict[str, Any] = {
+        "exchanges": {"okx": {"symbols": list(symbols), "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}}
+    }
+    if out is not None:
+        data["output"] = {"enabled": True, "dir": str(out), "flush_interval_s": 0.1}
+    return CryptolinkConfig.from_dict(data, env={})
+
+
+async def run_until_trades(cfg: CryptolinkConfig, n: int = 3) -> Any:
+    """Serve ``cfg`` until ``n`` trades were delivered, then stop; return the result."""
+    manager = ExchangeManager(cfg)
+    trades = manager.trades("okx")
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(cfg, stop, manager=manager))
+    for _ in range(n):
+        assert isinstance(await asyncio.wait_for(trades.get(), 20), Trade)
+    stop.set()
+    return await asyncio.wait_for(task, 20)
 
 
 async def test_serve_until_stopped_writes_jsonl_and_reports(tmp_path: Path) -> None:
     async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        result = await run_until_trades(config(sim, tmp_path))
+    assert result.exit_code == EXIT_OK and result.error is None
+    assert "okx-ws-1" in result.report and "output" in result.report and "DATA LOST" not in result.report
+    written = list(read_jsonl(tmp_path / "okx" / "trades.jsonl"))
+    assert len(written) >= 3 and all(t.symbol == "BTC/USDT" and t.feed == "okx" for t in written)
+    assert result.output is not None and result.output.lines_dropped == 0
+
+
+async def test_unwritable_output_dir_is_refused_before_connecting(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    async with Simulator(exchanges=["okx"]) as sim:
+        result = await serve(config(sim, blocker / "out"))
+        assert sim.okx.all_connections() == []  # nothing was started
+    assert result.exit_code == EXIT_REFUSED
+    assert result.error is not None and str(blocker) in result.error and "not a directory" in result.error
+
+
+async def test_unknown_symbol_is_refused(tmp_path: Path) -> None:
+    async with Simulator(exchanges=["okx"]) as sim:
+        result = await serve(config(sim, None, ("BTC/USDT", "NOPE/USDT")))
+    assert result.exit_code == EXIT_REFUSED and result.error is not None and "'NOPE/USDT'" in result.error
+
+
+async def test_disk_full_during_the_run_is_counted_reported_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "okx").mkdir()
+    os.symlink("/dev/full", tmp_path / "okx" / "trades.jsonl")  # every write to it fails: ENOSPC
+    async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        result = await run_until_trades(config(sim, tmp_path))
+    assert result.exit_code == EXIT_DATA_LOST
+    assert result.output is not None and result.output.dropped_write_errors >= 3 and not result.output.healthy
+    assert "DATA LOST" in result.report and "No space left on device" in result.report
+
+
+async def test_sighup_stops_gracefully_flushes_and_reports(tmp_path: Path) -> None:
+    """A real ``cryptolink run`` process: SIGHUP (which used to kill it with exit 129, nothing flushed) stops
+    it like Ctrl-C: buffered lines written, report printed, exit code 0."""
+    async with Simulator(exchanges=["okx"], speed=4.0) as sim:
         ep = sim.endpoints()["okx"]
-        cfg = CryptolinkConfig.from_dict(
-            {
-                "exchanges": {
-                    "okx": {"symbols": ["BTC/USDT"], "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}
-                },
-                "output": {"enabled": True, "dir": str(tmp_path), "flush_interval_s": 0.1},
-            },
-            env={},
+        cfg = tmp_path / "c.yaml"
+        out = tmp_path / "out"
+        cfg.write_text(
+            "exchanges:\n"
+            f"  okx: {{symbols: [BTC/USDT], ws_url: '{ep['ws_url']}', rest_url: '{ep['rest_url']}'}}\n"
+            # nothing is flushed on a timer during this test: every line on disk was written by the stop
+            f"output: {{enabled: true, dir: '{out}', flush_interval_s: 60}}\n"
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(cfg, stop))
-        trades = tmp_path / "okx" / "trades.jsonl"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not (trades.exists() and trades.stat().st_size > 0):
-            assert loop.time() < deadline, "no trades written"
-            await asyncio.sleep(0.05)
-        stop.set()
-        report = await asyncio.wait_for(task, 10)
-    assert "okx-ws-1" in report
-    assert all(t.symbol == "BTC/USDT" for t in read_jsonl(trades))
+        sent = asyncio.Event()
+        count = 0
+
+        def on_event(ev: Event) -> None:
+            nonlocal count
+            if isinstance(ev, SimTrade) and "trades:BTC-USDT" in conn.subscriptions:
+                count += 1
+                if count >= 10:
+                    sent.set()
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cryptolink.cli",
+            "run",
+            str(cfg),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        conn = await sim.okx.wait_subscribed("trades:BTC-USDT", within_s=30)
+        sim.okx.sources["BTC-USDT"].listeners.append(on_event)
+        await asyncio.wait_for(sent.wait(), 30)
+        proc.send_signal(signal.SIGHUP)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert "SIGHUP received: stopping" in stderr.decode()
+    text = stdout.decode()
+    assert "cryptolink connection report" in text and "okx-ws-1" in text and "lines" in text
+    trades = list(read_jsonl(out / "okx" / "trades.jsonl"))
+    assert trades and all(t.symbol == "BTC/USDT" for t in trades)

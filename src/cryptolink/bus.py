@@ -4,12 +4,13 @@ Producers (feeds) call :meth:`Bus.publish` for every :class:`~cryptolink.models.
 :class:`~cryptolink.models.Ticker` and :class:`~cryptolink.models.BookUpdate`, and for engine events
 (any other object, routed on channel :data:`EVENTS_CHANNEL`). Consumers are
 
-- async iterators: ``sub = bus.subscribe(channel="trades", exchange="binance")`` then ``async for ev in sub``;
+- async iterators: ``sub = bus.subscribe(channel="trades", feed="binance")`` then ``async for ev in sub``;
   ``sub.close()`` ends the iteration;
 - callbacks: ``bus.add_callback(fn, channel="book")``; ``fn`` may be sync (called inline by the publisher,
   so it must be quick) or async (run by its own task behind a bounded queue).
 
-Routing is by ``(channel, exchange, symbol)``; a filter left ``None`` matches anything (``channel=None``
+Routing is by ``(channel, feed, symbol)`` (``feed``: the configuration entry name every event carries, so two
+entries of one exchange never mix); a filter left ``None`` matches anything (``channel=None``
 includes engine events). Each event's consumer list is found with three dict lookups in a cache rebuilt
 whenever consumers change; publishing allocates nothing beyond the queue append.
 
@@ -86,7 +87,7 @@ class ConsumerStats:
         consumer_id: unique within its bus.
         name: the name given at registration (default ``"<kind>-<id>"``).
         kind: ``"iterator"`` or ``"callback"``.
-        channel, exchange, symbol: the filter (``None`` = any).
+        channel, feed, symbol: the filter (``None`` = any).
         overflow: the queue's overflow policy.
         maxsize: queue bound, events (0 for sync callbacks, which have no queue).
         queued: events waiting now.
@@ -100,7 +101,7 @@ class ConsumerStats:
     name: str
     kind: Literal["iterator", "callback"]
     channel: str | None
-    exchange: str | None
+    feed: str | None
     symbol: str | None
     overflow: OverflowPolicy
     maxsize: int
@@ -152,14 +153,14 @@ class _Consumer:
         consumer_id: int,
         name: str | None,
         channel: str | None,
-        exchange: str | None,
+        feed: str | None,
         symbol: str | None,
     ) -> None:
         self._bus = bus
         self.consumer_id = consumer_id
         self.name = name or f"{self.kind}-{consumer_id}"
         self.channel = channel
-        self.exchange = exchange
+        self.feed = feed
         self.symbol = symbol
         self.delivered = 0
         self.dropped = 0
@@ -171,10 +172,10 @@ class _Consumer:
         """No more events will be accepted."""
         return self._closed
 
-    def matches(self, channel: str, exchange: str, symbol: str) -> bool:
+    def matches(self, channel: str, feed: str, symbol: str) -> bool:
         return (
             (self.channel is None or self.channel == channel)
-            and (self.exchange is None or self.exchange == exchange)
+            and (self.feed is None or self.feed == feed)
             and (self.symbol is None or self.symbol == symbol)
         )
 
@@ -199,7 +200,7 @@ class _Consumer:
             name=self.name,
             kind=self.kind,
             channel=self.channel,
-            exchange=self.exchange,
+            feed=self.feed,
             symbol=self.symbol,
             overflow=self.overflow,
             maxsize=self.maxsize,
@@ -226,12 +227,12 @@ class Subscriber(_Consumer):
         consumer_id: int,
         name: str | None,
         channel: str | None,
-        exchange: str | None,
+        feed: str | None,
         symbol: str | None,
         maxsize: int,
         overflow: OverflowPolicy,
     ) -> None:
-        super().__init__(bus, consumer_id, name, channel, exchange, symbol)
+        super().__init__(bus, consumer_id, name, channel, feed, symbol)
         self.maxsize = maxsize
         self.overflow = overflow
         self._queue: deque[Any] = deque()
@@ -374,11 +375,11 @@ class _SyncCallback(_Consumer):
         consumer_id: int,
         name: str | None,
         channel: str | None,
-        exchange: str | None,
+        feed: str | None,
         symbol: str | None,
         fn: Callable[[Any], object],
     ) -> None:
-        super().__init__(bus, consumer_id, name, channel, exchange, symbol)
+        super().__init__(bus, consumer_id, name, channel, feed, symbol)
         self._fn = fn
 
     def offer(self, event: object) -> None:
@@ -470,17 +471,17 @@ class Bus:
         self,
         *,
         channel: Channel | str | None = None,
-        exchange: str | None = None,
+        feed: str | None = None,
         symbol: str | None = None,
         maxsize: int | None = None,
         overflow: OverflowPolicy | str | None = None,
         name: str | None = None,
     ) -> Subscriber:
-        """Register an async iterator for events matching ``(channel, exchange, symbol)``.
+        """Register an async iterator for events matching ``(channel, feed, symbol)``.
 
         Args:
             channel: ``"trades"``, ``"ticker"``, ``"book"``, :data:`EVENTS_CHANNEL` or ``None`` for all.
-            exchange: exchange id (``"binance"``) or ``None`` for all.
+            feed: configuration entry name (``"binance-perp"``) or ``None`` for all.
             symbol: unified symbol (``"BTC/USDT"``) or ``None`` for all.
             maxsize: queue bound in events (default: the bus's).
             overflow: overflow policy (default: the bus's).
@@ -496,7 +497,7 @@ class Bus:
             next(self._ids),
             name,
             _norm(channel, "channel"),
-            _norm(exchange, "exchange"),
+            _norm(feed, "feed"),
             _norm(symbol, "symbol"),
             self._default_maxsize if maxsize is None else _check_maxsize(maxsize),
             self._default_overflow if overflow is None else OverflowPolicy(overflow),
@@ -509,7 +510,7 @@ class Bus:
         fn: Callable[[Any], object] | Callable[[Any], Awaitable[object]],
         *,
         channel: Channel | str | None = None,
-        exchange: str | None = None,
+        feed: str | None = None,
         symbol: str | None = None,
         maxsize: int | None = None,
         overflow: OverflowPolicy | str | None = None,
@@ -530,7 +531,7 @@ class Bus:
         self._check_open()
         if not callable(fn):
             raise TypeError(f"callback must be callable, got {type(fn).__name__}")
-        ch, ex, sym = _norm(channel, "channel"), _norm(exchange, "exchange"), _norm(symbol, "symbol")
+        ch, ex, sym = _norm(channel, "channel"), _norm(feed, "feed"), _norm(symbol, "symbol")
         cid = next(self._ids)
         consumer: _Consumer
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
@@ -587,7 +588,7 @@ class Bus:
         if self._pending_starts:
             self._start_pending()
         try:
-            targets = self._routes[event.channel][event.exchange][event.symbol]  # type: ignore[attr-defined]
+            targets = self._routes[event.channel][event.feed][event.symbol]  # type: ignore[attr-defined]
         except (KeyError, AttributeError):
             targets = self._resolve(event)
         if not targets:
@@ -658,19 +659,19 @@ class Bus:
         channel = getattr(event, "channel", None)
         if not isinstance(channel, str):
             channel = EVENTS_CHANNEL
-        exchange = getattr(event, "exchange", "")
+        feed = getattr(event, "feed", "")
         symbol = getattr(event, "symbol", "")
-        exchange = exchange if isinstance(exchange, str) else ""
+        feed = feed if isinstance(feed, str) else ""
         symbol = symbol if isinstance(symbol, str) else ""
         targets = tuple(
-            c for c in self._consumers.values() if not c.closed and c.matches(channel, exchange, symbol)
+            c for c in self._consumers.values() if not c.closed and c.matches(channel, feed, symbol)
         )
         if self._closed:
             return targets
         if self._route_count >= _MAX_ROUTES:
             self._routes = {}
             self._route_count = 0
-        self._routes.setdefault(channel, {}).setdefault(exchange, {})[symbol] = targets
+        self._routes.setdefault(channel, {}).setdefault(feed, {})[symbol] = targets
         self._route_count += 1
         return targets
 

@@ -2,6 +2,7 @@
 
 Commands::
 
+    cryptolink [--version]
     cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults]
     cryptolink run CONFIG.yaml
     cryptolink simulate [--exchange NAME ...] [--host 127.0.0.1] [--port N] [--mode replay|synthetic]
@@ -9,10 +10,11 @@ Commands::
     cryptolink validate-config CONFIG.yaml
     cryptolink version
 
-Exit codes: 0 success (also after Ctrl-C on ``simulate``), 1 runtime failure or a component missing from
-this build, 2 bad configuration or arguments, 130 interrupted (``demo``, ``run``). The heavy parts are
-imported inside each command, so ``--help``, ``version`` and ``validate-config`` start fast and work on
-their own.
+Exit codes: 0 success (also after a stop signal on ``run`` and ``simulate``), 1 runtime failure, data lost
+(JSONL lines that could not be written) or a component missing from this build, 2 bad configuration or
+arguments, an unwritable output directory or a symbol the exchange does not list (refused at start), 130
+interrupted (``demo``). The heavy parts are imported inside each command, so ``--help``, ``--version`` and
+``validate-config`` start fast and work on their own.
 """
 
 from __future__ import annotations
@@ -45,7 +47,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no type column (no "<bool>" next to every flag)
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cryptolink {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Healthy, gap-free crypto exchange market-data connections, and a loopback exchange simulator."""
 
 
 class SimMode(StrEnum):
@@ -81,6 +100,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aiohttp's access and client logs add nothing to a service log
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -111,16 +132,11 @@ def demo(
 def run(
     config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
 ) -> None:
-    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C)."""
+    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM, SIGHUP...: graceful, report printed)."""
     cfg = _load(config)
     run_config = _lazy("cryptolink.service", "run_config")
     _setup_logging(cfg.log_level)
-    try:
-        code = int(run_config(cfg))
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    raise typer.Exit(code)
+    raise typer.Exit(int(run_config(cfg)))
 
 
 @app.command()
@@ -134,7 +150,13 @@ def simulate(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback).")] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="First port; 0 picks free ports.")
+        int,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="Base port N: binance N, binanceusdm N+1, okx N+2; 0 picks free ports.",
+        ),
     ] = 0,
     mode: Annotated[
         SimMode, typer.Option("--mode", help="Replay recordings or generate a synthetic market.")
@@ -175,8 +197,17 @@ def validate_config(
     from cryptolink.report import config_summary
 
     cfg = _load(config)
+    if cfg.output.enabled:
+        check_output_dir = _lazy("cryptolink.sinks.outdir", "check_output_dir")
+        output_error = _lazy("cryptolink.sinks.outdir", "OutputDirError")
+        try:
+            check_output_dir(cfg.output.dir)
+        except output_error as exc:
+            _fail(f"error: invalid configuration in {config}: output.dir: {exc}", EXIT_BAD_CONFIG)
     typer.echo(f"OK: {config}")
     typer.echo(config_summary(cfg))
+    if cfg.verify_symbols:
+        typer.echo("symbols are checked against each exchange's instrument list when `cryptolink run` starts")
 
 
 @app.command()

@@ -71,7 +71,6 @@ _ASSET = r"[A-Z0-9]{1,20}"
 _SPOT_RE = re.compile(rf"^{_ASSET}/{_ASSET}$")
 _PERP_RE = re.compile(rf"^{_ASSET}/{_ASSET}:{_ASSET}$")
 _MAX_SYMBOLS = 1024
-_MAX_BOOK_DEPTH = 5000  # Binance spot REST snapshot cap (EXCHANGES.md section 1, "Book sync (spot)")
 
 
 class ConfigError(ValueError):
@@ -105,24 +104,29 @@ class _Section(BaseModel):
 class ChannelsConfig(_Section):
     """Which channels to stream for every symbol of an exchange entry.
 
-    YAML accepts a mapping (``{trades: true, ticker: false, book: true, depth: 20}``) or a list of channel
-    names (``[trades, book]``: listed ones on, others off).
+    YAML accepts a mapping (``{trades: true, ticker: false, book: true}``) or a list of channel names
+    (``[trades, book]``: listed ones on, others off). Books are kept at the depth the exchange publishes
+    (Binance: REST snapshot of 1000 levels per side stitched with the full diff stream; OKX: the 400-level
+    ``books`` channel), so they stay exact; there is no ``depth`` key.
 
     Attributes:
         trades: public trades.
         ticker: best bid/offer (BBO) ticker.
         book: incremental L2 order book.
-        depth: book levels per side to ask for; ``None`` uses the adapter's default. 1..5000.
     """
 
     trades: bool = True
     ticker: bool = True
     book: bool = True
-    depth: int | None = Field(default=None, ge=1, le=_MAX_BOOK_DEPTH)
 
     @model_validator(mode="before")
     @classmethod
     def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "depth" in data:
+            raise ValueError(
+                "'depth' is not supported: books are kept at the depth the exchange publishes "
+                "(a trimmed incremental book would not stay exact); remove the key"
+            )
         if isinstance(data, list | tuple):
             names = [str(x) for x in data]
             unknown = [n for n in names if n not in {c.value for c in Channel}]
@@ -144,24 +148,27 @@ class ChannelsConfig(_Section):
 
 
 class ReconnectConfig(_Section):
-    """Reconnect backoff: capped exponential with full jitter.
+    """Reconnect backoff: capped exponential with full jitter (the rule: :mod:`cryptolink.engine.backoff`).
 
-    The n-th retry (n from 0) waits ``uniform(0, min(max_delay_s, initial_delay_s * multiplier**n))`` seconds.
+    The first retry after a session that delivered data is immediate; the n-th consecutive failed attempt
+    (n >= 1) then waits ``uniform(0, min(max_delay_s, initial_delay_s * multiplier**(n-1)))`` seconds.
 
     Attributes:
-        initial_delay_s: cap of the first retry's delay, seconds (> 0).
+        initial_delay_s: cap of the first delayed retry, seconds (> 0).
         multiplier: growth factor of the cap per attempt (>= 1).
-        max_delay_s: largest cap, seconds (>= initial_delay_s).
+        max_delay_s: largest cap, seconds (>= initial_delay_s); it bounds the wait between the exchange being
+            reachable again and the next attempt.
         max_attempts: consecutive failed attempts before the connection is marked failed; ``None`` = never
             give up.
-        reset_after_s: a connection that stayed up this long (s) resets the attempt counter.
+        reset_after_s: a session that has delivered market data and stayed open this long (s) after its
+            first data resets the attempt counter (the next reconnect is immediate).
     """
 
     initial_delay_s: float = Field(default=1.0, gt=0, le=3600)
     multiplier: float = Field(default=2.0, ge=1, le=100)
-    max_delay_s: float = Field(default=300.0, gt=0, le=86_400)
+    max_delay_s: float = Field(default=30.0, gt=0, le=86_400)
     max_attempts: int | None = Field(default=None, ge=1)
-    reset_after_s: float = Field(default=30.0, ge=0)
+    reset_after_s: float = Field(default=2.0, ge=0)
 
     @model_validator(mode="after")
     def _cap_above_initial(self) -> ReconnectConfig:
@@ -193,17 +200,30 @@ class WatchdogConfig(_Section):
 
 
 class OutputConfig(_Section):
-    """JSONL output of normalized events (:class:`cryptolink.sinks.jsonl.JsonlSink`).
+    """JSONL output of normalized events and gaps (:class:`cryptolink.sinks.jsonl.JsonlSink`).
+
+    Files are ``<dir>/<entry name>/<channel>.jsonl`` (channels ``trades``, ``ticker``, ``book``, ``gaps``),
+    rotated to ``<channel>.<UTC time>.jsonl`` by size (and optionally by time), the oldest rotated files
+    deleted beyond the retention limits. Files are written by a thread of their own, never on the event loop.
+    The directory is checked at start: an unwritable one refuses to start.
 
     Attributes:
         enabled: write JSONL files.
-        dir: output directory; files are ``<dir>/<exchange>/<channel>.jsonl``.
-        flush_interval_s: buffered lines are written at least this often, seconds.
+        dir: output directory.
+        flush_interval_s: buffered lines are handed to the writer at least this often, seconds.
+        max_file_bytes: rotate a stream's file before it passes this size, bytes.
+        rotate_interval_s: also rotate every this many seconds (``None``: by size only).
+        max_files: rotated files kept per stream (``None``: no limit).
+        max_total_bytes: bytes of rotated files kept per stream (``None``: no limit).
     """
 
     enabled: bool = False
     dir: Path = Path("data")
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    rotate_interval_s: float | None = Field(default=None, gt=0)
+    max_files: int | None = Field(default=20, ge=0)
+    max_total_bytes: int | None = Field(default=None, ge=0)
 
 
 # -------------------------------------------------------------------------------------------- exchange entry
@@ -244,15 +264,15 @@ class ExchangeConfig(_Section):
         market: ``spot`` or ``perpetual`` (linear USDⓈ-margined swaps).
         symbols: unified ccxt symbols, ``BASE/QUOTE`` for spot, ``BASE/QUOTE:SETTLE`` for perpetual; 1..1024,
             no duplicates.
-        channels: channels per symbol and book depth.
-        testnet: use the exchange's test/demo endpoints (OKX demo ``wss://wspap.okx.com:8443``, EXCHANGES.md
-            section 3 "URLs").
+        channels: channels per symbol.
+        testnet: use the exchange's test/demo endpoints (OKX demo ``wss://wspap.okx.com:8443``, Binance spot
+            ``stream.testnet.binance.vision``: docs/protocols/).
         api_key, api_secret: credentials (public market data needs none); overridden by environment variables.
         ws_url: WebSocket base address override (``ws://`` or ``wss://``), e.g. the local simulator.
         rest_url: REST base address override (``http://`` or ``https://``).
         reconnect: backoff settings.
         watchdog: data-idle watchdog settings.
-        rotation_lead_s: a connection with a forced lifetime (Binance 24 h, EXCHANGES.md sections 1-2
+        rotation_lead_s: a connection with a forced lifetime (Binance 24 h, docs/protocols/binance.md
             "Limits") is replaced this many seconds before it would be cut (make before break).
     """
 
@@ -302,9 +322,8 @@ class ExchangeConfig(_Section):
 
     def subscriptions(self) -> list[Subscription]:
         """Every (channel, symbol) stream of this entry, channels in the order trades, ticker, book."""
-        depth = self.channels.depth
         return [
-            Subscription(channel=ch, symbol=sym, depth=depth if ch is Channel.BOOK else None)
+            Subscription(channel=ch, symbol=sym)
             for sym in self.symbols
             for ch in self.channels.enabled_channels()
         ]
@@ -332,6 +351,7 @@ class CryptolinkConfig(_Section):
         overflow_policy: default overflow policy of consumer queues.
         log_level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (case-insensitive).
         event_log_size: connection events kept per connection (bounded ring), 1..100_000.
+        verify_symbols: at start, load each exchange's instrument list and refuse symbols it does not list.
     """
 
     exchanges: Annotated[dict[str, ExchangeConfig], Field(min_length=1)]
@@ -340,6 +360,7 @@ class CryptolinkConfig(_Section):
     overflow_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     event_log_size: int = Field(default=100, ge=1, le=100_000)
+    verify_symbols: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -363,14 +384,11 @@ class CryptolinkConfig(_Section):
     @field_validator("exchanges")
     @classmethod
     def _names(cls, value: dict[str, ExchangeConfig]) -> dict[str, ExchangeConfig]:
-        bad = [n for n in value if not _NAME_RE.match(n)]
-        if bad:
-            raise ValueError(f"invalid entry name(s) {bad}; use letters, digits, '_' and '-' (max 64 chars)")
-        env_names: dict[str, str] = {}
-        for name in value:
-            other = env_names.setdefault(env_var_name(name, ""), name)
-            if other != name:
-                raise ValueError(f"entry names {other!r} and {name!r} map to the same environment variables")
+        problems = _name_problems(list(value))
+        if problems:
+            raise ValueError(problems[0])  # from_dict reports all of them (_cross_field_problems)
+        if not any(e.enabled for e in value.values()):
+            raise ValueError(_ALL_DISABLED)
         return value
 
     # -------------------------------------------------------------------------------------------- loading
@@ -401,10 +419,17 @@ class CryptolinkConfig(_Section):
             raise ConfigError([("", f"the configuration must be a mapping at top level, got {kind}")], source)
         data = _apply_env(data, os.environ if env is None else env)
         context = {_SUPPORTED_CONTEXT_KEY: SUPPORTED if supported is None else supported}
+        problems = _cross_field_problems(data)
         try:
-            return cls.model_validate(data, context=context)
+            config = cls.model_validate(data, context=context)
         except ValidationError as exc:
-            raise ConfigError(_problems(exc), source) from None
+            for problem in _problems(exc):
+                if problem not in problems:
+                    problems.append(problem)
+            raise ConfigError(problems, source) from None
+        if problems:
+            raise ConfigError(problems, source)
+        return config
 
     @classmethod
     def from_yaml_text(
@@ -482,6 +507,45 @@ def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> Mapping[str, 
 
 
 _SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+_ALL_DISABLED = "every exchange entry is disabled (enabled: false): there is nothing to stream"
+
+
+def _name_problems(names: list[str]) -> list[str]:
+    out: list[str] = []
+    bad = [n for n in names if not _NAME_RE.match(n)]
+    if bad:
+        out.append(f"invalid entry name(s) {bad}; use letters, digits, '_' and '-' (max 64 chars)")
+    env_names: dict[str, str] = {}
+    for name in names:
+        other = env_names.setdefault(env_var_name(name, ""), name)
+        if other != name:
+            out.append(f"entry names {other!r} and {name!r} map to the same environment variables")
+    return out
+
+
+def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems that span several fields, found on the raw data so that they are reported together with
+    every other problem (pydantic runs such checks only once the fields they read are valid)."""
+    out: list[tuple[str, str]] = []
+    exchanges = data.get("exchanges")
+    if not isinstance(exchanges, Mapping) or not exchanges:
+        return out
+    names = [n for n in exchanges if isinstance(n, str)]
+    for msg in _name_problems(names):
+        out.append(("exchanges", msg))
+    enabled = [e for e in exchanges.values() if not (isinstance(e, Mapping) and e.get("enabled") is False)]
+    if not enabled:
+        out.append(("exchanges", _ALL_DISABLED))
+    for name, entry in exchanges.items():
+        if not isinstance(entry, Mapping):
+            continue
+        symbols = entry.get("symbols")
+        if isinstance(symbols, list):
+            text = [s for s in symbols if isinstance(s, str)]
+            dups = sorted({s for s in text if text.count(s) > 1})
+            if dups:
+                out.append((f"exchanges.{name}.symbols", f"duplicate symbols {dups}"))
+    return out
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

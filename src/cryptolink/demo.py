@@ -1,17 +1,24 @@
 """``cryptolink demo``: the main job on its embedded default.
 
-Starts the exchange simulator on 127.0.0.1 replaying the shipped real recordings (Binance spot and USDⓈ-M
-BTCUSDT/ETHUSDT from hftbacktest 2024-08-08; OKX BTC-USDT, ETH-USDT and BTC-USDT-SWAP re-encoded from the same
-recordings), connects an :class:`~cryptolink.manager.ExchangeManager` to it (trades, tickers and L2 books),
-injects a fault every few seconds (drop, stall, gap, notice, lifetime, corrupt, bad checksum), shows a live status
-table, writes normalized JSONL under ``--out`` and ends with the connection report (also saved as
-``<out>/report.txt``). Stops cleanly on Ctrl-C or after ``--duration``.
+Starts the exchange simulator on 127.0.0.1 replaying the shipped real recordings: Binance spot and USDⓈ-M
+BTCUSDT/ETHUSDT from hftbacktest (2024-08-08, ~6 min, looped); OKX BTC-USDT and the inverse swap UNI-USD-SWAP
+from a real OKX v5 recording (cryptofeed sample data, 2022-05-13, ~11 s, looped with the simulator's own
+sequence and trade ids). It connects an :class:`~cryptolink.manager.ExchangeManager` to it (trades, tickers and
+L2 books), injects a fault every few seconds (drop, stall, sequence gap, shutdown notice, lifetime close,
+corrupt frame, bad checksum, a short outage), shows a live status table, writes normalized JSONL and gap
+events under ``--out`` and ends with the connection report (also saved as ``<out>/report.txt``).
+
+Each run starts from a fresh output directory: a directory this demo wrote before (it holds the marker file
+``.cryptolink-demo``) is emptied first, so the JSONL files and the report always describe one run; a
+non-empty directory without the marker is refused, never emptied. Stops cleanly on Ctrl-C or after
+``--duration``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import time
 from collections import Counter
@@ -23,12 +30,28 @@ from rich.live import Live
 from rich.text import Text
 
 from cryptolink.manager import ExchangeManager
-from cryptolink.models import BookUpdate, Ticker, Trade
-from cryptolink.report import render_status_table
+from cryptolink.models import BookUpdate, Gap, Ticker, Trade
+from cryptolink.report import WIDTH, Section, render_status_table
+from cryptolink.service import output_section
 from cryptolink.simulator import Fault, Simulator
 from cryptolink.sinks.jsonl import JsonlSink
 
-__all__ = ["DEMO_FAULTS", "DemoFault", "run_demo"]
+__all__ = [
+    "DEMO_ENTRIES",
+    "DEMO_FAULTS",
+    "MARKER",
+    "DemoFault",
+    "DemoOutputError",
+    "prepare_out_dir",
+    "run_demo",
+]
+
+MARKER = ".cryptolink-demo"
+"""File that marks a directory as the demo's own output (safe to empty on the next run)."""
+
+
+class DemoOutputError(Exception):
+    """The output directory holds files the demo did not write (it is never emptied)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +79,7 @@ DEMO_FAULTS: tuple[DemoFault, ...] = (
     DemoFault("lifetime", "okx"),
     DemoFault("corrupt", "binanceusdm"),
     DemoFault("badchecksum", "okx", symbol="BTC-USDT"),
-    DemoFault("drop", "binanceusdm"),
+    DemoFault("outage", "binanceusdm", duration_s=4.0),
     DemoFault("gap", "binance", symbol="ETHUSDT"),
     DemoFault("notice", "okx"),
     DemoFault("lifetime", "binanceusdm"),
@@ -68,10 +91,12 @@ DEMO_FAULTS: tuple[DemoFault, ...] = (
 DEMO_ENTRIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("binance", "binance", "spot", "binance", ("BTC/USDT", "ETH/USDT")),
     ("binanceusdm", "binance", "perpetual", "binanceusdm", ("BTC/USDT:USDT", "ETH/USDT:USDT")),
-    ("okx", "okx", "spot", "okx", ("BTC/USDT", "ETH/USDT")),
-    ("okx-swap", "okx", "perpetual", "okx", ("BTC/USDT:USDT",)),
+    ("okx", "okx", "spot", "okx", ("BTC/USDT",)),
+    ("okx-swap", "okx", "perpetual", "okx", ("UNI/USD:UNI",)),
 )
-"""``(entry name, exchange, market, simulator id, symbols)`` of the demo's feeds (trades, tickers and books)."""
+"""``(entry name, exchange, market, simulator id, symbols)`` of the demo's feeds (trades, tickers and books;
+``okx-swap`` trades and books: its recorded ticker updates once per loop, too thin to tell a stall from a
+quiet market); every symbol replays a real recording."""
 
 
 def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> ExchangeManager:
@@ -84,10 +109,36 @@ def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> Exc
             exchange=exchange,
             market=market,
             symbols=list(symbols),
+            channels=["trades", "book"] if name == "okx-swap" else None,
             ws_url=ep["ws_url"],
             rest_url=ep["rest_url"],
         )
     return b.runtime(seed=seed).build()
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Make ``out_dir`` an empty directory of the demo's own (see the module docstring).
+
+    Raises:
+        DemoOutputError: ``out_dir`` is not empty and was not written by the demo.
+        OSError: it cannot be created or emptied.
+    """
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise DemoOutputError(f"{out_dir} is not a directory")
+        entries = list(out_dir.iterdir())
+        if entries and not (out_dir / MARKER).is_file():
+            raise DemoOutputError(
+                f"{out_dir} is not empty and was not written by the demo; choose another --out "
+                "(the demo empties its own output directory at every run)"
+            )
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("written by `cryptolink demo`; emptied at every demo run\n")
 
 
 QUIET_END_S = 12.0
@@ -114,13 +165,19 @@ async def _fault_loop(
 def _count(counts: Counter[str]) -> object:
     def on_event(ev: object) -> None:
         if isinstance(ev, Trade):
-            counts["trades"] += 1
+            counts["backfilled trades" if ev.backfilled else "trades"] += 1
         elif isinstance(ev, BookUpdate):
             counts["book updates"] += 1
         elif isinstance(ev, Ticker):
             counts["tickers"] += 1
+        elif isinstance(ev, Gap):
+            counts["gaps"] += 1
 
     return on_event
+
+
+def _line(text: str, style: str = "") -> Text:
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
 async def demo_main(
@@ -134,28 +191,32 @@ async def demo_main(
     console: Console | None = None,
     seed: int = 7,
 ) -> int:
-    """The demo as a coroutine (see the module docstring); returns the process exit code (0)."""
+    """The demo as a coroutine (see the module docstring); returns the process exit code (0; 1 when JSONL
+    lines were lost; 2 when the output directory is refused)."""
     console = console or Console()
     if not console.is_terminal:
-        console = Console(width=180, force_terminal=False)
-    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+        console = Console(width=WIDTH, force_terminal=False, file=console.file)
+    try:
+        await asyncio.to_thread(prepare_out_dir, out_dir)
+    except (DemoOutputError, OSError) as exc:
+        console.print(f"error: {exc}", style="bold red")
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     counts: Counter[str] = Counter()
     fault_log: list[str] = []
     started = time.monotonic()
+    sink = JsonlSink(out_dir)
     async with Simulator(
         exchanges=["binance", "binanceusdm", "okx"], mode="replay", speed=speed, seed=seed
     ) as sim:
         manager = build_manager(sim.endpoints(), seed=seed)
-        sink = JsonlSink(out_dir)
         sink.attach(manager.bus)
-        manager.on("trades", _count(counts))  # type: ignore[arg-type]
-        manager.on("book", _count(counts))  # type: ignore[arg-type]
-        manager.on("ticker", _count(counts))  # type: ignore[arg-type]
+        for channel in ("trades", "book", "ticker", "gaps"):
+            manager.on(channel, _count(counts))  # type: ignore[arg-type]
         sink_task = asyncio.create_task(sink.run())
         await manager.start()
         fault_task = (
@@ -174,17 +235,21 @@ async def demo_main(
 
         def view() -> Group:
             elapsed = time.monotonic() - started
-            head = Text(
+            head = _line(
                 f"cryptolink demo — simulator replaying real recordings — {elapsed:5.1f}s"
                 + (f" / {duration_s:g}s" if duration_s else " (Ctrl-C to stop)")
                 + f" — out: {out_dir}",
-                style="bold",
+                "bold",
             )
-            totals = Text(" | ".join(f"{k}: {v:,}" for k, v in sorted(counts.items())) or "waiting for data")
-            faults_text = Text(
-                "\n".join(fault_log[-6:]) if fault_log else "no faults injected yet", style="dim"
+            totals = _line(" | ".join(f"{k}: {v:,}" for k, v in sorted(counts.items())) or "waiting for data")
+            out = sink.stats()
+            output = _line(
+                f"JSONL: {out.lines_written:,} lines written, {out.lines_dropped:,} dropped"
+                + ("" if out.healthy else f" — WRITE ERRORS: {out.last_error}"),
+                "" if out.healthy and not out.lines_dropped else "bold red",
             )
-            return Group(head, render_status_table(manager.report_rows()), totals, faults_text)
+            faults_text = Group(*(_line(x, "dim") for x in (fault_log[-6:] or ["no faults injected yet"])))
+            return Group(head, render_status_table(manager.report_rows()), totals, output, faults_text)
 
         try:
             if console.is_terminal:
@@ -208,32 +273,26 @@ async def demo_main(
                 fault_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fault_task
-            report = manager.report()
-            stats = manager.stats()
             await manager.stop()
             sink_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sink_task
-            sink.close()
-    summary = [
-        "",
-        report,
-        "",
-        "delivered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())),
-        "duplicates dropped (rotation overlap / resends): "
-        + str(sum(f.duplicates_dropped for f in stats.feeds)),
-        "books: "
-        + "; ".join(
-            f"{f.name} {b.symbol} {b.state} (gaps resynced {b.gaps + b.checksum_failures})"
-            for f in stats.feeds
-            for b in f.books
-        ),
-        f"faults injected: {len(fault_log)}; normalized JSONL under {out_dir}/<exchange>/<channel>.jsonl",
-    ]
-    text = "\n".join(summary)
-    (out_dir / "report.txt").write_text(text + "\n")
-    print(text, flush=True)
-    return 0
+            await sink.aclose()
+    out = sink.stats()
+    demo = Section(
+        "demo",
+        [
+            "  delivered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())),
+            f"  faults injected: {len(fault_log)}; JSONL under {out_dir}/<entry>/<channel>.jsonl "
+            "(trades, ticker, book, gaps)",
+            *(f"  {line}" for line in fault_log),
+        ],
+    )
+    text = manager.report([output_section(out, out_dir), demo])
+    (out_dir / "report.txt").write_text(text)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    lost = out.lines_dropped > 0 or out.write_errors > 0 or not out.healthy
+    return 1 if lost else 0
 
 
 def run_demo(duration_s: float | None, out_dir: Path, faults: bool) -> int:

@@ -1,37 +1,56 @@
-"""``Feed``: one exchange and market — its connections, book sync per symbol, duplicate filtering, publishing.
+"""``Feed``: one configuration entry (an exchange and a market): its connections, the checks that keep its
+data exact, and what it publishes.
 
 Data path (hot): ``ManagedConnection`` -> :meth:`Feed._on_data` -> for each item
 
-- :class:`~cryptolink.models.Trade`: dropped when its ``sequence`` is not newer than the last one published for
-  the symbol (a duplicate from the second socket of a make-before-break rotation, or a resend after a reconnect);
-- :class:`~cryptolink.models.Ticker`: dropped when its ``sequence`` (or, without one, its ``timestamp_ms``) is
-  older than the last published, or equal to it with the same prices and sizes (a resend);
-- :class:`~cryptolink.exchanges.base.BookMessage`: handed to the symbol's :class:`~cryptolink.book.sync.BookSync`,
-  which drops duplicates by sequence, applies checked messages and asks for a REST snapshot
-  (:class:`~cryptolink.book.sync.NeedSnapshot`) or a re-subscription (:class:`~cryptolink.book.sync.NeedResubscribe`)
-  for THAT symbol only when it finds a gap or a checksum mismatch.
+- :class:`~cryptolink.models.Trade`: the symbol's :class:`~cryptolink.streams.TradeStream` drops true
+  duplicates (an identical recent trade: rotation overlap, resend), reports id regressions (the exchange
+  restarted its ids) and continues, and after an interruption or a skipped contiguous id fetches the missing
+  trades over REST (``backfill``) before delivering the live ones, in id order;
+- :class:`~cryptolink.models.Ticker`: :class:`~cryptolink.streams.TickerFilter` drops identical resends and
+  stale BBOs (older than one already delivered), reports regressions;
+- :class:`~cryptolink.exchanges.base.BookMessage`: the symbol's :class:`~cryptolink.book.sync.BookSync`
+  applies checked messages and asks for a REST snapshot or a re-subscription for THAT symbol only on a gap or
+  a checksum mismatch.
 
-Whatever passes is published on the :class:`~cryptolink.bus.Bus`. Snapshot fetches are bounded: one in flight per
-symbol, ``max_concurrent_snapshots`` per feed, a growing delay between a symbol's consecutive attempts, and an HTTP
-429/418 answer pauses every snapshot of the feed for its ``Retry-After`` (Binance REST rules, EXCHANGES.md
-section 1 "REST").
+Interruptions (a connection ends, a stream goes silent past its watchdog, a book resyncs) open an interval per
+stream; the first event after it closes the interval and a :class:`~cryptolink.models.Gap` is published on the
+``gaps`` channel (exchange time from/to, cause, missing ids, whether the trades were backfilled). Gaps still
+open when the feed stops are published with ``to_ms`` ``None``.
+
+Books that fail (``max_failed_syncs`` consecutive failed syncs) stay visible as ``failed`` and are retried on a
+slower schedule (30 s, 60 s ... 300 s), at once after a reconnect, or by :meth:`Feed.resync`.
+
+REST (snapshots, instrument list, backfill) goes through one :class:`~cryptolink.rest.RestClient` per
+exchange host: one budget, 429/418 ``Retry-After`` pauses every request of the host.
+
+At start the feed loads the exchange's instrument list and refuses symbols that do not exist
+(:class:`BadSymbol`, like ccxt's); if the list cannot be loaded it says so and verifies later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from cryptolink.book.orderbook import BookState, OrderBook
-from cryptolink.book.sync import BookFailed, BookSync, Dropped, NeedResubscribe, NeedSnapshot, SyncAction
+from cryptolink.book.sync import (
+    BookFailed,
+    BookSync,
+    Dropped,
+    NeedResubscribe,
+    NeedSnapshot,
+    ResyncCause,
+    SyncAction,
+)
 from cryptolink.clock import Clock
 from cryptolink.engine import (
+    ConfigError,
     ConnectionEvent,
     ConnectionEventType,
     ConnectionState,
@@ -40,30 +59,65 @@ from cryptolink.engine import (
     ManagedConnection,
     Transport,
 )
-from cryptolink.exchanges.base import BookMessage, DecodeError, ExchangeAdapter, RestRequest
-from cryptolink.models import BookUpdate, Channel, Subscription, Ticker, Trade
+from cryptolink.engine.gate import ConnectGates
+from cryptolink.exchanges.base import BookMessage, DecodeError, ExchangeAdapter, Instrument
+from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Subscription, Ticker, Trade
+from cryptolink.rest import RestClient, RestError
+from cryptolink.streams import (
+    IdRegression,
+    Interruption,
+    IntervalTracker,
+    StartBackfill,
+    TickerFilter,
+    TradeAction,
+    TradeStream,
+)
 
-__all__ = ["BookHealth", "Feed", "FeedStats", "SnapshotError"]
+__all__ = ["BadSymbol", "BookHealth", "Feed", "FeedStats"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[object], None]
 
+_E = ConnectionEventType
+_BOOK = Channel.BOOK
+_TRADES = Channel.TRADES
+_TICKER = Channel.TICKER
+_FAILED_RETRY_S = (30.0, 60.0, 120.0, 300.0)
+_INSTRUMENT_RETRY_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+_MAX_BACKFILL_PAGES = 20
+_FIRST_INSTRUMENTS_TIMEOUT_S = 5.0
+"""Bound on the instrument-list request at start: an unreachable exchange delays the first connect by at most
+this much (the list is then loaded in the background)."""
 
-class SnapshotError(Exception):
-    """A REST snapshot request failed (HTTP status, transport error or unparsable body).
 
-    ``retry_after_s`` is set when the exchange asked us to back off (HTTP 429/418 ``Retry-After``).
+class BadSymbol(ConfigError):
+    """Symbols the exchange does not list (checked against its instrument list, as ccxt's ``BadSymbol``).
+
+    Attributes:
+        feed: the configuration entry.
+        symbols: the unknown unified symbols.
     """
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    def __init__(self, feed: str, exchange: str, market: str, symbols: Sequence[str]) -> None:
+        self.feed = feed
+        self.symbols = tuple(symbols)
+        super().__init__(
+            f"{feed}: {exchange} {market} has no instrument "
+            + ", ".join(repr(s) for s in symbols)
+            + " (checked against the exchange's instrument list)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class BookHealth:
-    """One book's state: ``state`` is the :class:`~cryptolink.book.orderbook.BookState` value."""
+    """One book's state: ``state`` is the :class:`~cryptolink.book.orderbook.BookState` value, or
+    ``"rejected"`` when the exchange refused the subscription.
+
+    ``resyncs_by_cause`` counts each resync by its :class:`~cryptolink.book.sync.ResyncCause` value;
+    ``connection_id`` is the connection carrying the book; ``failed_retries`` counts the slower retries of a
+    failed book since it was last live.
+    """
 
     symbol: str
     state: str
@@ -72,11 +126,31 @@ class BookHealth:
     checksum_failures: int
     resyncs: int
     dropped: int
+    resyncs_by_cause: dict[str, int] = field(default_factory=dict)
+    last_resync_cause: str | None = None
+    connection_id: str | None = None
+    failed_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class FeedStats:
-    """Counters of one feed (a snapshot)."""
+    """Counters of one feed (a snapshot).
+
+    Attributes:
+        name / exchange / market: the entry.
+        connections / books: per-connection and per-book snapshots.
+        published: events published (trades, tickers, book updates, gaps).
+        duplicates_dropped: identical trades and tickers dropped (rotation overlap, resends).
+        stale_dropped: tickers older than one already delivered, dropped.
+        out_of_order: trades delivered late (lower id than one already delivered, not a duplicate).
+        id_regressions: trade or ticker id sequences that restarted lower (e.g. after an exchange restart).
+        gaps: gap events published; gaps_recovered: those whose trades were all backfilled.
+        backfilled_trades / backfill_requests / backfill_failures: trade backfill over REST.
+        snapshots_fetched / snapshot_errors / rate_limited: REST book snapshots; 429/418 answers.
+        unknown_symbols: symbols the exchange's instrument list does not have.
+        instruments_loaded: the instrument list was loaded (symbols verified, contract sizes known).
+        rejected: subscriptions the exchange refused, ``"channel symbol"``.
+    """
 
     name: str
     exchange: str
@@ -88,22 +162,33 @@ class FeedStats:
     snapshots_fetched: int
     snapshot_errors: int
     rate_limited: int
+    stale_dropped: int = 0
+    out_of_order: int = 0
+    id_regressions: int = 0
+    gaps: int = 0
+    gaps_recovered: int = 0
+    backfilled_trades: int = 0
+    backfill_requests: int = 0
+    backfill_failures: int = 0
+    unknown_symbols: tuple[str, ...] = ()
+    instruments_loaded: bool = False
+    rejected: tuple[str, ...] = ()
 
 
 class Feed:
-    """Connections, books and de-duplication of one (exchange, market).
+    """Connections, books, duplicate and gap handling of one entry (see the module docstring).
 
     Args:
-        name: the feed's name (the config entry name, e.g. ``binance``).
-        adapter: the exchange's sans-I/O adapter.
+        name: the entry's name (put on every event as ``feed``).
+        adapter: the exchange's sans-I/O adapter (built with ``feed=name``).
         publish: where checked events go (``Bus.publish``); called on the event loop, must not block.
         engine_config: connection engine tunables.
         clock: time source.
         transport: WebSocket factory.
-        http: aiohttp session used for REST snapshots (shared, so connections are reused).
+        rest: REST client of the exchange host (snapshots, instruments, backfill); ``None``: no REST.
+        gates: connect gates shared by the manager's connections (``None``: one private gate per connection).
         on_event: receives every :class:`~cryptolink.engine.ConnectionEvent` of the feed's connections.
-        max_concurrent_snapshots: REST snapshot requests in flight at once, per feed.
-        snapshot_timeout_s: timeout of one snapshot request, s.
+        verify_symbols: load the instrument list at start and refuse unknown symbols.
     """
 
     def __init__(
@@ -115,10 +200,10 @@ class Feed:
         engine_config: EngineConfig,
         clock: Clock,
         transport: Transport,
-        http: aiohttp.ClientSession | None,
+        rest: RestClient | None,
+        gates: ConnectGates | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
-        max_concurrent_snapshots: int = 2,
-        snapshot_timeout_s: float = 10.0,
+        verify_symbols: bool = True,
     ) -> None:
         self.name = name
         self.adapter = adapter
@@ -126,26 +211,37 @@ class Feed:
         self._engine_config = engine_config
         self._clock = clock
         self._transport = transport
-        self._http = http
+        self._rest = rest
+        self._gates = gates
         self._on_event = on_event
-        self._snapshot_slots = asyncio.Semaphore(max_concurrent_snapshots)
-        self._snapshot_timeout_s = snapshot_timeout_s
+        self._verify = verify_symbols
         self._connections: dict[str, ManagedConnection] = {}
         self._conn_of: dict[Subscription, ManagedConnection] = {}
         self._books: dict[str, BookSync] = {}
         self._book_subs: dict[str, Subscription] = {}
-        self._last_trade: dict[str, int] = {}
-        self._last_ticker: dict[str, Ticker] = {}
+        self._book_iv: dict[str, IntervalTracker] = {}
+        self._trades: dict[str, TradeStream] = {}
+        self._tickers: dict[str, TickerFilter] = {}
+        self._ticker_iv: dict[str, IntervalTracker] = {}
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
+        self._retry_tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed_rounds: dict[str, int] = {}
+        self._backfills: dict[str, asyncio.Task[None]] = {}
+        self._rejected: dict[tuple[Channel, str], str] = {}
+        self._instruments: dict[str, Instrument] | None = None
+        self._unknown: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._paused_until = 0.0
         self._conn_seq = 0
         self._started = False
+        self._stopped = False
         self.published = 0
-        self.duplicates_dropped = 0
         self.snapshots_fetched = 0
         self.snapshot_errors = 0
         self.rate_limited = 0
+        self.gaps = 0
+        self.gaps_recovered = 0
+        self.backfill_requests = 0
+        self.backfill_failures = 0
 
     # ------------------------------------------------------------------------------------------- public API
 
@@ -159,44 +255,71 @@ class Feed:
         """Every subscription the feed holds, sorted."""
         return sorted(self._conn_of)
 
+    @property
+    def instruments(self) -> dict[str, Instrument] | None:
+        """The exchange's instruments of this market by unified symbol (``None``: not loaded)."""
+        return None if self._instruments is None else dict(self._instruments)
+
     def book(self, symbol: str) -> OrderBook | None:
         """The maintained L2 book of unified ``symbol`` (``None``: not subscribed). Check ``book.state``."""
         sync = self._books.get(symbol)
         return sync.book if sync is not None else None
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
-        """Open connections for ``subscriptions`` (planned by the adapter) and start them."""
+        """Load the instrument list (refusing unknown symbols), then open the connections.
+
+        Raises:
+            BadSymbol: the exchange lists no instrument for some symbols (nothing was started).
+            ValueError: a symbol does not belong to this feed's exchange and market.
+        """
         self._started = True
+        if self._verify:
+            await self._load_instruments(initial=True, symbols=[s.symbol for s in subscriptions])
         await self.subscribe(subscriptions)
 
     async def stop(self) -> None:
-        """Stop every connection gracefully (unsubscribe, close) and cancel pending snapshot work."""
+        """Stop every connection gracefully (unsubscribe, close), cancel REST work, close the open gaps."""
         self._started = False
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await asyncio.gather(*(c.stop() for c in self._connections.values()), return_exceptions=True)
+        self._close_open_gaps("feed stopped")
 
     async def subscribe(self, subscriptions: Sequence[Subscription]) -> None:
         """Add subscriptions at run time: onto an existing connection with room on the same route, else new ones.
 
         Raises:
+            BadSymbol: a symbol is not in the loaded instrument list.
             ValueError: a symbol does not belong to this feed's exchange and market.
         """
         new = [s for s in dict.fromkeys(subscriptions) if s not in self._conn_of]
         for sub in new:
             self.adapter.exchange_symbol(sub.symbol)  # raises ValueError early for a foreign symbol
+        if self._instruments is not None:
+            unknown = sorted({s.symbol for s in new if s.symbol not in self._instruments})
+            if unknown:
+                raise BadSymbol(self.name, self.adapter.exchange, self.adapter.market.value, unknown)
         if not new:
             return
         for spec in self.adapter.plan_connections(new):
             target = self._connection_with_room(spec.route, spec.url, len(spec.subscriptions))
             for sub in spec.subscriptions:
-                self._register_book(sub)
+                self._register(sub)
             if target is None:
                 self._conn_seq += 1
                 conn_id = f"{self.name}-{spec.route or 'ws'}-{self._conn_seq}"
+                gate = None
+                if self._gates is not None:
+                    gate = self._gates.get(
+                        self.adapter.exchange,
+                        spec.url,
+                        self.adapter.policy.connect_limit,
+                        self._engine_config.backoff,
+                    )
                 conn = ManagedConnection(
                     self.adapter,
                     spec,
@@ -206,6 +329,7 @@ class Feed:
                     transport=self._transport,
                     on_data=self._on_data,
                     on_event=self._handle_event,
+                    gate=gate,
                 )
                 self._connections[conn_id] = conn
                 for sub in spec.subscriptions:
@@ -224,12 +348,7 @@ class Feed:
             if conn is None:
                 continue
             by_conn.setdefault(conn.conn_id, []).append(sub)
-            if sub.channel is Channel.BOOK:
-                self._books.pop(sub.symbol, None)
-                self._book_subs.pop(sub.symbol, None)
-                task = self._snapshot_tasks.pop(sub.symbol, None)
-                if task is not None:
-                    task.cancel()
+            self._unregister(sub)
         for conn_id, subs in by_conn.items():
             conn = self._connections[conn_id]
             if any(c is conn for c in self._conn_of.values()):
@@ -243,6 +362,21 @@ class Feed:
         for conn in self._connections.values():
             conn.reconnect()
 
+    def resync(self, symbols: Iterable[str] | None = None) -> list[str]:
+        """Re-sync books from scratch now (all, or ``symbols``), ``failed`` ones included; returns the symbols
+        concerned.
+
+        Raises:
+            KeyError: a symbol has no book in this feed.
+        """
+        names = list(self._books) if symbols is None else list(symbols)
+        for sym in names:
+            if sym not in self._books:
+                raise KeyError(f"{self.name} has no book for {sym!r}; books: {sorted(self._books)}")
+        for sym in names:
+            self._restart_book(sym, "operator resync")
+        return names
+
     def states(self) -> dict[str, ConnectionState]:
         """Connection id -> state."""
         return {cid: c.state for cid, c in self._connections.items()}
@@ -252,21 +386,30 @@ class Feed:
         out = []
         for symbol, sync in sorted(self._books.items()):
             s = sync.stats()
+            sub = self._book_subs.get(symbol)
+            conn = self._conn_of.get(sub) if sub is not None else None
+            state = "rejected" if (_BOOK, symbol) in self._rejected else str(s.state.value)
             out.append(
                 BookHealth(
                     symbol=symbol,
-                    state=str(s.state.value),
+                    state=state,
                     last_sequence=s.last_sequence,
                     gaps=s.gaps,
                     checksum_failures=s.checksum_failures,
                     resyncs=s.resyncs,
                     dropped=s.dropped,
+                    resyncs_by_cause=s.resyncs_by_cause,
+                    last_resync_cause=s.last_resync_cause,
+                    connection_id=conn.conn_id if conn is not None else None,
+                    failed_retries=self._failed_rounds.get(symbol, 0),
                 )
             )
         return out
 
     def stats(self) -> FeedStats:
         """An immutable snapshot of the feed's counters and its connections' stats."""
+        trades = self._trades.values()
+        tickers = self._tickers.values()
         return FeedStats(
             name=self.name,
             exchange=self.adapter.exchange,
@@ -274,10 +417,21 @@ class Feed:
             connections=tuple(c.stats() for c in self._connections.values()),
             books=tuple(self.book_health()),
             published=self.published,
-            duplicates_dropped=self.duplicates_dropped,
+            duplicates_dropped=sum(t.duplicates for t in trades) + sum(t.duplicates for t in tickers),
             snapshots_fetched=self.snapshots_fetched,
             snapshot_errors=self.snapshot_errors,
             rate_limited=self.rate_limited,
+            stale_dropped=sum(t.stale for t in tickers),
+            out_of_order=sum(t.out_of_order for t in trades),
+            id_regressions=sum(t.regressions for t in trades) + sum(t.regressions for t in tickers),
+            gaps=self.gaps,
+            gaps_recovered=self.gaps_recovered,
+            backfilled_trades=sum(t.backfilled for t in trades),
+            backfill_requests=self.backfill_requests,
+            backfill_failures=self.backfill_failures,
+            unknown_symbols=tuple(self._unknown),
+            instruments_loaded=self._instruments is not None,
+            rejected=tuple(f"{ch.value} {sym}" for ch, sym in sorted(self._rejected)),
         )
 
     # --------------------------------------------------------------------------------------------- data path
@@ -288,15 +442,18 @@ class Feed:
             kind = type(item)
             if kind is Trade:
                 trade: Trade = item  # type: ignore[assignment]
-                seq = trade.sequence
-                if seq is not None:
-                    last = self._last_trade.get(trade.symbol)
-                    if last is not None and seq <= last:
-                        self.duplicates_dropped += 1
-                        continue
-                    self._last_trade[trade.symbol] = seq
-                self.published += 1
-                publish(trade)
+                stream = self._trades.get(trade.symbol)
+                if stream is None:
+                    self.published += 1
+                    publish(trade)
+                    continue
+                actions = stream.on_trade(trade, conn.rotating)
+                if len(actions) == 1 and actions[0] is trade:
+                    self.published += 1
+                    publish(trade)
+                    continue
+                for action in actions:
+                    self._trade_action(stream, action)
             elif kind is BookMessage:
                 msg: BookMessage = item  # type: ignore[assignment]
                 sync = self._books.get(msg.symbol)
@@ -304,82 +461,233 @@ class Feed:
                     self._handle_actions(sync, conn, sync.on_message(msg))
             elif kind is Ticker:
                 ticker: Ticker = item  # type: ignore[assignment]
-                if self._ticker_is_duplicate(ticker):
-                    self.duplicates_dropped += 1
-                    continue
-                self._last_ticker[ticker.symbol] = ticker
+                filt = self._tickers.get(ticker.symbol)
+                if filt is not None:
+                    if not filt.accept(ticker, conn.rotating):
+                        continue
+                    iv = self._ticker_iv[ticker.symbol]
+                    ts = ticker.timestamp_ms
+                    if ts is None:
+                        ts = ticker.receipt_ns // 1_000_000
+                    opened = iv.on_data(ts)
+                    if opened is not None:
+                        self._publish_gap(_interval_gap(ticker, _TICKER, opened, ts))
                 self.published += 1
                 publish(ticker)
 
-    def _ticker_is_duplicate(self, ticker: Ticker) -> bool:
-        last = self._last_ticker.get(ticker.symbol)
-        if last is None:
-            return False
-        if ticker.sequence is not None and last.sequence is not None:
-            if ticker.sequence != last.sequence:
-                return ticker.sequence < last.sequence
-        elif (
-            ticker.timestamp_ms is not None
-            and last.timestamp_ms is not None
-            and ticker.timestamp_ms != last.timestamp_ms
-        ):
-            return ticker.timestamp_ms < last.timestamp_ms
-        return (
-            ticker.bid_price == last.bid_price
-            and ticker.bid_size == last.bid_size
-            and ticker.ask_price == last.ask_price
-            and ticker.ask_size == last.ask_size
-            and ticker.last_price == last.last_price
-        )
+    def _trade_action(self, stream: TradeStream, action: TradeAction) -> None:
+        if isinstance(action, Trade):
+            self.published += 1
+            self._publish(action)
+        elif isinstance(action, Gap):
+            self._publish_gap(action)
+        elif isinstance(action, StartBackfill):
+            self._backfills[stream.symbol] = self._spawn(self._backfill(stream, action))
+        elif isinstance(action, IdRegression):
+            log.warning(
+                "%s: trades %s: ids restarted at %d after %d (exchange restart?); counted, stream continues",
+                self.name,
+                action.symbol,
+                action.after,
+                action.before,
+            )
+
+    def _publish_gap(self, gap: Gap, *, logged: bool = False) -> None:
+        """Publish ``gap`` and tell its story once: trades that could not be recovered at WARNING (data is
+        missing for good), everything else at INFO (a book resync restores the book; a backfilled or verified
+        trade interval is complete)."""
+        self.gaps += 1
+        if gap.recovered:
+            self.gaps_recovered += 1
+        if not logged:
+            span = (
+                ""
+                if gap.to_ms is None or gap.from_ms is None
+                else f" of {(gap.to_ms - gap.from_ms) / 1000:.1f} s"
+            )
+            ids = (
+                f", ids {gap.first_missing_id}..{gap.last_missing_id}"
+                if gap.first_missing_id is not None
+                else ""
+            )
+            what = (
+                f"{self.name}: {gap.stream.value} {gap.symbol}: interval{span}{ids} after {gap.cause.value}"
+            )
+            if gap.stream is _TRADES and gap.recovered:
+                log.info("%s complete (%d missed trades backfilled)", what, gap.backfilled)
+            elif gap.stream is _TRADES:
+                log.warning("%s INCOMPLETE: trades missing%s", what, f" ({gap.detail})" if gap.detail else "")
+            else:
+                log.info("%s: updates missed%s", what, f" ({gap.detail})" if gap.detail else "")
+        self.published += 1
+        self._publish(gap)
+
+    # ---------------------------------------------------------------------------------------------- books
 
     def _handle_actions(self, sync: BookSync, conn: ManagedConnection, actions: list[SyncAction]) -> None:
+        symbol = sync.symbol
         for action in actions:
             kind = type(action)
             if kind is BookUpdate:
+                update: BookUpdate = action  # type: ignore[assignment]
                 self.published += 1
-                self._publish(action)
+                self._publish(update)
+                iv = self._book_iv[symbol]
+                ts = (
+                    update.timestamp_ms if update.timestamp_ms is not None else update.receipt_ns // 1_000_000
+                )
+                if update.is_snapshot and self._failed_rounds.pop(symbol, None) is not None:
+                    retry = self._retry_tasks.pop(symbol, None)
+                    if retry is not None:
+                        retry.cancel()
+                    log.info("%s: book %s synced again after failing", self.name, symbol)
+                opened = iv.on_data(ts)
+                if opened is not None:
+                    self._book_live_again(sync, opened, update, ts)
             elif kind is Dropped:
                 continue
             elif kind is NeedSnapshot:
-                self._request_snapshot(sync, action)  # type: ignore[arg-type]
+                need: NeedSnapshot = action  # type: ignore[assignment]
+                self._resync_started(sync, conn, need.cause, need.reason)
+                self._request_snapshot(sync, need)
             elif kind is NeedResubscribe:
                 resub: NeedResubscribe = action  # type: ignore[assignment]
-                conn.report_sequence_gap()
+                self._resync_started(sync, conn, resub.cause, resub.reason)
                 sub = self._book_subs.get(resub.symbol)
                 if sub is not None:
                     self._spawn(self._resubscribe(conn, sub, resub.attempt))
             elif kind is BookFailed:
                 failed: BookFailed = action  # type: ignore[assignment]
-                log.error("%s: book %s FAILED: %s", self.name, failed.symbol, failed.reason)
-                conn.set_book_failing((Channel.BOOK, failed.symbol), True)
-        if sync.state is BookState.LIVE:
-            conn.set_book_failing((Channel.BOOK, sync.symbol), False)
+                self._resync_started(sync, conn, failed.cause, failed.reason)
+                self._book_failed(sync, failed)
+        conn.set_stream_health((_BOOK, symbol), sync.state is BookState.LIVE)
 
-    # ---------------------------------------------------------------------------------------------- resync
+    def _resync_started(
+        self, sync: BookSync, conn: ManagedConnection, cause: ResyncCause | None, reason: str
+    ) -> None:
+        if cause is ResyncCause.GAP:
+            conn.report_sequence_gap()
+        elif cause is ResyncCause.CHECKSUM:
+            conn.report_book_error()
+        iv = self._book_iv.get(sync.symbol)
+        if iv is not None and cause is not None:
+            iv.interrupted(GapCause.RESYNC, f"{cause.value}: {reason}")
+        if cause in (ResyncCause.GAP, ResyncCause.CHECKSUM, ResyncCause.MALFORMED, ResyncCause.OVERFLOW):
+            log.warning("%s: book %s resyncing (%s: %s)", self.name, sync.symbol, cause.value, reason)
+        elif cause is not None:
+            log.info("%s: book %s resyncing (%s: %s)", self.name, sync.symbol, cause.value, reason)
 
-    def _register_book(self, sub: Subscription) -> None:
-        if sub.channel is not Channel.BOOK or sub.symbol in self._books:
+    def _book_live_again(self, sync: BookSync, opened: Interruption, update: BookUpdate, ts: int) -> None:
+        symbol = sync.symbol
+        gap = _interval_gap(update, _BOOK, opened, ts)
+        log.info(
+            "%s: book %s live again%s (%s)",
+            self.name,
+            symbol,
+            "" if gap.from_ms is None else f" {(ts - gap.from_ms) / 1000:.1f} s after the last update",
+            opened.detail or opened.cause.value,
+        )
+        self._publish_gap(gap, logged=True)
+
+    def _book_failed(self, sync: BookSync, failed: BookFailed) -> None:
+        symbol = sync.symbol
+        rounds = self._failed_rounds.get(symbol, 0) + 1
+        self._failed_rounds[symbol] = rounds
+        delay = _FAILED_RETRY_S[min(rounds - 1, len(_FAILED_RETRY_S) - 1)]
+        log.error(
+            "%s: book %s FAILED after %d consecutive failed syncs (last: %s); retrying in %.0f s",
+            self.name,
+            symbol,
+            failed.failures,
+            failed.reason,
+            delay,
+        )
+        old = self._retry_tasks.pop(symbol, None)
+        if old is not None:
+            old.cancel()
+        self._retry_tasks[symbol] = self._spawn(self._retry_failed(symbol, delay))
+
+    async def _retry_failed(self, symbol: str, delay: float) -> None:
+        await self._clock.sleep(delay)
+        sync = self._books.get(symbol)
+        if sync is None or sync.state is not BookState.FAILED:
+            return
+        self._retry_tasks.pop(symbol, None)
+        self._restart_book(symbol, "retry of a failed book")
+
+    def _restart_book(self, symbol: str, reason: str) -> None:
+        sync = self._books[symbol]
+        sub = self._book_subs[symbol]
+        conn = self._conn_of.get(sub)
+        task = self._snapshot_tasks.pop(symbol, None)
+        if task is not None:
+            task.cancel()
+        log.info("%s: book %s: %s", self.name, symbol, reason)
+        actions = sync.restart(reason)
+        if conn is not None:
+            self._handle_actions(sync, conn, actions)
+
+    def _register(self, sub: Subscription) -> None:
+        symbol = sub.symbol
+        adapter = self.adapter
+        if sub.channel is _TRADES:
+            if symbol not in self._trades:
+                self._trades[symbol] = TradeStream(
+                    symbol, contiguous=adapter.trade_ids_contiguous, can_backfill=adapter.trade_backfill
+                )
+            return
+        if sub.channel is _TICKER:
+            self._tickers.setdefault(symbol, TickerFilter())
+            self._ticker_iv.setdefault(symbol, IntervalTracker())
+            return
+        if symbol in self._books:
             return
         sync = BookSync(
-            self.adapter.book_sync,
-            self.adapter.exchange,
-            sub.symbol,
-            self.adapter.exchange_symbol(sub.symbol),
+            adapter.book_sync,
+            adapter.exchange,
+            symbol,
+            adapter.exchange_symbol(symbol),
+            feed=self.name,
+            amount_unit=adapter.amount_unit(symbol),
+            contract_size=adapter.contract_sizes.get(symbol),
         )
-        self._books[sub.symbol] = sync
-        self._book_subs[sub.symbol] = sub
+        self._books[symbol] = sync
+        self._book_subs[symbol] = sub
+        self._book_iv[symbol] = IntervalTracker()
         sync.start()
 
+    def _unregister(self, sub: Subscription) -> None:
+        symbol = sub.symbol
+        now_ms = self._clock.time_ns() // 1_000_000
+        if sub.channel is _TRADES:
+            stream = self._trades.pop(symbol, None)
+            task = self._backfills.pop(symbol, None)
+            if task is not None:
+                task.cancel()
+            if stream is not None:
+                for action in stream.cancel_backfill("subscription removed"):
+                    self._trade_action(stream, action)
+                gap = stream.stop(now_ms, "subscription removed")
+                if gap is not None:
+                    self._publish_gap(gap)
+        elif sub.channel is _TICKER:
+            self._tickers.pop(symbol, None)
+            self._ticker_iv.pop(symbol, None)
+        else:
+            self._books.pop(symbol, None)
+            self._book_subs.pop(symbol, None)
+            self._book_iv.pop(symbol, None)
+            for tasks in (self._snapshot_tasks, self._retry_tasks):
+                task = tasks.pop(symbol, None)
+                if task is not None:
+                    task.cancel()
+        self._rejected.pop(sub.key, None)
+
     def _request_snapshot(self, sync: BookSync, need: NeedSnapshot) -> None:
-        if need.attempt > 0:
-            conn = self._conn_of.get(self._book_subs.get(sync.symbol, _NO_SUB))
-            if conn is not None:
-                conn.report_sequence_gap()
         running = self._snapshot_tasks.get(sync.symbol)
         if running is not None and not running.done():
             return
-        task = self._spawn(self._fetch_snapshot(sync, need))
-        self._snapshot_tasks[sync.symbol] = task
+        self._snapshot_tasks[sync.symbol] = self._spawn(self._fetch_snapshot(sync, need))
 
     async def _fetch_snapshot(self, sync: BookSync, need: NeedSnapshot) -> None:
         sub = self._book_subs.get(sync.symbol)
@@ -388,53 +696,29 @@ class Feed:
         request = self.adapter.snapshot_request(sub)
         if request is None:
             return
-        delay = min(30.0, 0.5 * (2 ** (need.attempt - 1))) if need.attempt > 0 else 0.0
-        delay = max(delay, self._paused_until - self._clock.monotonic())
-        if delay > 0:
-            await self._clock.sleep(delay)
-        async with self._snapshot_slots:
-            receipt_ns = self._clock.time_ns()
-            try:
-                body = await self._get(request)
-                snap = self.adapter.parse_snapshot(body, sub, receipt_ns)
-            except (SnapshotError, DecodeError) as exc:
-                self.snapshot_errors += 1
-                retry_after = getattr(exc, "retry_after_s", None)
-                if retry_after is not None:
-                    self.rate_limited += 1
-                    self._paused_until = self._clock.monotonic() + retry_after
-                log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, exc)
-                actions = sync.on_snapshot_error(str(exc))
-            else:
-                self.snapshots_fetched += 1
-                actions = sync.on_snapshot(snap)
+        if need.attempt > 0:
+            await self._clock.sleep(min(30.0, 0.5 * (2 ** (need.attempt - 1))))
+        receipt_ns = self._clock.time_ns()
+        try:
+            if self._rest is None:
+                raise RestError("no REST client")
+            body = await self._rest.get(request)
+            snap = self.adapter.parse_snapshot(body, sub, receipt_ns)
+        except (RestError, DecodeError) as exc:
+            self.snapshot_errors += 1
+            if isinstance(exc, RestError) and exc.status in (418, 429):
+                self.rate_limited += 1
+            log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, exc)
+            actions = sync.on_snapshot_error(str(exc))
+        else:
+            self.snapshots_fetched += 1
+            actions = sync.on_snapshot(snap)
         if self._books.get(sync.symbol) is not sync:
             return  # unsubscribed meanwhile
+        self._snapshot_tasks.pop(sync.symbol, None)
         conn = self._conn_of.get(sub)
         if conn is not None:
-            # the task is finished with; let a new NeedSnapshot start another
-            self._snapshot_tasks.pop(sync.symbol, None)
             self._handle_actions(sync, conn, actions)
-
-    async def _get(self, request: RestRequest) -> bytes:
-        if self._http is None:
-            raise SnapshotError("no HTTP session")
-        url = self.adapter.rest_base_url + request.path
-        try:
-            async with self._http.get(
-                url, params=request.params, timeout=aiohttp.ClientTimeout(total=self._snapshot_timeout_s)
-            ) as resp:
-                body = await resp.read()
-                if resp.status in (418, 429):
-                    retry = _retry_after(resp.headers.get("Retry-After"))
-                    raise SnapshotError(
-                        f"HTTP {resp.status} from {url}", retry_after_s=60.0 if retry is None else retry
-                    )
-                if resp.status != 200:
-                    raise SnapshotError(f"HTTP {resp.status} from {url}: {body[:200]!r}")
-                return body
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SnapshotError(f"{type(exc).__name__} from {url}: {exc}") from exc
 
     async def _resubscribe(self, conn: ManagedConnection, sub: Subscription, attempt: int) -> None:
         if attempt > 0:
@@ -442,24 +726,202 @@ class Feed:
         if self._conn_of.get(sub) is conn:
             await conn.resubscribe([sub])
 
+    # ----------------------------------------------------------------------------------------- backfill
+
+    async def _backfill(self, stream: TradeStream, start: StartBackfill) -> None:
+        sub = Subscription(_TRADES, stream.symbol)
+        cursor = start.cursor
+        fetched: list[Trade] = []
+        detail = ""
+        complete = False
+        try:
+            for _ in range(_MAX_BACKFILL_PAGES):
+                request = self.adapter.backfill_request(sub, cursor)
+                if request is None:
+                    complete = self.adapter.trade_ids_contiguous or (
+                        cursor.oldest is not None and cursor.oldest <= cursor.after_id
+                    )
+                    break
+                if self._rest is None:
+                    raise RestError("no REST client")
+                self.backfill_requests += 1
+                body = await self._rest.get(request)
+                page = self.adapter.parse_trades(body, sub, self._clock.time_ns())
+                cursor.pages += 1
+                cursor.last_page_size = len(page)
+                ids = [t.sequence for t in page if t.sequence is not None]
+                if ids:
+                    cursor.newest = max(ids) if cursor.newest is None else max(cursor.newest, *ids)
+                    cursor.oldest = min(ids) if cursor.oldest is None else min(cursor.oldest, *ids)
+                fetched.extend(page)
+            else:
+                detail = f"backfill stopped after {_MAX_BACKFILL_PAGES} pages"
+        except (RestError, DecodeError) as exc:
+            self.backfill_failures += 1
+            detail = f"backfill failed: {exc}"
+            log.warning("%s: trades %s: %s", self.name, stream.symbol, detail)
+        except asyncio.CancelledError:
+            if self._backfills.get(stream.symbol) is asyncio.current_task():
+                self._backfills.pop(stream.symbol, None)
+            for action in stream.cancel_backfill("feed stopped during the backfill"):
+                self._trade_action(stream, action)
+            raise
+        if self._backfills.get(stream.symbol) is asyncio.current_task():
+            self._backfills.pop(stream.symbol, None)
+        if self._trades.get(stream.symbol) is not stream:
+            return
+        for action in stream.backfill_done(fetched, complete, detail):
+            self._trade_action(stream, action)
+
+    # ---------------------------------------------------------------------------------------- instruments
+
+    async def _load_instruments(self, *, initial: bool, symbols: Sequence[str] = ()) -> bool:
+        adapter = self.adapter
+        try:
+            if self._rest is None:
+                raise RestError("no REST client")
+            body = await self._rest.get(
+                adapter.instruments_request(), timeout_s=_FIRST_INSTRUMENTS_TIMEOUT_S if initial else None
+            )
+            listed = adapter.parse_instruments(body)
+        except (RestError, DecodeError) as exc:
+            if initial:
+                log.warning(
+                    "%s: cannot load the %s instrument list (%s); symbols are not verified yet, "
+                    "trying again in the background",
+                    self.name,
+                    adapter.exchange,
+                    exc,
+                )
+                self._spawn(self._retry_instruments())
+            return False
+        by_symbol = {i.symbol: i for i in listed}
+        self._instruments = by_symbol
+        adapter.set_instruments(listed)
+        for symbol, sync in self._books.items():
+            inst = by_symbol.get(symbol)
+            if inst is not None:
+                sync.contract_size = inst.contract_size
+        wanted = sorted({s.symbol for s in self._conn_of} | set(symbols))
+        unknown = [s for s in wanted if s not in by_symbol]
+        for sym in wanted:
+            inst = by_symbol.get(sym)
+            if inst is not None and not inst.active:
+                log.warning("%s: %s is listed but not trading (status %s)", self.name, sym, inst.status)
+        if unknown:
+            self._unknown = unknown
+            if initial:
+                raise BadSymbol(self.name, adapter.exchange, adapter.market.value, unknown)
+            log.error(
+                "%s: %s %s has no instrument %s; those subscriptions are removed",
+                self.name,
+                adapter.exchange,
+                adapter.market.value,
+                ", ".join(unknown),
+            )
+            await self.unsubscribe([s for s in list(self._conn_of) if s.symbol in unknown])
+        return True
+
+    async def _retry_instruments(self) -> None:
+        delays = itertools.chain(_INSTRUMENT_RETRY_S, itertools.repeat(_INSTRUMENT_RETRY_S[-1]))
+        for delay in delays:
+            await self._clock.sleep(delay)
+            if self._stopped:
+                return
+            if await self._load_instruments(initial=False):
+                log.info("%s: instrument list loaded; symbols verified", self.name)
+                return
+
     # ---------------------------------------------------------------------------------------------- events
 
     def _handle_event(self, event: ConnectionEvent) -> None:
-        if event.type is ConnectionEventType.DISCONNECTED:
-            conn = self._connections.get(event.connection_id)
-            if conn is not None:
-                self._books_lost(s for s, c in self._conn_of.items() if c is conn)
+        etype = event.type
+        if etype is _E.DISCONNECTED:
+            self._interrupted(event.connection_id, GapCause.DISCONNECT, event.description)
+        elif etype is _E.STALE_SUBSCRIPTION and event.symbol is not None and event.stream is not None:
+            conn = self._conn_of.get(Subscription(Channel(event.stream), event.symbol))
+            if conn is not None and conn.conn_id == event.connection_id:
+                self._stream_stale(conn, Channel(event.stream), event.symbol, event.description)
+        elif etype is _E.SUBSCRIPTION_REJECTED and event.symbol is not None and event.stream is not None:
+            self._rejected[(Channel(event.stream), event.symbol)] = event.error or event.description
         if self._on_event is not None:
             self._on_event(event)
 
-    def _books_lost(self, subs: Iterable[Subscription]) -> None:
-        for sub in subs:
-            if sub.channel is not Channel.BOOK:
+    def _interrupted(self, conn_id: str, cause: GapCause, detail: str) -> None:
+        for sub, conn in list(self._conn_of.items()):
+            if conn.conn_id != conn_id:
                 continue
-            sync = self._books.get(sub.symbol)
-            conn = self._conn_of.get(sub)
-            if sync is not None and conn is not None:
-                self._handle_actions(sync, conn, sync.on_connection_lost())
+            symbol = sub.symbol
+            if sub.channel is _TRADES:
+                stream = self._trades.get(symbol)
+                if stream is not None:
+                    stream.interrupted(cause, detail)
+            elif sub.channel is _TICKER:
+                iv = self._ticker_iv.get(symbol)
+                if iv is not None:
+                    iv.interrupted(cause, detail)
+            else:
+                iv = self._book_iv.get(symbol)
+                if iv is not None:
+                    iv.interrupted(cause, detail)
+                sync = self._books.get(symbol)
+                if sync is not None:
+                    task = self._snapshot_tasks.pop(symbol, None)
+                    if task is not None:
+                        task.cancel()
+                    retry = self._retry_tasks.pop(symbol, None)
+                    if retry is not None:
+                        retry.cancel()
+                    self._handle_actions(sync, conn, sync.on_connection_lost())
+
+    def _stream_stale(self, conn: ManagedConnection, channel: Channel, symbol: str, detail: str) -> None:
+        if channel is _TRADES:
+            stream = self._trades.get(symbol)
+            if stream is not None:
+                stream.interrupted(GapCause.STALL, detail)
+        elif channel is _TICKER:
+            iv = self._ticker_iv.get(symbol)
+            if iv is not None:
+                iv.interrupted(GapCause.STALL, detail)
+        else:
+            iv = self._book_iv.get(symbol)
+            if iv is not None:
+                iv.interrupted(GapCause.STALL, detail)
+            sync = self._books.get(symbol)
+            if sync is not None:
+                self._handle_actions(sync, conn, sync.on_stale())
+
+    def _close_open_gaps(self, detail: str) -> None:
+        now_ns = self._clock.time_ns()
+        now_ms = now_ns // 1_000_000
+        for stream in self._trades.values():
+            for action in stream.cancel_backfill(detail):
+                self._trade_action(stream, action)
+            gap = stream.stop(now_ms, detail)
+            if gap is not None:
+                self._publish_gap(gap)
+        for channel, trackers in ((_TICKER, self._ticker_iv), (_BOOK, self._book_iv)):
+            for symbol, iv in trackers.items():
+                opened = iv.take_open()
+                if opened is None:
+                    continue
+                exchange_symbol = self.adapter.exchange_symbol(symbol)
+                self._publish_gap(
+                    Gap(
+                        self.adapter.exchange,
+                        symbol,
+                        exchange_symbol,
+                        channel,
+                        opened.cause,
+                        opened.from_ms,
+                        None,
+                        now_ns,
+                        self.name,
+                        detail=f"{opened.detail}; {detail}" if opened.detail else detail,
+                    )
+                )
+
+    # --------------------------------------------------------------------------------------------- helpers
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -483,13 +945,16 @@ class Feed:
         return None
 
 
-_NO_SUB = Subscription(Channel.BOOK, "")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+def _interval_gap(event: Trade | Ticker | BookUpdate, stream: Channel, opened: Interruption, ts: int) -> Gap:
+    return Gap(
+        event.exchange,
+        event.symbol,
+        event.exchange_symbol,
+        stream,
+        opened.cause,
+        opened.from_ms,
+        ts,
+        event.receipt_ns,
+        event.feed,
+        detail=opened.detail,
+    )

@@ -8,6 +8,15 @@
 One :class:`~cryptolink.feed.Feed` per configured exchange entry (an exchange and a market); each feed owns its
 connections (:class:`~cryptolink.engine.ManagedConnection`). Checked events go through one bounded
 :class:`~cryptolink.bus.Bus` to async iterators, callbacks and sinks. Statistics are immutable snapshots.
+
+**Names.** Every method that selects data takes the configuration entry's name (``binance-perp``), never the
+exchange id: ``trades``, ``tickers``, ``book_updates``, ``gaps``, ``connection_events``, ``on``, ``book``,
+``resync``, ``reconnect``, ``subscribe``... Every event carries that name as ``feed``. A name that is neither
+configured nor added raises :class:`KeyError` at once, listing the known names.
+
+The manager shares one connect gate per exchange host (documented connection-rate limits, outage probing:
+:mod:`cryptolink.engine.gate`) and one REST client per exchange REST host (:mod:`cryptolink.rest`) between all
+its entries. After :meth:`ExchangeManager.stop` the last statistics and report stay available.
 """
 
 from __future__ import annotations
@@ -35,10 +44,12 @@ from cryptolink.engine import (
     combine,
     default_transport,
 )
+from cryptolink.engine.gate import ConnectGates, GateStats
 from cryptolink.exchanges import get_adapter
-from cryptolink.feed import Feed, FeedStats
-from cryptolink.models import Channel, Market, Subscription
-from cryptolink.report import ReportRow, render_report
+from cryptolink.feed import BookHealth, Feed, FeedStats
+from cryptolink.models import GAPS_CHANNEL, Channel, Market, Subscription
+from cryptolink.report import ReportRow, Section, render_report
+from cryptolink.rest import RestClient, RestStats
 
 __all__ = ["ExchangeManager", "ManagerBuilder", "ManagerStats", "engine_config_for"]
 
@@ -49,10 +60,13 @@ _UNHEALTHY = frozenset({ConnectionState.FAILED, ConnectionState.UNSTABLE, Connec
 
 @dataclass(frozen=True, slots=True)
 class ManagerStats:
-    """Everything the manager counts, as one immutable snapshot: per feed, and in total."""
+    """Everything the manager counts, as one immutable snapshot: per feed, in total, per connect gate and
+    per REST client."""
 
     feeds: tuple[FeedStats, ...]
     total: TotalStats
+    gates: tuple[GateStats, ...] = ()
+    rest: tuple[RestStats, ...] = ()
 
 
 def engine_config_for(
@@ -112,8 +126,12 @@ class ExchangeManager:
         self._seed = seed
         self._feeds: dict[str, Feed] = {}
         self._entries: dict[str, ExchangeConfig] = {}
+        self._known: set[str] = set(config.exchanges)
         self._last_event: dict[str, ConnectionEvent] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._gates = ConnectGates(self._clock, seed=seed)
+        self._rest: dict[tuple[str, str], RestClient] = {}
+        self._final: tuple[ManagerStats, list[ReportRow]] | None = None
         self._started = False
 
     @staticmethod
@@ -124,22 +142,37 @@ class ExchangeManager:
     # --------------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect every enabled exchange of the config. Returns once every connection has been started."""
+        """Connect every enabled exchange entry of the config. Returns once every connection has been started
+        (connecting goes on in the background; see :meth:`states`).
+
+        Raises:
+            BadSymbol: an entry names a symbol its exchange does not list (nothing is left running).
+        """
         if self._started:
             return
         self._started = True
-        self._http = aiohttp.ClientSession()
-        for name, entry in self.config.enabled_exchanges().items():
-            await self.add_exchange(name, entry)
+        self._final = None
+        try:
+            for name, entry in self.config.enabled_exchanges().items():
+                await self.add_exchange(name, entry)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        """Stop gracefully: unsubscribe and close every connection, then close the bus (consumers end)."""
+        """Stop gracefully: unsubscribe and close every connection, publish the gaps still open, then close
+        the bus (consumers end). The last statistics and report stay available (:meth:`stats`,
+        :meth:`report`)."""
         feeds = list(self._feeds.values())
-        self._feeds.clear()
+        rows = self._live_rows()  # connection states as they were while running
         await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)
+        if feeds or self._final is None:
+            self._final = (self._live_stats(), rows)
+        self._feeds.clear()
         if self._http is not None:
             await self._http.close()
             self._http = None
+        self._rest.clear()
         self._started = False
         self.bus.close()
 
@@ -153,18 +186,34 @@ class ExchangeManager:
     # ------------------------------------------------------------------------------------------ run-time ops
 
     async def add_exchange(self, name: str, entry: ExchangeConfig) -> None:
-        """Add and start one exchange entry at run time.
+        """Add and start one exchange entry at run time (its name becomes a known name).
 
         Raises:
             ValueError: ``name`` is already running, or the exchange/market is unsupported.
+            BadSymbol: the exchange lists no instrument for some of the entry's symbols (nothing started).
         """
         if name in self._feeds:
             raise ValueError(f"exchange entry {name!r} is already running")
         if self._http is None:
             self._http = aiohttp.ClientSession()
         adapter = get_adapter(
-            entry.exchange, entry.market, ws_base_url=entry.ws_url, rest_base_url=entry.rest_url
+            entry.exchange,
+            entry.market,
+            ws_base_url=entry.ws_url,
+            rest_base_url=entry.rest_url,
+            testnet=entry.testnet,
+            feed=name,
         )
+        key = (adapter.exchange, adapter.rest_base_url)
+        rest = self._rest.get(key)
+        if rest is None:
+            rest = self._rest[key] = RestClient(
+                f"{adapter.exchange} {adapter.rest_base_url}",
+                adapter.rest_base_url,
+                self._http,
+                self._clock,
+                adapter.rest_limit,
+            )
         feed = Feed(
             name,
             adapter,
@@ -174,83 +223,143 @@ class ExchangeManager:
             ),
             clock=self._clock,
             transport=self._transport,
-            http=self._http,
+            rest=rest,
+            gates=self._gates,
             on_event=self._on_event,
+            verify_symbols=self.config.verify_symbols,
         )
+        self._known.add(name)
         self._feeds[name] = feed
         self._entries[name] = entry
-        await feed.start(entry.subscriptions())
+        try:
+            await feed.start(entry.subscriptions())
+        except BaseException:
+            self._feeds.pop(name, None)
+            self._entries.pop(name, None)
+            await feed.stop()
+            raise
 
     async def remove_exchange(self, name: str) -> None:
         """Stop and remove one exchange entry (its consumers stay registered on the bus).
 
         Raises:
-            KeyError: no such entry.
+            KeyError: no such entry running.
         """
-        feed = self._feeds.pop(name)
+        feed = self._feed(name)
+        self._feeds.pop(name)
         self._entries.pop(name, None)
         await feed.stop()
 
     async def subscribe(self, name: str, subscriptions: Sequence[Subscription]) -> None:
-        """Add subscriptions to a running entry (``KeyError``: no such entry; ``ValueError``: foreign symbol)."""
-        await self._feeds[name].subscribe(subscriptions)
+        """Add subscriptions to a running entry.
+
+        Raises:
+            KeyError: no such entry running.
+            BadSymbol: a symbol the exchange does not list.
+            ValueError: a symbol of another market.
+        """
+        await self._feed(name).subscribe(subscriptions)
 
     async def unsubscribe(self, name: str, subscriptions: Sequence[Subscription]) -> None:
-        """Remove subscriptions from a running entry."""
-        await self._feeds[name].unsubscribe(subscriptions)
+        """Remove subscriptions from a running entry (``KeyError``: no such entry running)."""
+        await self._feed(name).unsubscribe(subscriptions)
 
     def reconnect(self, name: str) -> None:
-        """Force one entry's connections to reconnect now (``KeyError``: no such entry)."""
-        self._feeds[name].reconnect()
+        """Force one entry's connections to reconnect now (``KeyError``: no such entry running)."""
+        self._feed(name).reconnect()
 
     def reconnect_all(self) -> None:
         """Force every connection to reconnect now."""
         for feed in self._feeds.values():
             feed.reconnect()
 
+    def resync(self, name: str, symbol: str | None = None) -> list[str]:
+        """Re-sync one entry's books from scratch now (all of them, or ``symbol``), ``failed`` ones included;
+        returns the symbols concerned.
+
+        Raises:
+            KeyError: no such entry running, or no book for ``symbol`` in it.
+        """
+        return self._feed(name).resync(None if symbol is None else [symbol])
+
     # ------------------------------------------------------------------------------------------- consumption
 
-    def trades(self, exchange: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
-        """An async iterator of :class:`~cryptolink.models.Trade` (filters: exchange id, unified symbol).
+    def _check_name(self, name: str | None) -> str | None:
+        if name is not None and name not in self._known:
+            raise KeyError(f"unknown exchange entry {name!r}; known entries: {sorted(self._known)}")
+        return name
+
+    def _feed(self, name: str) -> Feed:
+        feed = self._feeds.get(name)
+        if feed is None:
+            running = sorted(self._feeds)
+            raise KeyError(f"exchange entry {name!r} is not running; running entries: {running}")
+        return feed
+
+    def trades(self, name: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
+        """An async iterator of :class:`~cryptolink.models.Trade` of entry ``name`` (``None``: every entry)
+        and unified ``symbol`` (``None``: every symbol).
 
         Keyword arguments ``maxsize`` and ``overflow`` (:class:`~cryptolink.bus.OverflowPolicy`) bound its queue.
+
+        Raises:
+            KeyError: ``name`` is not a configured or added entry.
         """
-        return self.bus.subscribe(channel=Channel.TRADES, exchange=exchange, symbol=symbol, **kw)
+        return self.bus.subscribe(channel=Channel.TRADES, feed=self._check_name(name), symbol=symbol, **kw)
 
-    def tickers(self, exchange: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
-        """An async iterator of :class:`~cryptolink.models.Ticker`."""
-        return self.bus.subscribe(channel=Channel.TICKER, exchange=exchange, symbol=symbol, **kw)
+    def tickers(self, name: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
+        """An async iterator of :class:`~cryptolink.models.Ticker` (filters and errors as :meth:`trades`)."""
+        return self.bus.subscribe(channel=Channel.TICKER, feed=self._check_name(name), symbol=symbol, **kw)
 
-    def book_updates(self, exchange: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
-        """An async iterator of checked :class:`~cryptolink.models.BookUpdate`\\ s."""
-        return self.bus.subscribe(channel=Channel.BOOK, exchange=exchange, symbol=symbol, **kw)
+    def book_updates(self, name: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
+        """An async iterator of checked :class:`~cryptolink.models.BookUpdate`\\ s (as :meth:`trades`)."""
+        return self.bus.subscribe(channel=Channel.BOOK, feed=self._check_name(name), symbol=symbol, **kw)
 
-    def connection_events(self, exchange: str | None = None, **kw: Any) -> Subscriber:
-        """An async iterator of :class:`~cryptolink.engine.ConnectionEvent`\\ s."""
-        return self.bus.subscribe(channel=EVENTS_CHANNEL, exchange=exchange, **kw)
+    def gaps(self, name: str | None = None, symbol: str | None = None, **kw: Any) -> Subscriber:
+        """An async iterator of :class:`~cryptolink.models.Gap` events: intervals over which a stream's data
+        is incomplete (or was verified and backfilled), as :meth:`trades`."""
+        return self.bus.subscribe(channel=GAPS_CHANNEL, feed=self._check_name(name), symbol=symbol, **kw)
+
+    def connection_events(self, name: str | None = None, **kw: Any) -> Subscriber:
+        """An async iterator of :class:`~cryptolink.engine.ConnectionEvent`\\ s (``KeyError``: unknown name)."""
+        return self.bus.subscribe(channel=EVENTS_CHANNEL, feed=self._check_name(name), **kw)
 
     def on(
         self,
         channel: Channel | str,
         fn: Callable[[Any], object] | Callable[[Any], Awaitable[object]],
         *,
-        exchange: str | None = None,
+        name: str | None = None,
         symbol: str | None = None,
         maxsize: int | None = None,
         overflow: OverflowPolicy | str | None = None,
     ) -> CallbackHandle:
-        """Call ``fn(event)`` for each matching event; a failing callback is logged and counted, never fatal."""
+        """Call ``fn(event)`` for each event of ``channel`` (``trades``, ``ticker``, ``book``, ``gaps``,
+        ``events``) from entry ``name`` and ``symbol``; a failing callback is logged and counted, never fatal.
+
+        Raises:
+            KeyError: ``name`` is not a configured or added entry.
+        """
         return self.bus.add_callback(
-            fn, channel=channel, exchange=exchange, symbol=symbol, maxsize=maxsize, overflow=overflow
+            fn,
+            channel=channel,
+            feed=self._check_name(name),
+            symbol=symbol,
+            maxsize=maxsize,
+            overflow=overflow,
         )
 
     def book(self, name: str, symbol: str) -> OrderBook | None:
-        """The maintained L2 book of ``symbol`` in entry ``name`` (``None``: not subscribed)."""
-        return self._feeds[name].book(symbol)
+        """The maintained L2 book of ``symbol`` in entry ``name`` (``None``: not subscribed there).
 
-    async def iter_trades(self, exchange: str, symbol: str) -> AsyncIterator[Any]:
+        Raises:
+            KeyError: no such entry running.
+        """
+        return self._feed(name).book(symbol)
+
+    async def iter_trades(self, name: str, symbol: str) -> AsyncIterator[Any]:
         """Convenience generator over :meth:`trades` that closes its queue when the caller stops iterating."""
-        sub = self.trades(exchange, symbol)
+        sub = self.trades(name, symbol)
         try:
             async for trade in sub:
                 yield trade
@@ -269,55 +378,122 @@ class ExchangeManager:
         return {name: feed.states() for name, feed in self._feeds.items()}
 
     def check_health(self) -> list[str]:
-        """Names of the entries with a connection that is failed, unstable or reconnecting, or a failed book."""
+        """Names of the entries that are not fully healthy: a connection failed, unstable or reconnecting, a
+        stale subscription, a book that is not live, or a rejected subscription."""
         bad = []
         for name, feed in self._feeds.items():
-            if any(s in _UNHEALTHY for s in feed.states().values()) or any(
-                b.state == "failed" for b in feed.book_health()
+            fs = feed.stats()
+            if (
+                any(c.state in _UNHEALTHY for c in fs.connections)
+                or any(c.subscriptions_stale for c in fs.connections)
+                or any(b.state != "live" for b in fs.books)
+                or fs.rejected
             ):
                 bad.append(name)
         return bad
 
     def stats(self) -> ManagerStats:
-        """Per-feed and total statistics (immutable)."""
+        """Per-feed and total statistics (immutable); after :meth:`stop`, the last ones taken."""
+        if not self._feeds and self._final is not None:
+            return self._final[0]
+        return self._live_stats()
+
+    def _live_stats(self) -> ManagerStats:
         feeds = tuple(f.stats() for f in self._feeds.values())
-        return ManagerStats(feeds=feeds, total=combine([c for f in feeds for c in f.connections]))
+        return ManagerStats(
+            feeds=feeds,
+            total=combine([c for f in feeds for c in f.connections]),
+            gates=self._gates.stats(),
+            rest=tuple(r.stats() for r in self._rest.values()),
+        )
 
     def report_rows(self) -> list[ReportRow]:
-        """One report row per connection (state, quality, latency, stability, reconnects, uptime, books)."""
+        """One report row per connection (state, quality, latency, reconnects, uptime, its books); after
+        :meth:`stop`, the ones taken just before the connections were closed (their states while running)."""
+        if not self._feeds and self._final is not None:
+            return list(self._final[1])
+        return self._live_rows()
+
+    def _live_rows(self) -> list[ReportRow]:
         rows = []
         for feed in self._feeds.values():
             fs = feed.stats()
-            books = _book_summary(fs)
             for cs in fs.connections:
                 last = self._last_event.get(cs.connection_id)
+                books = [b for b in fs.books if b.connection_id == cs.connection_id]
                 rows.append(
                     ReportRow.from_stats(
                         cs,
-                        book_health=books,
+                        feed=fs.name,
+                        book_health=_book_summary(books),
                         last_event=f"{last.type.value}: {last.description}" if last else "",
                     )
                 )
         return rows
 
-    def report(self) -> str:
-        """A readable connection report (see :func:`cryptolink.report.render_report`)."""
-        return render_report(self.report_rows())
+    def report(self, extra: Sequence[Section] = ()) -> str:
+        """A readable connection report (see :func:`cryptolink.report.render_report`): one line per
+        connection, then books (state, resyncs by cause), data integrity (duplicates, stale, late and
+        regressed ids, gaps and backfills), connect gates and REST budgets, then ``extra``; after
+        :meth:`stop`, the final one."""
+        return render_report(self.report_rows(), sections=[*report_sections(self.stats()), *extra])
 
     def _on_event(self, event: ConnectionEvent) -> None:
         self._last_event[event.connection_id] = event
         self.bus.publish(event)
 
 
-def _book_summary(fs: FeedStats) -> str:
-    if not fs.books:
+def _book_summary(books: list[BookHealth]) -> str:
+    if not books:
         return ""
-    failed = [b.symbol for b in fs.books if b.state == "failed"]
-    if failed:
-        return "FAILED " + ",".join(failed)
-    live = sum(1 for b in fs.books if b.state == "live")
-    gaps = sum(b.gaps + b.checksum_failures for b in fs.books)
-    return f"{live}/{len(fs.books)} live" + (f", {gaps} resynced" if gaps else "")
+    live = sum(1 for b in books if b.state == "live")
+    return f"{live}/{len(books)} live"
+
+
+def report_sections(stats: ManagerStats) -> list[Section]:
+    """The detail sections of the report, from one statistics snapshot."""
+    books: list[str] = []
+    data: list[str] = []
+    for fs in stats.feeds:
+        for b in fs.books:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(b.resyncs_by_cause.items()))
+            books.append(
+                f"  {fs.name} {b.symbol}: {b.state}, resyncs {b.resyncs}"
+                + (f" ({causes})" if causes else "")
+                + (f", failed retries {b.failed_retries}" if b.failed_retries else "")
+                + (f", last sequence {b.last_sequence}" if b.last_sequence is not None else "")
+            )
+        data.append(
+            f"  {fs.name}: published {fs.published:,} | duplicates dropped {fs.duplicates_dropped:,} | "
+            f"stale tickers dropped {fs.stale_dropped:,} | late trades {fs.out_of_order} | "
+            f"id restarts {fs.id_regressions}"
+        )
+        data.append(
+            f"  {fs.name}: gaps {fs.gaps} ({fs.gaps_recovered} recovered) | backfilled {fs.backfilled_trades:,} "
+            f"trades, {fs.backfill_requests} requests, {fs.backfill_failures} failed | snapshots "
+            f"{fs.snapshots_fetched}, {fs.snapshot_errors} failed, {fs.rate_limited} rate-limited"
+        )
+        if fs.unknown_symbols or fs.rejected or not fs.instruments_loaded:
+            data.append(
+                f"  {fs.name}: instruments {'loaded' if fs.instruments_loaded else 'NOT loaded'}; unknown "
+                f"symbols {', '.join(fs.unknown_symbols) or '-'}; rejected {', '.join(fs.rejected) or '-'}"
+            )
+    hosts = [
+        f"  {g.key}: {'up' if g.up else f'DOWN for {g.down_for_s or 0:.0f} s'}, {g.granted} connects, "
+        f"{g.probes} probes, {g.outages} outages, {g.rate_waits} paced"
+        + (f" (budget {g.allowed} per {g.window_s:g} s)" if g.allowed is not None and g.window_s else "")
+        for g in stats.gates
+    ]
+    hosts += [
+        f"  {r.key}: {r.requests} requests, weight {r.weight:,}, {r.errors} errors, {r.rate_limited} rate-limited"
+        + (f" (budget {r.budget} per {r.window_s:g} s)" if r.budget is not None and r.window_s else "")
+        for r in stats.rest
+    ]
+    return [
+        Section("books", books),
+        Section("data integrity", data),
+        Section("connect gates and REST budgets", hosts),
+    ]
 
 
 class ManagerBuilder:
@@ -339,7 +515,6 @@ class ManagerBuilder:
         exchange: str | None = None,
         market: Market | str = Market.SPOT,
         channels: Sequence[str] | None = None,
-        depth: int | None = None,
         ws_url: str | None = None,
         rest_url: str | None = None,
         **extra: Any,
@@ -350,13 +525,8 @@ class ManagerBuilder:
             "market": str(market),
             "symbols": list(symbols),
         }
-        if channels is not None or depth is not None:
-            ch: dict[str, Any] = {
-                c: (c in (channels or ("trades", "ticker", "book"))) for c in ("trades", "ticker", "book")
-            }
-            if depth is not None:
-                ch["depth"] = depth
-            entry["channels"] = ch
+        if channels is not None:
+            entry["channels"] = list(channels)
         if ws_url:
             entry["ws_url"] = ws_url
         if rest_url:

@@ -1,8 +1,16 @@
 """``cryptolink run CONFIG.yaml``: stream what a config asks for until stopped.
 
 Connects to the addresses the config names (the exchanges' real addresses by default; ``ws_url``/``rest_url``
-per entry point it anywhere else, such as ``cryptolink simulate``), writes JSONL when ``output.enabled``, logs every
-connection event of severity WARNING or worse, and prints the connection report on exit (Ctrl-C or SIGTERM).
+per entry point it anywhere else, such as ``cryptolink simulate``), writes JSONL when ``output.enabled``, logs
+each connection's story (down and why, retrying when, up again, books resynced and why), and prints the
+connection report on exit.
+
+Refused at start (exit code 2, nothing left running): an output directory that cannot be written, a symbol
+the exchange does not list. Stopped gracefully by every catchable signal that would otherwise end the process
+(SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM): connections closed, open gaps published, every
+buffered line written, the report printed. A second signal during the stop ends the process at once (exit
+code 128 + the signal number). The exit code is 1 when JSONL lines were lost (disk full, I/O errors), 0
+otherwise.
 """
 
 from __future__ import annotations
@@ -10,64 +18,178 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+from dataclasses import dataclass
 
 from cryptolink.config import CryptolinkConfig
-from cryptolink.engine import ConnectionEvent, Severity
+from cryptolink.feed import BadSymbol
 from cryptolink.manager import ExchangeManager
-from cryptolink.report import config_summary
-from cryptolink.sinks.jsonl import JsonlSink
+from cryptolink.report import Section, config_summary
+from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError
 
-__all__ = ["run_config", "serve"]
+__all__ = [
+    "EXIT_DATA_LOST",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "STOP_SIGNALS",
+    "RunResult",
+    "output_section",
+    "run_config",
+    "serve",
+]
 
 log = logging.getLogger("cryptolink")
 
+EXIT_OK = 0
+EXIT_DATA_LOST = 1
+EXIT_REFUSED = 2
 
-def _log_event(event: object) -> None:
-    if isinstance(event, ConnectionEvent) and event.severity >= Severity.WARNING:
-        log.warning(
-            "%s %s: %s%s",
-            event.connection_id,
-            event.type.value,
-            event.description,
-            f" ({event.error})" if event.error else "",
+STOP_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+"""Signals that stop the service gracefully (their default action would end the process)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended.
+
+    Attributes:
+        report: the final connection report (with the output section when JSONL was written).
+        exit_code: :data:`EXIT_OK`, :data:`EXIT_DATA_LOST` or :data:`EXIT_REFUSED`.
+        stopped_by: the signal name that stopped the run (``None``: stopped by the caller's event).
+        output: the JSONL sink's final counters (``None``: output disabled or refused).
+        error: why the run was refused (``None`` otherwise).
+    """
+
+    report: str
+    exit_code: int
+    stopped_by: str | None = None
+    output: JsonlSinkStats | None = None
+    error: str | None = None
+
+
+def output_section(stats: JsonlSinkStats, out_dir: object) -> Section:
+    """The report section of the JSONL output: what was written, what was lost and why."""
+    lines = [
+        f"  {stats.lines_written:,} lines ({stats.bytes_written:,} bytes) written to {out_dir}; "
+        f"{stats.files_rotated} files rotated, {stats.files_deleted} deleted by retention",
+    ]
+    if stats.lines_dropped or stats.write_errors or not stats.healthy:
+        lines.append(
+            f"  DATA LOST: {stats.lines_dropped:,} lines dropped (write errors {stats.dropped_write_errors:,}, "
+            f"writer behind {stats.dropped_writer_behind:,}, at close {stats.dropped_at_close:,}); "
+            f"{stats.write_errors} failed writes; last error: {stats.last_error or '-'}"
         )
+    if stats.rejected:
+        lines.append(f"  {stats.rejected:,} events not written (not market data or unusable names)")
+    return Section("output", lines)
 
 
-async def serve(config: CryptolinkConfig, stop: asyncio.Event | None = None) -> str:
-    """Run ``config`` until ``stop`` is set (default: SIGINT/SIGTERM); returns the final connection report."""
+async def serve(
+    config: CryptolinkConfig,
+    stop: asyncio.Event | None = None,
+    *,
+    manager: ExchangeManager | None = None,
+) -> RunResult:
+    """Run ``config`` until ``stop`` is set or a stop signal arrives; return the final report and exit code.
+
+    Args:
+        config: the validated configuration.
+        stop: set it to stop the run (the signals in :data:`STOP_SIGNALS` set it too).
+        manager: the manager to run (default: one built from ``config``).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stopped_by: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.error("second %s during the stop: exiting now", sig.name)
+            os._exit(128 + int(sig))
+        stopped_by.append(sig.name)
+        log.warning("%s received: stopping (closing connections, writing buffered data)", sig.name)
+        stop.set()
+
+    installed: list[signal.Signals] = []
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        return await _serve(config, stop, manager, stopped_by)
+    finally:
+        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+async def _serve(
+    config: CryptolinkConfig, stop: asyncio.Event, manager: ExchangeManager | None, stopped_by: list[str]
+) -> RunResult:
     log.info("starting:\n%s", config_summary(config))
-    manager = ExchangeManager(config)
-    manager.on("events", _log_event)
+    out = config.output
     sink: JsonlSink | None = None
+    if out.enabled:
+        try:
+            sink = JsonlSink(
+                out.dir,
+                flush_interval_s=out.flush_interval_s,
+                max_file_bytes=out.max_file_bytes,
+                rotate_interval_s=out.rotate_interval_s,
+                max_files=out.max_files,
+                max_total_bytes=out.max_total_bytes,
+            )
+        except OutputDirError as exc:
+            log.error("refusing to start: %s", exc)
+            return RunResult("", EXIT_REFUSED, error=str(exc))
+    manager = manager or ExchangeManager(config)
     sink_task: asyncio.Task[None] | None = None
-    if config.output.enabled:
-        sink = JsonlSink(config.output.dir, flush_interval_s=config.output.flush_interval_s)
+    if sink is not None:
         sink.attach(manager.bus)
         sink_task = asyncio.create_task(sink.run())
-    await manager.start()
-    report = ""
     try:
+        try:
+            await manager.start()
+        except BadSymbol as exc:
+            log.error("refusing to start: %s", exc)
+            return RunResult("", EXIT_REFUSED, error=str(exc))
         await stop.wait()
     finally:
-        report = manager.report()
         await manager.stop()
         if sink_task is not None:
             sink_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sink_task
         if sink is not None:
-            sink.close()
-    return report
+            await sink.aclose()
+    extra = [output_section(sink.stats(), sink.out_dir)] if sink is not None else []
+    report = manager.report(extra)
+    stats = sink.stats() if sink is not None else None
+    lost = stats is not None and (stats.lines_dropped > 0 or stats.write_errors > 0 or not stats.healthy)
+    if lost:
+        log.error("JSONL lines were lost during the run (see the report's output section): exit code 1")
+    return RunResult(
+        report,
+        EXIT_DATA_LOST if lost else EXIT_OK,
+        stopped_by[0] if stopped_by else None,
+        stats,
+    )
 
 
 def run_config(config: CryptolinkConfig) -> int:
-    """Entry point of ``cryptolink run`` (blocking until Ctrl-C/SIGTERM); prints the report; returns 0."""
-
-    print(asyncio.run(serve(config)), flush=True)
-    return 0
+    """Entry point of ``cryptolink run`` (blocking until stopped); prints the report; returns the exit code."""
+    result = asyncio.run(serve(config))
+    if result.error is not None:
+        print(f"error: {result.error}", file=sys.stderr, flush=True)
+    if result.report:
+        print(result.report, flush=True)
+    return result.exit_code

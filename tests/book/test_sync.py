@@ -176,13 +176,39 @@ def test_late_snapshot_when_live_is_dropped() -> None:
     assert s.book.last_sequence == 10
 
 
-def test_connection_lost_resyncs_without_counting_failure() -> None:
+def test_connection_lost_resyncs_counted_by_cause_not_as_failure() -> None:
     s = spot_live()
     assert s.on_connection_lost() == []
     assert s.state is BookState.RESYNCING
     assert kinds(s.on_message(delta(30, 31))) == ["NeedSnapshot"]
     assert kinds(s.on_snapshot(snap(30))) == ["BookUpdate", "BookUpdate"]
-    assert s.stats().resyncs == 0
+    st = s.stats()
+    assert st.resyncs == 1 and st.resyncs_by_cause == {"reconnect": 1} and st.consecutive_failures == 0
+    assert st.last_resync_cause == "reconnect"
+
+
+def test_a_failed_book_starts_over_after_a_reconnect() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT", max_failed_syncs=1)
+    s.start()
+    s.on_message(delta(100, 101))
+    assert kinds(s.on_snapshot_error("HTTP 503")) == ["BookFailed"] and s.state is BookState.FAILED
+    s.on_connection_lost()
+    assert s.state is BookState.RESYNCING and s.stats().consecutive_failures == 0
+    assert kinds(s.on_message(delta(102, 102))) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot(snap(101))) == ["BookUpdate", "BookUpdate"] and s.state is BookState.LIVE
+    assert s.stats().resyncs_by_cause == {"snapshot": 1, "reconnect": 1}
+
+
+def test_resync_causes_counted_separately() -> None:
+    s = spot_live()
+    s.on_message(delta(13, 13))  # 11..12 missing: gap
+    s.on_snapshot_error("timeout")
+    s.on_stale()  # not live any more: nothing to count
+    s.restart()
+    assert s.stats().resyncs_by_cause == {"gap": 1, "snapshot": 1, "restart": 1}
+    live = spot_live()
+    live.on_stale()
+    assert live.state is BookState.RESYNCING and live.stats().resyncs_by_cause == {"stale": 1}
 
 
 def test_usdm_linked_chain_bridge_and_gap() -> None:

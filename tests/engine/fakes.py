@@ -196,6 +196,7 @@ class FakeTransport:
     def __init__(self, default: BaseException | None = None, auto_pong: bool = True) -> None:
         self.script: list[BaseException | None] = []
         self.sessions: list[FakeSession] = []
+        self.urls: list[str] = []
         self.attempts = 0
         self.default = default
         self.auto_pong = auto_pong
@@ -203,6 +204,7 @@ class FakeTransport:
 
     async def connect(self, url: str, *, max_frame_bytes: int) -> FakeSession:
         self.attempts += 1
+        self.urls.append(url)
         outcome = self.script.pop(0) if self.script else self.default
         if outcome is not None:
             raise outcome

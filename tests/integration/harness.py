@@ -25,7 +25,7 @@ from cryptolink.bus import EVENTS_CHANNEL
 from cryptolink.engine import ConnectionEvent, ConnectionEventType, ConnectionState, ManagedConnection
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.manager import ExchangeManager
-from cryptolink.models import BookUpdate, Trade
+from cryptolink.models import GAPS_CHANNEL, BookUpdate, Gap, Trade
 from cryptolink.simulator import BINANCE_SPOT_RULES, BINANCE_USDM_RULES, OKX_RULES, SimConfig, Simulator
 from cryptolink.simulator.server import ExchangeServer
 
@@ -67,27 +67,39 @@ def book_stream_prefix(name: str, native: str) -> str:
 
 @dataclass
 class Recorder:
-    """What the manager delivered, in order (filled by inline bus callbacks)."""
+    """What the manager delivered, in order (filled by inline bus callbacks). Every callback sets ``changed``,
+    which :meth:`Rig.until` waits on: conditions are re-checked when something was delivered, never polled."""
 
     trades: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     books: dict[tuple[str, str], list[tuple[int, bool]]] = field(default_factory=dict)
     events: list[ConnectionEvent] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    backfilled: int = 0
     book_checks: list[tuple[str, str, bool]] = field(default_factory=list)
     on_book: Callable[[BookUpdate], None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def trade(self, t: Trade) -> None:
         assert t.sequence is not None
         self.trades.setdefault((t.exchange, t.symbol), []).append(t.sequence)
+        self.backfilled += t.backfilled
+        self.changed.set()
 
     def book(self, u: BookUpdate) -> None:
         self.books.setdefault((u.exchange, u.symbol), []).append((u.sequence, u.is_snapshot))
         if self.on_book is not None:
             self.on_book(u)
+        self.changed.set()
+
+    def gap(self, g: Gap) -> None:
+        self.gaps.append(g)
+        self.changed.set()
 
     def event(self, e: ConnectionEvent) -> None:
         self.events.append(e)
         if len(self.events) > 5000:
             del self.events[:1000]
+        self.changed.set()
 
     def count(self, type_: ConnectionEventType, feed: str) -> int:
         """Events of ``type_`` from the connections of feed ``feed``."""
@@ -136,11 +148,14 @@ class Rig:
         return self.server(name).sources[self.native(name, i)]
 
     async def until(self, predicate: Callable[[], object], within_s: float = 10.0, what: str = "") -> None:
-        """Poll ``predicate`` every 20 ms until true; fail with ``what`` after ``within_s`` seconds."""
+        """Wait until ``predicate`` is true, re-checking it each time the manager delivered something (trades,
+        book updates, gaps, connection events); fail with ``what`` after ``within_s`` seconds."""
+        changed = self.rec.changed
 
         async def loop() -> None:
-            while not predicate():  # noqa: ASYNC110 - bounded polling of a predicate
-                await asyncio.sleep(0.02)
+            while not predicate():
+                changed.clear()
+                await changed.wait()
 
         try:
             await asyncio.wait_for(loop(), within_s)
@@ -330,6 +345,7 @@ async def rig(
         m = b.build()
         m.on("trades", rec.trade)
         m.on("book", rec.book)
+        m.on(GAPS_CHANNEL, rec.gap)
         m.on(EVENTS_CHANNEL, rec.event)
         r = Rig(sim, m, rec, names)
         await m.start()

@@ -6,9 +6,9 @@ the loss of the stream (:meth:`BookSync.on_connection_lost`). Each call returns 
 
 - :class:`~cryptolink.models.BookUpdate`: a snapshot or delta that passed every check (Decimal levels);
 - :class:`NeedSnapshot`: fetch a REST snapshot for this symbol and pass it to :meth:`BookSync.on_snapshot`
-  (Binance, EXCHANGES.md sections 1-2 "Book sync");
+  (Binance, docs/protocols/binance.md "Book sync");
 - :class:`NeedResubscribe`: unsubscribe and subscribe this symbol's book stream to get a new WebSocket
-  snapshot (OKX, EXCHANGES.md section 3 "Book sync");
+  snapshot (OKX, docs/protocols/okx.md "Book sync");
 - :class:`BookFailed`: sync gave up after ``max_failed_syncs`` consecutive failures; the book is ``failed``;
 - :class:`Dropped`: a stale or duplicate message was dropped (also counted in :attr:`BookSync.stats`).
 
@@ -28,18 +28,25 @@ checksum. A non-zero checksum is verified after applying.
 Everywhere: a message whose ``last_seq`` is not newer than the last applied one (a replay, or the same message
 from a second connection during make-before-break rotation) is a duplicate: dropped and counted, never a gap,
 never emitted twice. A gap or checksum failure resyncs THIS symbol only.
+
+Every resync is counted by its cause (:class:`ResyncCause`: sequence gap, checksum mismatch, reconnect, stale
+stream, snapshot failure, malformed message, buffer overflow, operator restart). A ``failed`` book is not the
+end: :meth:`BookSync.restart` (called by the feed on a slower schedule, after a reconnect, or by an operator)
+starts over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
 
 import msgspec
 
 from cryptolink.book.checksum import verify_checksum
 from cryptolink.book.orderbook import BookState, OrderBook
 from cryptolink.exchanges.base import BookMessage, BookSyncSpec, SequenceModel, SnapshotSource
-from cryptolink.models import BookLevel, BookUpdate
+from cryptolink.models import AmountUnit, BookLevel, BookUpdate, Channel
 
 __all__ = [
     "BookFailed",
@@ -48,8 +55,30 @@ __all__ = [
     "Dropped",
     "NeedResubscribe",
     "NeedSnapshot",
+    "ResyncCause",
     "SyncAction",
 ]
+
+
+class ResyncCause(StrEnum):
+    """Why a book had to be re-synced."""
+
+    GAP = "gap"
+    """A sequence gap (an update does not follow the last applied one)."""
+    CHECKSUM = "checksum"
+    """The book's checksum did not match the exchange's."""
+    RECONNECT = "reconnect"
+    """The connection carrying the stream ended."""
+    STALE = "stale"
+    """The stream went silent past its data watchdog."""
+    SNAPSHOT = "snapshot"
+    """The snapshot failed (request error, unparsable, or older than the buffered deltas)."""
+    MALFORMED = "malformed"
+    """A message could not be applied (bad price or size text)."""
+    OVERFLOW = "overflow"
+    """Too many deltas were buffered while waiting for the snapshot."""
+    RESTART = "restart"
+    """An operator, or the feed's retry of a failed book, started over."""
 
 
 class NeedSnapshot(msgspec.Struct, frozen=True):
@@ -58,6 +87,7 @@ class NeedSnapshot(msgspec.Struct, frozen=True):
     symbol: str
     reason: str
     attempt: int = 0
+    cause: ResyncCause | None = None
 
 
 class NeedResubscribe(msgspec.Struct, frozen=True):
@@ -66,6 +96,7 @@ class NeedResubscribe(msgspec.Struct, frozen=True):
     symbol: str
     reason: str
     attempt: int = 0
+    cause: ResyncCause | None = None
 
 
 class BookFailed(msgspec.Struct, frozen=True):
@@ -74,6 +105,7 @@ class BookFailed(msgspec.Struct, frozen=True):
     symbol: str
     reason: str
     failures: int
+    cause: ResyncCause | None = None
 
 
 class Dropped(msgspec.Struct, frozen=True):
@@ -86,6 +118,7 @@ class Dropped(msgspec.Struct, frozen=True):
 
 
 SyncAction = BookUpdate | NeedSnapshot | NeedResubscribe | BookFailed | Dropped
+_BOOK = Channel.BOOK
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +134,9 @@ class BookSyncStats:
     consecutive_failures: int
     buffered: int
     applied: int
+    resyncs_by_cause: dict[str, int] = field(default_factory=dict)
+    last_resync_cause: str | None = None
+    last_timestamp_ms: int | None = None
 
 
 class BookSync:
@@ -115,6 +151,8 @@ class BookSync:
             buffer overflow, checksum failure) after which the book becomes ``failed`` and no more
             snapshots or resubscriptions are requested. A later good snapshot (or :meth:`restart`) recovers.
         max_levels: passed to :class:`OrderBook`.
+        feed / amount_unit / contract_size: put on every emitted :class:`BookUpdate` (``contract_size`` may be
+            set later, once the instrument list is loaded).
     """
 
     def __init__(
@@ -126,6 +164,9 @@ class BookSync:
         *,
         max_failed_syncs: int = 5,
         max_levels: int | None = None,
+        feed: str = "",
+        amount_unit: AmountUnit = AmountUnit.BASE,
+        contract_size: Decimal | None = None,
     ) -> None:
         if max_failed_syncs < 1:
             raise ValueError("max_failed_syncs must be >= 1")
@@ -147,6 +188,12 @@ class BookSync:
         self.dropped = 0
         self.applied = 0
         self.consecutive_failures = 0
+        self.feed = feed
+        self.amount_unit = amount_unit
+        self.contract_size = contract_size
+        self.resyncs_by_cause: dict[str, int] = {}
+        self.last_resync_cause: ResyncCause | None = None
+        self.last_timestamp_ms: int | None = None
         self._drop_dup = Dropped(symbol, "duplicate")
         self._drop_stale = Dropped(symbol, "stale")
         self._drop_unsynced = Dropped(symbol, "unsynced")
@@ -168,6 +215,9 @@ class BookSync:
             consecutive_failures=self.consecutive_failures,
             buffered=len(self._buffer),
             applied=self.applied,
+            resyncs_by_cause=dict(self.resyncs_by_cause),
+            last_resync_cause=None if self.last_resync_cause is None else self.last_resync_cause.value,
+            last_timestamp_ms=self.last_timestamp_ms,
         )
 
     # -------------------------------------------------------------------------------------------- inputs
@@ -179,31 +229,52 @@ class BookSync:
             self.book.state = BookState.SYNCING if self.book.state is BookState.EMPTY else BookState.RESYNCING
         return []
 
-    def restart(self) -> list[SyncAction]:
-        """Forget failures and sync again from scratch (e.g. an operator retry of a ``failed`` book)."""
+    def restart(self, reason: str = "restart") -> list[SyncAction]:
+        """Forget failures and sync again from scratch (an operator's resync, the feed's retry of a ``failed``
+        book). REST source: the next delta asks for a snapshot; WebSocket source: re-subscribe now."""
         self.consecutive_failures = 0
+        self._count(ResyncCause.RESTART)
         self.book.state = BookState.RESYNCING
         self._reset_pending()
         if self._rest:
             return []
-        return [NeedResubscribe(self.symbol, "restart", 0)]
+        return [NeedResubscribe(self.symbol, reason, 0, ResyncCause.RESTART)]
 
     def on_connection_lost(self) -> list[SyncAction]:
         """The book stream is gone (call only when no other connection carries it).
 
-        The book becomes ``resyncing`` (unless ``failed``); a new sync begins with the next messages. Not
-        counted as a failure."""
+        The book becomes ``resyncing`` (a ``failed`` one too: a new connection is a fresh start, its failure
+        count cleared); a new sync begins with the next messages. Counted as a resync (cause ``reconnect``),
+        not as a failure."""
         self._reset_pending()
-        if self.book.state is not BookState.FAILED and self.book.state is not BookState.EMPTY:
+        if self.book.state is not BookState.EMPTY:
+            self._count(ResyncCause.RECONNECT)
+            self.consecutive_failures = 0
             self.book.state = BookState.RESYNCING
         return []
+
+    def on_stale(self) -> list[SyncAction]:
+        """The book stream went silent past its watchdog: the book is no longer live (deltas may have been
+        missed). REST source: the next delta starts a new sync; WebSocket source: wait for the snapshot the
+        engine's re-subscription brings. Counted as a resync (cause ``stale``)."""
+        if self.book.state is not BookState.LIVE:
+            return []
+        self._count(ResyncCause.STALE)
+        self._reset_pending()
+        self.book.state = BookState.RESYNCING
+        return []
+
+    def _count(self, cause: ResyncCause) -> None:
+        self.resyncs += 1
+        self.resyncs_by_cause[cause.value] = self.resyncs_by_cause.get(cause.value, 0) + 1
+        self.last_resync_cause = cause
 
     def on_snapshot_error(self, reason: str = "snapshot request failed") -> list[SyncAction]:
         """The REST snapshot request failed; counts as a failed sync and asks again (or fails the book)."""
         if not self._rest or not self._awaiting_snapshot:
             return []
         self._awaiting_snapshot = False
-        return self._fail(reason)
+        return self._fail(reason, ResyncCause.SNAPSHOT)
 
     def on_message(self, msg: BookMessage) -> list[SyncAction]:
         """Process one decoded book message (delta or WebSocket snapshot), in arrival order."""
@@ -233,12 +304,12 @@ class BookSync:
             self.dropped += stale
         if buf and buf[0].first_seq > target:
             # The snapshot is older than the first delta we hold: ask for a newer one.
-            out.extend(self._fail("snapshot older than buffered deltas"))
+            out.extend(self._fail("snapshot older than buffered deltas", ResyncCause.SNAPSHOT))
             return out
         try:
             bids, asks = book.apply_snapshot(snap.bids, snap.asks, snap.last_seq)
         except ValueError:
-            out.extend(self._fail("malformed snapshot"))
+            out.extend(self._fail("malformed snapshot", ResyncCause.SNAPSHOT))
             return out
         book.state = BookState.LIVE
         self._bridged = False
@@ -299,7 +370,7 @@ class BookSync:
                 buf.append(msg)
                 return out
             self._awaiting_snapshot = False
-            out.extend(self._fail("delta buffer overflow while waiting for the snapshot"))
+            out.extend(self._fail("delta buffer overflow while waiting for the snapshot", ResyncCause.OVERFLOW))
             buf.append(msg)
             return out
         buf.append(msg)
@@ -323,11 +394,11 @@ class BookSync:
         try:
             bids, asks = book.apply_snapshot(msg.bids, msg.asks, msg.last_seq)
         except ValueError:
-            return self._fail_ws("malformed snapshot")
+            return self._fail_ws("malformed snapshot", ResyncCause.MALFORMED)
         spec = self.spec.checksum
         if spec is not None and msg.checksum and not verify_checksum(book, msg.checksum, spec):
             self.checksum_failures += 1
-            return self._fail_ws("checksum mismatch on snapshot")
+            return self._fail_ws("checksum mismatch on snapshot", ResyncCause.CHECKSUM)
         book.state = BookState.LIVE
         self.consecutive_failures = 0
         self.applied += 1
@@ -346,7 +417,7 @@ class BookSync:
                     self.dropped += 1
                     return [self._drop_dup]
                 self.gaps += 1
-                return self._fail_ws("prev_seq does not link to the last update")
+                return self._fail_ws("prev_seq does not link to the last update", ResyncCause.GAP)
             if not msg.bids and not msg.asks:
                 # Heartbeat (seqId == prevSeqId) or an empty update: the chain moves on, nothing to emit.
                 book.last_sequence = msg.last_seq
@@ -354,17 +425,17 @@ class BookSync:
         try:
             bids, asks = book.apply_delta(msg.bids, msg.asks, msg.last_seq if prev is not None else None)
         except ValueError:
-            return self._fail_ws("malformed update")
+            return self._fail_ws("malformed update", ResyncCause.MALFORMED)
         spec = self.spec.checksum
         if spec is not None and msg.checksum and not verify_checksum(book, msg.checksum, spec):
             self.checksum_failures += 1
-            return self._fail_ws("checksum mismatch")
+            return self._fail_ws("checksum mismatch", ResyncCause.CHECKSUM)
         self.applied += 1
         return [self._update(False, bids, asks, msg)]
 
-    def _fail_ws(self, reason: str) -> list[SyncAction]:
+    def _fail_ws(self, reason: str, cause: ResyncCause) -> list[SyncAction]:
         self.book.state = BookState.RESYNCING
-        return self._fail(reason)
+        return self._fail(reason, cause)
 
     # -------------------------------------------------------------------------------------------- common
     def _apply_delta(self, msg: BookMessage) -> list[SyncAction]:
@@ -373,7 +444,7 @@ class BookSync:
         except ValueError:
             self.book.state = BookState.RESYNCING
             self._reset_pending()
-            return self._fail("malformed delta")
+            return self._fail("malformed delta", ResyncCause.MALFORMED)
         self.consecutive_failures = 0
         self.applied += 1
         return [self._update(False, bids, asks, msg)]
@@ -382,27 +453,27 @@ class BookSync:
         self.gaps += 1
         self.book.state = BookState.RESYNCING
         self._reset_pending()
-        out = self._fail(reason)
+        out = self._fail(reason, ResyncCause.GAP)
         if self.book.state is not BookState.FAILED:
             # The delta that revealed the gap is the first of the next sync.
             self._buffer.append(msg)
         return out
 
-    def _fail(self, reason: str) -> list[SyncAction]:
+    def _fail(self, reason: str, cause: ResyncCause) -> list[SyncAction]:
         """Count a failed sync; ask for a new snapshot / resubscription, or give up."""
         self.consecutive_failures += 1
-        self.resyncs += 1
+        self._count(cause)
         book = self.book
         if self.consecutive_failures >= self.max_failed_syncs:
             book.state = BookState.FAILED
             self._awaiting_snapshot = False
-            return [BookFailed(self.symbol, reason, self.consecutive_failures)]
+            return [BookFailed(self.symbol, reason, self.consecutive_failures, cause)]
         if book.state is BookState.LIVE or book.state is BookState.EMPTY:
             book.state = BookState.RESYNCING
         if self._rest:
             self._awaiting_snapshot = True
-            return [NeedSnapshot(self.symbol, reason, self.consecutive_failures)]
-        return [NeedResubscribe(self.symbol, reason, self.consecutive_failures)]
+            return [NeedSnapshot(self.symbol, reason, self.consecutive_failures, cause)]
+        return [NeedResubscribe(self.symbol, reason, self.consecutive_failures, cause)]
 
     def _reset_pending(self) -> None:
         self._buffer = []
@@ -416,6 +487,8 @@ class BookSync:
         asks: tuple[BookLevel, ...],
         msg: BookMessage,
     ) -> BookUpdate:
+        ts = msg.timestamp_ms
+        self.last_timestamp_ms = ts if ts is not None else msg.receipt_ns // 1_000_000
         return BookUpdate(
             self.exchange,
             self.symbol,
@@ -424,6 +497,10 @@ class BookSync:
             bids,
             asks,
             msg.last_seq,
-            msg.timestamp_ms,
+            ts,
             msg.receipt_ns,
+            _BOOK,
+            self.feed,
+            self.amount_unit,
+            self.contract_size,
         )

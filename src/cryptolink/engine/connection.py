@@ -256,6 +256,11 @@ class ManagedConnection:
         self._log.add_listener(listener)
 
     @property
+    def rotating(self) -> bool:
+        """A make-before-break replacement socket is open: two sockets deliver the same streams now."""
+        return self._candidate is not None
+
+    @property
     def gate(self) -> ConnectGate:
         """The connect gate of this connection's exchange host."""
         return self._gate
@@ -727,23 +732,19 @@ class ManagedConnection:
         request_rotation(self, reason)
 
     def _update_health(self) -> None:
-        """``unstable`` while the quality score is in the poor band or no desired subscription delivers (all
-        stale); a single silent subscription or a book that is not live is judged on its own (stats, report,
-        the score's ``data`` part), not by the connection's state."""
+        """``unstable`` while no desired subscription delivers (every one silent past its watchdog). A single
+        silent subscription or a book that is not live is judged on its own (stats, report, the score's
+        ``data`` part), and the score's recent past (downtime, disconnects) does not make a connection that
+        delivers now ``unstable``: the state says what the socket does now, the score how it went lately."""
         state = self.state
         if state not in ACTIVE_STATES:
             return
         desired = self._registry.desired
         all_stale = bool(desired) and all(s.key in self._stale for s in desired)
-        poor = self._quality.poor
-        if state is _S.CONNECTED and (all_stale or poor):
-            why = (
-                f"no subscription delivering ({len(desired)} silent)"
-                if all_stale
-                else f"quality score {self._quality.last_score:.0f} below {self.config.quality.poor_below:g}"
-            )
+        if state is _S.CONNECTED and all_stale:
+            why = f"no subscription delivering ({len(desired)} silent)"
             self._sm.transition(_S.UNSTABLE, why)
             _log.warning("%s: unstable: %s", self.conn_id, why)
-        elif state is _S.UNSTABLE and not all_stale and not poor:
-            self._sm.transition(_S.CONNECTED, "healthy again: data flowing and quality acceptable")
-            _log.info("%s: healthy again", self.conn_id)
+        elif state is _S.UNSTABLE and not all_stale:
+            self._sm.transition(_S.CONNECTED, "healthy again: data flowing")
+            _log.info("%s: healthy again: data flowing", self.conn_id)

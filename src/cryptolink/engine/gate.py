@@ -358,8 +358,11 @@ class ConnectGates:
         self._rng = random.Random(seed)
         self._gates: dict[str, ConnectGate] = {}
 
-    def get(self, exchange: str, url: str, limit: ConnectRateLimit | None) -> ConnectGate:
-        """The gate of ``exchange`` at ``url``'s host and port (created with ``limit`` on first use)."""
+    def get(
+        self, exchange: str, url: str, limit: ConnectRateLimit | None, probe: BackoffPolicy | None = None
+    ) -> ConnectGate:
+        """The gate of ``exchange`` at ``url``'s host and port, created on first use with ``limit`` and the
+        probe schedule ``probe`` (default: the registry's; the manager passes the entry's reconnect policy)."""
         parts = urlsplit(url)
         key = f"{exchange} {parts.netloc or url}"
         gate = self._gates.get(key)
@@ -368,7 +371,7 @@ class ConnectGates:
                 key,
                 limit,
                 self._clock,
-                probe=self._probe,
+                probe=probe or self._probe,
                 down_after=self._down_after,
                 headroom=self._headroom,
                 rng=random.Random(self._rng.random()),

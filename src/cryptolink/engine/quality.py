@@ -35,6 +35,8 @@ disconnects``.
 
 Hysteresis: the tracker reports ``degraded`` when the score falls below ``poor_below`` (50) and ``improved``
 only when it climbs back to ``good_at`` (80) or more, so a score hovering around one threshold does not flap.
+Nothing is reported before the connection was first connected (its score is 0 until then, truthfully, but a
+connection that is still starting is not "degraded").
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class QualityTracker:
         # (time, messages_total, errors_total, gaps_total) samples taken at ticks; bounded
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=512)
         self._streams = StreamHealth()
+        self._ever_active = False
         self.gaps = 0
         self.poor = False
         self._last_score = 0.0
@@ -146,6 +149,8 @@ class QualityTracker:
         """The connection became connected (``active``) or stopped being connected at monotonic ``now``."""
         if self._observed_from is None:
             self._observed_from = now
+        if active:
+            self._ever_active = True
         states = self._states
         if states and states[-1][1] == active:
             return
@@ -287,6 +292,8 @@ class QualityTracker:
             self._samples.popleft()
         score = self.snapshot(now, uptime_pct).score
         self._last_score = score
+        if not self._ever_active:
+            return None
         if not self.poor and score < self.config.poor_below:
             self.poor = True
             return QualityChange.DEGRADED

@@ -11,8 +11,9 @@ States (:class:`ConnectionState`)::
     any state except stopped --stop()--> stopped   (terminal)
 
 - ``connected``: the socket is open and the subscriptions are (being) restored.
-- ``unstable``: connected but degraded: a subscription's data watchdog fired, quality fell below the poor
-  threshold, or a book reported failing. Back to ``connected`` once healthy again.
+- ``unstable``: connected but delivering nothing: every subscription is silent past its data watchdog. Back
+  to ``connected`` as soon as data flows. (One silent subscription, a book that is not live, or a low quality
+  score are reported on their own: subscription and book states, the score, events.)
 - ``reconnecting``: between sessions, waiting out a backoff delay or opening the next socket.
 - ``failed``: ``BackoffPolicy.max_attempts`` consecutive attempts failed; only an explicit ``reconnect()``
   leaves it (to ``reconnecting``).

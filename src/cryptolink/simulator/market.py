@@ -56,6 +56,7 @@ __all__ = [
     "Trade",
     "TradeHistory",
     "make_source",
+    "preload_okx_replay",
     "preload_replay",
 ]
 
@@ -686,6 +687,11 @@ class SyntheticSource(MarketSource):
         self.book.apply(bids, asks)
         first, last, prev = self._next_ids(len(bids) + len(asks))
         return Depth(first, last, prev, bids, asks, ts_ms)
+
+
+def preload_okx_replay() -> None:
+    """Parse the shipped OKX recording now (cached for the OKX replay sources)."""
+    _load_okx_replay()
 
 
 def preload_replay(recording: str | Path) -> None:

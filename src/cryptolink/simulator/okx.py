@@ -59,6 +59,7 @@ HTTP 429 ``{"code":"50011","msg":"Too Many Requests","data":[]}``); limits per 2
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import zlib
 from collections.abc import Callable
@@ -80,6 +81,7 @@ from cryptolink.simulator.market import (
     SyntheticSource,
     Ticker,
     Trade,
+    preload_okx_replay,
 )
 from cryptolink.simulator.ratelimit import WindowCounter
 from cryptolink.simulator.server import ExchangeServer, SimConnection
@@ -183,6 +185,12 @@ class OkxServer(ExchangeServer):
         self._fmt: dict[str, Callable[[str], str]] = {}
         if self.rules.book_heartbeat_s is not None:
             self._spawn(self._book_heartbeats(self.rules.book_heartbeat_s))
+
+    async def start(self, host: str, port: int) -> None:
+        """Parse the OKX recording in a worker thread (replay mode), then bind and serve (see the base)."""
+        if self.mode == "replay" and any(s in OKX_REPLAY_INSTRUMENTS for s in self.symbols):
+            await asyncio.to_thread(preload_okx_replay)
+        await super().start(host, port)
 
     def make_market_source(self, symbol: str) -> MarketSource:
         """The recording for :data:`OKX_REPLAY_INSTRUMENTS` in replay mode, else a synthetic market."""

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,7 +28,7 @@ from aiohttp import WSMsgType, web
 from cryptolink.clock import Clock
 from cryptolink.simulator.config import ExchangeRules, SimConfig
 from cryptolink.simulator.faults import Fault
-from cryptolink.simulator.market import MarketSource, make_source, preload_replay
+from cryptolink.simulator.market import REPLAY_FILES, MarketSource, make_source, preload_replay
 
 __all__ = ["ConnectionStats", "ExchangeServer", "SimConnection", "StreamStats"]
 
@@ -441,6 +442,18 @@ class ExchangeServer:
         """``(market kind, exchange-neutral symbol)`` of a native symbol, for the replay lookup."""
         return self.market_kind, symbol
 
+    def replay_recordings(self) -> list[str | Path]:
+        """The recordings (shipped names or user files) the served symbols replay."""
+        out: list[str | Path] = []
+        if not self.uses_replay_files:
+            return out
+        for symbol in self.symbols:
+            key = self.neutral_symbol(symbol)
+            rec = self.config.replay_files.get(key) or REPLAY_FILES.get(key)
+            if rec is not None and rec not in out:
+                out.append(rec)
+        return out
+
     # ---- lifecycle ----
     async def start(self, host: str, port: int) -> None:
         """Bind ``host:port`` (0 = ephemeral) and serve.
@@ -452,12 +465,12 @@ class ExchangeServer:
             ValueError: a user recording has nothing to replay.
             OSError: the port cannot be bound.
         """
-        if self.mode == "replay" and self.uses_replay_files:
-            for symbol in self.symbols:
-                key = self.neutral_symbol(symbol)
-                path = self.config.replay_files.get(key)
-                if path is not None:
-                    preload_replay(path)
+        if self.mode == "replay":
+            # parse every recording this server replays in a worker thread, before listening: a bad file fails
+            # here, and the first subscription does not block the event loop (and every client in it) for the
+            # second or so a recording takes to parse
+            for recording in self.replay_recordings():
+                await asyncio.to_thread(preload_replay, recording)
         self.host = host
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
