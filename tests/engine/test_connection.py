@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -530,3 +531,58 @@ async def test_batch_one_wakeup_frames_before_close_delivered(h: Harness) -> Non
     st = h.conn.stats()
     assert st.market_events == 6 and st.decode_errors == 1 and st.messages == 1 + 7
     assert h.conn.watchdog.keys() == {BTC_TRADES.key}
+
+
+async def test_app_ping_interval_measures_round_trip_while_data_flows() -> None:
+    """OKX has no protocol pings and data never leaves the socket idle: the periodic text ping still measures
+    the round-trip time (it used to show '-' forever)."""
+    policy = ConnectionPolicy(
+        KeepalivePolicy(
+            app_ping_frame="ping", app_ping_idle_s=20, app_ping_interval_s=20, protocol_ping_interval_s=None
+        )
+    )
+    h = Harness(policy)
+    await h.conn.start()
+    await h.connected()
+    await h.ack_all()
+    for i in range(40):  # 10 s of data at 4 msg/s: never idle
+        h.sess.feed(trade(tid=i))
+        await h.clock.advance(0.25)
+    assert "ping" not in h.sess.sent
+    for i in range(44):
+        h.sess.feed(trade(tid=100 + i))
+        await h.clock.advance(0.25)
+        if "ping" in h.sess.sent:
+            break
+    assert h.sess.sent.count("ping") == 1
+    await h.clock.advance(0.25)
+    h.sess.feed("pong")
+    await settle()
+    q = h.conn.quality()
+    assert q.latency_mean_ms is not None and 0 < q.latency_p99_ms <= 500  # type: ignore[operator]
+    await h.conn.stop()
+
+
+async def test_log_tells_each_connection_story(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cryptolink")
+    h = Harness()
+    h.transport.script = [None, REFUSED]
+    await h.conn.start()
+    await h.connected()
+    await h.ack_all()
+    h.sess.feed(trade())
+    await settle()
+    h.sess.server_close(1006)
+    await h.connected(2)
+    text = caplog.text
+    for line in (
+        "c1: connected to ws://fake/ws (attempt 1)",
+        "c1: disconnected after 0.0 s: connection lost without a close frame (code 1006)",
+        "c1: reconnecting in",  # the session delivered data for less than reset_after_s: attempt 2, delayed
+        "(attempt 2)",
+        "c1: cannot connect to ws://fake/ws: refused (attempt 2)",
+        "c1: reconnected to ws://fake/ws (attempt 3, ",
+    ):
+        assert line in text, (line, text)
+    assert text.count("cannot connect to ws://fake/ws") == 1  # said once, not repeated inside its own error
+    await h.conn.stop()

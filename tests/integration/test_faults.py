@@ -203,6 +203,10 @@ async def test_corrupt_frame_is_counted_and_skipped() -> None:
             await recovered(r, n)
             assert total(r, n, "disconnections") == 0
             assert total(r, n, "decode_errors") == len(r.conns(n))
+            # the error shows in the score's error rate (it used to read 0.00 err/min)
+            await r.until(
+                lambda n=n: all(c.quality().error_rate_per_min > 0 for c in r.conns(n)), 5, f"{n} err/min"
+            )
             for i in range(2):
                 got = r.delivered_trades(n, i)
                 assert got == sorted(set(got))
@@ -239,7 +243,11 @@ async def test_book_fault_resyncs_only_that_symbol(kind: str) -> None:
             assert other.gaps == 0 and other.checksum_failures == 0 and other.resyncs == 0
             assert snapshots(r, n, 1) == before[n][1], "the other symbol's book was not resynced"
             if kind == "badchecksum":
-                assert hit.checksum_failures == 1
+                assert hit.checksum_failures == 1 and hit.resyncs_by_cause == {"checksum": 1}
+                assert total(r, n, "book_errors") == 1
+                await r.until(lambda n=n: r.conn(n).quality().error_rate_per_min > 0, 5, "checksum in err/min")
+            else:
+                assert hit.resyncs_by_cause == {"gap": 1}
             assert total(r, n, "disconnections") == 0
             assert total(r, n, "successful_reconnects") == 0
             for i in range(2):

@@ -149,6 +149,8 @@ class QualityTracker:
         """The connection became connected (``active``) or stopped being connected at monotonic ``now``."""
         if self._observed_from is None:
             self._observed_from = now
+            if not self._samples:  # counters start at zero: errors before the first tick still count
+                self._samples.append((now, 0, 0, self.gaps))
         if active:
             self._ever_active = True
         states = self._states
