@@ -3,7 +3,7 @@
 The simulator runs in a CHILD process (Binance spot, synthetic mode), so only the client's memory is measured.
 The client opens ``--connections`` :class:`~cryptolink.engine.ManagedConnection`\\ s (default 1000), each with
 one subscription to the trades of ``XRP/USDT``, a symbol the simulator does not serve: Binance accepts the
-stream and sends nothing (EXCHANGES.md section 1), so the connection is idle apart from the server's pings
+stream and sends nothing (docs/protocols/binance.md), so the connection is idle apart from the server's pings
 every 20 s. The data watchdog's first-data timeout is raised to 1 h so that idle streams are not reset.
 
 Figures: RSS of the client process (``/proc/self/statm``) after one warm-up connection, and after every

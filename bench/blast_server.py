@@ -1,6 +1,6 @@
 """A purpose-built Binance-spot blast server for the end-to-end throughput benchmark (run in its own process).
 
-It speaks just enough of the Binance spot protocol (EXCHANGES.md section 1) for cryptolink's client:
+It speaks just enough of the Binance spot protocol (docs/protocols/binance.md) for cryptolink's client:
 
 - ``GET /api/v3/depth`` answers the recorded REST depth snapshot (limit 1000) of the hftbacktest spot
   ``btcusdt`` recording;

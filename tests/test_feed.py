@@ -23,7 +23,6 @@ from cryptolink.exchanges.base import BookMessage
 from cryptolink.feed import BadSymbol, Feed
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Market, Side, Subscription, Ticker, Trade
 from cryptolink.rest import RestClient
-
 from tests.engine.fakes import REFUSED, FakeTransport, settle
 
 pytestmark = pytest.mark.timeout(30)

@@ -66,7 +66,7 @@ def test_plain_report_fits_120_columns_sorted_aligned_and_totalled() -> None:
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= WIDTH
     assert lines[0] == "Report" and lines[1] == "======"
-    header, rule, first, second = lines[2:6]
+    header, _rule, first, second = lines[2:6]
     assert header.startswith("connection") and "rtt ms" in header and header.endswith("books")
     # sorted by connection id; a long id keeps its start and end around an ellipsis
     assert first.startswith("binanceusdm-a-…-name-public-12  ") and second.startswith("okx-swap-ws-1 ")

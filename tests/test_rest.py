@@ -69,7 +69,7 @@ async def test_weight_budget_paces_requests_in_its_window(server: tuple[str, lis
 async def test_429_pauses_every_request_of_the_host_for_retry_after(
     server: tuple[str, list[int], list[int]],
 ) -> None:
-    url, hits, plan = server
+    url, _hits, plan = server
     plan.append(429)
     clock = FakeClock()
     async with aiohttp.ClientSession() as http:

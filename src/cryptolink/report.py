@@ -246,7 +246,12 @@ def _totals(rows: Sequence[ReportRow]) -> str:
 def render_report_table(rows: Iterable[ReportRow], *, title: str = "Connection report") -> Table:
     """The report's columns as a :class:`rich.table.Table`, states coloured."""
     table = Table(
-        title=title, width=WIDTH, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title_justify="left"
+        title=title,
+        width=WIDTH,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title_justify="left",
     )
     for header, right in _COLUMNS:
         table.add_column(
@@ -268,7 +273,12 @@ def render_status_table(rows: Iterable[ReportRow], *, title: str = "cryptolink s
     """A compact live view, one line per connection: connection, state, messages/s, messages, reconnects,
     score, books and the last event (cut to fit). At most :data:`WIDTH` columns wide; nothing wraps."""
     table = Table(
-        title=title, width=WIDTH, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title_justify="left"
+        title=title,
+        width=WIDTH,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title_justify="left",
     )
     table.add_column("connection", no_wrap=True, max_width=_CONN_MAX, overflow="ellipsis")
     table.add_column("state", no_wrap=True, min_width=12)

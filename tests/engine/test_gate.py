@@ -5,6 +5,7 @@ released as soon as a probe succeeds."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -95,7 +96,7 @@ async def test_outage_one_probe_at_a_time_then_everyone_released() -> None:
     # 100 connections first try at once (they do not know yet); afterwards one probe per probe interval
     assert during - 100 <= 40
     probes = [t for t, probe in attempts if probe]
-    assert probes and all(b - a > 0 for a, b in zip(probes, probes[1:], strict=False))
+    assert probes and all(b - a > 0 for a, b in itertools.pairwise(probes))
     assert gate.stats().outages == 1 and gate.stats().waiting == 100
     reachable = True
     back_at = clock.monotonic()
@@ -129,7 +130,10 @@ def test_gates_shared_per_exchange_host() -> None:
     b = gates.get("binance", "wss://stream.binance.com:9443/ws/btcusdt@trade", BINANCE_LIMIT)
     c = gates.get("binance", "wss://fstream.binance.com/public/stream", None)
     assert a is b and a is not c
-    assert [s.key for s in gates.stats()] == ["binance fstream.binance.com", "binance stream.binance.com:9443"]
+    assert [s.key for s in gates.stats()] == [
+        "binance fstream.binance.com",
+        "binance stream.binance.com:9443",
+    ]
 
 
 def make(transport: FakeTransport, gate: ConnectGate, clock: FakeClock, i: int) -> ManagedConnection:

@@ -255,7 +255,7 @@ class Rig:
     def assert_books_increasing(self, name: str) -> None:
         """Book update sequences strictly increase, except that a resync snapshot may repeat the last sequence
         when the market did not move meanwhile. (A USD-M delta that ends at the snapshot id, allowed by the rule
-        ``U <= lastUpdateId <= u`` of EXCHANGES.md section 2, is covered by the snapshot and never emitted.)"""
+        ``U <= lastUpdateId <= u`` of docs/protocols/binance.md "Book sync", is covered by the snapshot and never emitted.)"""
         for i in range(2):
             ups = self.delivered_books(name, i)
             assert ups, f"{name}: no book updates"

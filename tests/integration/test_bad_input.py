@@ -13,7 +13,7 @@ from cryptolink.engine import ConnectionEvent, ConnectionState, WebsocketsTransp
 from cryptolink.engine import ConnectionEventType as E
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.manager import ExchangeManager
-from integration.harness import Rig, patch_policy, rig
+from tests.integration.harness import Rig, patch_policy, rig
 
 pytestmark = pytest.mark.integration
 

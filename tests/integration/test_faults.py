@@ -16,7 +16,7 @@ from cryptolink.engine import ConnectionEventType as E
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.models import Channel, Subscription
 from cryptolink.simulator import Fault
-from integration.harness import Rig, patch_policy, rig, sim_config
+from tests.integration.harness import Rig, patch_policy, rig, sim_config
 
 pytestmark = pytest.mark.integration
 
@@ -245,7 +245,9 @@ async def test_book_fault_resyncs_only_that_symbol(kind: str) -> None:
             if kind == "badchecksum":
                 assert hit.checksum_failures == 1 and hit.resyncs_by_cause == {"checksum": 1}
                 assert total(r, n, "book_errors") == 1
-                await r.until(lambda n=n: r.conn(n).quality().error_rate_per_min > 0, 5, "checksum in err/min")
+                await r.until(
+                    lambda n=n: r.conn(n).quality().error_rate_per_min > 0, 5, "checksum in err/min"
+                )
             else:
                 assert hit.resyncs_by_cause == {"gap": 1}
             assert total(r, n, "disconnections") == 0

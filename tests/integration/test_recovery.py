@@ -19,7 +19,7 @@ from cryptolink.engine import ConnectionEventType as E
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import Channel, GapCause, Subscription, Trade
 from cryptolink.simulator import Fault, Simulator
-from integration.harness import FAST_RECONNECT, FAST_WATCHDOG, rig, sim_config
+from tests.integration.harness import FAST_RECONNECT, FAST_WATCHDOG, rig, sim_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -140,7 +140,9 @@ async def test_request_ids_are_unique_across_the_sockets_of_one_feed() -> None:
         [rejected] = [e for e in r.rec.events if e.type is E.SUBSCRIPTION_REJECTED]
         assert (rejected.stream, rejected.symbol, rejected.feed) == ("ticker", "BTC/USDT:USDT", "binanceusdm")
         # every subscribe/unsubscribe id the server saw is distinct, whichever socket carried it
-        await r.manager.unsubscribe("binanceusdm", [Subscription(Channel.TRADES, r.unified("binanceusdm", 1))])
+        await r.manager.unsubscribe(
+            "binanceusdm", [Subscription(Channel.TRADES, r.unified("binanceusdm", 1))]
+        )
         market_reg = by_route["market"].subscriptions
         await r.until(
             lambda: market_reg.pending_unsubscribe == (), 10, "the unsubscribe ack resolved as an unsubscribe"

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sim_helpers import fast_config, recv_close, recv_json, recv_until
+from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 from cryptolink import recordings
 from cryptolink.clock import FakeClock

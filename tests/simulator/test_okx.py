@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sim_helpers import OkxClientBook, fast_config, recv_close, recv_until
+from tests.simulator.sim_helpers import OkxClientBook, fast_config, recv_close, recv_until
 
 from cryptolink import recordings
 from cryptolink.clock import FakeClock

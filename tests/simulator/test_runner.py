@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 import pytest
-from sim_helpers import free_port_run
+from tests.simulator.sim_helpers import free_port_run
 
 from cryptolink.simulator import Simulator, serve_forever
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from sim_helpers import fast_config, recv_close, recv_json, recv_until
+from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, Simulator

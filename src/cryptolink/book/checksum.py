@@ -1,6 +1,6 @@
 """CRC32 book checksums over the top N levels, bids and asks interleaved.
 
-Algorithm (OKX legacy ``checksum``; EXCHANGES.md section 3 "Checksum", facts as in ccxt ``okx.py``): for
+Algorithm (OKX legacy ``checksum``; docs/protocols/okx.md "Checksum", from the OKX order book channel docs): for
 ``i`` in ``0..depth-1`` append ``bid[i].price``, ``bid[i].size`` if bid ``i`` exists, then ``ask[i].price``,
 ``ask[i].size`` if ask ``i`` exists (so when one side runs out the other continues alone); join with ``:``;
 CRC32 of the UTF-8 bytes; compared as a signed int32 when :attr:`ChecksumSpec.signed`. The ORIGINAL price/size

@@ -370,7 +370,9 @@ class BookSync:
                 buf.append(msg)
                 return out
             self._awaiting_snapshot = False
-            out.extend(self._fail("delta buffer overflow while waiting for the snapshot", ResyncCause.OVERFLOW))
+            out.extend(
+                self._fail("delta buffer overflow while waiting for the snapshot", ResyncCause.OVERFLOW)
+            )
             buf.append(msg)
             return out
         buf.append(msg)

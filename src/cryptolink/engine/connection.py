@@ -16,7 +16,7 @@ One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It o
   keepalive, watchdogs, ack timeouts, backoff reset, rotation deadlines, quality and the sampled
   ``data_received`` event;
 - make-before-break rotation (:mod:`~cryptolink.engine.rotation`) before ``ConnectionPolicy.max_lifetime_s``
-  (Binance 24 h: EXCHANGES.md sections 1-2) or on ``ServerNotice(rotate=True)``.
+  (Binance 24 h: docs/protocols/binance.md "Limits") or on ``ServerNotice(rotate=True)``.
 
 Duplicate contract: during a rotation's overlap both sockets deliver to ``on_data``, and after a reconnect the
 exchange may resend recent data. The consumer (the feed) drops duplicates by ``sequence`` / trade id; this
@@ -421,7 +421,7 @@ class ManagedConnection:
 
     async def resubscribe(self, subs: Sequence[Subscription], *, rearm: bool = True) -> None:
         """Unsubscribe then subscribe ``subs`` on the primary socket, to get fresh WebSocket snapshots (the
-        OKX book resync: EXCHANGES.md section 3). Subscriptions not currently desired are ignored.
+        OKX book resync: docs/protocols/okx.md "Book sync"). Subscriptions not currently desired are ignored.
 
         Args:
             rearm: restart the streams' first-data timeout. The watchdog's own cheap fix passes ``False`` so a
@@ -645,7 +645,9 @@ class ManagedConnection:
             attempt=attempt,
         )
         level = logging.WARNING if attempt <= 5 or attempt % 10 == 0 else logging.DEBUG
-        _log.log(level, "%s: cannot connect to %s: %s (attempt %d)", self.conn_id, self.spec.url, why, attempt)
+        _log.log(
+            level, "%s: cannot connect to %s: %s (attempt %d)", self.conn_id, self.spec.url, why, attempt
+        )
         if self.state is _S.CONNECTING:
             self._sm.transition(_S.RECONNECTING, "connect failed")
 

@@ -1,7 +1,7 @@
 """Make-before-break rotation of a :class:`~cryptolink.engine.connection.ManagedConnection`.
 
-``rotation_lead_s`` (jittered) before ``ConnectionPolicy.max_lifetime_s`` (Binance 24 h: EXCHANGES.md sections
-1-2), or on ``ServerNotice(rotate=True)`` (Binance ``serverShutdown``, OKX notice 64008), a second socket is
+``rotation_lead_s`` (jittered) before ``ConnectionPolicy.max_lifetime_s`` (Binance 24 h: docs/protocols/binance.md
+"Limits"), or on ``ServerNotice(rotate=True)`` (Binance ``serverShutdown``, OKX notice 64008), a second socket is
 opened and subscribed; once market data flowed on it for every subscription (or after
 ``rotation_flow_timeout_s``), it becomes the primary and the old socket is closed (code 1000). If the
 replacement cannot be opened, the old socket stays and rotation is retried after ``rotation_retry_s``; if the

@@ -1,9 +1,9 @@
 """Outbound rate limits of one socket, in the injected clock's time.
 
 - :class:`TokenBucket`: at most ``rate_per_s`` messages per second with a burst of ``burst`` (Binance spot
-  closes connections that send more than 5 messages/s, USDⓈ-M 10/s: EXCHANGES.md sections 1-2).
+  closes connections that send more than 5 messages/s, USDⓈ-M 10/s: docs/protocols/binance.md "Limits").
 - :class:`HourlyQuota`: at most ``limit`` subscribe/unsubscribe requests in any sliding hour (OKX 480 per hour
-  per connection: EXCHANGES.md section 3). Its memory is bounded by ``limit``.
+  per connection: docs/protocols/okx.md "Limits"). Its memory is bounded by ``limit``.
 """
 
 from __future__ import annotations

@@ -164,7 +164,9 @@ def _check_acks(conn: ManagedConnection, sess: Session, now: float) -> None:
         else:
             sess.registry.reject(sub, "ack_timeout", "no ack after one retry")
             conn._watchdog.remove(sub.key)
-            _log.error("%s: %s %s: no ack after one retry; not retried again", conn.conn_id, sub.channel, sub.symbol)
+            _log.error(
+                "%s: %s %s: no ack after one retry; not retried again", conn.conn_id, sub.channel, sub.symbol
+            )
             conn._emit(
                 _E.SUBSCRIPTION_REJECTED,
                 Severity.ERROR,

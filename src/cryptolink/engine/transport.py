@@ -6,13 +6,13 @@
 - ``max_size`` = the adapter's ``ConnectionPolicy.max_frame_bytes``: a larger frame makes ``recv`` raise
   :class:`~cryptolink.engine.errors.FrameTooLarge` (the library closes the socket with code 1009);
 - ``ping_interval=None``: the engine drives keepalive itself (``ping()``), per adapter policy;
-- ``compression=None`` (the supported exchanges send plain JSON text: EXCHANGES.md summary table);
+- ``compression=None`` (the supported exchanges send plain JSON text: docs/protocols/);
 - ``open_timeout_s``: bounds the TCP + TLS + HTTP upgrade; a server that accepts TCP but never answers the
   handshake raises :class:`~cryptolink.engine.errors.HandshakeTimeout`;
 - ``max_queue``: received frames buffered by the library (bounded, default 64); ``recv_batch`` returns the
   complete messages already queued;
 - server protocol pings are answered automatically by the library with a pong echoing the payload (the Binance
-  rule: EXCHANGES.md sections 1-2).
+  rule: docs/protocols/binance.md "Keepalive").
 
 Library errors are mapped onto :mod:`cryptolink.engine.errors` with ``raise ... from exc``.
 """

@@ -14,7 +14,7 @@ How it maps the transport contract (the same as :class:`~cryptolink.engine.trans
   :class:`~cryptolink.engine.errors.FrameTooLarge` after the frames received before it; the socket is closed
   with code 1009;
 - server protocol pings are answered by picows itself with a pong echoing the payload (``enable_auto_pong``,
-  on by default: the Binance rule, EXCHANGES.md sections 1-2 "Keepalive"); picows' own pinging is off
+  on by default: the Binance rule, docs/protocols/binance.md "Keepalive"); picows' own pinging is off
   (``enable_auto_ping=False``): the engine drives keepalive;
 - :meth:`PicowsSession.ping` sends a ping frame with a 4-byte counter payload and returns the round trip in
   seconds when the pong with that payload arrives (a pong also answers every older unanswered ping, RFC 6455

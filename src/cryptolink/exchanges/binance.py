@@ -377,7 +377,11 @@ class BinanceAdapterBase(ExchangeAdapter):
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DecodeError(f"binance: malformed bookTicker: {exc}") from exc
         symbol, ex = self._lookup(stream_sym or m.s.lower(), m.s)
-        return [Ticker(self.exchange, symbol, ex, m.b, m.B, m.a, m.A, None, m.E, receipt_ns, m.u, _TICKER, self.feed)]
+        return [
+            Ticker(
+                self.exchange, symbol, ex, m.b, m.B, m.a, m.A, None, m.E, receipt_ns, m.u, _TICKER, self.feed
+            )
+        ]
 
     def _decode_depth(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
         try:
@@ -422,7 +426,6 @@ class BinanceAdapterBase(ExchangeAdapter):
             m.E,
             receipt_ns,
         )
-
 
     # instruments -----------------------------------------------------------------------------------------
     def instruments_request(self) -> RestRequest:
