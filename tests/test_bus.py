@@ -4,10 +4,11 @@ import asyncio
 import logging
 from dataclasses import FrozenInstanceError, dataclass
 from decimal import Decimal
+from typing import cast
 
 import pytest
 
-from cryptolink.bus import EVENTS_CHANNEL, Bus, OverflowPolicy, SubscriberClosed
+from cryptolink.bus import EVENTS_CHANNEL, Bus, OverflowPolicy, Subscriber, SubscriberClosed
 from cryptolink.clock import FakeClock
 from cryptolink.models import BookUpdate, Channel, Side, Ticker, Trade
 
@@ -44,9 +45,9 @@ class EngineEvent:
     kind: str
 
 
-def drain(sub: object) -> list[object]:
+def drain(sub: Subscriber) -> list[object]:
     out = []
-    while (ev := sub.get_nowait()) is not None:  # type: ignore[attr-defined]
+    while (ev := sub.get_nowait()) is not None:
         out.append(ev)
     return out
 
@@ -143,8 +144,8 @@ async def test_publish_wait_blocks_until_room() -> None:
     assert not pending.done()
     assert (await sub.get()).sequence == 0
     await asyncio.wait_for(pending, timeout=1)
-    assert [e.sequence for e in drain(sub)] == [1, 2]
-    assert [e.sequence for e in drain(other)] == [2]
+    assert [cast(Trade, e).sequence for e in drain(sub)] == [1, 2]
+    assert [cast(Trade, e).sequence for e in drain(other)] == [2]
     assert bus.stats().dropped == 2  # only the drop-oldest consumer dropped
 
 

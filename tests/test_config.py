@@ -262,7 +262,7 @@ def test_env_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) ->
 def test_config_is_immutable() -> None:
     cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={})
     with pytest.raises(Exception, match="frozen"):
-        cfg.consumer_queue_size = 3  # type: ignore[misc]
+        cfg.consumer_queue_size = 3
 
 
 def test_documented_example_is_valid() -> None:

@@ -190,7 +190,7 @@ def make_feed(
         publish=published.append,
         engine_config=EngineConfig(),
         clock=clock,
-        transport=transport or FakeTransport(REFUSED),  # type: ignore[arg-type]
+        transport=transport or FakeTransport(REFUSED),
         rest=RestClient("binance test", rest, http, clock, adapter.rest_limit),
     )
 
@@ -345,7 +345,7 @@ async def test_rest_snapshot_after_429_then_gap_resyncs_that_symbol(
     assert conn.health[(Channel.BOOK, "BTC/USDT")] is False
     state.snapshot_id = 15
     await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
-    feed._on_data(conn, [delta(16, 16)])  # type: ignore[arg-type]
+    feed._on_data(conn, [delta(16, 16)])
     assert book.state is BookState.LIVE
     [gap] = [g for g in out if isinstance(g, Gap)]
     assert gap.stream is Channel.BOOK and gap.cause is GapCause.RESYNC and "gap" in gap.detail

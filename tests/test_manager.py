@@ -28,7 +28,7 @@ async def sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def builder(sim: Simulator, **extra: object) -> ExchangeManager:
+def builder(sim: Simulator, **extra: str) -> ExchangeManager:
     ep = sim.endpoints()
     return (
         ExchangeManager.builder()

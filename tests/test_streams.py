@@ -3,6 +3,7 @@ the holding of live trades while a backfill runs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from cryptolink.models import Channel, Gap, GapCause, Side, Ticker, Trade
@@ -26,7 +27,7 @@ def trade(seq: int, ts: int | None = None, price: str = "100", backfilled: bool 
     )
 
 
-def ids(actions: list[object]) -> list[object]:
+def ids(actions: Sequence[object]) -> list[object]:
     out: list[object] = []
     for a in actions:
         if isinstance(a, Trade):

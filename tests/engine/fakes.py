@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import msgspec
 
+from cryptolink.engine.connection import ManagedConnection
 from cryptolink.engine.errors import ConnectError, ConnectionClosed, FrameTooLarge
+from cryptolink.engine.state import ConnectionState
 from cryptolink.exchanges.base import (
     Ack,
     BookSyncSpec,
@@ -163,7 +165,7 @@ class FakeSession:
             nxt = queue.get_nowait()
             if isinstance(nxt, BaseException):
                 # put it back at the front: the next call raises it
-                rest = [nxt]
+                rest: list[str | bytes | BaseException] = [nxt]
                 while not queue.empty():
                     rest.append(queue.get_nowait())
                 for r in rest:
@@ -232,3 +234,9 @@ async def until(cond: Callable[[], bool], limit_s: float = 2.0) -> None:
             await asyncio.sleep(0)
 
     await asyncio.wait_for(poll(), limit_s)
+
+
+def state_of(conn: ManagedConnection) -> ConnectionState:
+    """``conn.state`` read afresh: mypy keeps a property narrowed by an earlier assert across the awaits that
+    change it (it would call the comparison after such an await non-overlapping)."""
+    return conn.state

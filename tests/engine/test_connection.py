@@ -18,7 +18,7 @@ from cryptolink.engine.watchdog import WatchdogConfig
 from cryptolink.exchanges.base import ConnectionPolicy, ConnectionSpec, KeepalivePolicy
 from cryptolink.models import Subscription
 
-from .fakes import BTC_TRADES, ETH_TRADES, REFUSED, FakeAdapter, FakeTransport, settle, trade, until
+from .fakes import BTC_TRADES, ETH_TRADES, REFUSED, FakeAdapter, FakeTransport, settle, state_of, trade, until
 
 S = ConnectionState
 E = ConnectionEventType
@@ -44,7 +44,7 @@ class Harness:
             conn_id="c1",
             config=config or EngineConfig(seed=1, tick_s=0.5),
             clock=self.clock,
-            transport=self.transport,  # type: ignore[arg-type]
+            transport=self.transport,
             on_data=self.on_data,
             on_event=self.events.append,
         )
@@ -317,7 +317,7 @@ async def test_every_subscription_silent_makes_the_connection_unstable_with_the_
     assert changed == "connected -> unstable: no subscription delivering (1 silent)"
     h.sess.feed(trade())
     await h.clock.advance(0.6)
-    assert h.conn.state is S.CONNECTED
+    assert state_of(h.conn) is S.CONNECTED
     assert h.of(E.STATE_CHANGED)[-1].description.startswith("unstable -> connected: healthy again")
     await h.conn.stop()
 

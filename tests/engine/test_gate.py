@@ -143,7 +143,7 @@ def make(transport: FakeTransport, gate: ConnectGate, clock: FakeClock, i: int) 
         conn_id=f"c{i}",
         config=EngineConfig(seed=i, tick_s=1.0),
         clock=clock,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
         on_data=lambda c, items: None,
         gate=gate,
     )

@@ -16,7 +16,7 @@ from cryptolink.engine.state import ConnectionState
 from cryptolink.engine.transport import WebsocketsTransport
 from cryptolink.exchanges.base import ConnectionPolicy, ConnectionSpec, KeepalivePolicy
 
-from .fakes import BTC_TRADES, FakeAdapter, trade, until
+from .fakes import BTC_TRADES, FakeAdapter, state_of, trade, until
 
 
 @pytest.fixture
@@ -131,4 +131,4 @@ async def test_engine_stays_up_on_malformed_json(scripted_ws: int) -> None:
     assert conn.stats().decode_errors == 1 and conn.state is ConnectionState.CONNECTED
     assert conn.stats().disconnections == 0
     await conn.stop()
-    assert conn.state is ConnectionState.STOPPED
+    assert state_of(conn) is ConnectionState.STOPPED

@@ -9,7 +9,7 @@ QUIET = ("trades", "XYZ/USDT")
 def feed(w: Watchdog, key: object, start: float, gap: float, n: int) -> float:
     t = start
     for _ in range(n):
-        w.on_data(key, t)  # type: ignore[arg-type]
+        w.on_data(key, t)
         t += gap
     return t - gap
 

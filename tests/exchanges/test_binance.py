@@ -95,10 +95,10 @@ def _cryptofeed_rebuild(
     ws_name: str, http_name: str, cls: type[BinanceSpotAdapter | BinanceUsdmAdapter]
 ) -> dict[str, BookSync]:
     ad = cls()
-    snaps = {}
-    for rec in recordings.iter_cryptofeed_http(http_name):
-        ex = rec.url.split("symbol=")[1].split("&")[0]
-        snaps[ex] = rec
+    snaps: dict[str, recordings.HttpRecord] = {}
+    for http_rec in recordings.iter_cryptofeed_http(http_name):
+        ex = http_rec.url.split("symbol=")[1].split("&")[0]
+        snaps[ex] = http_rec
     syncs: dict[str, BookSync] = {}
     pending = dict(snaps)
     for rec in recordings.iter_cryptofeed_ws(ws_name):
@@ -271,7 +271,7 @@ def test_plan_connections_routes_and_splits() -> None:
     usdm = BinanceUsdmAdapter(ws_base_url="ws://127.0.0.1:9999/")
     subs = [Subscription(ch, f"C{i}/USDT:USDT") for i in range(600) for ch in Channel]
     plan = usdm.plan_connections(subs + subs[:10])
-    by_url = Counter()
+    by_url: Counter[str] = Counter()
     for spec in plan:
         assert len(spec.subscriptions) <= 1024
         by_url[spec.url] += len(spec.subscriptions)

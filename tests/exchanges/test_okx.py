@@ -263,7 +263,12 @@ def test_instruments_give_unified_symbols_states_and_contract_sizes_carried_on_e
         0,
     )
     assert isinstance(t, Trade)
-    assert (t.feed, t.amount_unit, t.contract_size, t.amount) == ("okx-perp", "contracts", Decimal("100"), 3)
+    assert (t.feed, t.amount_unit, t.contract_size, t.amount) == (
+        "okx-perp",
+        AmountUnit.CONTRACTS,
+        Decimal("100"),
+        Decimal(3),
+    )
     spot = OkxAdapter(Market.SPOT)
     assert [i.symbol for i in spot.parse_instruments(INSTRUMENTS)] == ["BTC/USDT"]
     assert spot.amount_unit("BTC/USDT") is AmountUnit.BASE

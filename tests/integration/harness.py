@@ -302,7 +302,8 @@ class Rig:
 
 def patch_policy(monkeypatch: pytest.MonkeyPatch, adjust: Callable[[ExchangeAdapter], None]) -> None:
     """Let a test shorten adapter policies (keepalive, lifetime, frame size) of the adapters the manager makes."""
-    original = manager_mod.get_adapter
+    # the manager's own reference (imported there, not re-exported: read it from the module's namespace)
+    original: Callable[..., ExchangeAdapter] = vars(manager_mod)["get_adapter"]
 
     def make(*args: Any, **kwargs: Any) -> ExchangeAdapter:
         adapter = original(*args, **kwargs)

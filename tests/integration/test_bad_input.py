@@ -53,7 +53,11 @@ async def test_unknown_messages_and_malformed_json_are_skipped_without_reconnect
                 conn.send_ctrl("{not json")
                 conn.send_ctrl("[1, 2")
         for n in ALL:
-            await r.until(lambda n=n: total(r, n, "decode_errors") >= 2 * len(r.conns(n)), 5, f"{n} counted")
+
+            def counted(n: str = n) -> bool:
+                return total(r, n, "decode_errors") >= 2 * len(r.conns(n))
+
+            await r.until(counted, 5, f"{n} counted")
             await r.flowing(n)
             await r.caught_up(n, 0)
             await r.caught_up(n, 1)
@@ -69,7 +73,7 @@ async def test_oversized_frame_is_counted_and_the_session_reset(monkeypatch: pyt
     the session is reset and everything recovers."""
 
     def small_frames(adapter: ExchangeAdapter) -> None:
-        adapter.policy = replace(adapter.policy, max_frame_bytes=64 * 1024)  # type: ignore[misc]
+        adapter.policy = replace(adapter.policy, max_frame_bytes=64 * 1024)
 
     patch_policy(monkeypatch, small_frames)
     async with rig(ALL) as r:
@@ -78,8 +82,16 @@ async def test_oversized_frame_is_counted_and_the_session_reset(monkeypatch: pyt
             for conn in r.server(n).connections.values():
                 conn.send_ctrl('{"pad":"' + "x" * 100_000 + '"}')
         for n in ALL:
-            await r.until(lambda n=n: total(r, n, "oversized_frames") == len(r.conns(n)), 5, f"{n} oversized")
-            await r.until(lambda n=n: all(c.successful_reconnects == 1 for c in r.conns(n)), 5, f"{n} back")
+
+            def oversized_counted(n: str = n) -> bool:
+                return total(r, n, "oversized_frames") == len(r.conns(n))
+
+            await r.until(oversized_counted, 5, f"{n} oversized")
+
+            def back(n: str = n) -> bool:
+                return all(c.successful_reconnects == 1 for c in r.conns(n))
+
+            await r.until(back, 5, f"{n} back")
             await r.healthy(n)
             await r.flowing(n)
             errors = [e for e in r.rec.events if e.type is E.ERROR and e.connection_id.startswith(n + "-")]

@@ -60,9 +60,11 @@ async def test_connection_loss_recovers_without_loss(kind: str) -> None:
         for n in ALL:
             r.sim.inject(Fault(kind, code=1011), exchange=n)
         for n in ALL:
-            await r.until(
-                lambda n=n: all(c.successful_reconnects >= 1 for c in r.conns(n)), 10, f"{n} reconnected"
-            )
+
+            def reconnected(n: str = n) -> bool:
+                return all(c.successful_reconnects >= 1 for c in r.conns(n))
+
+            await r.until(reconnected, 10, f"{n} reconnected")
             await recovered(r, n)
         for n in ALL:
             for c in r.conns(n):
@@ -88,9 +90,11 @@ async def test_stall_is_caught_by_the_data_watchdog_while_pings_are_answered() -
         for n in ALL:
             r.sim.inject(Fault("stall", duration_s=30.0), exchange=n)
         for n in ALL:
-            await r.until(
-                lambda n=n: all(c.successful_reconnects >= 1 for c in r.conns(n)), 20, f"{n} reset on stall"
-            )
+
+            def reset(n: str = n) -> bool:
+                return all(c.successful_reconnects >= 1 for c in r.conns(n))
+
+            await r.until(reset, 20, f"{n} reset on stall")
         for n in ALL:
             await recovered(r, n)
             assert r.rec.count(E.STALE_SUBSCRIPTION, n) >= 1
@@ -109,12 +113,12 @@ async def test_stall_is_caught_by_the_data_watchdog_while_pings_are_answered() -
 
 def _fast_protocol_pings(adapter: ExchangeAdapter) -> None:
     ka = replace(adapter.policy.keepalive, protocol_ping_interval_s=0.3, pong_timeout_s=0.6)
-    adapter.policy = replace(adapter.policy, keepalive=ka)  # type: ignore[misc]
+    adapter.policy = replace(adapter.policy, keepalive=ka)
 
 
 def _fast_app_pings(adapter: ExchangeAdapter) -> None:
     ka = replace(adapter.policy.keepalive, app_ping_idle_s=0.2, pong_timeout_s=0.4)
-    adapter.policy = replace(adapter.policy, keepalive=ka)  # type: ignore[misc]
+    adapter.policy = replace(adapter.policy, keepalive=ka)
 
 
 @pytest.mark.timeout(30)
@@ -127,7 +131,11 @@ async def test_noping_binance_protocol_ping_unanswered(monkeypatch: pytest.Monke
         for n in BINANCE:
             r.sim.inject(Fault("noping"), exchange=n)
         for n in BINANCE:
-            await r.until(lambda n=n: r.rec.count(E.HEARTBEAT_TIMEOUT, n) >= len(r.conns(n)), 8, n)
+
+            def timed_out(n: str = n) -> bool:
+                return r.rec.count(E.HEARTBEAT_TIMEOUT, n) >= len(r.conns(n))
+
+            await r.until(timed_out, 8, n)
             await recovered(r, n)
             assert r.rec.count(E.STALE_SUBSCRIPTION, n) == 0
             assert total(r, n, "successful_reconnects") >= len(r.conns(n))
@@ -199,14 +207,20 @@ async def test_corrupt_frame_is_counted_and_skipped() -> None:
         for n in ALL:
             r.sim.inject(Fault("corrupt"), exchange=n)
         for n in ALL:
-            await r.until(lambda n=n: total(r, n, "decode_errors") == len(r.conns(n)), 5, f"{n} decode error")
+
+            def decode_error_counted(n: str = n) -> bool:
+                return total(r, n, "decode_errors") == len(r.conns(n))
+
+            await r.until(decode_error_counted, 5, f"{n} decode error")
             await recovered(r, n)
             assert total(r, n, "disconnections") == 0
             assert total(r, n, "decode_errors") == len(r.conns(n))
+
             # the error shows in the score's error rate (it used to read 0.00 err/min)
-            await r.until(
-                lambda n=n: all(c.quality().error_rate_per_min > 0 for c in r.conns(n)), 5, f"{n} err/min"
-            )
+            def in_error_rate(n: str = n) -> bool:
+                return all(c.quality().error_rate_per_min > 0 for c in r.conns(n))
+
+            await r.until(in_error_rate, 5, f"{n} err/min")
             for i in range(2):
                 got = r.delivered_trades(n, i)
                 assert got == sorted(set(got))
@@ -245,9 +259,11 @@ async def test_book_fault_resyncs_only_that_symbol(kind: str) -> None:
             if kind == "badchecksum":
                 assert hit.checksum_failures == 1 and hit.resyncs_by_cause == {"checksum": 1}
                 assert total(r, n, "book_errors") == 1
-                await r.until(
-                    lambda n=n: r.conn(n).quality().error_rate_per_min > 0, 5, "checksum in err/min"
-                )
+
+                def checksum_in_error_rate(n: str = n) -> bool:
+                    return r.conn(n).quality().error_rate_per_min > 0
+
+                await r.until(checksum_in_error_rate, 5, "checksum in err/min")
             else:
                 assert hit.resyncs_by_cause == {"gap": 1}
             assert total(r, n, "disconnections") == 0
@@ -256,7 +272,11 @@ async def test_book_fault_resyncs_only_that_symbol(kind: str) -> None:
                 r.assert_trades_exact(n, i)
             r.assert_books_increasing(n)
         for n in names:
-            await r.until(lambda n=n: r.book_matches(n)[0] >= 1, 5, f"{n} book equals the simulator's")
+
+            def book_matches(n: str = n) -> bool:
+                return r.book_matches(n)[0] >= 1
+
+            await r.until(book_matches, 5, f"{n} book equals the simulator's")
             assert r.book_matches(n)[1] == 0
 
 
@@ -307,7 +327,11 @@ async def test_reject_is_reported_and_not_retried() -> None:
             r.sim.inject(Fault("reject"), exchange=n)
             await r.manager.subscribe(n, [Subscription(Channel.TICKER, r.unified(n, 0))])
         for n in ALL:
-            await r.until(lambda n=n: r.rec.count(E.SUBSCRIPTION_REJECTED, n) >= 1, 5, f"{n} rejected")
+
+            def rejected(n: str = n) -> bool:
+                return r.rec.count(E.SUBSCRIPTION_REJECTED, n) >= 1
+
+            await r.until(rejected, 5, f"{n} rejected")
         for _ in range(3):  # a while of normal traffic: any retry loop would show up
             for n in ALL:
                 await r.flowing(n)
@@ -332,7 +356,11 @@ async def test_notice_rotates_make_before_break_without_gap_or_double() -> None:
         for n in ALL:
             r.sim.inject(Fault("notice"), exchange=n)
         for n in ALL:
-            await r.until(lambda n=n: all(c.rotations >= 1 for c in r.conns(n)), 10, f"{n} rotated")
+
+            def rotated(n: str = n) -> bool:
+                return all(c.rotations >= 1 for c in r.conns(n))
+
+            await r.until(rotated, 10, f"{n} rotated")
             await recovered(r, n)
         for n in ALL:
             assert total(r, n, "disconnections") == 0
@@ -354,7 +382,7 @@ async def test_lifetime_rotation_before_the_server_cuts(monkeypatch: pytest.Monk
     ahead of it, so the server never has to cut, and nothing is lost or doubled."""
 
     def short_life(adapter: ExchangeAdapter) -> None:
-        adapter.policy = replace(adapter.policy, max_lifetime_s=4.0)  # type: ignore[misc]
+        adapter.policy = replace(adapter.policy, max_lifetime_s=4.0)
 
     patch_policy(monkeypatch, short_life)
     cfg = sim_config(binance={"lifetime_s": 4.0}, binanceusdm={"lifetime_s": 4.0})
@@ -362,7 +390,11 @@ async def test_lifetime_rotation_before_the_server_cuts(monkeypatch: pytest.Monk
         await ready(r, BINANCE)
         before = {n: (snapshots(r, n, 0), snapshots(r, n, 1)) for n in BINANCE}
         for n in BINANCE:
-            await r.until(lambda n=n: all(c.rotations >= 1 for c in r.conns(n)), 8, f"{n} rotated")
+
+            def rotated(n: str = n) -> bool:
+                return all(c.rotations >= 1 for c in r.conns(n))
+
+            await r.until(rotated, 8, f"{n} rotated")
             await recovered(r, n)
         for n in BINANCE:
             assert total(r, n, "disconnections") == 0

@@ -39,9 +39,11 @@ async def test_outage_recovers_and_backfills_every_missed_trade_in_order() -> No
         for n in ALL:
             r.sim.inject(Fault("outage", duration_s=2.0), exchange=n)
         for n in ALL:
-            await r.until(
-                lambda n=n: all(c.successful_reconnects >= 1 for c in r.conns(n)), 40, f"{n} reconnected"
-            )
+
+            def reconnected(n: str = n) -> bool:
+                return all(c.successful_reconnects >= 1 for c in r.conns(n))
+
+            await r.until(reconnected, 40, f"{n} reconnected")
             await r.healthy(n, within_s=20)
             await r.caught_up(n, 0, within_s=20)
             await r.caught_up(n, 1, within_s=20)

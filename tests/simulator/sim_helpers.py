@@ -115,7 +115,7 @@ def free_port_run(n: int) -> int:
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+            base: int = probe.getsockname()[1]
         if base + n > 65535:
             continue
         socks = [socket.socket() for _ in range(n)]

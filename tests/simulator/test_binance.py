@@ -14,11 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 from cryptolink import recordings
 from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, Simulator
+from cryptolink.simulator.binance import BinanceServer
+from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,9 @@ async def test_subscribe_ack_list_unsubscribe_and_errors(http: aiohttp.ClientSes
             assert err["code"] == 2 and err["id"] == 5 and "FLY" in err["msg"]
             await ws.send_str(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 6}))
             assert await recv_until(ws, lambda f: f.get("id") == 6) == {"result": None, "id": 6}
-            assert "btcusdt@trade" not in sim.binance.subs
+            server = sim.binance
+            assert isinstance(server, BinanceServer)
+            assert "btcusdt@trade" not in server.subs
 
 
 async def test_raw_path_streams_and_unknown_stream_accepted(http: aiohttp.ClientSession) -> None:
@@ -163,7 +166,7 @@ async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchang
         book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
         _apply(book, snap["bids"], snap["asks"])
         last = snap["lastUpdateId"]
-        prev_u = None
+        prev_u: int | None = None
         started = False
         target = None
         for _ in range(400):
@@ -174,6 +177,7 @@ async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchang
                 assert d["U"] <= last + 1 <= d["u"]
                 started = True
             else:
+                assert prev_u is not None  # set by the first applied update
                 assert d["U"] == prev_u + 1
                 if not spot:
                     assert d["pu"] == prev_u

@@ -168,7 +168,10 @@ def test_trade_history_bounds_and_queries() -> None:
     for i in range(1, 251):  # ids 1..250, ts = 10 * id
         h.append(_trade(i, 10 * i))
     assert (len(h), h.oldest_id, h.newest_id) == (100, 151, 250)
-    ids = lambda ts: [t.trade_id for t in ts]  # noqa: E731
+
+    def ids(ts: list[Trade]) -> list[int]:
+        return [t.trade_id for t in ts]
+
     assert ids(h.select(3, newest=True)) == [248, 249, 250]
     assert ids(h.select(3, min_id=200)) == [200, 201, 202]
     assert ids(h.select(3, min_id=5)) == [151, 152, 153]  # older than kept: what is kept

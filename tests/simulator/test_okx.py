@@ -9,12 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.simulator.sim_helpers import OkxClientBook, fast_config, recv_close, recv_until
 
 from cryptolink import recordings
 from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, SimConfig, Simulator
-from cryptolink.simulator.market import OKX_RECORDING
+from cryptolink.simulator.market import OKX_RECORDING, OkxReplaySource
+from tests.simulator.sim_helpers import OkxClientBook, fast_config, recv_close, recv_until
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,9 @@ async def test_replayed_books_verify_across_loop_seams(http: aiohttp.ClientSessi
             bad += u["checksum"] != book.checksum()
             updates += 1
         assert bad == 0
-        assert sim.okx.sources["BTC-USDT"].loops >= 2
+        source = sim.okx.sources["BTC-USDT"]
+        assert isinstance(source, OkxReplaySource)  # replay mode
+        assert source.loops >= 2
 
 
 async def test_replayed_trades_and_tickers_are_the_recorded_ones(http: aiohttp.ClientSession) -> None:
@@ -126,7 +128,8 @@ async def test_replayed_trades_and_tickers_are_the_recorded_ones(http: aiohttp.C
     ):
         clock_start_ms = sim.clock.time_ns() // 1_000_000
         await ws.send_str(sub(("trades", "BTC-USDT"), ("tickers", "BTC-USDT")))
-        trades, tickers = [], []
+        trades: list[dict[str, Any]] = []
+        tickers: list[dict[str, Any]] = []
         while len(trades) < len(trades_rec) + 5 or len(tickers) < 5:
             f = await recv_until(ws, lambda f: is_push("trades")(f) or is_push("tickers")(f))
             (trades if f["arg"]["channel"] == "trades" else tickers).append(f["data"][0])
@@ -255,7 +258,9 @@ async def test_rest_trades_and_history_pagination(http: aiohttp.ClientSession) -
         kept = sim.okx.sources["ETH-USDT"].trades.select(10**6)
         ids = [t.trade_id for t in kept]
         assert len(ids) > 40 and ids == list(range(ids[0], ids[0] + len(ids)))
-        ids_of = lambda body: [int(t["tradeId"]) for t in body["data"]]  # noqa: E731
+
+        def ids_of(body: dict[str, Any]) -> list[int]:
+            return [int(t["tradeId"]) for t in body["data"]]
 
         _, body = await get("/trades?instId=ETH-USDT&limit=5")
         assert ids_of(body) == ids[::-1][:5]  # newest first

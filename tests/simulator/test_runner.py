@@ -8,9 +8,9 @@ import json
 
 import aiohttp
 import pytest
-from tests.simulator.sim_helpers import free_port_run
 
 from cryptolink.simulator import Simulator, serve_forever
+from tests.simulator.sim_helpers import free_port_run
 
 
 async def test_fixed_port_offsets_whatever_subset_or_order() -> None:

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, Simulator
+from tests.simulator.sim_helpers import fast_config, recv_close, recv_json, recv_until
 
 pytestmark = pytest.mark.integration
 
