@@ -41,12 +41,11 @@ async def measure(stalls: int, speed: float) -> dict[str, list[float]]:
             for _ in range(stalls):
                 # let every stream's watchdog learn its rhythm on the (new) socket first
                 calls = probe.data_calls
-                await wait_until(
-                    lambda c=calls: (
-                        probe.flowing() and probe.data_calls > c + 100 and probe.conn.backoff.attempt == 0
-                    ),
-                    20.0,
-                )
+
+                def relearned(c: int = calls) -> bool:
+                    return probe.flowing() and probe.data_calls > c + 100 and probe.conn.backoff.attempt == 0
+
+                await wait_until(relearned, 20.0)
                 stale = probe.next_event(ConnectionEventType.STALE_SUBSCRIPTION)
                 disc = probe.next_event(ConnectionEventType.DISCONNECTED)
                 data = probe.data_after_next_reconnect()

@@ -274,11 +274,11 @@ def run(
         lines.append(f"| {name} | {rate:,.0f} |")
     default = TRANSPORTS[0]
     for t in TRANSPORTS:
-        rate = f"{medians[t]['rate']:,.0f}"
+        shown = f"{medians[t]['rate']:,.0f}"
         label = f"end to end, {t} transport"
         if t == default:
-            label, rate = f"**{label}**", f"**{rate}**"
-        lines.append(f"| {label} | {rate} |")
+            label, shown = f"**{label}**", f"**{shown}**"
+        lines.append(f"| {label} | {shown} |")
     e2e = medians[default]
     exp = e2e["expected"]
     each = "; ".join(f"{t}: " + ", ".join(f"{r['rate']:,.0f}" for r in results[t]) for t in TRANSPORTS)

@@ -20,8 +20,9 @@ from cryptolink.engine import (
     ManagedConnection,
     default_transport,
 )
+from cryptolink.exchanges.base import BookMessage
 from cryptolink.exchanges.binance import BinanceSpotAdapter
-from cryptolink.models import Channel, Subscription
+from cryptolink.models import Channel, Subscription, Ticker, Trade
 
 __all__ = ["Probe", "wait_until"]
 
@@ -72,7 +73,7 @@ class Probe:
         self._data_after_reconnect: asyncio.Future[float] | None = None
         self._armed = False
 
-    def _on_data(self, _conn: ManagedConnection, _items: list[object]) -> None:
+    def _on_data(self, _conn: ManagedConnection, _items: list[Trade | Ticker | BookMessage]) -> None:
         now = time.perf_counter()
         self.last_data_s = now
         self.data_calls += 1
