@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from cryptolink.config import CryptolinkConfig
-from cryptolink.manager import ExchangeManager
+from cryptolink.manager import ExchangeManager, ManagerBuilder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,13 +23,43 @@ def test_readme_yaml_is_a_valid_config() -> None:
 
 
 def test_readme_python_uses_existing_manager_methods() -> None:
-    (code,) = blocks("python")
-    tree = ast.parse(code)
-    called = {
-        n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    code = blocks("python")
+    assert len(code) == 2  # the API example and the same pointed at the simulator
+    called: set[str] = set()
+    for block in code:
+        tree = ast.parse(block)
+        called |= {
+            n.func.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        }
+    for name in {"builder", "trades", "book", "on", "report"}:
+        assert name in called and callable(getattr(ExchangeManager, name)), name
+    for name in {"exchange", "build"}:
+        assert name in called and callable(getattr(ManagerBuilder, name)), name
+
+
+def test_readme_lists_only_existing_manager_methods() -> None:
+    """The backticked method names in the API bullets exist on the manager."""
+    text = README.read_text()
+    api = text[text.index("## Python API") : text.index("## What happens when things go wrong")]
+    bullets = "\n".join(line for line in api.splitlines() if line.startswith(("- ", "  ")))
+    names = set(re.findall(r"`([a-z_]+)(?:\(|`)", bullets))
+    methods = {
+        "trades",
+        "tickers",
+        "book_updates",
+        "gaps",
+        "connection_events",
+        "book",
+        "subscribe",
+        "reconnect",
     }
-    for name in {"builder", "trades", "book", "on"}:
-        assert name in called and hasattr(ExchangeManager, name)
+    methods |= {"resync", "add_exchange", "remove_exchange", "unsubscribe", "reconnect_all", "states"}
+    methods |= {"check_health", "stats", "report"}
+    assert methods <= names, methods - names
+    for name in methods:
+        assert callable(getattr(ExchangeManager, name)), name
 
 
 def test_readme_names_the_two_commands_first() -> None:
