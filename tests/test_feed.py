@@ -264,8 +264,10 @@ async def test_disconnect_then_backfill_delivers_missed_trades_in_order(
     feed._on_data(conn, [trade(1500)])  # type: ignore[arg-type]  # 3..1499 were missed
     feed._on_data(conn, [trade(1501)])  # type: ignore[arg-type]  # held while the backfill runs
     assert seqs(out) == [1, 2]
+    assert (feed.stats().backfills_running, feed.stats().trades_held) == (1, 1)
     task = feed._backfills["BTC/USDT"]
     await asyncio.wait_for(task, 10)
+    assert (feed.stats().backfills_running, feed.stats().trades_held) == (0, 0)
     assert seqs(out) == [1, 2, "gap", *range(3, 1500), 1500, 1501]
     gap = out[2]
     assert isinstance(gap, Gap) and gap.recovered and gap.backfilled == 1497
@@ -277,6 +279,26 @@ async def test_disconnect_then_backfill_delivers_missed_trades_in_order(
     assert (
         st.backfilled_trades == 1497 and st.gaps == 1 and st.gaps_recovered == 1 and st.backfill_requests == 2
     )
+
+
+async def test_a_backfill_stops_after_100_pages_and_says_the_gap_is_incomplete(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    rest, state = rest_server
+    state.trades = {i: 1_000 + i for i in range(1, 100_010)}
+    out: list[Any] = []
+    feed = make_feed(out, http, rest)
+    feed._rest = RestClient("binance test", rest, http, SystemClock(), None)  # no weight budget: no waiting
+    conn = attach(feed, BTC_TRADES)
+    feed._on_data(conn, [trade(1), trade(2)])  # type: ignore[arg-type]
+    feed._handle_event(disconnected(conn))
+    feed._on_data(conn, [trade(100_009)])  # type: ignore[arg-type]  # 3..100_008 missed: 101 pages of 1000
+    await asyncio.wait_for(feed._backfills["BTC/USDT"], 30)
+    gap = out[2]
+    assert isinstance(gap, Gap) and not gap.recovered and gap.backfilled == 100_000
+    assert "backfill stopped after 100 pages" in gap.detail
+    assert seqs(out[3:]) == [*range(3, 100_003), 100_009]
+    assert state.calls.count("trades") == 100 and feed.stats().gaps_recovered == 0
 
 
 async def test_failed_backfill_publishes_an_incomplete_gap_and_every_live_trade(

@@ -66,6 +66,27 @@ async def test_weight_budget_paces_requests_in_its_window(server: tuple[str, lis
         assert hits == [200, 200, 200] and rest.stats().weight == 60
 
 
+async def test_background_requests_leave_room_for_snapshots(server: tuple[str, list[int], list[int]]) -> None:
+    """Backfills (background) fill at most half the budget: a snapshot asked after them goes at once."""
+    url, hits, _ = server
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as http:
+        rest = RestClient("x", url, http, clock, RestRateLimit(weight=200, window_s=60.0), share=0.5)
+        assert (rest.budget, rest.background_budget) == (100, 50)
+        backfill = [
+            asyncio.create_task(rest.get(RestRequest("/ok", {}, weight=25), background=True)) for _ in range(3)
+        ]
+        await asyncio.wait_for(asyncio.gather(*backfill[:2]), 5)  # granted in order, the third waits
+        await settle()
+        assert not backfill[2].done() and rest.stats().waiting == 1
+        snapshot = rest.get(RestRequest("/ok", {}, weight=50))
+        assert await asyncio.wait_for(snapshot, 5) == b"fine"
+        assert rest.stats().in_window == 100 and not backfill[2].done()
+        await clock.advance(60.5)
+        await asyncio.wait_for(backfill[2], 5)
+        assert len(hits) == 4
+
+
 async def test_429_pauses_every_request_of_the_host_for_retry_after(
     server: tuple[str, list[int], list[int]],
 ) -> None:

@@ -85,7 +85,9 @@ _TRADES = Channel.TRADES
 _TICKER = Channel.TICKER
 _FAILED_RETRY_S = (30.0, 60.0, 120.0, 300.0)
 _INSTRUMENT_RETRY_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
-_MAX_BACKFILL_PAGES = 20
+_MAX_BACKFILL_PAGES = 100
+"""Bound on one backfill: Binance 100 000 trades (1000 a page), OKX 10 000 (100 a page); live trades are held
+meanwhile (at most ``TradeStream.max_held``)."""
 _FIRST_INSTRUMENTS_TIMEOUT_S = 5.0
 """Bound on the instrument-list request at start: an unreachable exchange delays the first connect by at most
 this much (the list is then loaded in the background)."""
@@ -146,6 +148,7 @@ class FeedStats:
         id_regressions: trade or ticker id sequences that restarted lower (e.g. after an exchange restart).
         gaps: gap events published; gaps_recovered: those whose trades were all backfilled.
         backfilled_trades / backfill_requests / backfill_failures: trade backfill over REST.
+        backfills_running: symbols whose backfill runs now; trades_held: their live trades held meanwhile.
         snapshots_fetched / snapshot_errors / rate_limited: REST book snapshots; 429/418 answers.
         unknown_symbols: symbols the exchange's instrument list does not have.
         instruments_loaded: the instrument list was loaded (symbols verified, contract sizes known).
@@ -170,6 +173,8 @@ class FeedStats:
     backfilled_trades: int = 0
     backfill_requests: int = 0
     backfill_failures: int = 0
+    backfills_running: int = 0
+    trades_held: int = 0
     unknown_symbols: tuple[str, ...] = ()
     instruments_loaded: bool = False
     rejected: tuple[str, ...] = ()
@@ -429,6 +434,8 @@ class Feed:
             backfilled_trades=sum(t.backfilled for t in trades),
             backfill_requests=self.backfill_requests,
             backfill_failures=self.backfill_failures,
+            backfills_running=sum(t.backfilling for t in trades),
+            trades_held=sum(t.held for t in trades),
             unknown_symbols=tuple(self._unknown),
             instruments_loaded=self._instruments is not None,
             rejected=tuple(f"{ch.value} {sym}" for ch, sym in sorted(self._rejected)),
@@ -745,7 +752,7 @@ class Feed:
                 if self._rest is None:
                     raise RestError("no REST client")
                 self.backfill_requests += 1
-                body = await self._rest.get(request)
+                body = await self._rest.get(request, background=True)
                 page = self.adapter.parse_trades(body, sub, self._clock.time_ns())
                 cursor.pages += 1
                 cursor.last_page_size = len(page)

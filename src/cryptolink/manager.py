@@ -470,8 +470,13 @@ def report_sections(stats: ManagerStats) -> list[Section]:
         )
         data.append(
             f"  {fs.name}: gaps {fs.gaps} ({fs.gaps_recovered} recovered) | backfilled {fs.backfilled_trades:,} "
-            f"trades, {fs.backfill_requests} requests, {fs.backfill_failures} failed | snapshots "
-            f"{fs.snapshots_fetched}, {fs.snapshot_errors} failed, {fs.rate_limited} rate-limited"
+            f"trades, {fs.backfill_requests} requests, {fs.backfill_failures} failed"
+            + (
+                f", {fs.backfills_running} running ({fs.trades_held:,} live trades held)"
+                if fs.backfills_running
+                else ""
+            )
+            + f" | snapshots {fs.snapshots_fetched}, {fs.snapshot_errors} failed, {fs.rate_limited} rate-limited"
         )
         if fs.unknown_symbols or fs.rejected or not fs.instruments_loaded:
             data.append(

@@ -9,6 +9,10 @@ A :class:`RestClient` serves every feed of one (exchange, REST host) in a manage
   answer names no delay);
 - fewer than ``max_concurrent`` requests are in flight.
 
+Background requests (trade backfills) may fill only ``background_share`` (default 0.5) of the budget, so book
+snapshots, which a live book waits for, always find room: a long backfill after an outage never delays a
+resync by more than one request.
+
 So a collector resyncing hundreds of books after an outage never ends in a 429/418 ban. Errors are typed
 (:class:`RestError` with the HTTP status and the server's ``Retry-After``). The exact, cross-process limits
 fed by the exchanges' weight headers belong to the REST manager (a later piece); this client only keeps the
@@ -88,6 +92,7 @@ class RestClient:
         share: fraction of ``limit`` this process uses (0 < share <= 1).
         max_concurrent: requests in flight at once.
         timeout_s: total timeout of one request, s.
+        background_share: fraction of the budget ``background`` requests may fill (0 < x <= 1).
     """
 
     def __init__(
@@ -101,15 +106,19 @@ class RestClient:
         share: float = 0.5,
         max_concurrent: int = 2,
         timeout_s: float = 10.0,
+        background_share: float = 0.5,
     ) -> None:
-        if not 0 < share <= 1 or max_concurrent < 1:
-            raise ValueError("need 0 < share <= 1 and max_concurrent >= 1")
+        if not 0 < share <= 1 or max_concurrent < 1 or not 0 < background_share <= 1:
+            raise ValueError("need 0 < share <= 1, 0 < background_share <= 1 and max_concurrent >= 1")
         self.key = key
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._clock = clock
         self.limit = limit
         self.budget = max(1, int(limit.weight * share)) if limit is not None else None
+        self.background_budget = (
+            max(1, int(self.budget * background_share)) if self.budget is not None else None
+        )
         self._timeout_s = timeout_s
         self._slots = asyncio.Semaphore(max_concurrent)
         self._spent: deque[tuple[float, int]] = deque()
@@ -145,16 +154,17 @@ class RestClient:
             spent.popleft()
         return sum(w for _, w in spent)
 
-    async def _wait_turn(self, weight: int) -> None:
+    async def _wait_turn(self, weight: int, background: bool) -> None:
         while True:
             now = self._clock.monotonic()
             if now < self._paused_until:
                 await self._clock.sleep(self._paused_until - now)
                 continue
-            if self.budget is None or self.limit is None:
+            if self.budget is None or self.limit is None or self.background_budget is None:
                 return
-            weight = min(weight, self.budget)  # a request heavier than the budget still goes, alone
-            if self._in_window(now) + weight <= self.budget:
+            budget = self.background_budget if background else self.budget
+            weight = min(weight, budget)  # a request heavier than the budget still goes, alone
+            if self._in_window(now) + weight <= budget:
                 self._spent.append((now, weight))
                 return
             await self._clock.sleep(max(0.001, self._spent[0][0] + self.limit.window_s - now))
@@ -163,9 +173,12 @@ class RestClient:
         """Hold every request of this host for ``seconds`` (a 429/418 answer's ``Retry-After``)."""
         self._paused_until = max(self._paused_until, self._clock.monotonic() + seconds)
 
-    async def get(self, request: RestRequest, *, timeout_s: float | None = None) -> bytes:
+    async def get(
+        self, request: RestRequest, *, timeout_s: float | None = None, background: bool = False
+    ) -> bytes:
         """Send ``request`` when the budget, a pause and the concurrency bound allow; return the body.
-        ``timeout_s`` overrides the client's timeout for this request.
+        ``timeout_s`` overrides the client's timeout for this request; ``background`` requests (backfills) use
+        at most ``background_share`` of the budget.
 
         Raises:
             RestError: a transport error, a timeout, or a status other than 200 (429/418 also pause every
@@ -173,7 +186,7 @@ class RestClient:
         """
         self._waiting += 1
         try:
-            await self._wait_turn(request.weight)
+            await self._wait_turn(request.weight, background)
             await self._slots.acquire()
         finally:
             self._waiting -= 1
