@@ -18,6 +18,7 @@ renders as ``-``.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -137,7 +138,8 @@ class ReportRow:
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """A titled block of text lines appended to the report (each line is cut to :data:`WIDTH`)."""
+    """A titled block of text lines appended to the report (a line wider than :data:`WIDTH` is wrapped at
+    spaces, its continuation indented 4 more; nothing is cut)."""
 
     title: str
     lines: Sequence[str] = field(default_factory=tuple)
@@ -145,6 +147,21 @@ class Section:
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` wrapped at spaces to ``width`` columns, continuation lines indented 4 more than the first (a
+    word longer than a line is split)."""
+    if len(text) <= width:
+        return [text]
+    indent = text[: len(text) - len(text.lstrip(" "))]
+    return textwrap.wrap(
+        text.strip(),
+        width,
+        initial_indent=indent,
+        subsequent_indent=indent + "    ",
+        break_on_hyphens=False,
+    )
 
 
 def _fit(text: str, width: int) -> str:
@@ -219,14 +236,15 @@ def render_report(
     if not ordered:
         lines.append("(no connections)")
     lines.append("")
-    lines.append(_totals(ordered))
+    lines.extend(_wrap(_totals(ordered), WIDTH))
     for section in sections:
         lines.append("")
         lines.append(section.title)
-        lines.extend(_fit(line, WIDTH) for line in section.lines)
+        for line in section.lines:
+            lines.extend(_wrap(line, WIDTH))
         if not section.lines:
             lines.append("  (none)")
-    return "\n".join(_fit(line, WIDTH) for line in lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _totals(rows: Sequence[ReportRow]) -> str:
