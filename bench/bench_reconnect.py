@@ -10,7 +10,7 @@ connection (``drop`` fault). Per drop we measure wall time from the injection to
 
 The engine's backoff makes attempt 1 immediate (``cryptolink.engine.backoff``); the counter resets only after
 ``reset_after_s`` of healthy data, so between drops we wait until it has reset (``reset_after_s`` is set to
-0.3 s here so that 100 drops take about a minute; the default 30 s would give the same first attempt).
+0.3 s here so that 100 drops take about a minute; the default 2 s gives the same first attempt).
 
 ``python -m bench.bench_reconnect [--quick] [--drops N]``
 """

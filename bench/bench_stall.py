@@ -9,8 +9,7 @@ answering pings (``stall`` fault). Per stall we measure wall time from the injec
 - ``data again``: first market data of the replacement socket reaching ``on_data``.
 
 The engine runs with its default :class:`~cryptolink.engine.EngineConfig` (watchdog ``min_idle_s`` 2.5 s,
-timer tick 0.25 s; backoff ``reset_after_s`` lowered to 1 s, see below). NOTE: the YAML/manager defaults (``cryptolink.config.WatchdogConfig``) use
-``min_idle_s`` = 10 s, so a manager built from a default config detects stalls after >= 10 s.
+timer tick 0.25 s; the YAML/manager default is the same; backoff ``reset_after_s`` set to 1 s, see below).
 
 ``python -m bench.bench_stall [--quick] [--stalls N]``
 """
@@ -74,8 +73,8 @@ def run(quick: bool = False, stalls: int | None = None, speed: float = 1.0) -> d
         "2.5 s, tick 0.25 s, so the floor is ~2.5-2.75 s; the YAML/manager defaults are the same "
         "(`watchdog.min_idle_s: 2.5`). The backoff's `reset_after_s` is "
         "1 s here and each stall waits until it has reset, so every session reset is an immediate attempt 1 "
-        "(with the default 30 s, stalls < 30 s apart make later resets attempts 2, 3, ... with full-jitter "
-        "delays of up to 1, 2, 4 ... s, by design)."
+        "(with the default 2 s the same holds once a session delivered data for 2 s; resets closer together "
+        "make later ones attempts 2, 3, ... with full-jitter delays of up to 1, 2, 4 ... s, by design)."
     )
     print(body)
     cmd = "python -m bench.bench_stall" + (" --quick" if quick else "")

@@ -1,7 +1,7 @@
 """Run every benchmark and update bench/RESULTS.md.
 
-``python -m bench.run_all`` (full: about 3 minutes on 2 cores) or ``python -m bench.run_all --quick``
-(short runs of each, under 2 minutes). ``--only throughput,memory`` picks benchmarks.
+``python -m bench.run_all`` (full: about 30 minutes on 2 cores, 25 of them the recovery benchmark's outages and
+flapping) or ``python -m bench.run_all --quick`` (short runs of each, about 5 minutes). ``--only throughput,memory`` picks benchmarks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_memory, bench_reconnect, bench_stall, bench_throughput
+from bench import bench_memory, bench_reconnect, bench_recovery, bench_stall, bench_throughput
 
 __all__ = ["BENCHMARKS", "main"]
 
@@ -22,12 +22,13 @@ BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "throughput": lambda quick: bench_throughput.run(quick=quick),
     "reconnect": lambda quick: bench_reconnect.run(quick=quick),
     "stall": lambda quick: bench_stall.run(quick=quick),
+    "recovery": lambda quick: bench_recovery.run(quick=quick),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the cryptolink benchmarks")
-    ap.add_argument("--quick", action="store_true", help="short runs (smoke test, < 2 min)")
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test, about 5 min)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     args = ap.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
