@@ -74,7 +74,8 @@ async def test_background_requests_leave_room_for_snapshots(server: tuple[str, l
         rest = RestClient("x", url, http, clock, RestRateLimit(weight=200, window_s=60.0), share=0.5)
         assert (rest.budget, rest.background_budget) == (100, 50)
         backfill = [
-            asyncio.create_task(rest.get(RestRequest("/ok", {}, weight=25), background=True)) for _ in range(3)
+            asyncio.create_task(rest.get(RestRequest("/ok", {}, weight=25), background=True))
+            for _ in range(3)
         ]
         await asyncio.wait_for(asyncio.gather(*backfill[:2]), 5)  # granted in order, the third waits
         await settle()

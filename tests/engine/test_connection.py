@@ -586,3 +586,30 @@ async def test_log_tells_each_connection_story(caplog: pytest.LogCaptureFixture)
         assert line in text, (line, text)
     assert text.count("cannot connect to ws://fake/ws") == 1  # said once, not repeated inside its own error
     await h.conn.stop()
+
+
+async def test_a_long_outage_is_logged_every_10th_attempt_or_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="cryptolink")
+    h = Harness()
+    h.transport.script = [REFUSED] * 30
+    await h.conn.start()
+    for _ in range(8000):  # fake time: up to 2000 s, enough for 30 failures at the 30 s cap
+        await settle()
+        if h.conn.state is S.CONNECTED:
+            break
+        await h.clock.advance(0.25)
+    assert h.conn.state is S.CONNECTED
+
+    def attempt_of(message: str) -> int:
+        return int(message.rsplit("(attempt ", 1)[1].split(")")[0].split(";")[0])
+
+    failures = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert [attempt_of(r.getMessage()) for r in failures] == list(range(1, 31))  # every one, some at DEBUG
+    loud = [attempt_of(r.getMessage()) for r in failures if r.levelno == logging.WARNING]
+    assert loud[:5] == [1, 2, 3, 4, 5] and {10, 20, 30} <= set(loud) and len(loud) < 30
+    assert "from now on logged every 10th attempt or once a minute" in failures[4].getMessage()
+    # each loud failure is followed by its "reconnecting in" line at INFO; the quiet ones by a DEBUG one
+    retries = [r for r in caplog.records if "reconnecting in" in r.getMessage()]
+    assert sorted(attempt_of(r.getMessage()) - 1 for r in retries if r.levelno == logging.INFO) == loud

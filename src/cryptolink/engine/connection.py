@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -198,6 +199,8 @@ class ManagedConnection:
         self._connected_since_ns: int | None = None
         self._disconnected_at: float | None = None
         self._ever_connected = False
+        self._last_retry_log = -math.inf  # when a failed connect was last logged above DEBUG (monotonic s)
+        self._retry_loud = True  # the next "reconnecting in" line is logged above DEBUG
         self._healthy_since: float | None = None
         self._rotate_at: float | None = None
         self._next_lag_sample = now
@@ -601,7 +604,7 @@ class ManagedConnection:
             if self._ever_connected or attempt > 1:
                 self.reconnect_attempts += 1
                 self._emit(_E.RECONNECT_ATTEMPT, Severity.INFO, f"retry in {delay:.1f} s", attempt=attempt)
-                level = logging.INFO if attempt <= 5 or attempt % 10 == 0 else logging.DEBUG
+                level = logging.INFO if attempt <= 5 or self._retry_loud else logging.DEBUG
                 _log.log(level, "%s: reconnecting in %.1f s (attempt %d)", self.conn_id, delay, attempt)
             if delay > 0:
                 self._wake.clear()
@@ -631,6 +634,9 @@ class ManagedConnection:
             await self._on_end(reason)
 
     def _connect_failed(self, exc: Exception, attempt: int) -> None:
+        """Count and log a failed connect. Logged at WARNING (with the next "reconnecting in" at INFO) for
+        the first 5 attempts, then every 10th or once a minute: a long outage tells its story without
+        flooding the log."""
         now = self._clock.monotonic()
         self.transport_errors += 1
         self.failed_connects += 1
@@ -644,9 +650,18 @@ class ManagedConnection:
             error=why,
             attempt=attempt,
         )
-        level = logging.WARNING if attempt <= 5 or attempt % 10 == 0 else logging.DEBUG
+        loud = attempt <= 5 or attempt % 10 == 0 or now - self._last_retry_log >= 60.0
+        if loud:
+            self._last_retry_log = now
+        self._retry_loud = loud
         _log.log(
-            level, "%s: cannot connect to %s: %s (attempt %d)", self.conn_id, self.spec.url, why, attempt
+            logging.WARNING if loud else logging.DEBUG,
+            "%s: cannot connect to %s: %s (attempt %d%s)",
+            self.conn_id,
+            self.spec.url,
+            why,
+            attempt,
+            "; from now on logged every 10th attempt or once a minute" if attempt == 5 else "",
         )
         if self.state is _S.CONNECTING:
             self._sm.transition(_S.RECONNECTING, "connect failed")
