@@ -261,9 +261,9 @@ def _totals(rows: Sequence[ReportRow]) -> str:
     )
 
 
-def render_report_table(rows: Iterable[ReportRow], *, title: str = "Connection report") -> Table:
-    """The report's columns as a :class:`rich.table.Table`, states coloured."""
-    table = Table(
+def _table(title: str) -> Table:
+    """An empty table of :data:`WIDTH` columns, simple head rule, title on the left."""
+    return Table(
         title=title,
         width=WIDTH,
         box=box.SIMPLE_HEAD,
@@ -271,6 +271,11 @@ def render_report_table(rows: Iterable[ReportRow], *, title: str = "Connection r
         collapse_padding=True,
         title_justify="left",
     )
+
+
+def render_report_table(rows: Iterable[ReportRow], *, title: str = "Connection report") -> Table:
+    """The report's columns as a :class:`rich.table.Table`, states coloured."""
+    table = _table(title)
     for header, right in _COLUMNS:
         table.add_column(
             header,
@@ -290,14 +295,7 @@ def render_report_table(rows: Iterable[ReportRow], *, title: str = "Connection r
 def render_status_table(rows: Iterable[ReportRow], *, title: str = "cryptolink status") -> Table:
     """A compact live view, one line per connection: connection, state, messages/s, messages, reconnects,
     score, books and the last event (cut to fit). At most :data:`WIDTH` columns wide; nothing wraps."""
-    table = Table(
-        title=title,
-        width=WIDTH,
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title_justify="left",
-    )
+    table = _table(title)
     table.add_column("connection", no_wrap=True, max_width=_CONN_MAX, overflow="ellipsis")
     table.add_column("state", no_wrap=True, min_width=12)
     table.add_column("msg/s", justify="right", no_wrap=True)
