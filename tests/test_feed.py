@@ -279,6 +279,7 @@ async def test_disconnect_then_backfill_delivers_missed_trades_in_order(
     assert (
         st.backfilled_trades == 1497 and st.gaps == 1 and st.gaps_recovered == 1 and st.backfill_requests == 2
     )
+    assert st.gaps_by_stream == {"trades": 1}
 
 
 async def test_a_backfill_stops_after_100_pages_and_says_the_gap_is_incomplete(

@@ -227,3 +227,18 @@ async def test_secrets_never_reach_logs_or_the_report_of_a_running_manager(
         for text in (report, config_summary(cfg), repr(cfg), str(cfg.model_dump()), caplog.text):
             assert "KEY-123456" not in text and "SECRET-987" not in text
         assert "api key set" in config_summary(cfg)
+
+
+def test_report_counts_gaps_per_stream_and_complete_trade_gaps() -> None:
+    from cryptolink.feed import FeedStats
+    from cryptolink.manager import _gap_counts
+
+    def stats(gaps: int, recovered: int, by_stream: dict[str, int]) -> FeedStats:
+        return FeedStats("b", "binance", "spot", (), (), 0, 0, 0, 0, 0, gaps=gaps, gaps_recovered=recovered,
+                         gaps_by_stream=by_stream)  # fmt: skip
+
+    assert _gap_counts(stats(0, 0, {})) == "0"
+    assert _gap_counts(stats(12, 2, {"book": 4, "trades": 4, "ticker": 4})) == (
+        "12 (trades 4, 2 complete; ticker 4; book 4)"
+    )
+    assert _gap_counts(stats(3, 0, {"ticker": 3})) == "3 (ticker 3)"

@@ -146,7 +146,8 @@ class FeedStats:
         stale_dropped: tickers older than one already delivered, dropped.
         out_of_order: trades delivered late (lower id than one already delivered, not a duplicate).
         id_regressions: trade or ticker id sequences that restarted lower (e.g. after an exchange restart).
-        gaps: gap events published; gaps_recovered: those whose trades were all backfilled.
+        gaps: gap events published; gaps_by_stream: of them per stream (``trades``, ``ticker``, ``book``);
+        gaps_recovered: trade gaps whose trades were all backfilled (or none was missed).
         backfilled_trades / backfill_requests / backfill_failures: trade backfill over REST.
         backfills_running: symbols whose backfill runs now; trades_held: their live trades held meanwhile.
         snapshots_fetched / snapshot_errors / rate_limited: REST book snapshots; 429/418 answers.
@@ -170,6 +171,7 @@ class FeedStats:
     id_regressions: int = 0
     gaps: int = 0
     gaps_recovered: int = 0
+    gaps_by_stream: dict[str, int] = field(default_factory=dict)
     backfilled_trades: int = 0
     backfill_requests: int = 0
     backfill_failures: int = 0
@@ -245,6 +247,7 @@ class Feed:
         self.rate_limited = 0
         self.gaps = 0
         self.gaps_recovered = 0
+        self.gaps_by_stream: dict[str, int] = {}
         self.backfill_requests = 0
         self.backfill_failures = 0
 
@@ -431,6 +434,7 @@ class Feed:
             id_regressions=sum(t.regressions for t in trades) + sum(t.regressions for t in tickers),
             gaps=self.gaps,
             gaps_recovered=self.gaps_recovered,
+            gaps_by_stream=dict(self.gaps_by_stream),
             backfilled_trades=sum(t.backfilled for t in trades),
             backfill_requests=self.backfill_requests,
             backfill_failures=self.backfill_failures,
@@ -504,6 +508,8 @@ class Feed:
         missing for good), everything else at INFO (a book resync restores the book; a backfilled or verified
         trade interval is complete)."""
         self.gaps += 1
+        stream = gap.stream.value
+        self.gaps_by_stream[stream] = self.gaps_by_stream.get(stream, 0) + 1
         if gap.recovered:
             self.gaps_recovered += 1
         if not logged:

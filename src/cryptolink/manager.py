@@ -450,6 +450,21 @@ def _book_summary(books: list[BookHealth]) -> str:
     return f"{live}/{len(books)} live"
 
 
+def _gap_counts(fs: FeedStats) -> str:
+    """``"5 (trades 2, 1 complete; ticker 2; book 1)"``: gap events per stream; a trade gap is complete when
+    every missed trade was backfilled (or none was missed)."""
+    if not fs.gaps:
+        return "0"
+    parts = []
+    for stream in ("trades", "ticker", "book"):
+        n = fs.gaps_by_stream.get(stream, 0)
+        if n:
+            parts.append(
+                f"trades {n}, {fs.gaps_recovered} complete" if stream == "trades" else f"{stream} {n}"
+            )
+    return f"{fs.gaps} ({'; '.join(parts)})"
+
+
 def report_sections(stats: ManagerStats) -> list[Section]:
     """The detail sections of the report, from one statistics snapshot."""
     books: list[str] = []
@@ -469,7 +484,7 @@ def report_sections(stats: ManagerStats) -> list[Section]:
             f"id restarts {fs.id_regressions}"
         )
         data.append(
-            f"  {fs.name}: gaps {fs.gaps} ({fs.gaps_recovered} recovered) | backfilled {fs.backfilled_trades:,} "
+            f"  {fs.name}: gaps {_gap_counts(fs)} | backfilled {fs.backfilled_trades:,} "
             f"trades, {fs.backfill_requests} requests, {fs.backfill_failures} failed"
             + (
                 f", {fs.backfills_running} running ({fs.trades_held:,} live trades held)"
