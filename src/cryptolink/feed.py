@@ -245,7 +245,6 @@ class Feed:
         self.snapshots_fetched = 0
         self.snapshot_errors = 0
         self.rate_limited = 0
-        self.gaps = 0
         self.gaps_recovered = 0
         self.gaps_by_stream: dict[str, int] = {}
         self.backfill_requests = 0
@@ -432,7 +431,7 @@ class Feed:
             stale_dropped=sum(t.stale for t in tickers),
             out_of_order=sum(t.out_of_order for t in trades),
             id_regressions=sum(t.regressions for t in trades) + sum(t.regressions for t in tickers),
-            gaps=self.gaps,
+            gaps=sum(self.gaps_by_stream.values()),
             gaps_recovered=self.gaps_recovered,
             gaps_by_stream=dict(self.gaps_by_stream),
             backfilled_trades=sum(t.backfilled for t in trades),
@@ -507,7 +506,6 @@ class Feed:
         """Publish ``gap`` and tell its story once: trades that could not be recovered at WARNING (data is
         missing for good), everything else at INFO (a book resync restores the book; a backfilled or verified
         trade interval is complete)."""
-        self.gaps += 1
         stream = gap.stream.value
         self.gaps_by_stream[stream] = self.gaps_by_stream.get(stream, 0) + 1
         if gap.recovered:
@@ -865,18 +863,8 @@ class Feed:
             if conn.conn_id != conn_id:
                 continue
             symbol = sub.symbol
-            if sub.channel is _TRADES:
-                stream = self._trades.get(symbol)
-                if stream is not None:
-                    stream.interrupted(cause, detail)
-            elif sub.channel is _TICKER:
-                iv = self._ticker_iv.get(symbol)
-                if iv is not None:
-                    iv.interrupted(cause, detail)
-            else:
-                iv = self._book_iv.get(symbol)
-                if iv is not None:
-                    iv.interrupted(cause, detail)
+            self._interrupt_stream(sub.channel, symbol, cause, detail)
+            if sub.channel is _BOOK:
                 sync = self._books.get(symbol)
                 if sync is not None:
                     task = self._snapshot_tasks.pop(symbol, None)
@@ -887,19 +875,21 @@ class Feed:
                         retry.cancel()
                     self._handle_actions(sync, conn, sync.on_connection_lost())
 
-    def _stream_stale(self, conn: ManagedConnection, channel: Channel, symbol: str, detail: str) -> None:
+    def _interrupt_stream(self, channel: Channel, symbol: str, cause: GapCause, detail: str) -> None:
+        """Open an interruption interval on the stream ``(channel, symbol)``, if the feed has it."""
+        tracker: TradeStream | IntervalTracker | None
         if channel is _TRADES:
-            stream = self._trades.get(symbol)
-            if stream is not None:
-                stream.interrupted(GapCause.STALL, detail)
+            tracker = self._trades.get(symbol)
         elif channel is _TICKER:
-            iv = self._ticker_iv.get(symbol)
-            if iv is not None:
-                iv.interrupted(GapCause.STALL, detail)
+            tracker = self._ticker_iv.get(symbol)
         else:
-            iv = self._book_iv.get(symbol)
-            if iv is not None:
-                iv.interrupted(GapCause.STALL, detail)
+            tracker = self._book_iv.get(symbol)
+        if tracker is not None:
+            tracker.interrupted(cause, detail)
+
+    def _stream_stale(self, conn: ManagedConnection, channel: Channel, symbol: str, detail: str) -> None:
+        self._interrupt_stream(channel, symbol, GapCause.STALL, detail)
+        if channel is _BOOK:
             sync = self._books.get(symbol)
             if sync is not None:
                 self._handle_actions(sync, conn, sync.on_stale())

@@ -24,7 +24,7 @@ local order book correctly", "Compressed/Aggregate Trades List").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -485,25 +485,35 @@ class BinanceAdapterBase(ExchangeAdapter):
             items = _hist_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DecodeError(f"binance: malformed historicalTrades: {exc}") from exc
-        ex = self.exchange_symbol(subscription.symbol)
+        rows = ((t.price, t.qty, t.isBuyerMaker, t.id, t.time) for t in items)
+        return self._backfilled(subscription, receipt_ns, rows)
+
+    def _backfilled(
+        self,
+        subscription: Subscription,
+        receipt_ns: int,
+        rows: Iterable[tuple[Decimal, Decimal, bool, int, int]],
+    ) -> list[Trade]:
+        """Backfilled trades from ``(price, qty, buyer is maker, id, time ms)`` rows of a REST trade page."""
         sym = subscription.symbol
+        ex = self.exchange_symbol(sym)
         return [
             Trade(
                 self.exchange,
                 sym,
                 ex,
-                t.price,
-                t.qty,
-                Side.SELL if t.isBuyerMaker else Side.BUY,
-                str(t.id),
-                t.time,
+                price,
+                qty,
+                Side.SELL if buyer_maker else Side.BUY,
+                str(tid),
+                ts,
                 receipt_ns,
-                t.id,
+                tid,
                 _TRADES,
                 self.feed,
                 backfilled=True,
             )
-            for t in items
+            for price, qty, buyer_maker, tid, ts in rows
         ]
 
 
@@ -601,26 +611,7 @@ class BinanceUsdmAdapter(BinanceAdapterBase):
             items = _agg_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DecodeError(f"binance: malformed aggTrades: {exc}") from exc
-        ex = self.exchange_symbol(subscription.symbol)
-        sym = subscription.symbol
-        return [
-            Trade(
-                self.exchange,
-                sym,
-                ex,
-                t.p,
-                t.q,
-                Side.SELL if t.m else Side.BUY,
-                str(t.a),
-                t.T,
-                receipt_ns,
-                t.a,
-                _TRADES,
-                self.feed,
-                backfilled=True,
-            )
-            for t in items
-        ]
+        return self._backfilled(subscription, receipt_ns, ((t.p, t.q, t.m, t.a, t.T) for t in items))
 
     def route(self, subscription: Subscription) -> str:
         """``public`` for book and ticker (``@depth*``, ``@bookTicker``), ``market`` for trades."""

@@ -418,7 +418,49 @@ def _load_replay(
     return snap_id, bids, asks, out
 
 
-class ReplaySource(MarketSource):
+class _LoopingReplay(MarketSource):
+    """A recorded tape played in a loop: ``(delay_s, kind, payload)`` events over a start book. At the seam one
+    delta turns the book back into the start book, then the tape plays again (ids keep growing). ``loops``
+    counts completed passes."""
+
+    SEAM_DELAY_S = 0.1
+
+    def __init__(self, symbol: str, events: list[tuple[float, str, Any]]) -> None:
+        super().__init__(symbol)
+        self._events = events
+        self._start_book = self.book.copy()
+        self._i = 0
+        self.loops = 0
+
+    def _start_from(self, bids: list[Level], asks: list[Level]) -> None:
+        """Set the recorded start book (before the first event)."""
+        self.book.apply(bids, asks)
+        self._start_book = self.book.copy()
+
+    def _peek_delay(self) -> float:
+        if self._i >= len(self._events):
+            return self.SEAM_DELAY_S
+        return self._events[self._i][0]
+
+    def _next_event(self) -> tuple[str, Any] | None:
+        """The next ``(kind, payload)`` of the tape, or ``None`` at the seam."""
+        if self._i >= len(self._events):
+            return None
+        _, kind, payload = self._events[self._i]
+        self._i += 1
+        return kind, payload
+
+    def _seam(self, ts_ms: int, span: int) -> Depth:
+        """The delta back to the start book, its ids covering ``span`` update ids; starts the next pass."""
+        bids, asks = self.book.diff_to(self._start_book)
+        self.book = self._start_book.copy()
+        self._i = 0
+        self.loops += 1
+        first, last, prev = self._next_ids(span)
+        return Depth(first, last, prev, bids, asks, ts_ms)
+
+
+class ReplaySource(_LoopingReplay):
     """Loops an hftbacktest-format recording (see module doc). ``loops`` counts completed passes.
 
     Args:
@@ -430,38 +472,23 @@ class ReplaySource(MarketSource):
         OSError: a user file cannot be read.
     """
 
-    SEAM_DELAY_S = 0.1
-
     def __init__(self, symbol: str, recording: str | Path) -> None:
-        super().__init__(symbol)
-        snap_id, bids, asks, self._events = _load_replay(recording)
-        self.book.apply(bids, asks)
-        self._start_book = self.book.copy()
+        snap_id, bids, asks, events = _load_replay(recording)
+        super().__init__(symbol, events)
+        self._start_from(bids, asks)
         self.last_update_id = snap_id
         self.last_trade_id = 1_000_000
         self._bbo_ids = 0  # BBO ids handed out since the last depth delta (they lie inside the next one)
-        self._i = 0
-        self.loops = 0
         bb = self.book.top(1)[0]
         self.last_price = bb[0][0] if bb else "0"
 
-    def _peek_delay(self) -> float:
-        if self._i >= len(self._events):
-            return self.SEAM_DELAY_S
-        return self._events[self._i][0]
-
     def _pop(self, ts_ms: int) -> Event:
-        if self._i >= len(self._events):
-            # loop seam: one delta back to the recorded snapshot book, then replay again with higher ids
-            bids, asks = self.book.diff_to(self._start_book)
-            self.book = self._start_book.copy()
-            self._i = 0
-            self.loops += 1
-            first, last, prev = self._next_ids(self._bbo_ids + 1)
+        event = self._next_event()
+        if event is None:  # the seam's delta also covers the BBO ids handed out since the last delta
+            seam = self._seam(ts_ms, self._bbo_ids + 1)
             self._bbo_ids = 0
-            return Depth(first, last, prev, bids, asks, ts_ms)
-        _, kind, payload = self._events[self._i]
-        self._i += 1
+            return seam
+        kind, payload = event
         if kind == "depth":
             span, bids, asks = payload
             self.book.apply(bids, asks)
@@ -548,7 +575,7 @@ def _load_okx_replay() -> dict[str, _OkxTape]:
     }
 
 
-class OkxReplaySource(MarketSource):
+class OkxReplaySource(_LoopingReplay):
     """Loops one instrument of the shipped OKX v5 recording :data:`OKX_RECORDING` (see the module doc).
 
     Prices and sizes are the recorded strings; ``seqId``/``prevSeqId`` come from the simulator's own counter
@@ -564,37 +591,21 @@ class OkxReplaySource(MarketSource):
         KeyError: ``inst_id`` is not in the recording.
     """
 
-    SEAM_DELAY_S = 0.1
-
     def __init__(self, inst_id: str) -> None:
-        super().__init__(inst_id)
         tape = _load_okx_replay()[inst_id]
-        self._events = tape.events
-        self.book.apply(tape.bids, tape.asks)
-        self._start_book = self.book.copy()
+        super().__init__(inst_id, tape.events)
+        self._start_from(tape.bids, tape.asks)
         self.last_update_id = 1_000_000
         self.last_trade_id = tape.first_trade_id - 1
         self.ticker = next((dict(p) for _, k, p in self._events if k == "ticker"), None)
-        self._i = 0
-        self.loops = 0
         trade = next((p for _, k, p in self._events if k == "trade"), None)
         self.last_price = trade[0] if trade else (self.book.top(1)[0] or [("0", "0")])[0][0]
 
-    def _peek_delay(self) -> float:
-        if self._i >= len(self._events):
-            return self.SEAM_DELAY_S
-        return self._events[self._i][0]
-
     def _pop(self, ts_ms: int) -> Event:
-        if self._i >= len(self._events):
-            bids, asks = self.book.diff_to(self._start_book)
-            self.book = self._start_book.copy()
-            self._i = 0
-            self.loops += 1
-            first, last, prev = self._next_ids(1)
-            return Depth(first, last, prev, bids, asks, ts_ms)
-        _, kind, payload = self._events[self._i]
-        self._i += 1
+        event = self._next_event()
+        if event is None:
+            return self._seam(ts_ms, 1)
+        kind, payload = event
         if kind == "depth":
             bids, asks = payload
             self.book.apply(bids, asks)
