@@ -25,7 +25,8 @@ from the instrument list (:meth:`ExchangeAdapter.set_instruments`).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -49,7 +50,10 @@ __all__ = [
     "Decoded",
     "ExchangeAdapter",
     "ExchangeError",
+    "FrameCompression",
+    "FrameDecoder",
     "Heartbeat",
+    "InflateRefused",
     "Instrument",
     "KeepalivePolicy",
     "OutboundRequest",
@@ -61,6 +65,7 @@ __all__ = [
     "SequenceModel",
     "ServerNotice",
     "SnapshotSource",
+    "inflate",
 ]
 
 
@@ -69,6 +74,58 @@ class DecodeError(ValueError):
 
     The engine counts it per connection and skips the frame; it never closes a connection by itself.
     """
+
+
+class InflateRefused(DecodeError):
+    """A compressed frame was corrupt or would inflate beyond the bound (a compression bomb).
+
+    Attributes:
+        limit_bytes: the bound on the inflated size.
+        bomb: the frame exceeded the bound (``False``: the compressed data was corrupt).
+    """
+
+    def __init__(self, message: str, *, limit_bytes: int, bomb: bool) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+        self.bomb = bomb
+
+
+class FrameCompression(StrEnum):
+    """How an exchange compresses its binary WebSocket frames."""
+
+    GZIP = "gzip"
+    """RFC 1952 gzip members (HTX: every market-data frame)."""
+    DEFLATE = "deflate"
+    """Raw RFC 1951 deflate without header (OKX's optional compressed frames, Bitget's historical ones)."""
+
+
+def inflate(data: bytes, compression: FrameCompression, limit_bytes: int) -> bytes:
+    """Decompress one binary frame, refusing to produce more than ``limit_bytes`` bytes.
+
+    Inflation stops as soon as the bound is passed, so a compression bomb costs at most ``limit_bytes`` of
+    memory.
+
+    Raises:
+        InflateRefused: the data is corrupt or truncated (``bomb=False``) or inflates beyond ``limit_bytes``
+            (``bomb=True``).
+    """
+    wbits = 16 + zlib.MAX_WBITS if compression is FrameCompression.GZIP else -zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, limit_bytes + 1)
+    except zlib.error as exc:
+        raise InflateRefused(
+            f"corrupt {compression.value} frame: {exc}", limit_bytes=limit_bytes, bomb=False
+        ) from None
+    if len(out) > limit_bytes:
+        raise InflateRefused(
+            f"{compression.value} frame inflates beyond {limit_bytes} bytes; refused",
+            limit_bytes=limit_bytes,
+            bomb=True,
+        )
+    if not inflater.eof:
+        raise InflateRefused(f"truncated {compression.value} frame", limit_bytes=limit_bytes, bomb=False)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- decode output
@@ -167,6 +224,10 @@ class Heartbeat(msgspec.Struct, frozen=True):
 
 ControlSignal = Ack | Rejected | Pong | ReplyRequired | ServerNotice | ExchangeError | Heartbeat
 Decoded = Trade | Ticker | BookMessage | ControlSignal
+
+FrameDecoder = Callable[[str | bytes, int], list[Decoded]]
+"""``(frame, receipt_ns) -> events``: what :meth:`ExchangeAdapter.session_decoder` returns. Binary frames of an
+adapter whose policy declares a :class:`FrameCompression` arrive already inflated (``bytes``)."""
 
 
 # --------------------------------------------------------------------------------------------------- requests
@@ -327,6 +388,10 @@ class ConnectionPolicy:
             (OKX 30 s).
         max_frame_bytes: largest frame accepted; larger frames are counted and the connection is reset.
         connect_limit: new connections allowed per time window per IP (``None``: not documented).
+        compression: binary frames are compressed this way and inflated by the engine before ``decode``
+            (``None``: binary frames are passed as received).
+        max_inflated_bytes: bound on one frame's inflated size; a frame beyond it is refused and counted
+            (:func:`inflate`), never decoded.
     """
 
     keepalive: KeepalivePolicy
@@ -337,6 +402,8 @@ class ConnectionPolicy:
     server_idle_close_s: float | None = None
     max_frame_bytes: int = 4 * 1024 * 1024
     connect_limit: ConnectRateLimit | None = None
+    compression: FrameCompression | None = None
+    max_inflated_bytes: int = 16 * 1024 * 1024
 
 
 class SnapshotSource(StrEnum):
@@ -359,12 +426,17 @@ class SequenceModel(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChecksumSpec:
-    """A CRC32 book checksum: over the top ``depth`` levels, bids and asks interleaved
-    (``bid1px:bid1sz:ask1px:ask1sz:...``), on the original strings, compared as a signed int32 when ``signed``.
+    """A book checksum over the top ``depth`` levels.
+
+    By default a CRC32 with bids and asks interleaved (``bid1px:bid1sz:ask1px:ask1sz:...``), on the original
+    strings, compared as a signed int32 when ``signed`` (OKX, Bitget). An exchange with another rule sets
+    ``compute``: ``(top bids, top asks) -> checksum`` over the top ``depth`` levels as ``[price, size]``
+    strings, best first (Kraken, for one, strips the decimal point and leading zeros before its CRC32).
     """
 
     depth: int = 25
     signed: bool = True
+    compute: Callable[[Sequence[Sequence[str]], Sequence[Sequence[str]]], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +539,29 @@ class ExchangeAdapter(abc.ABC):
         Raises:
             DecodeError: the frame is malformed.
         """
+
+    def session_decoder(self) -> FrameDecoder:
+        """The decoder of one new WebSocket session (called once per connection, before its first frame).
+
+        Stateless protocols return :meth:`decode` (the default). A protocol whose frames only make sense with
+        per-connection state returns a fresh decoder holding it, so that state lives and dies with the session:
+        Bitfinex's numeric channel ids (``chanId``), assigned by the server in each subscribe answer, are valid
+        on that socket only.
+        """
+        return self.decode
+
+    def connect_request(self, spec: ConnectionSpec) -> RestRequest | None:
+        """A REST request to make before opening ``spec``'s socket (a token or a URL to fetch first, e.g.
+        KuCoin's ``bullet-public``), or ``None`` (the default) to connect to ``spec.url`` directly."""
+        return None
+
+    def connect_url(self, spec: ConnectionSpec, body: bytes) -> str:
+        """The URL to open, given the body answering :meth:`connect_request`.
+
+        Raises:
+            DecodeError: the body does not carry what the connection needs.
+        """
+        return spec.url
 
     # books ---------------------------------------------------------------------------------------------------
     def snapshot_request(self, subscription: Subscription) -> RestRequest | None:
