@@ -46,6 +46,7 @@ from cryptolink.engine import (
 )
 from cryptolink.engine.gate import ConnectGates, GateStats
 from cryptolink.exchanges import get_adapter
+from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.feed import BookHealth, Feed, FeedStats
 from cryptolink.models import GAPS_CHANNEL, Channel, Market, Subscription
 from cryptolink.report import ReportRow, Section, render_report
@@ -104,6 +105,8 @@ class ExchangeManager:
             transport; pass :class:`~cryptolink.engine.WebsocketsTransport` for the pure-Python one).
         bus: the event bus (default: one sized by ``config.consumer_queue_size``/``overflow_policy``).
         seed: seed for backoff and rotation jitter (``None``: unpredictable).
+        adapter_wrapper: applied to every adapter the manager builds, before use (the recorder wraps adapters
+            to capture every raw frame and REST body they are given).
     """
 
     def __init__(
@@ -114,8 +117,10 @@ class ExchangeManager:
         transport: Transport | None = None,
         bus: Bus | None = None,
         seed: int | None = None,
+        adapter_wrapper: Callable[[ExchangeAdapter], ExchangeAdapter] | None = None,
     ) -> None:
         self.config = config
+        self._adapter_wrapper = adapter_wrapper
         self._clock: Clock = clock or SystemClock()
         self._transport: Transport = transport or default_transport()
         self.bus = bus or Bus(
@@ -204,6 +209,8 @@ class ExchangeManager:
             testnet=entry.testnet,
             feed=name,
         )
+        if self._adapter_wrapper is not None:
+            adapter = self._adapter_wrapper(adapter)
         key = (adapter.exchange, adapter.rest_base_url)
         rest = self._rest.get(key)
         if rest is None:
