@@ -21,13 +21,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptolink.config import CryptolinkConfig
 from cryptolink.feed import BadSymbol
 from cryptolink.manager import ExchangeManager
 from cryptolink.report import Section, config_summary
-from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError
+from cryptolink.sinks.base import Sink
+from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
 
 __all__ = [
     "EXIT_DATA_LOST",
@@ -78,20 +80,8 @@ class RunResult:
 
 
 def output_section(stats: JsonlSinkStats, out_dir: object) -> Section:
-    """The report section of the JSONL output: what was written, what was lost and why."""
-    lines = [
-        f"  {stats.lines_written:,} lines ({stats.bytes_written:,} bytes) written to {out_dir}; "
-        f"{stats.files_rotated} files rotated, {stats.files_deleted} deleted by retention",
-    ]
-    if stats.lines_dropped or stats.write_errors or not stats.healthy:
-        lines.append(
-            f"  DATA LOST: {stats.lines_dropped:,} lines dropped (write errors {stats.dropped_write_errors:,}, "
-            f"writer behind {stats.dropped_writer_behind:,}, at close {stats.dropped_at_close:,}); "
-            f"{stats.write_errors} failed writes; last error: {stats.last_error or '-'}"
-        )
-    if stats.rejected:
-        lines.append(f"  {stats.rejected:,} events not written (not market data or unusable names)")
-    return Section("output", lines)
+    """The report section of the JSONL output (see :func:`cryptolink.sinks.jsonl.jsonl_section`)."""
+    return jsonl_section(stats, out_dir)
 
 
 async def serve(
@@ -99,6 +89,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     *,
     manager: ExchangeManager | None = None,
+    sinks: Sequence[Sink] = (),
 ) -> RunResult:
     """Run ``config`` until ``stop`` is set or a stop signal arrives; return the final report and exit code.
 
@@ -106,6 +97,8 @@ async def serve(
         config: the validated configuration.
         stop: set it to stop the run (the signals in :data:`STOP_SIGNALS` set it too).
         manager: the manager to run (default: one built from ``config``).
+        sinks: sinks to run besides the JSONL output the config asks for (any :class:`~cryptolink.sinks.base.Sink`);
+            a loss in any of them ends the run with :data:`EXIT_DATA_LOST`.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,7 +118,7 @@ async def serve(
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     try:
-        return await _serve(config, stop, manager, stopped_by)
+        return await _serve(config, stop, manager, stopped_by, list(sinks))
     finally:
         for sig in installed:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -133,7 +126,11 @@ async def serve(
 
 
 async def _serve(
-    config: CryptolinkConfig, stop: asyncio.Event, manager: ExchangeManager | None, stopped_by: list[str]
+    config: CryptolinkConfig,
+    stop: asyncio.Event,
+    manager: ExchangeManager | None,
+    stopped_by: list[str],
+    sinks: list[Sink],
 ) -> RunResult:
     log.info("starting:\n%s", config_summary(config))
     out = config.output
@@ -152,10 +149,12 @@ async def _serve(
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager = manager or ExchangeManager(config)
-    sink_task: asyncio.Task[None] | None = None
     if sink is not None:
-        sink.attach(manager.bus)
-        sink_task = asyncio.create_task(sink.run())
+        sinks.insert(0, sink)
+    tasks: list[asyncio.Task[None]] = []
+    for each in sinks:
+        each.attach(manager.bus)
+        tasks.append(asyncio.create_task(each.run()))
     try:
         try:
             await manager.start()
@@ -165,23 +164,25 @@ async def _serve(
         await stop.wait()
     finally:
         await manager.stop()
-        if sink_task is not None:
-            sink_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sink_task
-        if sink is not None:
-            await sink.aclose()
-    extra = [output_section(sink.stats(), sink.out_dir)] if sink is not None else []
-    report = manager.report(extra)
-    stats = sink.stats() if sink is not None else None
-    lost = stats is not None and (stats.lines_dropped > 0 or stats.write_errors > 0 or not stats.healthy)
-    if lost:
-        log.error("JSONL lines were lost during the run (see the report's output section): exit code 1")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for each in sinks:
+            await each.aclose()
+    report = manager.report([each.report_section() for each in sinks])
+    lost = [h for h in (each.health() for each in sinks) if h.data_lost]
+    for h in lost:
+        log.error(
+            "%s sink: %d events lost%s (see the report): exit code 1",
+            h.name,
+            h.lost,
+            "" if h.healthy else f", failing: {h.last_error or '-'}",
+        )
     return RunResult(
         report,
         EXIT_DATA_LOST if lost else EXIT_OK,
         stopped_by[0] if stopped_by else None,
-        stats,
+        sink.stats() if sink is not None else None,
     )
 
 

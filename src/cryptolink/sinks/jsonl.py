@@ -34,6 +34,8 @@ import msgspec
 from cryptolink.bus import Bus, CallbackHandle
 from cryptolink.clock import Clock, SystemClock
 from cryptolink.models import GAPS_CHANNEL, BookUpdate, Channel, Gap, Ticker, Trade
+from cryptolink.report import Section
+from cryptolink.sinks.base import SinkHealth
 from cryptolink.sinks.layout import SAFE_NAME, active_name, check_name, iter_stream_files
 from cryptolink.sinks.outdir import OutputDirError, check_output_dir
 from cryptolink.sinks.rotating import RotationPolicy
@@ -47,6 +49,7 @@ __all__ = [
     "OutputDirError",
     "check_output_dir",
     "iter_stream_files",
+    "jsonl_section",
     "read_jsonl",
     "read_stream",
 ]
@@ -349,6 +352,21 @@ class JsonlSink:
             writer_alive=w.alive,
         )
 
+    def health(self) -> SinkHealth:
+        """The :class:`~cryptolink.sinks.base.Sink` counters: lines written, lines lost (all causes)."""
+        st = self.stats()
+        return SinkHealth(
+            name="jsonl",
+            delivered=st.lines_written,
+            lost=st.lines_dropped,
+            healthy=st.healthy,  # a failed write always drops at least the line it failed on: counted in lost
+            last_error=st.last_error,
+        )
+
+    def report_section(self) -> Section:
+        """The report section of the JSONL output: what was written, what was lost and why."""
+        return jsonl_section(self.stats(), self.out_dir)
+
     def path_for(self, feed: str, channel: Channel | str) -> Path:
         """The active file of stream ``(feed, channel)``.
 
@@ -426,6 +444,23 @@ class JsonlSink:
             log.info(
                 "JSONL sink closed: %d lines written to %s, none dropped", st.lines_written, self.out_dir
             )
+
+
+def jsonl_section(stats: JsonlSinkStats, out_dir: object) -> Section:
+    """The report section of a JSONL sink's ``stats`` (files under ``out_dir``)."""
+    lines = [
+        f"  {stats.lines_written:,} lines ({stats.bytes_written:,} bytes) written to {out_dir}; "
+        f"{stats.files_rotated} files rotated, {stats.files_deleted} deleted by retention",
+    ]
+    if stats.lines_dropped or stats.write_errors or not stats.healthy:
+        lines.append(
+            f"  DATA LOST: {stats.lines_dropped:,} lines dropped (write errors {stats.dropped_write_errors:,}, "
+            f"writer behind {stats.dropped_writer_behind:,}, at close {stats.dropped_at_close:,}); "
+            f"{stats.write_errors} failed writes; last error: {stats.last_error or '-'}"
+        )
+    if stats.rejected:
+        lines.append(f"  {stats.rejected:,} events not written (not market data or unusable names)")
+    return Section("output", lines)
 
 
 def read_jsonl(
