@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from cryptolink.clock import Clock, SystemClock
+from cryptolink.errors import CryptolinkError
 from cryptolink.models import Channel
 
 __all__ = [
@@ -75,7 +76,7 @@ class OverflowPolicy(StrEnum):
     """:meth:`Bus.publish_wait` waits for room; :meth:`Bus.publish` discards the new event."""
 
 
-class SubscriberClosed(Exception):
+class SubscriberClosed(CryptolinkError):
     """:meth:`Subscriber.get` was called on a closed subscriber with nothing left to deliver."""
 
 

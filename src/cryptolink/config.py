@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from cryptolink.bus import OverflowPolicy
+from cryptolink.errors import ConfigError
 from cryptolink.models import Channel, Market, Subscription
 
 __all__ = [
@@ -71,27 +72,6 @@ _ASSET = r"[A-Z0-9]{1,20}"
 _SPOT_RE = re.compile(rf"^{_ASSET}/{_ASSET}$")
 _PERP_RE = re.compile(rf"^{_ASSET}/{_ASSET}:{_ASSET}$")
 _MAX_SYMBOLS = 1024
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid.
-
-    Attributes:
-        problems: ``(path, message)`` pairs, one per wrong field, e.g.
-            ``("exchanges.binance.symbols[1]", "'BTCUSDT' is not a unified spot symbol ...")``.
-        source: file the configuration came from, if any.
-
-    ``str(error)`` lists every problem, one per line.
-    """
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        count = len(problems)
-        head = f"invalid configuration{where}: {count} problem{'s' if count != 1 else ''}"
-        lines = [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
-        super().__init__("\n".join([head, *lines]))
 
 
 # ------------------------------------------------------------------------------------------------ sections

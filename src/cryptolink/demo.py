@@ -29,6 +29,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from cryptolink.errors import CryptolinkError
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import BookUpdate, Gap, Ticker, Trade
 from cryptolink.report import WIDTH, Section, render_status_table
@@ -50,7 +51,7 @@ MARKER = ".cryptolink-demo"
 """File that marks a directory as the demo's own output (safe to empty on the next run)."""
 
 
-class DemoOutputError(Exception):
+class DemoOutputError(CryptolinkError):
     """The output directory holds files the demo did not write (it is never emptied)."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from cryptolink.clock import Clock
+from cryptolink.errors import CryptolinkError
 from cryptolink.exchanges.base import RestRateLimit, RestRequest
 
 __all__ = ["RestClient", "RestError", "RestStats"]
@@ -36,7 +37,7 @@ __all__ = ["RestClient", "RestError", "RestStats"]
 _log = logging.getLogger(__name__)
 
 
-class RestError(Exception):
+class RestError(CryptolinkError):
     """A REST request failed: HTTP status (``None`` for a transport error or timeout), and the delay the
     server asked for (429/418 ``Retry-After``, s)."""
 

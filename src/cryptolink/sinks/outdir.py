@@ -14,12 +14,14 @@ import secrets
 import stat
 from pathlib import Path
 
+from cryptolink.errors import CryptolinkError
+
 __all__ = ["OutputDirError", "check_output_dir"]
 
 _PROBE_PREFIX = ".cryptolink-probe-"
 
 
-class OutputDirError(OSError):
+class OutputDirError(CryptolinkError, OSError):
     """An output directory cannot be created or written to.
 
     ``str(err)`` is the whole message, e.g. ``output directory /data/x is not usable: is not a directory:
