@@ -7,15 +7,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from cryptolink.bus import Subscriber
+from cryptolink.clock import SystemClock
 from cryptolink.config import ConfigError, CryptolinkConfig
 from cryptolink.engine import ConnectionEventType, ConnectionState
+from cryptolink.exchanges.base import ExchangeAdapter, RestRequest
 from cryptolink.feed import BadSymbol
+from cryptolink.gateway import RestGateway
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import BookUpdate, Channel, Subscription, Trade
 from cryptolink.report import config_summary
+from cryptolink.rest import RestClient
 from cryptolink.simulator import Simulator
 from tests.engine.fakes import REFUSED, FakeTransport
 
@@ -242,3 +247,42 @@ def test_report_counts_gaps_per_stream_and_complete_trade_gaps() -> None:
         "12 (trades 4, 2 complete; ticker 4; book 4)"
     )
     assert _gap_counts(stats(3, 0, {"ticker": 3})) == "3 (ticker 3)"
+
+
+async def test_snapshots_and_instruments_go_through_a_given_rest_gateway(sim: Simulator) -> None:
+    """The REST gateway seam: the manager fetches every snapshot and instrument list through the gateway it is
+    given (the REST manager plugs in here), never around it."""
+    ep = sim.endpoints()["binance"]
+    seen: list[str] = []
+
+    class CountingGateway:
+        def __init__(self, inner: RestClient) -> None:
+            self.inner = inner
+
+        async def get(
+            self, request: RestRequest, *, timeout_s: float | None = None, background: bool = False
+        ) -> bytes:
+            seen.append(request.path)
+            return await self.inner.get(request, timeout_s=timeout_s, background=background)
+
+    async with aiohttp.ClientSession() as http:
+
+        def gateway(adapter: ExchangeAdapter) -> RestGateway:
+            return CountingGateway(
+                RestClient("test", adapter.rest_base_url, http, SystemClock(), adapter.rest_limit)
+            )
+
+        cfg = CryptolinkConfig.from_dict(
+            {
+                "exchanges": {
+                    "binance": {"symbols": ["BTC/USDT"], "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}
+                }
+            },
+            env={},
+        )
+        manager = ExchangeManager(cfg, rest_gateway=gateway)
+        updates = manager.book_updates("binance", "BTC/USDT")
+        async with manager:
+            await asyncio.wait_for(first_snapshot(updates), 10)
+    assert "/api/v3/exchangeInfo" in seen and "/api/v3/depth" in seen
+    assert manager.stats().rest == ()  # no client of the manager's own was built

@@ -21,7 +21,8 @@ open when the feed stops are published with ``to_ms`` ``None``.
 Books that fail (``max_failed_syncs`` consecutive failed syncs) stay visible as ``failed`` and are retried on a
 slower schedule (30 s, 60 s ... 300 s), at once after a reconnect, or by :meth:`Feed.resync`.
 
-REST (snapshots, instrument list, backfill) goes through one :class:`~cryptolink.rest.RestClient` per
+REST (snapshots, instrument list, backfill) goes through one :class:`~cryptolink.gateway.RestGateway` (today a
+:class:`~cryptolink.rest.RestClient`) per
 exchange host: one budget, 429/418 ``Retry-After`` pauses every request of the host.
 
 At start the feed loads the exchange's instrument list and refuses symbols that do not exist
@@ -61,8 +62,9 @@ from cryptolink.engine import (
 )
 from cryptolink.engine.gate import ConnectGates
 from cryptolink.exchanges.base import BookMessage, DecodeError, ExchangeAdapter, Instrument
+from cryptolink.gateway import RestGateway
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Subscription, Ticker, Trade
-from cryptolink.rest import RestClient, RestError
+from cryptolink.rest import RestError
 from cryptolink.streams import (
     IdRegression,
     Interruption,
@@ -207,7 +209,7 @@ class Feed:
         engine_config: EngineConfig,
         clock: Clock,
         transport: Transport,
-        rest: RestClient | None,
+        rest: RestGateway | None,
         gates: ConnectGates | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
         verify_symbols: bool = True,

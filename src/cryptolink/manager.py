@@ -48,6 +48,7 @@ from cryptolink.engine.gate import ConnectGates, GateStats
 from cryptolink.exchanges import get_adapter
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.feed import BookHealth, Feed, FeedStats
+from cryptolink.gateway import RestGateway
 from cryptolink.models import GAPS_CHANNEL, Channel, Market, Subscription
 from cryptolink.report import ReportRow, Section, render_report
 from cryptolink.rest import RestClient, RestStats
@@ -107,6 +108,9 @@ class ExchangeManager:
         seed: seed for backoff and rotation jitter (``None``: unpredictable).
         adapter_wrapper: applied to every adapter the manager builds, before use (the recorder wraps adapters
             to capture every raw frame and REST body they are given).
+        rest_gateway: builds the :class:`~cryptolink.gateway.RestGateway` of an adapter's REST host (book
+            snapshots, instrument lists, trade backfill); called once per (exchange, REST base URL). Default: one
+            :class:`~cryptolink.rest.RestClient` per host, whose budgets appear in the report.
     """
 
     def __init__(
@@ -118,9 +122,12 @@ class ExchangeManager:
         bus: Bus | None = None,
         seed: int | None = None,
         adapter_wrapper: Callable[[ExchangeAdapter], ExchangeAdapter] | None = None,
+        rest_gateway: Callable[[ExchangeAdapter], RestGateway] | None = None,
     ) -> None:
         self.config = config
         self._adapter_wrapper = adapter_wrapper
+        self._rest_gateway = rest_gateway
+        self._gateways: dict[tuple[str, str], RestGateway] = {}
         self._clock: Clock = clock or SystemClock()
         self._transport: Transport = transport or default_transport()
         self.bus = bus or Bus(
@@ -178,6 +185,7 @@ class ExchangeManager:
             await self._http.close()
             self._http = None
         self._rest.clear()
+        self._gateways.clear()
         self._started = False
         self.bus.close()
 
@@ -212,15 +220,19 @@ class ExchangeManager:
         if self._adapter_wrapper is not None:
             adapter = self._adapter_wrapper(adapter)
         key = (adapter.exchange, adapter.rest_base_url)
-        rest = self._rest.get(key)
+        rest = self._gateways.get(key)
         if rest is None:
-            rest = self._rest[key] = RestClient(
-                f"{adapter.exchange} {adapter.rest_base_url}",
-                adapter.rest_base_url,
-                self._http,
-                self._clock,
-                adapter.rest_limit,
-            )
+            if self._rest_gateway is not None:
+                rest = self._rest_gateway(adapter)
+            else:
+                rest = self._rest[key] = RestClient(
+                    f"{adapter.exchange} {adapter.rest_base_url}",
+                    adapter.rest_base_url,
+                    self._http,
+                    self._clock,
+                    adapter.rest_limit,
+                )
+            self._gateways[key] = rest
         feed = Feed(
             name,
             adapter,
