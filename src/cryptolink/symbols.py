@@ -1,4 +1,5 @@
-"""Helpers for ccxt-style unified symbols (``BTC/USDT`` spot, ``BTC/USDT:USDT`` linear perpetual).
+"""Helpers for ccxt-style unified symbols (``BTC/USDT`` spot, ``BTC/USDT:USDT`` linear perpetual,
+``BTC/USD:BTC`` inverse perpetual).
 
 Only string work, no exchange metadata: a best-effort split is used for exchange ids that arrive without a
 subscription that told us their unified form (e.g. ``NKNUSDT`` -> ``NKN/USDT``).
@@ -6,7 +7,67 @@ subscription that told us their unified form (e.g. ``NKNUSDT`` -> ``NKN/USDT``).
 
 from __future__ import annotations
 
-__all__ = ["KNOWN_QUOTES", "parse_unified", "split_concatenated"]
+import re
+from enum import StrEnum
+
+__all__ = ["KNOWN_QUOTES", "SymbolShape", "parse_unified", "split_concatenated", "symbol_shape"]
+
+
+class SymbolShape(StrEnum):
+    """The shape of a unified symbol, which says what kind of instrument it names."""
+
+    SPOT = "spot"
+    """``BASE/QUOTE`` (``BTC/USDT``)."""
+    LINEAR = "linear"
+    """``BASE/QUOTE:QUOTE``: a perpetual margined and settled in the quote currency (``BTC/USDT:USDT``)."""
+    INVERSE = "inverse"
+    """``BASE/QUOTE:BASE``: a perpetual margined and settled in the base currency (``BTC/USD:BTC``)."""
+
+    @property
+    def pattern(self) -> str:
+        """The form, for error messages (``BASE/QUOTE:QUOTE``)."""
+        return _PATTERNS[self]
+
+    @property
+    def example(self) -> str:
+        """An example symbol of this shape, for error messages."""
+        return _EXAMPLES[self]
+
+
+_PATTERNS = {
+    SymbolShape.SPOT: "BASE/QUOTE",
+    SymbolShape.LINEAR: "BASE/QUOTE:QUOTE",
+    SymbolShape.INVERSE: "BASE/QUOTE:BASE",
+}
+_EXAMPLES = {
+    SymbolShape.SPOT: "BTC/USDT",
+    SymbolShape.LINEAR: "BTC/USDT:USDT",
+    SymbolShape.INVERSE: "BTC/USD:BTC",
+}
+_ASSET_RE = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def symbol_shape(symbol: str) -> SymbolShape | None:
+    """The :class:`SymbolShape` of ``symbol``, or ``None`` when it has none of them (not a unified symbol,
+    lower-case or over-long assets, a dated future ``BTC/USD:BTC-220527``, a settle currency that is neither
+    base nor quote).
+
+    Assets are 1 to 20 characters ``A-Z0-9``.
+    """
+    try:
+        base, quote, settle, expiry = parse_unified(symbol)
+    except ValueError:
+        return None
+    if expiry is not None or not (_ASSET_RE.match(base) and _ASSET_RE.match(quote)):
+        return None
+    if settle is None:
+        return SymbolShape.SPOT
+    if settle == quote:
+        return SymbolShape.LINEAR
+    if settle == base:
+        return SymbolShape.INVERSE
+    return None
+
 
 KNOWN_QUOTES: tuple[str, ...] = (
     "FDUSD",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 from cryptolink import recordings
 from cryptolink.book.checksum import book_checksum, checksum_payload, crc32_levels, verify_checksum
@@ -74,3 +75,21 @@ def test_every_okx_recorded_checksum_verifies_and_corruption_fails() -> None:
             corrupted_detected += 1
     assert verified == 290
     assert corrupted_detected == 290
+
+
+def test_an_exchange_checksum_function_replaces_the_default_crc32() -> None:
+    """``ChecksumSpec.compute`` gets the top ``depth`` levels, original strings, best first; its value is what
+    ``book_checksum`` and ``verify_checksum`` use (compared modulo 2**32)."""
+    seen: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
+
+    def compute(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
+        seen.append(([(b[0], b[1]) for b in bids], [(a[0], a[1]) for a in asks]))
+        return 0xFFFFFFFF  # an unsigned value: equals -1 modulo 2**32
+
+    book = OrderBook("X/Y")
+    book.apply_snapshot([["1.0", "2"], ["0.90", "1"], ["0.8", "5"]], [["1.10", "3"]], 1)
+    spec = ChecksumSpec(depth=2, signed=True, compute=compute)
+    assert book_checksum(book, spec) == 0xFFFFFFFF
+    assert seen == [([("1.0", "2"), ("0.90", "1")], [("1.10", "3")])]
+    assert verify_checksum(book, -1, spec) and not verify_checksum(book, 5, spec)
+    assert book_checksum(book, ChecksumSpec(depth=2)) != 0xFFFFFFFF  # without compute: the default CRC32

@@ -309,7 +309,9 @@ def test_symbols_and_market_validation() -> None:
     for bad_perp in ("BTC/USDT", "BTC/USD:BTC", "BTC/USDT:USDT-240927"):
         with pytest.raises(ValueError):
             usdm.exchange_symbol(bad_perp)
-    assert (spot.ccxt_id, usdm.ccxt_id, usdm.exchange) == ("binance", "binanceusdm", "binance")
+    # the adapter's exchange is ccxt's id of its market (USDⓈ-M events say ``binanceusdm``)
+    assert (spot.exchange, usdm.exchange) == ("binance", "binanceusdm")
+    assert (spot.ccxt_id, usdm.ccxt_id) == (spot.exchange, usdm.exchange)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from cryptolink.exchanges.base import (
     ServerNotice,
 )
 from cryptolink.exchanges.okx import OkxAdapter
-from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
+from cryptolink.models import AmountUnit, BookUpdate, Channel, Market, Side, Subscription, Ticker, Trade
 
 
 def test_every_recorded_frame_decodes_and_books_verify() -> None:
@@ -152,9 +152,15 @@ def test_requests_are_batched_under_64kb() -> None:
     assert len(reqs) > 1
     assert [r.request_id for r in reqs] == list(range(1, len(reqs) + 1))
     for r in reqs:
-        assert len(json.dumps(json.loads(r.frame)["args"])) < 64 * 1024
+        # the whole frame as sent (compact JSON) stays within the 64 KB bound on a request's args
+        assert len(r.frame.encode()) <= 64 * 1024
         assert json.loads(r.frame)["op"] == "unsubscribe"
-    assert sum(len(r.subscriptions) for r in reqs) == 3000
+        assert [a["instId"] for a in json.loads(r.frame)["args"]] == [
+            ad.exchange_symbol(s.symbol) for s in r.subscriptions
+        ]
+    # batches are filled up to the bound, not cut early
+    assert all(len(r.frame.encode()) > 60 * 1024 for r in reqs[:-1])
+    assert [s for r in reqs for s in r.subscriptions] == subs
 
 
 def test_plan_connections_limits_books_per_connection() -> None:
@@ -166,8 +172,10 @@ def test_plan_connections_limits_books_per_connection() -> None:
     for spec in plan:
         assert spec.url == "wss://ws.okx.com:8443/ws/v5/public"
         assert len(spec.subscriptions) <= ad.policy.max_streams_per_connection
-        assert sum(s.channel is Channel.BOOK for s in spec.subscriptions) <= 30
-    assert sum(len(s.subscriptions) for s in plan) == 370
+        # OKX: "fewer than 30" 400-level book channels per connection
+        assert sum(s.channel is Channel.BOOK for s in spec.subscriptions) <= 29
+    assert max(sum(s.channel is Channel.BOOK for s in spec.subscriptions) for spec in plan) == 29
+    assert sorted((s for spec in plan for s in spec.subscriptions), key=repr) == sorted(subs, key=repr)
 
 
 def test_symbols() -> None:
@@ -299,3 +307,67 @@ def test_history_trades_backfill_pages_down_until_the_interval_start() -> None:
     assert ad.backfill_request(sub, cursor) is None
     with pytest.raises(DecodeError):
         ad.parse_trades(b'{"code":"50011","msg":"Too Many Requests","data":[]}', sub, 0)
+
+
+def test_inverse_swaps_on_real_instruments_and_frames() -> None:
+    """OKX inverse swaps (``BTC-USD-SWAP``: ``ctType`` inverse, ``ctVal`` in ``ctValCcy`` USD, settled in the
+    base) from the shipped recording: the real SWAP instrument list gives ``BTC/USD:BTC`` 100 USD and
+    ``UNI/USD:UNI`` 10 USD contracts next to the linear ``UNI/USDT:USDT`` 1 UNI contract, and the recorded
+    ``UNI-USD-SWAP`` trades, ticker and book carry contracts with that size."""
+    ad = OkxAdapter(Market.PERPETUAL, feed="okx-inverse")
+    [swap_body] = [
+        h.body for h in recordings.iter_cryptofeed_http("cryptofeed_okx_OKX.0.gz") if "instType=SWAP" in h.url
+    ][:1]
+    insts = {i.symbol: i for i in ad.parse_instruments(swap_body.encode())}
+    btc, uni, uni_linear = insts["BTC/USD:BTC"], insts["UNI/USD:UNI"], insts["UNI/USDT:USDT"]
+    assert (btc.exchange_symbol, btc.contract_size, btc.contract_currency) == (
+        "BTC-USD-SWAP",
+        Decimal(100),
+        "USD",
+    )
+    assert (uni.exchange_symbol, uni.contract_size, uni.contract_currency) == (
+        "UNI-USD-SWAP",
+        Decimal(10),
+        "USD",
+    )
+    assert (uni_linear.contract_size, uni_linear.contract_currency) == (Decimal(1), "UNI")
+    assert {i.amount_unit for i in insts.values()} == {AmountUnit.CONTRACTS}
+    inverse = [s for s in insts if s.split(":")[1] == s.split("/")[0]]
+    assert len(inverse) > 10 and all(insts[s].contract_currency == "USD" for s in inverse)
+    ad.set_instruments(insts.values())
+    assert ad.exchange_symbol("UNI/USD:UNI") == "UNI-USD-SWAP"
+    sub = Subscription(Channel.BOOK, "UNI/USD:UNI")
+    sync = BookSync(
+        ad.book_sync,
+        ad.exchange,
+        sub.symbol,
+        "UNI-USD-SWAP",
+        amount_unit=ad.amount_unit(sub.symbol),
+        contract_size=ad.contract_sizes[sub.symbol],
+    )
+    kinds: Counter[str] = Counter()
+    for rec in recordings.iter_cryptofeed_ws("cryptofeed_okx_OKX.ws.1.0.gz"):
+        if rec.kind != "received" or '"UNI-USD-SWAP"' not in rec.payload:
+            continue
+        for ev in ad.decode(rec.payload, 0):
+            kinds[type(ev).__name__] += 1
+            if isinstance(ev, Trade | Ticker):
+                assert (ev.symbol, ev.exchange_symbol, ev.feed) == (
+                    "UNI/USD:UNI",
+                    "UNI-USD-SWAP",
+                    "okx-inverse",
+                )
+                assert (ev.amount_unit, ev.contract_size) == (AmountUnit.CONTRACTS, Decimal(10))
+            elif isinstance(ev, BookMessage):
+                for action in sync.on_message(ev):
+                    if isinstance(action, BookUpdate):
+                        kinds["BookUpdate"] += 1
+                        assert (action.amount_unit, action.contract_size) == (
+                            AmountUnit.CONTRACTS,
+                            Decimal(10),
+                        )
+            elif isinstance(ev, Ack):
+                assert ev.subscriptions[0].symbol == "UNI/USD:UNI"
+    assert kinds["Trade"] >= 1 and kinds["Ticker"] >= 1 and kinds["BookMessage"] == 93 and kinds["Ack"] == 6
+    assert kinds["BookUpdate"] > 50
+    assert sync.state.value == "live" and sync.stats().gaps == 0 and sync.stats().checksum_failures == 0

@@ -1,21 +1,43 @@
-"""get_adapter / SUPPORTED (cryptolink.exchanges)."""
+"""The adapter registry (cryptolink.exchanges.registry): registrations, aliases, derived views, symbol shapes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from cryptolink.exchanges import SUPPORTED, get_adapter
+from cryptolink.exchanges import (
+    SUPPORTED,
+    TESTNET_URLS,
+    BinanceCoinmAdapter,
+    check_symbol,
+    exchanges,
+    get_adapter,
+    register,
+    resolve,
+)
+from cryptolink.exchanges import registry as registry_mod
 from cryptolink.exchanges.binance import BinanceSpotAdapter, BinanceUsdmAdapter
 from cryptolink.exchanges.okx import OkxAdapter
 from cryptolink.models import Channel, Market, Subscription
+from cryptolink.symbols import SymbolShape
+
+from .test_contract import MadeUpAdapter
 
 
 def test_supported_pairs_build_the_right_adapter() -> None:
-    assert set(SUPPORTED) == {"binance", "okx"}
-    assert isinstance(get_adapter("binance", Market.SPOT), BinanceSpotAdapter)
+    assert dict(SUPPORTED) == {
+        "binance": (Market.SPOT, Market.PERPETUAL),  # perpetual: the alias of binanceusdm
+        "binancecoinm": (Market.PERPETUAL,),
+        "binanceusdm": (Market.PERPETUAL,),
+        "okx": (Market.SPOT, Market.PERPETUAL),
+    }
+    assert type(get_adapter("binance", Market.SPOT)) is BinanceSpotAdapter
     usdm = get_adapter("binance", "perpetual")
-    assert isinstance(usdm, BinanceUsdmAdapter) and usdm.exchange == "binance"
-    assert isinstance(get_adapter("binanceusdm", Market.PERPETUAL), BinanceUsdmAdapter)
+    assert type(usdm) is BinanceUsdmAdapter and usdm.exchange == "binanceusdm"
+    assert type(get_adapter("binanceusdm", Market.PERPETUAL)) is BinanceUsdmAdapter
+    coinm = get_adapter("BinanceCoinM", "perpetual", feed="cm")
+    assert type(coinm) is BinanceCoinmAdapter and (coinm.exchange, coinm.feed) == ("binancecoinm", "cm")
     okx = get_adapter(
         "OKX",
         Market.PERPETUAL,
@@ -30,11 +52,20 @@ def test_supported_pairs_build_the_right_adapter() -> None:
     )
     # overrides are per instance
     assert get_adapter("okx", Market.SPOT).ws_base_url == "wss://ws.okx.com:8443"
+    assert get_adapter("okx", Market.SPOT).market is Market.SPOT
 
 
-@pytest.mark.parametrize(("ex", "mkt"), [("kraken", "spot"), ("binance", "futures"), ("binanceusdm", "spot")])
-def test_unsupported_raise_value_error(ex: str, mkt: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("ex", "mkt", "message"),
+    [
+        ("kraken", "spot", "unsupported exchange 'kraken'"),
+        ("binance", "futures", "unknown market 'futures'"),
+        ("binanceusdm", "spot", "has no adapter for market 'spot'"),
+        ("binancecoinm", "spot", "has no adapter for market 'spot'"),
+    ],
+)
+def test_unsupported_raise_value_error(ex: str, mkt: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         get_adapter(ex, mkt)
 
 
@@ -49,5 +80,96 @@ def test_testnet_urls_apply_unless_overridden() -> None:
     pinned = get_adapter("binance", Market.PERPETUAL, testnet=True, ws_base_url="ws://127.0.0.1:9")
     assert (
         pinned.ws_base_url == "ws://127.0.0.1:9"
-        and pinned.rest_base_url == "https://testnet.binancefuture.com"
+        and pinned.rest_base_url == "https://demo-fapi.binance.com"  # docs/protocols/binance.md 2.1
     )
+    coinm = get_adapter("binancecoinm", Market.PERPETUAL, testnet=True)
+    assert (coinm.ws_base_url, coinm.rest_base_url) == (
+        "wss://dstream.binancefuture.com",
+        "https://testnet.binancefuture.com",
+    )
+    # the derived mapping carries canonical ids and aliases alike
+    assert TESTNET_URLS[("binance", Market.PERPETUAL)] == TESTNET_URLS[("binanceusdm", Market.PERPETUAL)]
+    assert len(TESTNET_URLS) == 6
+
+
+def test_derived_views_are_read_only() -> None:
+    with pytest.raises(TypeError):
+        SUPPORTED["kraken"] = (Market.SPOT,)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        TESTNET_URLS[("kraken", Market.SPOT)] = ("a", "b")  # type: ignore[index]
+
+
+def test_exchanges_lists_ids_markets_and_aliases() -> None:
+    entries = {e.exchange: e for e in exchanges()}
+    assert list(entries) == ["binance", "binancecoinm", "binanceusdm", "okx"]
+    assert dict(entries["binance"].alias_of) == {Market.PERPETUAL: "binanceusdm"}
+    assert entries["binance"].markets == (Market.SPOT, Market.PERPETUAL)
+    assert dict(entries["okx"].alias_of) == {}
+    assert resolve("binance", "perpetual").exchange == "binanceusdm"
+    assert resolve("binance", "spot").exchange == "binance"
+
+
+@pytest.mark.parametrize(
+    ("exchange", "market", "symbol", "shape"),
+    [
+        ("binance", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("binance", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
+        ("binanceusdm", "perpetual", "ETH/USDC:USDC", SymbolShape.LINEAR),
+        ("binancecoinm", "perpetual", "BTC/USD:BTC", SymbolShape.INVERSE),
+        ("okx", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("okx", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
+        ("okx", "perpetual", "BTC/USD:BTC", SymbolShape.INVERSE),
+    ],
+)
+def test_check_symbol_accepts_each_markets_shapes(
+    exchange: str, market: str, symbol: str, shape: SymbolShape
+) -> None:
+    assert check_symbol(exchange, market, symbol) is shape
+    # and the adapter agrees: it maps the symbol without complaint
+    assert get_adapter(exchange, market).exchange_symbol(symbol)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "market", "symbol", "expected"),
+    [
+        ("binance", "spot", "BTC/USDT:USDT", "BASE/QUOTE"),
+        ("binance", "spot", "btc/usdt", "BASE/QUOTE"),
+        ("binance", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
+        ("binancecoinm", "perpetual", "BTC/USDT:USDT", "BASE/QUOTE:BASE"),
+        ("binancecoinm", "perpetual", "BTC/USD:BTC-220527", "BASE/QUOTE:BASE"),
+        ("okx", "perpetual", "BTC/USDT", "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE"),
+        ("okx", "perpetual", "BTC/USDT:ETH", "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE"),
+    ],
+)
+def test_check_symbol_names_the_accepted_forms(
+    exchange: str, market: str, symbol: str, expected: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape("expected " + expected)) as info:
+        check_symbol(exchange, market, symbol)
+    assert repr(symbol) in str(info.value)
+
+
+def test_a_new_exchange_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_mod, "_REGISTRY", dict(registry_mod._REGISTRY))
+    monkeypatch.setattr(registry_mod, "_ALIASES", dict(registry_mod._ALIASES))
+    register(
+        "madeup",
+        Market.SPOT,
+        MadeUpAdapter,
+        shapes=(SymbolShape.SPOT,),
+        testnet=("wss://test.madeup.example", "https://test.madeup.example"),
+        aliases=("madeupalias",),
+    )
+    assert SUPPORTED["madeup"] == (Market.SPOT,) and SUPPORTED["madeupalias"] == (Market.SPOT,)
+    ad = get_adapter("madeupalias", "spot", testnet=True)
+    assert type(ad) is MadeUpAdapter and ad.ws_base_url == "wss://test.madeup.example"
+    assert check_symbol("madeup", "spot", "BTC/USD") is SymbolShape.SPOT
+    with pytest.raises(ValueError, match="already registered"):
+        register("madeup", Market.SPOT, MadeUpAdapter, shapes=(SymbolShape.SPOT,))
+    with pytest.raises(ValueError, match="already registered"):
+        register("other", Market.SPOT, MadeUpAdapter, shapes=(SymbolShape.SPOT,), aliases=("madeup",))
+    with pytest.raises(ValueError, match="lower case"):
+        register("MadeUp2", Market.SPOT, MadeUpAdapter, shapes=(SymbolShape.SPOT,))
+    with pytest.raises(ValueError, match="no registered test environment"):
+        register("notest", Market.SPOT, MadeUpAdapter, shapes=(SymbolShape.SPOT,))
+        get_adapter("notest", "spot", testnet=True)

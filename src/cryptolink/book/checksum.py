@@ -4,7 +4,8 @@ Algorithm (OKX legacy ``checksum``; docs/protocols/okx.md "Checksum", from the O
 ``i`` in ``0..depth-1`` append ``bid[i].price``, ``bid[i].size`` if bid ``i`` exists, then ``ask[i].price``,
 ``ask[i].size`` if ask ``i`` exists (so when one side runs out the other continues alone); join with ``:``;
 CRC32 of the UTF-8 bytes; compared as a signed int32 when :attr:`ChecksumSpec.signed`. The ORIGINAL price/size
-strings are used: trailing zeros matter.
+strings are used: trailing zeros matter. An exchange with another rule sets :attr:`ChecksumSpec.compute`, which
+:func:`book_checksum` (and so the book sync) uses instead.
 """
 
 from __future__ import annotations
@@ -49,8 +50,14 @@ def crc32_levels(
 
 
 def book_checksum(book: OrderBook, spec: ChecksumSpec = DEFAULT_SPEC) -> int:
-    """Checksum of ``book``'s top ``spec.depth`` levels, computed on the original strings."""
+    """Checksum of ``book``'s top ``spec.depth`` levels, computed on the original strings.
+
+    The exchange's own function (:attr:`ChecksumSpec.compute`, given the top bids and asks as ``[price, size]``
+    strings, best first) when the spec sets one, else the interleaved CRC32 of :func:`crc32_levels`.
+    """
     bids, asks = book.top_strings(spec.depth)
+    if spec.compute is not None:
+        return spec.compute(bids, asks)
     return crc32_levels(bids, asks, spec)
 
 

@@ -4,7 +4,8 @@ Adapters are sans-I/O (see ``docs/architecture.md``): they never open sockets, s
 instance serves one (exchange, market). It
 
 - declares its connection policy as data (:class:`ConnectionPolicy`, :class:`KeepalivePolicy`),
-- splits subscriptions over connections (:meth:`ExchangeAdapter.plan_connections`),
+- splits subscriptions over connections (:meth:`ExchangeAdapter.plan_connections`, implemented once here from
+  the limits in :class:`ConnectionPolicy` and the adapter's :meth:`~ExchangeAdapter.route` hook),
 - turns subscriptions into frames (:meth:`ExchangeAdapter.requests`),
 - turns each received frame into normalized events and control signals (:meth:`ExchangeAdapter.decode`),
 - says how its L2 books are synced (:class:`BookSyncSpec`) and builds/parses REST snapshot requests,
@@ -26,21 +27,22 @@ from __future__ import annotations
 
 import abc
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
-from cryptolink.models import AmountUnit, Market, Subscription, Ticker, Trade
+from cryptolink.models import AmountUnit, Channel, Market, Subscription, Ticker, Trade
 
 __all__ = [
     "Ack",
     "BackfillCursor",
     "BookMessage",
     "BookSyncSpec",
+    "BoundedMap",
     "ChecksumSpec",
     "ConnectRateLimit",
     "ConnectionPolicy",
@@ -55,6 +57,7 @@ __all__ = [
     "Heartbeat",
     "InflateRefused",
     "Instrument",
+    "JsonInput",
     "KeepalivePolicy",
     "OutboundRequest",
     "Pong",
@@ -65,6 +68,8 @@ __all__ = [
     "SequenceModel",
     "ServerNotice",
     "SnapshotSource",
+    "SymbolCache",
+    "decode_json",
     "inflate",
 ]
 
@@ -126,6 +131,136 @@ def inflate(data: bytes, compression: FrameCompression, limit_bytes: int) -> byt
     if not inflater.eof:
         raise InflateRefused(f"truncated {compression.value} frame", limit_bytes=limit_bytes, bomb=False)
     return out
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+JsonInput = str | bytes | bytearray | memoryview | msgspec.Raw
+"""What :func:`decode_json` accepts: a whole frame or a ``msgspec.Raw`` slice of one."""
+
+
+def decode_json(decoder: msgspec.json.Decoder[T], data: JsonInput, what: str) -> T:
+    """Decode ``data`` with a typed msgspec ``decoder``; any msgspec error becomes a :class:`DecodeError`.
+
+    ``what`` names the thing in the error message (``"binance: malformed trade"``); the msgspec message (which
+    field is missing or mistyped, and where) follows it.
+
+    Raises:
+        DecodeError: not JSON, or JSON that does not match the decoder's type.
+    """
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(f"{what}: {exc}") from exc
+
+
+class BoundedMap(Generic[K, V]):
+    """An insertion-ordered map holding at most ``max_size`` entries; adding one more evicts the oldest.
+
+    Every eviction is counted in :attr:`evicted` (nothing is lost silently): use it for state that a
+    misbehaving peer could grow without limit, e.g. request id -> subscriptions awaiting an answer, or
+    server-assigned channel ids.
+
+    Raises:
+        ValueError: ``max_size < 1``.
+    """
+
+    __slots__ = ("_data", "evicted", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError(f"BoundedMap max_size must be >= 1, got {max_size}")
+        self.max_size = max_size
+        self.evicted = 0
+        """Entries dropped because the map was full."""
+        self._data: dict[K, V] = {}
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace ``key`` (a replaced key moves to the newest position)."""
+        data = self._data
+        if key in data:
+            del data[key]
+        elif len(data) >= self.max_size:
+            del data[next(iter(data))]
+            self.evicted += 1
+        data[key] = value
+
+    def get(self, key: K) -> V | None:
+        """The value of ``key``, or ``None``."""
+        return self._data.get(key)
+
+    def pop(self, key: K) -> V | None:
+        """Remove ``key`` and return its value, or ``None`` when absent."""
+        return self._data.pop(key, None)
+
+    def clear(self) -> None:
+        """Remove every entry (the eviction count stays)."""
+        self._data.clear()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def items(self) -> list[tuple[K, V]]:
+        """The entries, oldest first (a copy)."""
+        return list(self._data.items())
+
+
+class SymbolCache:
+    """Unified symbol <-> exchange symbol, in both directions.
+
+    Two kinds of entries:
+
+    - :meth:`pin`: a pair learnt from a subscription (``exchange_symbol(unified)``); kept for the adapter's
+      life (their number is bounded by the configuration) and always wins over a guess.
+    - :meth:`unified`: a best-effort unified form computed for an exchange symbol nobody subscribed to (a
+      frame for an unknown instrument); at most ``max_guesses`` are kept, the oldest evicted first and counted
+      in :attr:`evicted`.
+
+    Raises:
+        ValueError: ``max_guesses < 1``.
+    """
+
+    __slots__ = ("_guesses", "_to_exchange", "_to_unified")
+
+    def __init__(self, max_guesses: int = 10_000) -> None:
+        self._to_exchange: dict[str, str] = {}
+        self._to_unified: dict[str, str] = {}
+        self._guesses: BoundedMap[str, str] = BoundedMap(max_guesses)
+
+    @property
+    def evicted(self) -> int:
+        """Guessed entries dropped because the cache was full."""
+        return self._guesses.evicted
+
+    def pin(self, unified: str, exchange_symbol: str) -> None:
+        """Remember that ``unified`` is ``exchange_symbol`` on the exchange (kept for good)."""
+        self._to_exchange[unified] = exchange_symbol
+        self._to_unified[exchange_symbol] = unified
+
+    def exchange_symbol(self, unified: str) -> str | None:
+        """The pinned exchange symbol of ``unified``, or ``None``."""
+        return self._to_exchange.get(unified)
+
+    def unified(self, exchange_symbol: str, guess: Callable[[str], str]) -> str:
+        """The unified symbol of ``exchange_symbol``: the pinned one, else ``guess(exchange_symbol)`` (cached)."""
+        hit = self._to_unified.get(exchange_symbol)
+        if hit is not None:
+            return hit
+        hit = self._guesses.get(exchange_symbol)
+        if hit is None:
+            hit = guess(exchange_symbol)
+            self._guesses.put(exchange_symbol, hit)
+        return hit
+
+    def __len__(self) -> int:
+        return len(self._to_exchange) + len(self._guesses)
 
 
 # --------------------------------------------------------------------------------------------------- decode output
@@ -392,6 +527,13 @@ class ConnectionPolicy:
             (``None``: binary frames are passed as received).
         max_inflated_bytes: bound on one frame's inflated size; a frame beyond it is refused and counted
             (:func:`inflate`), never decoded.
+        max_subscriptions_per_request: subscriptions one subscribe/unsubscribe request may carry (Binance 200
+            ``params``); ``None``: no documented bound. :meth:`ExchangeAdapter.request_batches` obeys it.
+        max_request_bytes: bound on the encoded length (bytes) of one subscribe/unsubscribe request (OKX: the
+            ``args`` of one request must stay within 64 KB); ``None``: no documented bound.
+        max_books_per_connection: book subscriptions one connection may carry (OKX recommends fewer than 30
+            400-level book channels per connection); ``None``: only ``max_streams_per_connection`` applies.
+            :meth:`ExchangeAdapter.plan_connections` obeys it.
     """
 
     keepalive: KeepalivePolicy
@@ -404,6 +546,20 @@ class ConnectionPolicy:
     connect_limit: ConnectRateLimit | None = None
     compression: FrameCompression | None = None
     max_inflated_bytes: int = 16 * 1024 * 1024
+    max_subscriptions_per_request: int | None = None
+    max_request_bytes: int | None = None
+    max_books_per_connection: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_streams_per_connection",
+            "max_subscriptions_per_request",
+            "max_request_bytes",
+            "max_books_per_connection",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ConnectionPolicy.{name} must be >= 1, got {value!r}")
 
 
 class SnapshotSource(StrEnum):
@@ -462,6 +618,8 @@ class BookSyncSpec:
 
 # --------------------------------------------------------------------------------------------------- the adapter
 
+_REQUEST_ENVELOPE_BYTES = 256
+
 
 class ExchangeAdapter(abc.ABC):
     """Sans-I/O protocol adapter of one exchange and market.
@@ -509,9 +667,87 @@ class ExchangeAdapter(abc.ABC):
         """
 
     # connections ---------------------------------------------------------------------------------------------
-    @abc.abstractmethod
+    def route(self, subscription: Subscription) -> str:
+        """The URL family ``subscription`` must use (Binance USDⓈ-M ``public``/``market``); ``""`` (the
+        default) when the exchange has one URL for everything."""
+        return ""
+
+    def connection_url(self, route: str) -> str:
+        """The WebSocket URL of connections of ``route`` (default: :attr:`ws_base_url`)."""
+        return self.ws_base_url
+
     def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
-        """Split ``subscriptions`` over connections respecting routing and per-connection limits."""
+        """Split ``subscriptions`` over connections, driven by :attr:`policy`.
+
+        Duplicates are dropped (first occurrence kept), every symbol is validated with
+        :meth:`exchange_symbol`, subscriptions are grouped by :meth:`route` (groups in order of first
+        appearance, input order within a group), and each group is cut into connections of at most
+        ``policy.max_streams_per_connection`` subscriptions of which at most ``policy.max_books_per_connection``
+        are books.
+
+        Raises:
+            ValueError: a symbol does not belong to this adapter's market (from :meth:`exchange_symbol`).
+        """
+        limit = self.policy.max_streams_per_connection
+        book_limit = self.policy.max_books_per_connection
+        # route -> finished connections, current connection, books in the current connection
+        groups: dict[str, tuple[list[list[Subscription]], list[Subscription], list[int]]] = {}
+        for sub in dict.fromkeys(subscriptions):
+            self.exchange_symbol(sub.symbol)
+            route = self.route(sub)
+            group = groups.get(route)
+            if group is None:
+                group = groups[route] = ([], [], [0])
+            done, cur, books = group
+            is_book = sub.channel is Channel.BOOK
+            if len(cur) >= limit or (is_book and book_limit is not None and books[0] >= book_limit):
+                done.append(cur[:])
+                cur.clear()
+                books[0] = 0
+            cur.append(sub)
+            books[0] += is_book
+        out: list[ConnectionSpec] = []
+        for route, (done, cur, _) in groups.items():
+            url = self.connection_url(route)
+            for chunk in [*done, cur]:
+                if chunk:
+                    out.append(ConnectionSpec(url=url, subscriptions=tuple(chunk), route=route))
+        return out
+
+    def request_batches(
+        self, subscriptions: Sequence[Subscription], item_bytes: Callable[[Subscription], int]
+    ) -> list[tuple[Subscription, ...]]:
+        """Cut ``subscriptions`` (duplicates dropped, order kept) into the batches of one subscribe or
+        unsubscribe request each, under ``policy.max_subscriptions_per_request`` and
+        ``policy.max_request_bytes``.
+
+        ``item_bytes(sub)`` is the encoded length of ``sub``'s part of a request, separator included; 256
+        bytes of each request are reserved for its envelope (method, id, brackets). A single subscription
+        larger than the byte bound still gets a request of its own (the exchange will reject it; it is not
+        dropped silently).
+        """
+        per_request = self.policy.max_subscriptions_per_request
+        max_bytes = self.policy.max_request_bytes
+        budget = None if max_bytes is None else max_bytes - _REQUEST_ENVELOPE_BYTES
+        out: list[tuple[Subscription, ...]] = []
+        cur: list[Subscription] = []
+        size = 0
+        for sub in dict.fromkeys(subscriptions):
+            n = item_bytes(sub) if budget is not None else 0
+            full = per_request is not None and len(cur) >= per_request
+            if cur and (full or (budget is not None and size + n > budget)):
+                out.append(tuple(cur))
+                cur, size = [], 0
+            cur.append(sub)
+            size += n
+        if cur:
+            out.append(tuple(cur))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Protocol-state counters of this adapter, for stats (``{name: count}``; e.g. entries evicted from a
+        bounded cache). The default has none."""
+        return {}
 
     @abc.abstractmethod
     def requests(

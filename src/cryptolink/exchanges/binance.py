@@ -1,25 +1,29 @@
-"""Binance spot and USDⓈ-M perpetual protocol adapters (sans-I/O).
+"""Binance spot, USDⓈ-M and COIN-M perpetual protocol adapters (sans-I/O).
 
 Protocol facts and their official sources are in ``docs/protocols/binance.md`` (spot: the
 binance-spot-api-docs pages "WebSocket Streams", "Market data endpoints", "General endpoints", "Limits";
 USDⓈ-M: "WebSocket Market Streams", "Important WebSocket Change Notice" [routed URLs, 2026], "How to manage a
-local order book correctly", "Compressed/Aggregate Trades List").
+local order book correctly", "Compressed/Aggregate Trades List"; COIN-M: the same pages under
+https://developers.binance.com/docs/derivatives/coin-margined-futures/).
 
 - Connections use the combined-stream path (``<base>/stream``; USDⓈ-M routed ``/public/stream`` for
-  ``@depth*`` and ``@bookTicker``, ``/market/stream`` for ``@aggTrade``/``@trade``/``@ticker``); streams are
-  added with live ``SUBSCRIBE`` requests whose acks (``{"result":null,"id":N}``) are resolved by the engine
-  from the request id.
+  ``@depth*`` and ``@bookTicker``, ``/market/stream`` for ``@aggTrade``/``@trade``/``@ticker``; COIN-M has no
+  routes); streams are added with live ``SUBSCRIBE`` requests (at most 200 per request) whose acks
+  (``{"result":null,"id":N}``) are resolved by the engine from the request id.
 - Frames are ``{"stream":"<name>","data":{...}}``; raw (non-combined) payloads are decoded too, including the
   raw ``bookTicker`` payload, which has no ``"e"`` field.
-- Channels: trades -> spot ``<s>@trade`` (id ``t``), USDⓈ-M ``<s>@aggTrade`` (id ``a``; ``@trade`` decoded
+- Channels: trades -> spot ``<s>@trade`` (id ``t``), futures ``<s>@aggTrade`` (id ``a``; ``@trade`` decoded
   too); ticker -> ``<s>@bookTicker`` (BBO, ``u`` as sequence, no last price); book -> ``<s>@depth@100ms``
   (``@depth``, ``@depth@0ms``, ``@depth@250ms``, ``@depth@500ms`` decoded too).
 - Trade ids of a symbol are contiguous (aggregate ids ``a``; spot trade ids ``t`` as observed, the docs do
   not say), so a skipped id is a missing trade; backfill: spot ``GET /api/v3/historicalTrades?fromId=``
-  (no key, weight 25, <= 1000 per page), USDⓈ-M ``GET /fapi/v1/aggTrades?fromId=`` (weight 20, <= 1000).
+  (no key, weight 25, <= 1000 per page), USDⓈ-M ``GET /fapi/v1/aggTrades?fromId=`` and COIN-M
+  ``GET /dapi/v1/aggTrades?fromId=`` (weight 20, <= 1000, no key).
 - Taker side: ``m`` true means the buyer is the maker, so the taker SOLD.
-- Sizes are in base currency (spot and USDⓈ-M quantities are in the base asset).
-- Instruments: ``GET /api/v3/exchangeInfo`` (weight 20) / ``GET /fapi/v1/exchangeInfo`` (weight 1).
+- Sizes: spot and USDⓈ-M quantities are in the base asset; COIN-M quantities are in contracts of
+  ``contractSize`` USD each (exchangeInfo; BTC 100 USD, others 10 USD as listed).
+- Instruments: ``GET /api/v3/exchangeInfo`` (weight 20) / ``GET /fapi/v1/exchangeInfo`` /
+  ``GET /dapi/v1/exchangeInfo`` (weight 1); only ``PERPETUAL`` contracts on the futures markets.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from cryptolink.exchanges.base import (
     BookMessage,
     BookSyncSpec,
     ConnectionPolicy,
-    ConnectionSpec,
     ConnectRateLimit,
     Decoded,
     DecodeError,
@@ -51,15 +54,24 @@ from cryptolink.exchanges.base import (
     SequenceModel,
     ServerNotice,
     SnapshotSource,
+    SymbolCache,
+    decode_json,
 )
+from cryptolink.exchanges.registry import register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
-from cryptolink.symbols import parse_unified, split_concatenated
+from cryptolink.symbols import SymbolShape, parse_unified, split_concatenated
 
-__all__ = ["BinanceAdapterBase", "BinanceSpotAdapter", "BinanceUsdmAdapter"]
+__all__ = [
+    "BinanceAdapterBase",
+    "BinanceCoinmAdapter",
+    "BinanceFuturesAdapter",
+    "BinanceSpotAdapter",
+    "BinanceUsdmAdapter",
+]
 
 _MAX_PARAMS_PER_REQUEST = 200
+"""Streams per SUBSCRIBE request (docs/protocols/binance.md "Live subscribe")."""
 _BACKFILL_PAGE = 1000
-_BASE = AmountUnit.BASE
 _TRADES = Channel.TRADES
 _TICKER = Channel.TICKER
 
@@ -128,7 +140,7 @@ class _HistTrade(msgspec.Struct):
 
 
 class _AggTrade(msgspec.Struct):
-    """``/api/v3/aggTrades`` and ``/fapi/v1/aggTrades`` item."""
+    """``/api/v3/aggTrades``, ``/fapi/v1/aggTrades`` and ``/dapi/v1/aggTrades`` item."""
 
     a: int
     p: Decimal
@@ -138,12 +150,17 @@ class _AggTrade(msgspec.Struct):
 
 
 class _SymbolInfo(msgspec.Struct):
+    """An exchangeInfo symbol: spot and USDⓈ-M say ``status``, COIN-M ``contractStatus`` (and
+    ``contractSize``, USD per contract)."""
+
     symbol: str
-    status: str
     baseAsset: str
     quoteAsset: str
+    status: str | None = None
+    contractStatus: str | None = None
     contractType: str | None = None
     marginAsset: str | None = None
+    contractSize: Decimal | None = None
 
 
 class _ExchangeInfo(msgspec.Struct):
@@ -164,16 +181,18 @@ _DEPTH_KINDS = ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms
 
 
 class BinanceAdapterBase(ExchangeAdapter):
-    """Shared Binance logic; use :class:`BinanceSpotAdapter` or :class:`BinanceUsdmAdapter`.
+    """Shared Binance logic; use :class:`BinanceSpotAdapter`, :class:`BinanceUsdmAdapter` or
+    :class:`BinanceCoinmAdapter`.
 
     Attributes:
-        ccxt_id: ccxt's id for this market (``binance`` spot, ``binanceusdm`` USDⓈ-M).
+        ccxt_id: equal to ``exchange`` (kept for compatibility; ``exchange`` is ccxt's id now).
     """
 
     exchange = "binance"
     ccxt_id: ClassVar[str] = "binance"
     trade_ids_contiguous = True
     trade_backfill = True
+    amount_unit_: ClassVar[AmountUnit] = AmountUnit.BASE
     trade_stream: ClassVar[str] = "trade"
     book_stream: ClassVar[str] = "depth@100ms"
     depth_path: ClassVar[str] = "/api/v3/depth"
@@ -181,14 +200,15 @@ class BinanceAdapterBase(ExchangeAdapter):
     snapshot_limit: ClassVar[int] = 1000
     info_path: ClassVar[str] = "/api/v3/exchangeInfo"
     info_weight: ClassVar[int] = 20
+    backfill_path: ClassVar[str] = "/api/v3/historicalTrades"
+    backfill_weight: ClassVar[int] = 25
 
     def __init__(
         self, *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
     ) -> None:
         super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-        # lowercase stream symbol (``btcusdt``) -> (unified, exchange symbol)
-        self._symbols: dict[str, tuple[str, str]] = {}
-        self._exchange_ids: dict[str, str] = {}
+        # unified <-> exchange symbol (``BTCUSDT``); the stream symbol is its lower case
+        self._symbols = SymbolCache()
         self._handlers: dict[str, Callable[[bytes, str, int], list[Decoded]]] = {
             "trade": self._decode_trade,
             "aggTrade": self._decode_trade,
@@ -199,37 +219,47 @@ class BinanceAdapterBase(ExchangeAdapter):
 
     # symbols ---------------------------------------------------------------------------------------------
     def exchange_symbol(self, symbol: str) -> str:
-        """``BTC/USDT`` -> ``BTCUSDT`` (spot); ``BTC/USDT:USDT`` -> ``BTCUSDT`` (USDⓈ-M).
+        """``BTC/USDT`` -> ``BTCUSDT`` (spot); ``BTC/USDT:USDT`` -> ``BTCUSDT`` (USDⓈ-M); ``BTC/USD:BTC`` ->
+        ``BTCUSD_PERP`` (COIN-M).
 
         Raises:
             ValueError: not a unified symbol, or not of this adapter's market (spot symbols have no settle
-                currency; USDⓈ-M symbols settle in their quote currency and have no expiry).
+                currency; USDⓈ-M symbols settle in their quote currency, COIN-M ones in their base currency;
+                neither has an expiry).
         """
-        cached = self._exchange_ids.get(symbol)
+        cached = self._symbols.exchange_symbol(symbol)
         if cached is not None:
             return cached
         base, quote, settle, expiry = parse_unified(symbol)
-        self._check_market(symbol, quote, settle, expiry)
-        ex = f"{base}{quote}".upper()
-        self._exchange_ids[symbol] = ex
-        self._symbols[ex.lower()] = (symbol, ex)
+        self._check_market(symbol, base, quote, settle, expiry)
+        ex = self._exchange_id(base, quote)
+        self._symbols.pin(symbol, ex)
         return ex
 
-    def _check_market(self, symbol: str, quote: str, settle: str | None, expiry: str | None) -> None:
+    def _exchange_id(self, base: str, quote: str) -> str:
+        return f"{base}{quote}".upper()
+
+    def _check_market(
+        self, symbol: str, base: str, quote: str, settle: str | None, expiry: str | None
+    ) -> None:
         raise NotImplementedError
 
     def _unify(self, exchange_symbol: str) -> str:
         raise NotImplementedError
 
     def _lookup(self, stream_symbol: str, exchange_symbol: str) -> tuple[str, str]:
-        hit = self._symbols.get(stream_symbol)
-        if hit is not None:
-            return hit
+        """(unified, exchange symbol) of a frame, from its stream symbol (``btcusdt``) or payload ``s``."""
         ex = exchange_symbol or stream_symbol.upper()
-        hit = (self._unify(ex), ex)
-        if len(self._symbols) < 100_000:
-            self._symbols[stream_symbol] = hit
-        return hit
+        return self._symbols.unified(ex, self._unify), ex
+
+    def counters(self) -> dict[str, int]:
+        """``symbol_cache_evicted``: best-effort unified symbols of unsubscribed ids dropped from the bounded
+        cache."""
+        return {"symbol_cache_evicted": self._symbols.evicted}
+
+    def amount_unit(self, symbol: str) -> AmountUnit:
+        """Base currency on spot and USDⓈ-M; contracts on COIN-M."""
+        return self.amount_unit_
 
     def stream_name(self, subscription: Subscription) -> str:
         """The Binance stream name for ``subscription`` (``btcusdt@depth@100ms``)."""
@@ -242,42 +272,18 @@ class BinanceAdapterBase(ExchangeAdapter):
         return f"{sym}@{self.book_stream}"
 
     # connections -----------------------------------------------------------------------------------------
-    def route(self, subscription: Subscription) -> str:
-        """URL family of ``subscription``'s stream (``""`` on spot)."""
-        return ""
-
-    def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
-        """Group by route, keep input order, drop duplicates, split at
-        ``policy.max_streams_per_connection``."""
-        groups: dict[str, list[Subscription]] = {}
-        seen: set[Subscription] = set()
-        for sub in subscriptions:
-            if sub in seen:
-                continue
-            seen.add(sub)
-            self.exchange_symbol(sub.symbol)  # validates and fills the symbol map
-            groups.setdefault(self.route(sub), []).append(sub)
-        limit = self.policy.max_streams_per_connection
-        out: list[ConnectionSpec] = []
-        for route, subs in groups.items():
-            url = self._url(route)
-            for i in range(0, len(subs), limit):
-                out.append(ConnectionSpec(url=url, subscriptions=tuple(subs[i : i + limit]), route=route))
-        return out
-
-    def _url(self, route: str) -> str:
+    def connection_url(self, route: str) -> str:
+        """``<base>/<route>/stream`` (USDⓈ-M) or ``<base>/stream``."""
         return f"{self.ws_base_url}/{route}/stream" if route else f"{self.ws_base_url}/stream"
 
     def requests(
         self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
         """``{"method":"SUBSCRIBE"|"UNSUBSCRIBE","params":[...],"id":N}`` frames, at most 200 streams each
-        (docs/protocols/binance.md "Subscribe")."""
-        subs = list(dict.fromkeys(subscriptions))
+        (``policy.max_subscriptions_per_request``; docs/protocols/binance.md "Live subscribe")."""
         method = "SUBSCRIBE" if op == "subscribe" else "UNSUBSCRIBE"
         out: list[OutboundRequest] = []
-        for i in range(0, len(subs), _MAX_PARAMS_PER_REQUEST):
-            chunk = tuple(subs[i : i + _MAX_PARAMS_PER_REQUEST])
+        for chunk in self.request_batches(subscriptions, lambda s: len(self.stream_name(s)) + 3):
             rid = next_id + len(out)
             frame = _json_encoder.encode(
                 {"method": method, "params": [self.stream_name(s) for s in chunk], "id": rid}
@@ -297,15 +303,12 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: not JSON, not an object, or a known stream whose payload lacks/mistypes fields.
         """
-        try:
-            env = _env_decoder.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed frame: {exc}") from exc
+        env = decode_json(_env_decoder, frame, f"{self.exchange}: malformed frame")
         stream = env.stream
         if stream is not None:
             data = env.data
             if not data:
-                raise DecodeError("binance: combined-stream frame without data")
+                raise DecodeError(f"{self.exchange}: combined-stream frame without data")
             at = stream.find("@")
             if at < 0:
                 if stream == "!serverShutdown":
@@ -346,14 +349,11 @@ class BinanceAdapterBase(ExchangeAdapter):
         return []
 
     def _decode_trade(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        try:
-            m = _trade_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed trade: {exc}") from exc
+        m = decode_json(_trade_decoder, data, f"{self.exchange}: malformed trade")
         tid = m.t if m.t is not None else m.a
         if tid is None:
-            raise DecodeError("binance: trade without id (t/a)")
-        symbol, ex = self._lookup(stream_sym or m.s.lower(), m.s)
+            raise DecodeError(f"{self.exchange}: trade without id (t/a)")
+        symbol, ex = self._lookup(stream_sym, m.s)
         return [
             Trade(
                 self.exchange,
@@ -368,27 +368,37 @@ class BinanceAdapterBase(ExchangeAdapter):
                 tid,
                 _TRADES,
                 self.feed,
+                self.amount_unit_,
+                self.contract_sizes.get(symbol),
             )
         ]
 
     def _decode_ticker(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        try:
-            m = _ticker_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed bookTicker: {exc}") from exc
-        symbol, ex = self._lookup(stream_sym or m.s.lower(), m.s)
+        m = decode_json(_ticker_decoder, data, f"{self.exchange}: malformed bookTicker")
+        symbol, ex = self._lookup(stream_sym, m.s)
         return [
             Ticker(
-                self.exchange, symbol, ex, m.b, m.B, m.a, m.A, None, m.E, receipt_ns, m.u, _TICKER, self.feed
+                self.exchange,
+                symbol,
+                ex,
+                m.b,
+                m.B,
+                m.a,
+                m.A,
+                None,
+                m.E,
+                receipt_ns,
+                m.u,
+                _TICKER,
+                self.feed,
+                self.amount_unit_,
+                self.contract_sizes.get(symbol),
             )
         ]
 
     def _decode_depth(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        try:
-            m = _depth_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed depthUpdate: {exc}") from exc
-        symbol, ex = self._lookup(stream_sym or m.s.lower(), m.s)
+        m = decode_json(_depth_decoder, data, f"{self.exchange}: malformed depthUpdate")
+        symbol, ex = self._lookup(stream_sym, m.s)
         return [BookMessage(symbol, ex, False, m.b, m.a, m.U, m.u, m.pu, None, m.E, receipt_ns)]
 
     # books -----------------------------------------------------------------------------------------------
@@ -408,10 +418,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: the body is not a depth snapshot (e.g. an error body ``{"code":-1121,...}``).
         """
-        try:
-            m = _snapshot_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed depth snapshot: {exc}") from exc
+        m = decode_json(_snapshot_decoder, body, f"{self.exchange}: malformed depth snapshot")
         ex = self.exchange_symbol(subscription.symbol)
         return BookMessage(
             subscription.symbol,
@@ -429,35 +436,32 @@ class BinanceAdapterBase(ExchangeAdapter):
 
     # instruments -----------------------------------------------------------------------------------------
     def instruments_request(self) -> RestRequest:
-        """``GET <exchangeInfo>`` (spot weight 20, USDⓈ-M weight 1)."""
+        """``GET <exchangeInfo>`` (spot weight 20, futures weight 1)."""
         return RestRequest(path=self.info_path, params={}, weight=self.info_weight)
 
     def parse_instruments(self, body: bytes) -> list[Instrument]:
-        """The symbols of ``exchangeInfo`` that belong to this market; ``active`` when ``status`` is
-        ``TRADING``.
+        """The symbols of ``exchangeInfo`` that belong to this market; ``active`` when the status
+        (``status``, COIN-M ``contractStatus``) is ``TRADING``.
 
         Raises:
             DecodeError: not an exchangeInfo body.
         """
-        try:
-            info = _info_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed exchangeInfo: {exc}") from exc
+        info = decode_json(_info_decoder, body, f"{self.exchange}: malformed exchangeInfo")
         out: list[Instrument] = []
         for s in info.symbols:
-            unified = self._instrument_symbol(s)
-            if unified is None:
-                continue
-            out.append(Instrument(unified, s.symbol, s.status == "TRADING", s.status))
+            inst = self._instrument(s)
+            if inst is not None:
+                out.append(inst)
         return out
 
-    def _instrument_symbol(self, s: _SymbolInfo) -> str | None:
+    def _instrument(self, s: _SymbolInfo) -> Instrument | None:
         raise NotImplementedError
 
-    # trade backfill ---------------------------------------------------------------------------------------
-    backfill_path: ClassVar[str] = "/api/v3/historicalTrades"
-    backfill_weight: ClassVar[int] = 25
+    @staticmethod
+    def _status(s: _SymbolInfo) -> str:
+        return s.status or s.contractStatus or ""
 
+    # trade backfill ---------------------------------------------------------------------------------------
     def backfill_request(self, subscription: Subscription, cursor: BackfillCursor) -> RestRequest | None:
         """``GET <path>?symbol=..&fromId=..&limit=..`` for the ids after the newest fetched so far (ids are
         contiguous, so the backfill is done when ``before_id - 1`` was fetched or a page came back short)."""
@@ -481,10 +485,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: not a trade list (e.g. an error body).
         """
-        try:
-            items = _hist_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed historicalTrades: {exc}") from exc
+        items = decode_json(_hist_decoder, body, f"{self.exchange}: malformed historicalTrades")
         rows = ((t.price, t.qty, t.isBuyerMaker, t.id, t.time) for t in items)
         return self._backfilled(subscription, receipt_ns, rows)
 
@@ -497,6 +498,8 @@ class BinanceAdapterBase(ExchangeAdapter):
         """Backfilled trades from ``(price, qty, buyer is maker, id, time ms)`` rows of a REST trade page."""
         sym = subscription.symbol
         ex = self.exchange_symbol(sym)
+        unit = self.amount_unit_
+        size = self.contract_sizes.get(sym)
         return [
             Trade(
                 self.exchange,
@@ -511,7 +514,9 @@ class BinanceAdapterBase(ExchangeAdapter):
                 tid,
                 _TRADES,
                 self.feed,
-                backfilled=True,
+                unit,
+                size,
+                True,
             )
             for price, qty, buyer_maker, tid, ts in rows
         ]
@@ -522,16 +527,18 @@ def _is_shutdown(data: bytes) -> bool:
 
 
 class BinanceSpotAdapter(BinanceAdapterBase):
-    """Binance spot (docs/protocols/binance.md, part 1).
+    """Binance spot (docs/protocols/binance.md, part 1); ``exchange`` ``binance``.
 
     Policy: server pings every 20 s (the transport answers; pong within 60 s), a protocol ping every 30 s for
-    round-trip time, 24 h connection lifetime, 1024 streams and 5 inbound messages/s per connection, 300
-    connection attempts per 5 min per IP. Book sync: REST ``/api/v3/depth`` limit 1000 (weight 50) stitched
-    with ``U``/``u`` (CONTIGUOUS, bridge offset 1). Backfill: ``/api/v3/historicalTrades`` (no key).
+    round-trip time, 24 h connection lifetime, 1024 streams and 5 inbound messages/s per connection, 200
+    streams per SUBSCRIBE, 300 connection attempts per 5 min per IP. Book sync: REST ``/api/v3/depth`` limit
+    1000 (weight 50) stitched with ``U``/``u`` (CONTIGUOUS, bridge offset 1). Backfill:
+    ``/api/v3/historicalTrades`` (no key).
     """
 
-    market = Market.SPOT
+    exchange = "binance"
     ccxt_id = "binance"
+    market = Market.SPOT
     ws_base_url = "wss://stream.binance.com:9443"
     rest_base_url = "https://api.binance.com"
     trade_stream = "trade"
@@ -544,15 +551,19 @@ class BinanceSpotAdapter(BinanceAdapterBase):
         max_streams_per_connection=1024,
         max_outbound_per_s=5.0,
         connect_limit=ConnectRateLimit(max_connects=300, window_s=300.0),
+        max_subscriptions_per_request=_MAX_PARAMS_PER_REQUEST,
     )
     book_sync = BookSyncSpec(
         source=SnapshotSource.REST, sequence=SequenceModel.CONTIGUOUS, bridge_offset=1, checksum=None
     )
 
-    def _instrument_symbol(self, s: _SymbolInfo) -> str | None:
-        return f"{s.baseAsset}/{s.quoteAsset}"
+    def _instrument(self, s: _SymbolInfo) -> Instrument | None:
+        status = self._status(s)
+        return Instrument(f"{s.baseAsset}/{s.quoteAsset}", s.symbol, status == "TRADING", status)
 
-    def _check_market(self, symbol: str, quote: str, settle: str | None, expiry: str | None) -> None:
+    def _check_market(
+        self, symbol: str, base: str, quote: str, settle: str | None, expiry: str | None
+    ) -> None:
         if settle is not None:
             raise ValueError(f"binance spot: {symbol!r} is not a spot symbol (expected BASE/QUOTE)")
 
@@ -561,44 +572,31 @@ class BinanceSpotAdapter(BinanceAdapterBase):
         return f"{base}/{quote}" if quote else base
 
 
-class BinanceUsdmAdapter(BinanceAdapterBase):
-    """Binance USDⓈ-M perpetuals (docs/protocols/binance.md, part 2); ``exchange`` is ``binance``,
-    ``ccxt_id`` ``binanceusdm``.
-
-    Routed URLs [changed 2026]: ``<base>/public/stream`` for book and ticker streams, ``<base>/market/stream``
-    for trades. Policy: server pings every 3 min (pong within 10 min), protocol ping every 30 s, 24 h
-    lifetime, 1024 streams and 10 inbound messages/s per connection. Book sync: REST ``/fapi/v1/depth`` limit
-    1000 (weight 20) with the ``pu`` chain (LINKED, bridge offset 0).
+class BinanceFuturesAdapter(BinanceAdapterBase):
+    """What Binance's USDⓈ-M and COIN-M perpetual markets share: ``@aggTrade`` trades (ids ``a``, backfilled
+    with ``aggTrades?fromId=``), the ``pu``-linked depth stream stitched to a REST snapshot with bridge offset
+    0, server pings every 3 min (pong within 10 min), 24 h lifetime, 1024 streams and 10 inbound messages/s per
+    connection, only ``PERPETUAL`` contracts; use :class:`BinanceUsdmAdapter` or :class:`BinanceCoinmAdapter`.
     """
 
     market = Market.PERPETUAL
-    ccxt_id = "binanceusdm"
-    ws_base_url = "wss://fstream.binance.com"
-    rest_base_url = "https://fapi.binance.com"
     trade_stream = "aggTrade"
-    depth_path = "/fapi/v1/depth"
     depth_weight = 20
-    info_path = "/fapi/v1/exchangeInfo"
     info_weight = 1
-    rest_limit = RestRateLimit(weight=2400, window_s=60.0)
-    backfill_path = "/fapi/v1/aggTrades"
     backfill_weight = 20
+    rest_limit = RestRateLimit(weight=2400, window_s=60.0)
     policy = ConnectionPolicy(
         keepalive=KeepalivePolicy(protocol_ping_interval_s=30.0, pong_timeout_s=10.0, server_pings=True),
         max_lifetime_s=24 * 3600.0,
         max_streams_per_connection=1024,
         max_outbound_per_s=10.0,
-        # not documented for USDⓈ-M: the spot figure (300 per 5 min per IP) is applied, the tolerant choice
+        # not documented for futures market streams: the spot figure (300 per 5 min per IP), the tolerant choice
         connect_limit=ConnectRateLimit(max_connects=300, window_s=300.0),
+        max_subscriptions_per_request=_MAX_PARAMS_PER_REQUEST,
     )
     book_sync = BookSyncSpec(
         source=SnapshotSource.REST, sequence=SequenceModel.LINKED, bridge_offset=0, checksum=None
     )
-
-    def _instrument_symbol(self, s: _SymbolInfo) -> str | None:
-        if s.contractType != "PERPETUAL":
-            return None
-        return f"{s.baseAsset}/{s.quoteAsset}:{s.marginAsset or s.quoteAsset}"
 
     def parse_trades(self, body: bytes, subscription: Subscription, receipt_ns: int) -> list[Trade]:
         """Parse an ``aggTrades`` page into backfilled trades (ids are aggregate ids ``a``, as on the
@@ -607,17 +605,40 @@ class BinanceUsdmAdapter(BinanceAdapterBase):
         Raises:
             DecodeError: not an aggTrades list.
         """
-        try:
-            items = _agg_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"binance: malformed aggTrades: {exc}") from exc
+        items = decode_json(_agg_decoder, body, f"{self.exchange}: malformed aggTrades")
         return self._backfilled(subscription, receipt_ns, ((t.p, t.q, t.m, t.a, t.T) for t in items))
+
+
+class BinanceUsdmAdapter(BinanceFuturesAdapter):
+    """Binance USDⓈ-M perpetuals (docs/protocols/binance.md, part 2); ``exchange`` ``binanceusdm``.
+
+    Routed URLs [changed 2026]: ``<base>/public/stream`` for book and ticker streams, ``<base>/market/stream``
+    for trades. Book sync: REST ``/fapi/v1/depth`` limit 1000 (weight 20). Backfill ``/fapi/v1/aggTrades``.
+    Quantities in the base asset.
+    """
+
+    exchange = "binanceusdm"
+    ccxt_id = "binanceusdm"
+    ws_base_url = "wss://fstream.binance.com"
+    rest_base_url = "https://fapi.binance.com"
+    depth_path = "/fapi/v1/depth"
+    info_path = "/fapi/v1/exchangeInfo"
+    backfill_path = "/fapi/v1/aggTrades"
+
+    def _instrument(self, s: _SymbolInfo) -> Instrument | None:
+        if s.contractType != "PERPETUAL":
+            return None
+        status = self._status(s)
+        unified = f"{s.baseAsset}/{s.quoteAsset}:{s.marginAsset or s.quoteAsset}"
+        return Instrument(unified, s.symbol, status == "TRADING", status)
 
     def route(self, subscription: Subscription) -> str:
         """``public`` for book and ticker (``@depth*``, ``@bookTicker``), ``market`` for trades."""
         return "market" if subscription.channel is Channel.TRADES else "public"
 
-    def _check_market(self, symbol: str, quote: str, settle: str | None, expiry: str | None) -> None:
+    def _check_market(
+        self, symbol: str, base: str, quote: str, settle: str | None, expiry: str | None
+    ) -> None:
         if settle is None or settle != quote or expiry is not None:
             raise ValueError(
                 f"binance USDⓈ-M: {symbol!r} is not a linear perpetual (expected BASE/QUOTE:QUOTE)"
@@ -626,3 +647,92 @@ class BinanceUsdmAdapter(BinanceAdapterBase):
     def _unify(self, exchange_symbol: str) -> str:
         base, quote = split_concatenated(exchange_symbol)
         return f"{base}/{quote}:{quote}" if quote else base
+
+
+class BinanceCoinmAdapter(BinanceFuturesAdapter):
+    """Binance COIN-M (coin-margined, inverse) perpetuals (docs/protocols/binance.md, part 3); ``exchange``
+    ``binancecoinm``.
+
+    WebSocket ``wss://dstream.binance.com/stream`` (no routes), REST ``https://dapi.binance.com``. Symbols
+    ``BTC/USD:BTC`` <-> ``BTCUSD_PERP`` (stream ``btcusd_perp``); dated contracts that arrive anyway
+    (``BTCUSD_211231``) decode as ``BTC/USD:BTC-211231``. Amounts are in contracts
+    (:attr:`~cryptolink.models.AmountUnit.CONTRACTS`) of ``contractSize`` USD each, taken from
+    ``GET /dapi/v1/exchangeInfo`` (BTC 100 USD, others 10 USD). Book sync: REST ``/dapi/v1/depth`` limit 1000
+    (weight 20) with the ``pu`` chain. Backfill: ``/dapi/v1/aggTrades`` (weight 20, no key). REST budget:
+    REQUEST_WEIGHT 2400 per minute per IP.
+    Sources: https://developers.binance.com/docs/derivatives/coin-margined-futures/websocket-market-streams,
+    ``.../websocket-market-streams/How-to-manage-a-local-order-book-correctly``,
+    ``.../market-data/Order-Book``, ``.../market-data/Compressed-Aggregate-Trades-List``.
+    """
+
+    exchange = "binancecoinm"
+    ccxt_id = "binancecoinm"
+    amount_unit_ = AmountUnit.CONTRACTS
+    ws_base_url = "wss://dstream.binance.com"
+    rest_base_url = "https://dapi.binance.com"
+    depth_path = "/dapi/v1/depth"
+    info_path = "/dapi/v1/exchangeInfo"
+    backfill_path = "/dapi/v1/aggTrades"
+
+    def _exchange_id(self, base: str, quote: str) -> str:
+        return f"{base}{quote}_PERP".upper()
+
+    def _instrument(self, s: _SymbolInfo) -> Instrument | None:
+        if s.contractType != "PERPETUAL":
+            return None
+        status = self._status(s)
+        return Instrument(
+            f"{s.baseAsset}/{s.quoteAsset}:{s.marginAsset or s.baseAsset}",
+            s.symbol,
+            status == "TRADING",
+            status,
+            AmountUnit.CONTRACTS,
+            s.contractSize,
+            s.quoteAsset if s.contractSize is not None else None,
+        )
+
+    def _check_market(
+        self, symbol: str, base: str, quote: str, settle: str | None, expiry: str | None
+    ) -> None:
+        if settle is None or settle != base or expiry is not None:
+            raise ValueError(
+                f"binance COIN-M: {symbol!r} is not an inverse perpetual (expected BASE/USD:BASE)"
+            )
+
+    def _unify(self, exchange_symbol: str) -> str:
+        pair, _, kind = exchange_symbol.upper().partition("_")
+        base, quote = split_concatenated(pair)
+        if not quote:
+            return exchange_symbol
+        if kind in ("", "PERP"):
+            return f"{base}/{quote}:{base}"
+        return f"{base}/{quote}:{base}-{kind}"
+
+
+# ------------------------------------------------------------------------------------------- registrations
+# Testnets (docs/protocols/binance.md 1.1, 2.1, 3.1): spot ``stream.testnet.binance.vision`` /
+# ``testnet.binance.vision`` (S-TN); USDⓈ-M ``fstream.binancefuture.com`` / ``demo-fapi.binance.com`` (F-GI
+# "testnet-api-information"); COIN-M ``dstream.binancefuture.com`` / ``testnet.binancefuture.com`` (/dapi;
+# unconfirmed against the current COIN-M page).
+register(
+    "binance",
+    Market.SPOT,
+    BinanceSpotAdapter,
+    shapes=(SymbolShape.SPOT,),
+    testnet=("wss://stream.testnet.binance.vision", "https://testnet.binance.vision"),
+)
+register(
+    "binanceusdm",
+    Market.PERPETUAL,
+    BinanceUsdmAdapter,
+    shapes=(SymbolShape.LINEAR,),
+    testnet=("wss://fstream.binancefuture.com", "https://demo-fapi.binance.com"),
+    aliases=("binance",),
+)
+register(
+    "binancecoinm",
+    Market.PERPETUAL,
+    BinanceCoinmAdapter,
+    shapes=(SymbolShape.INVERSE,),
+    testnet=("wss://dstream.binancefuture.com", "https://testnet.binancefuture.com"),
+)

@@ -43,9 +43,9 @@ from cryptolink.exchanges.base import (
     BackfillCursor,
     BookMessage,
     BookSyncSpec,
+    BoundedMap,
     ChecksumSpec,
     ConnectionPolicy,
-    ConnectionSpec,
     ConnectRateLimit,
     Decoded,
     DecodeError,
@@ -60,16 +60,23 @@ from cryptolink.exchanges.base import (
     SequenceModel,
     ServerNotice,
     SnapshotSource,
+    SymbolCache,
+    decode_json,
 )
+from cryptolink.exchanges.registry import register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
-from cryptolink.symbols import parse_unified
+from cryptolink.symbols import SymbolShape, parse_unified
 
 __all__ = ["OkxAdapter"]
 
-_MAX_ARGS_BYTES = 60_000
-"""Stay under OKX's 64 KB limit on the total length of ``args`` per request."""
-_MAX_BOOKS_PER_CONNECTION = 30
-"""OKX recommends fewer than 30 book channels per connection (docs/protocols/okx.md "Limits")."""
+_MAX_REQUEST_BYTES = 64 * 1024
+"""OKX: the total length of ``args`` in one request must stay within 64 KB (docs/protocols/okx.md "Limits",
+https://www.okx.com/docs-v5/en/#overview-websocket-subscribe)."""
+_MAX_BOOKS_PER_CONNECTION = 29
+"""OKX recommends FEWER than 30 book channels per connection (docs/protocols/okx.md "Limits",
+https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel)."""
+_MAX_PENDING_ACK_KEYS = 100_000
+"""Bound on (channel, instId) -> subscription entries kept to map acks back (evictions are counted)."""
 _BACKFILL_PAGE = 100
 _TRADES = Channel.TRADES
 _TICKER = Channel.TICKER
@@ -194,6 +201,17 @@ def _int(text: str) -> int | None:
         raise DecodeError(f"okx: not an integer: {text!r}") from exc
 
 
+def _guess_unified(inst_id: str) -> str:
+    parts = inst_id.split("-")
+    if len(parts) == 2:
+        return f"{parts[0]}/{parts[1]}"
+    if len(parts) == 3:
+        base, quote, kind = parts
+        settle = quote if quote in ("USDT", "USDC") else base
+        return f"{base}/{quote}:{settle}" if kind == "SWAP" else f"{base}/{quote}:{settle}-{kind}"
+    return inst_id
+
+
 def _request_id(raw: str | None) -> int | str | None:
     """Our request ids are decimal integers sent as strings; give them back as ``int``."""
     if raw is None:
@@ -238,6 +256,8 @@ class OkxAdapter(ExchangeAdapter):
         max_subscribe_requests_per_hour=480,
         server_idle_close_s=30.0,
         connect_limit=ConnectRateLimit(max_connects=3, window_s=1.0),
+        max_request_bytes=_MAX_REQUEST_BYTES,
+        max_books_per_connection=_MAX_BOOKS_PER_CONNECTION,
     )
     book_sync = BookSyncSpec(
         source=SnapshotSource.WEBSOCKET,
@@ -258,10 +278,9 @@ class OkxAdapter(ExchangeAdapter):
         if self.ws_base_url.endswith(self.ws_public_path):  # a full URL given as override
             self.ws_base_url = self.ws_base_url[: -len(self.ws_public_path)]
         self.market = Market(market)
-        self._symbols: dict[str, str] = {}  # instId -> unified
-        self._exchange_ids: dict[str, str] = {}  # unified -> instId
+        self._symbols = SymbolCache()  # unified <-> instId
         # (channel name, instId) -> the Subscription we were asked for (acks map back to it)
-        self._subs: dict[tuple[str, str], Subscription] = {}
+        self._subs: BoundedMap[tuple[str, str], Subscription] = BoundedMap(_MAX_PENDING_ACK_KEYS)
         self._unit = AmountUnit.BASE if self.market is Market.SPOT else AmountUnit.CONTRACTS
 
     # symbols ---------------------------------------------------------------------------------------------
@@ -273,7 +292,7 @@ class OkxAdapter(ExchangeAdapter):
             ValueError: not a unified symbol or not of this adapter's market (dated futures are not
             supported).
         """
-        cached = self._exchange_ids.get(symbol)
+        cached = self._symbols.exchange_symbol(symbol)
         if cached is not None:
             return cached
         base, quote, settle, expiry = parse_unified(symbol)
@@ -287,81 +306,46 @@ class OkxAdapter(ExchangeAdapter):
                     f"okx perpetual: {symbol!r} is not a perpetual swap (BASE/QUOTE:QUOTE or BASE/USD:BASE)"
                 )
             inst = f"{base}-{quote}-SWAP"
-        self._exchange_ids[symbol] = inst
-        self._symbols[inst] = symbol
+        self._symbols.pin(symbol, inst)
         return inst
 
     def unified_symbol(self, inst_id: str) -> str:
-        """Best-effort unified symbol of an OKX ``instId`` (subscribed ids map back exactly)."""
-        hit = self._symbols.get(inst_id)
-        if hit is not None:
-            return hit
-        parts = inst_id.split("-")
-        if len(parts) == 2:
-            sym = f"{parts[0]}/{parts[1]}"
-        elif len(parts) == 3:
-            base, quote, kind = parts
-            settle = quote if quote in ("USDT", "USDC") else base
-            sym = f"{base}/{quote}:{settle}" if kind == "SWAP" else f"{base}/{quote}:{settle}-{kind}"
-        else:
-            sym = inst_id
-        if len(self._symbols) < 100_000:
-            self._symbols[inst_id] = sym
-        return sym
+        """Best-effort unified symbol of an OKX ``instId`` (subscribed ids map back exactly): ``BTC-USDT`` ->
+        ``BTC/USDT``, ``BTC-USDT-SWAP`` -> ``BTC/USDT:USDT``, ``BTC-USD-SWAP`` -> ``BTC/USD:BTC`` (USDT- and
+        USDC-quoted swaps are linear, others inverse), ``BTC-USD-220527`` -> ``BTC/USD:BTC-220527``."""
+        return self._symbols.unified(inst_id, _guess_unified)
+
+    def counters(self) -> dict[str, int]:
+        """``symbol_cache_evicted`` (guessed unified symbols dropped) and ``ack_keys_evicted`` ((channel,
+        instId) entries dropped from the bounded ack map)."""
+        return {"symbol_cache_evicted": self._symbols.evicted, "ack_keys_evicted": self._subs.evicted}
 
     # connections -----------------------------------------------------------------------------------------
-    def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
-        """At most ``policy.max_streams_per_connection`` subscriptions and 30 book channels per connection."""
-        limit = self.policy.max_streams_per_connection
-        out: list[list[Subscription]] = []
-        cur: list[Subscription] = []
-        books = 0
-        for sub in dict.fromkeys(subscriptions):
-            self.exchange_symbol(sub.symbol)
-            is_book = sub.channel is Channel.BOOK
-            if len(cur) >= limit or (is_book and books >= _MAX_BOOKS_PER_CONNECTION):
-                out.append(cur)
-                cur, books = [], 0
-            cur.append(sub)
-            books += is_book
-        if cur:
-            out.append(cur)
-        url = self.ws_base_url + self.ws_public_path
-        return [ConnectionSpec(url=url, subscriptions=tuple(c)) for c in out]
+    def connection_url(self, route: str) -> str:
+        """``<ws_base_url>/ws/v5/public`` (books, trades, tickers)."""
+        return self.ws_base_url + self.ws_public_path
 
     def _arg(self, sub: Subscription) -> dict[str, str]:
         arg = {"channel": _CHANNEL_NAMES[sub.channel], "instId": self.exchange_symbol(sub.symbol)}
-        self._subs[(arg["channel"], arg["instId"])] = sub
+        self._subs.put((arg["channel"], arg["instId"]), sub)
         return arg
 
     def requests(
         self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
     ) -> list[OutboundRequest]:
-        """Batched ``{"id":"N","op":"subscribe"|"unsubscribe","args":[...]}`` frames, each under 64 KB of args
-        (docs/protocols/okx.md "Subscribe")."""
+        """Batched ``{"id":"N","op":"subscribe"|"unsubscribe","args":[...]}`` frames, each within 64 KB
+        (``policy.max_request_bytes``; docs/protocols/okx.md "Subscribe")."""
         out: list[OutboundRequest] = []
-        chunk: list[Subscription] = []
-        args: list[dict[str, str]] = []
-        size = 0
-
-        def flush() -> None:
+        for chunk in self.request_batches(subscriptions, self._arg_bytes):
             rid = next_id + len(out)
+            args = [self._arg(sub) for sub in chunk]
             frame = _json_encoder.encode({"id": str(rid), "op": op, "args": args}).decode()
-            subs = tuple(chunk)
-            out.append(OutboundRequest(frame=frame, request_id=rid, op=op, subscriptions=subs))
-
-        for sub in dict.fromkeys(subscriptions):
-            arg = self._arg(sub)
-            n = len(arg["channel"]) + len(arg["instId"]) + 30
-            if args and size + n > _MAX_ARGS_BYTES:
-                flush()
-                chunk, args, size = [], [], 0
-            chunk.append(sub)
-            args.append(arg)
-            size += n
-        if args:
-            flush()
+            out.append(OutboundRequest(frame=frame, request_id=rid, op=op, subscriptions=chunk))
         return out
+
+    def _arg_bytes(self, sub: Subscription) -> int:
+        """Encoded length of ``sub``'s arg plus its separator."""
+        return len(_json_encoder.encode(self._arg(sub))) + 1
 
     # decoding --------------------------------------------------------------------------------------------
     def _subscription(self, arg: _Arg) -> Subscription:
@@ -385,10 +369,7 @@ class OkxAdapter(ExchangeAdapter):
         """
         if frame == "pong" or frame == b"pong":
             return [Pong()]
-        try:
-            env = _env_decoder.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed frame: {exc}") from exc
+        env = decode_json(_env_decoder, frame, "okx: malformed frame")
         arg = env.arg
         data = env.data
         if data:
@@ -422,10 +403,7 @@ class OkxAdapter(ExchangeAdapter):
         return []
 
     def _decode_trades(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
-        try:
-            items = _trades_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed trades: {exc}") from exc
+        items = decode_json(_trades_decoder, data, "okx: malformed trades")
         out: list[Decoded] = []
         for t in items:
             if t.side == "buy":
@@ -457,10 +435,7 @@ class OkxAdapter(ExchangeAdapter):
         return out
 
     def _decode_tickers(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
-        try:
-            items = _tickers_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed tickers: {exc}") from exc
+        items = decode_json(_tickers_decoder, data, "okx: malformed tickers")
         out: list[Decoded] = []
         for t in items:
             symbol = self.unified_symbol(t.instId)
@@ -488,10 +463,7 @@ class OkxAdapter(ExchangeAdapter):
     def _decode_books(
         self, data: msgspec.Raw, inst_id: str, action: str | None, receipt_ns: int
     ) -> list[Decoded]:
-        try:
-            items = _books_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed books: {exc}") from exc
+        items = decode_json(_books_decoder, data, "okx: malformed books")
         if action is None:
             raise DecodeError("okx: books frame without action")
         is_snapshot = action == "snapshot"
@@ -539,10 +511,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body or ``code`` not ``"0"``.
         """
-        try:
-            m = _rest_insts_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed instruments answer: {exc}") from exc
+        m = decode_json(_rest_insts_decoder, body, "okx: malformed instruments answer")
         if m.code != "0":
             raise DecodeError(f"okx: instruments answer code={m.code!r} msg={m.msg!r}")
         out: list[Instrument] = []
@@ -600,10 +569,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body or ``code`` not ``"0"``.
         """
-        try:
-            m = _rest_trades_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed history-trades answer: {exc}") from exc
+        m = decode_json(_rest_trades_decoder, body, "okx: malformed history-trades answer")
         if m.code != "0":
             raise DecodeError(f"okx: history-trades answer code={m.code!r} msg={m.msg!r}")
         sym = subscription.symbol
@@ -653,10 +619,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body, ``code`` not ``"0"`` or empty ``data``.
         """
-        try:
-            m = _rest_books_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeError(f"okx: malformed books answer: {exc}") from exc
+        m = decode_json(_rest_books_decoder, body, "okx: malformed books answer")
         if m.code != "0" or not m.data:
             raise DecodeError(f"okx: books answer code={m.code!r} msg={m.msg!r}")
         inst = self.exchange_symbol(subscription.symbol)
@@ -675,3 +638,29 @@ class OkxAdapter(ExchangeAdapter):
             _int(b.ts),
             receipt_ns,
         )
+
+
+# ------------------------------------------------------------------------------------------- registrations
+def _okx_spot(
+    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
+) -> OkxAdapter:
+    return OkxAdapter(Market.SPOT, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
+
+
+def _okx_swap(
+    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
+) -> OkxAdapter:
+    return OkxAdapter(Market.PERPETUAL, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
+
+
+# Demo trading (https://www.okx.com/docs-v5/en/#overview-demo-trading-services): ``wss://wspap.okx.com:8443``;
+# demo REST needs the header ``x-simulated-trading: 1``, not needed for public market data.
+_OKX_DEMO = ("wss://wspap.okx.com:8443", "https://www.okx.com")
+register("okx", Market.SPOT, _okx_spot, shapes=(SymbolShape.SPOT,), testnet=_OKX_DEMO)
+register(
+    "okx",
+    Market.PERPETUAL,
+    _okx_swap,
+    shapes=(SymbolShape.LINEAR, SymbolShape.INVERSE),
+    testnet=_OKX_DEMO,
+)
