@@ -109,7 +109,7 @@ consumer_queue_size: 0
     assert "consumer_queue_size" in paths
     text_msg = str(err)
     assert "bad.yaml" in text_msg
-    assert "exchanges.binance.symbols[1]: 'BTCUSDT' is not a unified spot symbol" in text_msg
+    assert "exchanges.binance.symbols[1]: 'BTCUSDT' is not a unified symbol binance spot accepts" in text_msg
     assert "exchanges.binance.colour: unknown key" in text_msg
     assert "Traceback" not in text_msg and "errors.pydantic.dev" not in text_msg
     assert text_msg.count("\n") == len(err.problems)  # header + one line per problem
@@ -168,7 +168,36 @@ def test_supported_list_can_be_passed_in() -> None:
     assert [p for p, _ in info.value.problems] == ["exchanges.binance.market"]
     with pytest.raises(ConfigError):
         CryptolinkConfig.from_yaml_text(text, env={}, supported={"okx": (Market.SPOT,)})
-    assert set(SUPPORTED) == {"binance", "okx"}
+    assert set(SUPPORTED) == {"binance", "binanceusdm", "binancecoinm", "okx"}
+
+
+def test_ccxt_ids_single_market_default_and_inverse_shapes() -> None:
+    """ccxt's ids work as exchange ids; an id with one market needs no ``market``; each market accepts the
+    symbol shapes its registration declares (COIN-M inverse only, USDⓈ-M linear only, OKX swaps both)."""
+    text = (
+        "exchanges:\n"
+        "  coinm:\n    exchange: binancecoinm\n    symbols: [BTC/USD:BTC]\n"
+        "  usdm:\n    exchange: binanceusdm\n    symbols: [BTC/USDT:USDT]\n"
+        "  okx-swaps:\n    exchange: okx\n    market: perpetual\n    symbols: [BTC/USDT:USDT, BTC/USD:BTC]\n"
+    )
+    cfg = CryptolinkConfig.from_yaml_text(text, env={})
+    assert (
+        cfg.exchanges["coinm"].market is Market.PERPETUAL and cfg.exchanges["usdm"].market is Market.PERPETUAL
+    )
+    bad = (
+        "exchanges:\n"
+        "  coinm:\n    exchange: binancecoinm\n    symbols: [BTC/USDT:USDT]\n"
+        "  usdm:\n    exchange: binanceusdm\n    symbols: [BTC/USD:BTC]\n"
+        "  spot:\n    exchange: binance\n    symbols: [BTC/USD:BTC]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(bad, env={})
+    problems = dict(info.value.problems)
+    assert (
+        "binancecoinm perpetual accepts; expected BASE/QUOTE:BASE" in problems["exchanges.coinm.symbols[0]"]
+    )
+    assert "binanceusdm perpetual accepts; expected BASE/QUOTE:QUOTE" in problems["exchanges.usdm.symbols[0]"]
+    assert "binance spot accepts" in problems["exchanges.spot.symbols[0]"]
 
 
 @pytest.mark.parametrize(

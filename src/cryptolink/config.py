@@ -40,7 +40,10 @@ from pydantic import (
 
 from cryptolink.bus import OverflowPolicy
 from cryptolink.errors import ConfigError
+from cryptolink.exchanges import SUPPORTED as _ADAPTERS_SUPPORTED
+from cryptolink.exchanges import check_symbol
 from cryptolink.models import Channel, Market, Subscription
+from cryptolink.symbols import SymbolShape, symbol_shape
 
 __all__ = [
     "ENV_PREFIX",
@@ -57,20 +60,15 @@ __all__ = [
     "load_config",
 ]
 
-SUPPORTED: Mapping[str, tuple[Market, ...]] = {
-    "binance": (Market.SPOT, Market.PERPETUAL),
-    "okx": (Market.SPOT, Market.PERPETUAL),
-}
-"""Exchange ids cryptolink can stream, with the markets each supports."""
+SUPPORTED: Mapping[str, tuple[Market, ...]] = _ADAPTERS_SUPPORTED
+"""Exchange ids cryptolink can stream (ccxt's, and the alias ``binance`` + ``perpetual`` for ``binanceusdm``),
+with the markets each supports; derived from the adapters' registrations (:mod:`cryptolink.exchanges`)."""
 
 ENV_PREFIX = "CRYPTOLINK_"
 """Prefix of every environment variable cryptolink reads."""
 
 _SUPPORTED_CONTEXT_KEY = "supported"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_ASSET = r"[A-Z0-9]{1,20}"
-_SPOT_RE = re.compile(rf"^{_ASSET}/{_ASSET}$")
-_PERP_RE = re.compile(rf"^{_ASSET}/{_ASSET}:{_ASSET}$")
 _MAX_SYMBOLS = 1024
 
 
@@ -210,19 +208,32 @@ class OutputConfig(_Section):
 
 
 def _check_symbol(value: str, info: ValidationInfo) -> str:
-    if "market" not in info.data:  # the market itself is wrong (reported there): accept either form
-        if not (_SPOT_RE.match(value) or _PERP_RE.match(value)):
-            raise ValueError(f"{value!r} is not a unified symbol; expected BASE/QUOTE or BASE/QUOTE:SETTLE")
+    market = info.data.get("market")
+    exchange = info.data.get("exchange")
+    if market is None:  # the market itself is wrong (reported there): accept any unified shape
+        if symbol_shape(value) is None:
+            raise ValueError(
+                f"{value!r} is not a unified symbol; expected BASE/QUOTE, BASE/QUOTE:QUOTE or BASE/QUOTE:BASE"
+            )
         return value
-    if info.data["market"] == Market.PERPETUAL:
-        if not _PERP_RE.match(value):
+    if isinstance(exchange, str) and (exchange, market) in _registered_pairs():
+        check_symbol(exchange, market, value)  # the shapes the exchange's registration accepts
+        return value
+    # an exchange known only to a ``supported`` mapping given to the loader: the market decides the shape
+    shape = symbol_shape(value)
+    if market == Market.PERPETUAL:
+        if shape not in (SymbolShape.LINEAR, SymbolShape.INVERSE):
             raise ValueError(
                 f"{value!r} is not a unified perpetual symbol; "
-                "expected BASE/QUOTE:SETTLE, e.g. 'BTC/USDT:USDT'"
+                "expected BASE/QUOTE:QUOTE (e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE (e.g. 'BTC/USD:BTC')"
             )
-    elif not _SPOT_RE.match(value):
+    elif shape is not SymbolShape.SPOT:
         raise ValueError(f"{value!r} is not a unified spot symbol; expected BASE/QUOTE, e.g. 'BTC/USDT'")
     return value
+
+
+def _registered_pairs() -> set[tuple[str, Market]]:
+    return {(ex, m) for ex, markets in SUPPORTED.items() for m in markets}
 
 
 def _check_url(schemes: tuple[str, ...]) -> Any:
@@ -241,9 +252,11 @@ class ExchangeConfig(_Section):
         exchange: exchange id, one of :data:`SUPPORTED` (or the ``supported`` mapping given to the loader);
             in YAML it defaults to the entry's key.
         enabled: ``False`` keeps the entry but does not connect.
-        market: ``spot`` or ``perpetual`` (linear USDⓈ-margined swaps).
-        symbols: unified ccxt symbols, ``BASE/QUOTE`` for spot, ``BASE/QUOTE:SETTLE`` for perpetual; 1..1024,
-            no duplicates.
+        market: ``spot`` or ``perpetual`` (linear and inverse swaps); default ``spot``, or the only market of
+            an exchange id that has one (``binanceusdm``, ``binancecoinm``: ``perpetual``).
+        symbols: unified ccxt symbols, ``BASE/QUOTE`` for spot, ``BASE/QUOTE:QUOTE`` for a linear perpetual,
+            ``BASE/QUOTE:BASE`` for an inverse one (``BTC/USD:BTC``), as the exchange's registration accepts;
+            1..1024, no duplicates.
         channels: channels per symbol.
         testnet: use the exchange's test/demo endpoints (OKX demo ``wss://wspap.okx.com:8443``, Binance spot
             ``stream.testnet.binance.vision``: docs/protocols/).
@@ -271,6 +284,16 @@ class ExchangeConfig(_Section):
     reconnect: ReconnectConfig = ReconnectConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     rotation_lead_s: float = Field(default=600.0, ge=0, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_market_default(cls, data: Any, info: ValidationInfo) -> Any:
+        """An exchange id with one market (``binanceusdm``, ``binancecoinm``) needs no ``market`` key."""
+        if isinstance(data, Mapping) and "market" not in data:
+            markets = _supported_from(info).get(str(data.get("exchange")))
+            if markets is not None and len(markets) == 1:
+                return {**data, "market": markets[0]}
+        return data
 
     @field_validator("exchange")
     @classmethod
