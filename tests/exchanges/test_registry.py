@@ -137,8 +137,18 @@ def test_check_symbol_accepts_each_markets_shapes(
         ("binance", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
         ("binancecoinm", "perpetual", "BTC/USDT:USDT", "BASE/QUOTE:BASE"),
         ("binancecoinm", "perpetual", "BTC/USD:BTC-220527", "BASE/QUOTE:BASE"),
-        ("okx", "perpetual", "BTC/USDT", "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE"),
-        ("okx", "perpetual", "BTC/USDT:ETH", "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE"),
+        (
+            "okx",
+            "perpetual",
+            "BTC/USDT",
+            "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE",
+        ),
+        (
+            "okx",
+            "perpetual",
+            "BTC/USDT:ETH",
+            "BASE/QUOTE:QUOTE (linear, e.g. 'BTC/USDT:USDT') or BASE/QUOTE:BASE",
+        ),
     ],
 )
 def test_check_symbol_names_the_accepted_forms(
