@@ -460,3 +460,31 @@ def test_gap_events_encode_to_json() -> None:
     gap = Gap("binance", "BTC/USDT", "BTCUSDT", Channel.TRADES, GapCause.DISCONNECT, 1, 2, 3, "binance")
     data = json.loads(__import__("msgspec").json.encode(gap))
     assert data["channel"] == "gaps" and data["stream"] == "trades" and data["cause"] == "disconnect"
+
+
+def test_run_time_subscriptions_respect_the_books_per_connection_limit() -> None:
+    """OKX allows fewer than 30 book channels per connection: a connection holding 29 books takes more trades at
+    run time but not one more book (that one gets a new connection)."""
+    adapter = get_adapter("okx", Market.SPOT, feed="okx")
+    limit = adapter.policy.max_books_per_connection
+    assert limit == 29
+    feed = Feed(
+        "okx",
+        adapter,
+        publish=lambda _: None,
+        engine_config=EngineConfig(),
+        clock=SystemClock(),
+        transport=FakeTransport(REFUSED),
+        rest=None,
+    )
+    books = [Subscription(Channel.BOOK, f"C{i}/USDT") for i in range(limit)]
+    (spec,) = adapter.plan_connections(books)
+    conn = StubConnection("okx-ws-1")
+    conn.spec = spec  # type: ignore[attr-defined]
+    feed._connections["okx-ws-1"] = conn  # type: ignore[assignment]
+    for sub in books:
+        feed._conn_of[sub] = conn  # type: ignore[assignment]
+    (one_more_book,) = adapter.plan_connections([Subscription(Channel.BOOK, "X/USDT")])
+    (trades,) = adapter.plan_connections([Subscription(Channel.TRADES, "X/USDT")])
+    assert feed._connection_with_room(one_more_book) is None
+    assert feed._connection_with_room(trades) is conn  # type: ignore[comparison-overlap]

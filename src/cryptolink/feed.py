@@ -61,7 +61,7 @@ from cryptolink.engine import (
     Transport,
 )
 from cryptolink.engine.gate import ConnectGates
-from cryptolink.exchanges.base import BookMessage, DecodeError, ExchangeAdapter, Instrument
+from cryptolink.exchanges.base import BookMessage, ConnectionSpec, DecodeError, ExchangeAdapter, Instrument
 from cryptolink.gateway import RestGateway
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Subscription, Ticker, Trade
 from cryptolink.rest import RestError
@@ -315,7 +315,7 @@ class Feed:
         if not new:
             return
         for spec in self.adapter.plan_connections(new):
-            target = self._connection_with_room(spec.route, spec.url, len(spec.subscriptions))
+            target = self._connection_with_room(spec)
             for sub in spec.subscriptions:
                 self._register(sub)
             if target is None:
@@ -939,14 +939,22 @@ class Feed:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: background task failed", self.name, exc_info=task.exception())
 
-    def _connection_with_room(self, route: str, url: str, count: int) -> ManagedConnection | None:
-        limit = self.adapter.policy.max_streams_per_connection
+    def _connection_with_room(self, spec: ConnectionSpec) -> ManagedConnection | None:
+        """An open connection of ``spec``'s route and URL that can take all of ``spec``'s subscriptions within
+        the policy's per-connection limits (streams, and books where the exchange bounds them)."""
+        policy = self.adapter.policy
+        books = sum(1 for s in spec.subscriptions if s.channel is Channel.BOOK)
         for conn in self._connections.values():
-            if conn.spec.route != route or conn.spec.url != url:
+            if conn.spec.route != spec.route or conn.spec.url != spec.url:
                 continue
-            held = sum(1 for c in self._conn_of.values() if c is conn)
-            if held + count <= limit:
-                return conn
+            held = [s for s, c in self._conn_of.items() if c is conn]
+            if len(held) + len(spec.subscriptions) > policy.max_streams_per_connection:
+                continue
+            if policy.max_books_per_connection is not None and books and (
+                sum(1 for s in held if s.channel is Channel.BOOK) + books > policy.max_books_per_connection
+            ):
+                continue
+            return conn
         return None
 
 
