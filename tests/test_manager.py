@@ -286,3 +286,19 @@ async def test_snapshots_and_instruments_go_through_a_given_rest_gateway(sim: Si
             await asyncio.wait_for(first_snapshot(updates), 10)
     assert "/api/v3/exchangeInfo" in seen and "/api/v3/depth" in seen
     assert manager.stats().rest == ()  # no client of the manager's own was built
+
+
+def test_report_shows_adapter_counters_when_non_zero() -> None:
+    from cryptolink.feed import FeedStats
+    from cryptolink.manager import ManagerStats, report_sections
+
+    def section(counters: dict[str, int]) -> list[str]:
+        fs = FeedStats("okx", "okx", "spot", (), (), 0, 0, 0, 0, 0, adapter_counters=counters)
+        stats = ManagerStats(total=None, feeds=(fs,))  # type: ignore[arg-type]
+        (data,) = [s for s in report_sections(stats) if s.title == "data integrity"]
+        return data.lines
+
+    assert any(
+        "okx: adapter symbol cache evicted 12" in line for line in section({"symbol_cache_evicted": 12})
+    )
+    assert not any("adapter" in line for line in section({}))

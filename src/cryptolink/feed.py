@@ -156,6 +156,8 @@ class FeedStats:
         unknown_symbols: symbols the exchange's instrument list does not have.
         instruments_loaded: the instrument list was loaded (symbols verified, contract sizes known).
         rejected: subscriptions the exchange refused, ``"channel symbol"``.
+        adapter_counters: the adapter's protocol-state counters (``ExchangeAdapter.counters``, e.g.
+            ``symbol_cache_evicted``), only the non-zero ones.
     """
 
     name: str
@@ -182,6 +184,7 @@ class FeedStats:
     unknown_symbols: tuple[str, ...] = ()
     instruments_loaded: bool = False
     rejected: tuple[str, ...] = ()
+    adapter_counters: dict[str, int] = field(default_factory=dict)
 
 
 class Feed:
@@ -444,6 +447,7 @@ class Feed:
             unknown_symbols=tuple(self._unknown),
             instruments_loaded=self._instruments is not None,
             rejected=tuple(f"{ch.value} {sym}" for ch, sym in sorted(self._rejected)),
+            adapter_counters={k: v for k, v in self.adapter.counters().items() if v},
         )
 
     # --------------------------------------------------------------------------------------------- data path
@@ -950,8 +954,13 @@ class Feed:
             held = [s for s, c in self._conn_of.items() if c is conn]
             if len(held) + len(spec.subscriptions) > policy.max_streams_per_connection:
                 continue
-            if policy.max_books_per_connection is not None and books and (
-                sum(1 for s in held if s.channel is Channel.BOOK) + books > policy.max_books_per_connection
+            if (
+                policy.max_books_per_connection is not None
+                and books
+                and (
+                    sum(1 for s in held if s.channel is Channel.BOOK) + books
+                    > policy.max_books_per_connection
+                )
             ):
                 continue
             return conn

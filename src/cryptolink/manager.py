@@ -517,6 +517,11 @@ def report_sections(stats: ManagerStats) -> list[Section]:
                 f"  {fs.name}: instruments {'loaded' if fs.instruments_loaded else 'NOT loaded'}; unknown "
                 f"symbols {', '.join(fs.unknown_symbols) or '-'}; rejected {', '.join(fs.rejected) or '-'}"
             )
+        if fs.adapter_counters:
+            data.append(
+                f"  {fs.name}: adapter "
+                + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(fs.adapter_counters.items()))
+            )
     hosts = [
         f"  {g.key}: {'up' if g.up else f'DOWN for {g.down_for_s or 0:.0f} s'}, {g.granted} connects, "
         f"{g.probes} probes, {g.outages} outages, {g.rate_waits} paced"
