@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import pytest
@@ -292,7 +292,7 @@ def test_report_shows_adapter_counters_when_non_zero() -> None:
     from cryptolink.feed import FeedStats
     from cryptolink.manager import ManagerStats, report_sections
 
-    def section(counters: dict[str, int]) -> list[str]:
+    def section(counters: dict[str, int]) -> Sequence[str]:
         fs = FeedStats("okx", "okx", "spot", (), (), 0, 0, 0, 0, 0, adapter_counters=counters)
         stats = ManagerStats(total=None, feeds=(fs,))  # type: ignore[arg-type]
         (data,) = [s for s in report_sections(stats) if s.title == "data integrity"]
