@@ -60,8 +60,9 @@ class AmountUnit(StrEnum):
     BASE = "base"
     """Units of the base currency (spot; Binance USDⓈ-M quantities)."""
     CONTRACTS = "contracts"
-    """Contracts (OKX SWAP ``sz``); one contract is ``contract_size`` units of the instrument's contract
-    currency (base for linear swaps, USD for inverse ones)."""
+    """Contracts (OKX SWAP ``sz``, Binance COIN-M ``q``); one contract is ``contract_size`` units of the
+    instrument's contract currency (base for linear swaps, USD for inverse ones: Binance COIN-M BTCUSD_PERP is
+    100 USD)."""
 
 
 class Side(StrEnum):
