@@ -5,8 +5,10 @@ Commands::
     cryptolink [--version]
     cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults]
     cryptolink run CONFIG.yaml
-    cryptolink simulate [--exchange NAME ...] [--host 127.0.0.1] [--port N] [--mode replay|synthetic]
-                        [--speed X] [--faults SPEC] [--seed N]
+    cryptolink record CONFIG.yaml --out FILE [--duration SECONDS]
+    cryptolink simulate [--exchange binance|binanceusdm|okx|binancecoinm ...] [--host 127.0.0.1] [--port N]
+                        [--mode replay|synthetic] [--speed X] [--faults SPEC] [--seed N]
+                        [--rest-limit EXCHANGE=WEIGHT/SECONDS ...] [--replay FILE]
     cryptolink validate-config CONFIG.yaml
     cryptolink version
 
@@ -38,8 +40,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_CONFIG = 2
 EXIT_INTERRUPTED = 130
-
-DEFAULT_SIM_EXCHANGES = ("binance", "binanceusdm", "okx")
 
 app = typer.Typer(
     name="cryptolink",
@@ -145,7 +145,8 @@ def simulate(
         list[str] | None,
         typer.Option(
             "--exchange",
-            help=f"Exchange to simulate; repeat for several (default: {', '.join(DEFAULT_SIM_EXCHANGES)}).",
+            help="Exchange to simulate (a registered simulator id: binance, binanceusdm, okx, binancecoinm...); "
+            "repeat for several (default: every registered one).",
         ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback).")] = "127.0.0.1",
@@ -155,7 +156,7 @@ def simulate(
             "--port",
             min=0,
             max=65535,
-            help="Base port N: binance N, binanceusdm N+1, okx N+2; 0 picks free ports.",
+            help="Base port N: binance N, binanceusdm N+1, okx N+2, binancecoinm N+3; 0 picks free ports.",
         ),
     ] = 0,
     mode: Annotated[
@@ -171,19 +172,51 @@ def simulate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (faults, synthetic data).")] = 0,
+    rest_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rest-limit",
+            metavar="EXCH=W/S",
+            help="EXCHANGE=WEIGHT/SECONDS: scale an exchange's REST limit down for tests, e.g. binance=50/10 "
+            "(429, then 418, with the exchange's headers); repeatable.",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help="Serve this file instead of the shipped recordings: a capture written by `cryptolink record` "
+            "(docs/recording.md) or an hftbacktest-format Binance recording; --exchange defaults to its exchanges.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the exchange simulator until Ctrl-C; prints one JSON line per exchange with its addresses."""
+    """Run the exchange simulator until Ctrl-C; prints one JSON line per exchange with its addresses and the real
+    hosts they stand for ({"exchange", "ws_url", "rest_url", "hosts"})."""
     if speed <= 0:
         _fail("error: --speed must be > 0", EXIT_BAD_CONFIG)
     run_simulator = _lazy("cryptolink.simulator", "run_simulator")
+    registry = _lazy("cryptolink.simulator", "registry")
+    parse_rest_limit = _lazy("cryptolink.simulator.runner", "parse_rest_limit")
     _setup_logging("INFO")
-    names = list(exchange) if exchange else list(DEFAULT_SIM_EXCHANGES)
+    known = registry.names()
+    names = list(exchange) if exchange else ([] if replay is not None else list(known))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        _fail(
+            f"error: unknown exchange {', '.join(unknown)}; choose from {', '.join(known)}", EXIT_BAD_CONFIG
+        )
     try:
-        asyncio.run(run_simulator(names, host, port, mode.value, speed, faults, seed))
+        limits = dict(parse_rest_limit(item) for item in rest_limit or ())
+    except ValueError as exc:
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    try:
+        asyncio.run(run_simulator(names, host, port, mode.value, speed, faults, seed, limits, replay=replay))
     except KeyboardInterrupt:
         typer.echo("simulator stopped", err=True)
         raise typer.Exit(EXIT_OK) from None
-    except ValueError as exc:  # unknown exchange, bad fault spec, ...
+    except ValueError as exc:  # unknown exchange, bad fault spec, a file that cannot be replayed ...
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    except FileNotFoundError as exc:  # --replay of a missing file
         _fail(f"error: {exc}", EXIT_BAD_CONFIG)
     except OSError as exc:  # port in use, ...
         _fail(f"error: {exc}", EXIT_FAILURE)
@@ -214,6 +247,25 @@ def validate_config(
 def version() -> None:
     """Print the cryptolink version."""
     typer.echo(f"cryptolink {__version__}")
+
+
+@app.command()
+def record(
+    config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Capture file to write (gzip JSON lines, see docs/recording.md).")
+    ],
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0.0, help="Stop after this many seconds (default: until Ctrl-C)."),
+    ] = None,
+) -> None:
+    """Record every raw frame and REST snapshot CONFIG.yaml's streams receive into a replayable capture file
+    (an unwritable --out is refused: exit 2); prints what was recorded."""
+    cfg = _load(config)
+    record_config = _lazy("cryptolink.record", "record_config")
+    _setup_logging(cfg.log_level)
+    raise typer.Exit(int(record_config(cfg, out, duration or None)))
 
 
 def main() -> None:

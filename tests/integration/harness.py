@@ -31,10 +31,10 @@ from cryptolink.simulator.server import ExchangeServer
 
 RATE_HZ = 150.0
 
-#: name -> (simulator exchange id, manager market, unified symbols, native symbols)
+#: name -> (exchange id (ccxt, as events carry it), manager market, unified symbols, native symbols)
 TARGETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "binance": ("binance", "spot", ("BTC/USDT", "ETH/USDT"), ("BTCUSDT", "ETHUSDT")),
-    "binanceusdm": ("binance", "perpetual", ("BTC/USDT:USDT", "ETH/USDT:USDT"), ("BTCUSDT", "ETHUSDT")),
+    "binanceusdm": ("binanceusdm", "perpetual", ("BTC/USDT:USDT", "ETH/USDT:USDT"), ("BTCUSDT", "ETHUSDT")),
     "okx": ("okx", "spot", ("BTC/USDT", "ETH/USDT"), ("BTC-USDT", "ETH-USDT")),
 }
 

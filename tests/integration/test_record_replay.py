@@ -4,6 +4,7 @@ equals, sequence by sequence, the book the recording client rebuilt (issue 6, se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from cryptolink.models import BookUpdate, Trade
 from cryptolink.record import CaptureWriter, Recorder
 from cryptolink.simulator import Simulator
 from cryptolink.simulator.capture import load_capture
+from cryptolink.simulator.runner import replay_config
 from tests.integration.harness import FAST_RECONNECT, FAST_WATCHDOG, TARGETS, sim_config
 
 NAMES = ("binance", "binanceusdm", "okx")
@@ -123,11 +125,14 @@ async def test_recorded_capture_replays_every_book_equal_sequence_by_sequence(
     capture = load_capture(path)
     assert capture.stats.corrupt_lines == 0 and not capture.problems
     assert set(capture.exchanges) == set(NAMES)
-    async with Simulator(exchanges=list(NAMES), mode="synthetic", seed=9, config=sim_config()) as sim_b:
-        for name in NAMES:
-            factories = capture.sources(name)
-            assert set(factories) == set(TARGETS[name][3])
-            monkeypatch.setattr(sim_b.servers[name], "make_market_source", lambda sym, f=factories: f[sym]())
+    # what `cryptolink simulate --replay FILE` does: the file's exchanges, its symbols served from it
+    chosen, replay = replay_config(path, None)
+    assert sorted(chosen) == sorted(NAMES)
+    for name in NAMES:
+        assert set(replay.symbols[name]) == set(TARGETS[name][3])
+    base = sim_config()
+    replay = dataclasses.replace(replay, rules=base.rules, synthetic_rate_hz=base.synthetic_rate_hz)
+    async with Simulator(exchanges=chosen, mode="synthetic", seed=9, config=replay) as sim_b:
         replayed = Books()
         m_b = build_manager(sim_b, replayed)
         await m_b.start()

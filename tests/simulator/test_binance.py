@@ -1,10 +1,12 @@
-"""Binance spot and USD-M protocol conformance with a raw aiohttp client
-(https://developers.binance.com/docs/binance-spot-api-docs, .../derivatives/usds-margined-futures)."""
+"""Binance spot, USD-M and COIN-M protocol conformance with a raw aiohttp client
+(https://developers.binance.com/docs/binance-spot-api-docs, .../derivatives/usds-margined-futures,
+.../derivatives/coin-margined-futures)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -156,11 +158,14 @@ async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchang
     rebuilt book equals a later REST snapshot exactly."""
     ep = sim.endpoints()[exchange]
     spot = exchange == "binance"
-    path = "/stream?streams=btcusdt@depth@100ms" if spot else "/public/stream?streams=btcusdt@depth@100ms"
-    rest = ep["rest_url"] + ("/api/v3/depth" if spot else "/fapi/v1/depth")
-    async with http.ws_connect(ep["ws_url"] + path) as ws:
+    symbol = "BTCUSD_PERP" if exchange == "binancecoinm" else "BTCUSDT"
+    stream = f"{symbol.lower()}@depth@100ms"
+    path = {"binance": "/stream", "binanceusdm": "/public/stream", "binancecoinm": "/stream"}[exchange]
+    prefix = {"binance": "/api/v3", "binanceusdm": "/fapi/v1", "binancecoinm": "/dapi/v1"}[exchange]
+    rest = ep["rest_url"] + prefix + "/depth"
+    async with http.ws_connect(ep["ws_url"] + path + "?streams=" + stream) as ws:
         first = (await recv_json(ws))["data"]
-        async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "1000"}) as r:
+        async with http.get(rest, params={"symbol": symbol, "limit": "1000"}) as r:
             snap = await r.json()
         assert snap["lastUpdateId"] >= first["U"]
         book: dict[str, dict[Decimal, Decimal]] = {"bids": {}, "asks": {}}
@@ -183,10 +188,11 @@ async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchang
                     assert d["pu"] == prev_u
             prev_u = d["u"]
             _apply(book, d["b"], d["a"])
-            if target is None and started:
-                async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "50"}) as r:
-                    target = await r.json()
-            if target is not None and d["u"] == target["lastUpdateId"]:
+            # a snapshot equals the rebuilt book when no change happened between the push and the snapshot
+            # (periodic pushes batch every change of their interval); try again after the next push otherwise
+            async with http.get(rest, params={"symbol": symbol, "limit": "50"}) as r:
+                target = await r.json()
+            if target["lastUpdateId"] == d["u"]:
                 break
         assert target is not None and prev_u == target["lastUpdateId"]
         top_bids = sorted(book["bids"].items(), reverse=True)[:50]
@@ -195,7 +201,7 @@ async def _sync_and_compare(http: aiohttp.ClientSession, sim: Simulator, exchang
         assert top_asks == [(Decimal(p), Decimal(q)) for p, q in target["asks"]]
 
 
-@pytest.mark.parametrize("exchange", ["binance", "binanceusdm"])
+@pytest.mark.parametrize("exchange", ["binance", "binanceusdm", "binancecoinm"])
 async def test_rest_snapshot_bridges_ws_diffs(http: aiohttp.ClientSession, exchange: str) -> None:
     async with Simulator([exchange], mode="replay", speed=3.0, config=fast_config()) as sim:
         await _sync_and_compare(http, sim, exchange)
@@ -237,7 +243,7 @@ async def test_usdm_routes_pu_chain_and_wrong_route_silent(http: aiohttp.ClientS
         async with http.ws_connect(base + "/market/stream?streams=btcusdt@depth/btcusdt@aggTrade") as ws:
             streams = {(await recv_json(ws))["stream"] for _ in range(20)}
             assert streams == {"btcusdt@aggTrade"}  # depth on /market: accepted, delivers nothing
-        async with http.ws_connect(base + "/public/ws/btcusdt@depth") as ws:
+        async with http.ws_connect(base + "/public/ws/btcusdt@depth@0ms") as ws:  # real time: one per event
             prev = None
             for _ in range(20):
                 d = await recv_json(ws)
@@ -340,5 +346,182 @@ async def test_usdm_trade_history_endpoints_and_weights(http: aiohttp.ClientSess
         assert (status, used, body["code"]) == (400, 46, -1127)  # the window must be under 1 hour
         async with http.get(base + "/aggTrades?symbol=BTCUSDT") as r:
             assert r.status == 429 and (await r.json())["code"] == -1003  # 46 + 20 > 50
-        async with http.get(base + "/historicalTrades?symbol=BTCUSDT") as r:
-            assert r.status == 404  # not served on USD-M
+
+
+async def _drain(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` combined-stream frames."""
+    return [await recv_json(ws) for _ in range(n)]
+
+
+async def test_periodic_diffs_batch_every_event_between_ticks(http: aiohttp.ClientSession) -> None:
+    """``@depth@100ms`` pushes once per 100 ms tick and ``@depth`` (spot: 1000 ms) once per second, each push
+    covering every book change since the previous one (``U`` = previous ``u`` + 1), measured as a client does:
+    from the event times of what arrives."""
+    clock = FakeClock()
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        streams = "btcusdt@depth@100ms/btcusdt@depth"
+        async with http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/stream?streams=" + streams) as ws:
+            conn = await sim.binance.wait_subscribed("btcusdt@depth")
+            await clock.advance(1.05)
+            fast = conn.streams["btcusdt@depth@100ms"].frames
+            slow = conn.streams["btcusdt@depth"].frames
+            assert (fast, slow) == (10, 1)
+            frames = await _drain(ws, 11)
+        src = sim.binance.sources["BTCUSDT"]
+    tenths = [f["data"] for f in frames if f["stream"] == "btcusdt@depth@100ms"]
+    second = next(f["data"] for f in frames if f["stream"] == "btcusdt@depth")
+    start_ms = 1_700_000_000_000
+    assert [d["E"] - start_ms for d in tenths] == [100 * k for k in range(1, 11)]
+    assert second["E"] - start_ms == 1000
+    for a, b in itertools.pairwise(tenths):
+        assert b["U"] == a["u"] + 1  # consecutive batches: no id lost, none twice
+    # the one-second batch covers exactly the ten 100 ms batches, later levels overriding earlier ones
+    assert (second["U"], second["u"]) == (tenths[0]["U"], tenths[-1]["u"])
+    merged: dict[str, dict[float, list[str]]] = {"b": {}, "a": {}}
+    for d in tenths:
+        for side in ("b", "a"):
+            merged[side].update({float(p): [p, q] for p, q in d[side]})
+    for side in ("b", "a"):
+        assert {float(p): [p, q] for p, q in second[side]} == merged[side]
+    assert src.events_emitted > 100  # ~400 events/s were folded into 11 frames
+
+
+async def test_ticker_mini_ticker_mark_price_and_partial_depth(http: aiohttp.ClientSession) -> None:
+    """USD-M: ``@ticker``/``@miniTicker`` every 2 s, ``@markPrice`` every 3 s, ``@markPrice@1s`` every second on
+    ``/market``; ``@depth5@100ms`` (``e: depthUpdate``, ``pu``-linked, top 5) on ``/public``."""
+    clock = FakeClock()
+    async with Simulator(["binanceusdm"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        ep = sim.endpoints()["binanceusdm"]["ws_url"]
+        market = "btcusdt@ticker/btcusdt@miniTicker/btcusdt@markPrice/btcusdt@markPrice@1s"
+        async with (
+            http.ws_connect(ep + "/market/stream?streams=" + market) as mws,
+            http.ws_connect(ep + "/public/stream?streams=btcusdt@depth5@100ms") as pws,
+        ):
+            await sim.binanceusdm.wait_subscribed("btcusdt@depth5@100ms")
+            mconn = await sim.binanceusdm.wait_subscribed("btcusdt@markPrice@1s")
+            await clock.advance(3.05)
+            counts = {k: v.frames for k, v in mconn.streams.items()}
+            assert counts == {
+                "btcusdt@ticker": 1,
+                "btcusdt@miniTicker": 1,
+                "btcusdt@markPrice": 1,
+                "btcusdt@markPrice@1s": 3,
+            }
+            mframes = {f["stream"]: f["data"] for f in await _drain(mws, 6)}
+            partial = [f["data"] for f in await _drain(pws, 30)]
+    src = sim.binanceusdm.sources["BTCUSDT"]
+    t = mframes["btcusdt@ticker"]
+    assert t["e"] == "24hrTicker" and t["s"] == "BTCUSDT" and t["E"] - 1_700_000_000_000 == 2000
+    assert set(t) >= {"p", "P", "w", "c", "Q", "o", "h", "l", "v", "q", "O", "C", "F", "L", "n"}
+    assert float(t["l"]) <= float(t["c"]) <= float(t["h"]) and t["L"] <= src.last_trade_id
+    mini = mframes["btcusdt@miniTicker"]
+    assert mini["e"] == "24hrMiniTicker" and set(mini) == {"e", "E", "s", "c", "o", "h", "l", "v", "q"}
+    mark = mframes["btcusdt@markPrice@1s"]
+    assert mark["e"] == "markPriceUpdate" and mark["r"] == "0.00010000" and mark["T"] % (8 * 3_600_000) == 0
+    bid, ask = float(src.book.top(1)[0][0][0]), float(src.book.top(1)[1][0][0])
+    assert abs(float(mark["p"]) - (bid + ask) / 2) < 1.0  # the mid price a second ago
+    assert [d["E"] - 1_700_000_000_000 for d in partial] == [100 * k for k in range(1, 31)]
+    for a, b in itertools.pairwise(partial):
+        assert b["pu"] == a["u"] and b["U"] == a["u"] + 1
+        assert len(b["b"]) == 5 and len(b["a"]) == 5 and float(b["b"][0][0]) < float(b["a"][0][0])
+
+
+async def test_spot_partial_depth_shape(http: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@depth10"
+        async with http.ws_connect(url) as ws:
+            await sim.binance.wait_subscribed("btcusdt@depth10")
+            await clock.advance(1.05)  # the 1000 ms default speed of spot partial depth
+            frame = await recv_json(ws)
+            src = sim.binance.sources["BTCUSDT"]
+            assert set(frame) == {"lastUpdateId", "bids", "asks"}
+            assert frame["lastUpdateId"] <= src.last_update_id and len(frame["bids"]) == 10
+
+
+async def test_error_frame_carries_the_request_id(http: aiohttp.ClientSession) -> None:
+    """Two pending SUBSCRIBE requests, the first malformed: its error names id 7, the second is acked as id 8 and
+    its stream flows."""
+    async with (
+        Simulator(["binance"], mode="synthetic", config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws") as ws,
+    ):
+        await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": [1], "id": 7}))
+        await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 8}))
+        err, ack = await recv_json(ws), await recv_json(ws)
+        assert err["id"] == 7 and err["code"] == 2
+        assert ack == {"result": None, "id": 8}
+        trade = await recv_until(ws, lambda f: f.get("e") == "trade")
+        assert trade["s"] == "BTCUSDT"
+
+
+@pytest.mark.parametrize(
+    ("exchange", "path"),
+    [("binance", "/api/v3/nope"), ("binanceusdm", "/fapi/v1/nope"), ("binancecoinm", "/dapi/v2/ticker")],
+)
+async def test_unknown_path_answers_binance_json_404(
+    http: aiohttp.ClientSession, exchange: str, path: str
+) -> None:
+    async with Simulator([exchange], mode="synthetic", config=fast_config()) as sim:
+        base = sim.endpoints()[exchange]["rest_url"]
+        async with http.get(base + path) as r:
+            assert r.status == 404 and r.content_type == "application/json"
+            assert await r.json() == {"code": -1000, "msg": f"Path {path}, Method GET is invalid"}
+        prefix = {"binance": "/api/v3", "binanceusdm": "/fapi/v1", "binancecoinm": "/dapi/v1"}[exchange]
+        async with http.post(base + prefix + "/time") as r:  # a served path, a method it does not serve
+            assert r.status == 405 and (await r.json())["code"] == -1000
+
+
+async def test_coinm_rest_shapes_and_contract_sizes(http: aiohttp.ClientSession) -> None:
+    """COIN-M REST: exchangeInfo contract fields, depth with ``E``/``T``/``pair``, trades in contracts with their
+    base-coin size, list-shaped tickers, premiumIndex (https://developers.binance.com/docs/derivatives/
+    coin-margined-futures/market-data/rest-api)."""
+    clock = FakeClock()
+    async with Simulator(["binancecoinm"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        base = sim.endpoints()["binancecoinm"]["rest_url"] + "/dapi/v1"
+        async with http.get(base + "/exchangeInfo") as r:
+            info = await r.json()
+        by = {s["symbol"]: s for s in info["symbols"]}
+        assert set(by) == {"BTCUSD_PERP", "ETHUSD_PERP"}
+        btc, eth = by["BTCUSD_PERP"], by["ETHUSD_PERP"]
+        assert (btc["contractSize"], eth["contractSize"]) == (100, 10)
+        assert btc["contractType"] == "PERPETUAL" and btc["marginAsset"] == "BTC" and btc["pair"] == "BTCUSD"
+        assert btc["contractStatus"] == "TRADING" and btc["quoteAsset"] == "USD"
+        sim.binancecoinm.source("BTCUSD_PERP")
+        await asyncio.sleep(0)
+        await clock.advance(2.0)
+        src = sim.binancecoinm.sources["BTCUSD_PERP"]
+        async with http.get(base + "/depth", params={"symbol": "BTCUSD_PERP", "limit": "5"}) as r:
+            depth = await r.json()
+        assert list(depth) == ["lastUpdateId", "E", "T", "symbol", "pair", "bids", "asks"]
+        assert depth["lastUpdateId"] == src.last_update_id and depth["pair"] == "BTCUSD"
+        async with http.get(base + "/trades", params={"symbol": "BTCUSD_PERP", "limit": "3"}) as r:
+            rows = await r.json()
+        assert set(rows[0]) == {"id", "price", "qty", "baseQty", "time", "isBuyerMaker"}
+        for row in rows:
+            expect = Decimal(row["qty"]) * 100 / Decimal(row["price"])
+            assert abs(Decimal(row["baseQty"]) - expect) < Decimal("1e-8")
+        async with http.get(base + "/ticker/24hr", params={"symbol": "BTCUSD_PERP"}) as r:
+            (ticker,) = await r.json()
+        assert ticker["pair"] == "BTCUSD" and ticker["lastPrice"] == src.last_price and "baseVolume" in ticker
+        async with http.get(base + "/premiumIndex", params={"symbol": "BTCUSD_PERP"}) as r:
+            (prem,) = await r.json()
+        assert prem["pair"] == "BTCUSD" and prem["lastFundingRate"] == "0.00010000"
+        old = {"symbol": "BTCUSD_PERP", "fromId": str(rows[0]["id"]), "limit": "2"}
+        async with http.get(base + "/historicalTrades", params=old) as r:
+            assert r.status == 401 and (await r.json())["code"] == -2014  # MARKET_DATA: an API key is needed
+        async with http.get(base + "/historicalTrades", params=old, headers={"X-MBX-APIKEY": "k"}) as r:
+            assert r.status == 200 and [x["id"] for x in await r.json()] == [rows[0]["id"], rows[1]["id"]]
+
+
+async def test_coinm_replays_its_recording_in_contracts(http: aiohttp.ClientSession) -> None:
+    """BTCUSD_PERP replays the shipped COIN-M recording: ``ps`` on depth diffs, ``pu`` chained, whole contracts."""
+    async with Simulator(["binancecoinm"], mode="replay", speed=4.0, config=fast_config()) as sim:
+        url = sim.endpoints()["binancecoinm"]["ws_url"] + "/ws/btcusd_perp@depth@0ms"
+        async with http.ws_connect(url) as ws:
+            diffs = [await recv_json(ws) for _ in range(20)]
+    assert all(d["ps"] == "BTCUSD" and d["s"] == "BTCUSD_PERP" for d in diffs)
+    for a, b in itertools.pairwise(diffs):
+        assert b["pu"] == a["u"]
+    sizes = [q for d in diffs for _, q in d["b"] + d["a"]]
+    assert sizes and all(q.isdigit() for q in sizes)  # contracts: integers, as recorded

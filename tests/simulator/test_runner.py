@@ -53,7 +53,10 @@ async def test_serve_forever_prints_json_lines() -> None:
     await asyncio.wait_for(out.two.wait(), 5)
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["exchange"] for x in lines] == ["binance", "okx"]
-    assert all(set(x) == {"exchange", "ws_url", "rest_url"} for x in lines)
+    assert all(set(x) == {"exchange", "ws_url", "rest_url", "hosts"} for x in lines)
+    binance, okx = lines
+    assert binance["hosts"]["https://api.binance.com"] == binance["rest_url"]
+    assert okx["hosts"]["wss://ws.okx.com:8443"] == okx["ws_url"]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not sim.binance.connections

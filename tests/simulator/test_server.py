@@ -111,14 +111,14 @@ async def test_noping_stops_server_pings_and_pongs(http: aiohttp.ClientSession) 
 async def test_delay_holds_frames(http: aiohttp.ClientSession) -> None:
     clock = FakeClock()
     async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
-        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@depth"
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@depth@100ms"
         async with http.ws_connect(url) as ws:
-            conn = await sim.binance.wait_subscribed("btcusdt@depth")
+            conn = await sim.binance.wait_subscribed("btcusdt@depth@100ms")
             sim.inject(Fault("delay", amount_ms=300.0, duration_s=5.0), exchange="binance")
-            await clock.advance(0.2)
-            queued = conn.streams["btcusdt@depth"].frames
-            assert queued > 0 and conn.frames_sent == 0  # all held
-            await clock.advance(0.15)  # the first frames are now 300 ms old
+            await clock.advance(0.25)  # pushes at 0.1 s and 0.2 s
+            queued = conn.streams["btcusdt@depth@100ms"].frames
+            assert queued == 2 and conn.frames_sent == 0  # all held
+            await clock.advance(0.15)  # at 0.4 s the push of 0.1 s is 300 ms old, the one of 0.2 s is not
             first = await recv_json(ws)
             assert first["e"] == "depthUpdate" and 0 < conn.frames_sent < queued
 

@@ -3,8 +3,12 @@
 The files are copies of third-party recordings, gzip-compressed:
 
 - ``hftbacktest_binance_*.gz``: nkaz001/hftbacktest examples (MIT, see ``LICENSE.hftbacktest``), recorded
-  2024-08-08. One line per frame: ``<local receive time, ns> <raw frame>``; frames are Binance combined-stream
-  wrappers ``{"stream": ..., "data": ...}``. One line near the start is the bare REST depth snapshot (limit 1000).
+  2024-08-08: spot and USDⓈ-M BTCUSDT/ETHUSDT, and COIN-M BTCUSD_PERP
+  (``hftbacktest_binance_coinm_btcusd_perp_20240808.gz``: the first 40,000 lines, about 4.7 min, of hftbacktest's
+  ``cm_btcusd_perp_20240808``, whole lines, its REST snapshot line kept; ``@depth@0ms`` diffs with ``pu``,
+  ``@trade``, ``@bookTicker``; quantities in contracts of 100 USD). One line per frame: ``<local receive time, ns>
+  <raw frame>``; frames are Binance combined-stream wrappers ``{"stream": ..., "data": ...}``. One line near the
+  start is the bare REST depth snapshot (limit 1000).
 - ``cryptofeed_<exchange>_<FILE>.gz``: bmoscon/cryptofeed ``sample_data`` (see ``LICENSE.cryptofeed``). "This
   product includes software developed by Bryant Moscon (http://www.bryantmoscon.com/)". WebSocket files hold
   ``wss://addr <-> ts`` (connect), ``wss://addr <- ts: {sent}`` and ``ts: {received}`` lines; HTTP files hold

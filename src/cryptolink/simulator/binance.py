@@ -1,50 +1,101 @@
-"""Simulated Binance spot and USDⓈ-M futures: WebSocket streams plus the REST endpoints that clients (and ccxt
-``load_markets``/``fetch_time``/``fetch_order_book``/``fetch_trades``) call.
+"""Simulated Binance spot, USDⓈ-M and COIN-M futures: WebSocket market streams plus the REST endpoints that clients
+(and ccxt ``load_markets``/``fetch_time``/``fetch_ticker``/``fetch_order_book``/``fetch_trades``, ccxt.pro
+``watch_trades``/``watch_order_book``/``watch_ticker``/``watch_bids_asks``) call.
 
 Official sources: spot https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams (WS) and
 https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints (REST); USDⓈ-M
 https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams and
-https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api .
+https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api ; COIN-M
+https://developers.binance.com/docs/derivatives/coin-margined-futures/websocket-market-streams/Connect and
+https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api .
 
-WebSocket paths (the ``ws_url`` of :meth:`ExchangeServer.ws_url` is ``ws://127.0.0.1:PORT``; append the path):
+Each server class lists the real base URLs it stands for in ``hosts`` (``cryptolink simulate`` prints them mapped
+to the local bases): spot ``https://api.binance.com`` (+ ``api1``-``api4``, ``api-gcp``,
+``data-api.binance.vision``), ``wss://stream.binance.com:9443`` / ``:443`` (mapped to ``ws://127.0.0.1:PORT/stream``:
+ccxt.pro recognises spot connections by ``/stream`` in the URL), ``wss://data-stream.binance.vision``;
+USDⓈ-M ``https://fapi.binance.com``, ``wss://fstream.binance.com``; COIN-M ``https://dapi.binance.com``,
+``wss://dstream.binance.com``. Paths are the real ones.
 
-- spot: ``/ws``, ``/ws/<s1>/<s2>`` (raw payloads), ``/stream?streams=<s1>/<s2>``
-  (``{"stream":..,"data":..}``).
-- USD-M: the same under ``/public`` (``@depth*``, ``@bookTicker``, ``@trade``) and ``/market`` (``@aggTrade``,
-  ``@ticker``, ``@markPrice``...); legacy ``/ws``/``/stream`` carry public streams only. A stream on the wrong
-  route is acknowledged and delivers nothing (Binance's 2026-03 routed-URL change notice for USDⓈ-M).
+WebSocket paths (``ws_url`` is ``ws://127.0.0.1:PORT``; append the path):
+
+- spot and COIN-M: ``/ws``, ``/ws/<s1>/<s2>`` (raw payloads), ``/stream?streams=<s1>/<s2>``
+  (``{"stream":..,"data":..}``); spot also under the prefix ``/stream`` (``/stream/ws/...``).
+- USDⓈ-M: the same under ``/public`` (``@depth*``, ``@bookTicker``, ``@trade``) and ``/market`` (``@aggTrade``,
+  ``@ticker``, ``@miniTicker``, ``@markPrice``...); legacy ``/ws``/``/stream`` carry public streams only. A stream on
+  the wrong route is acknowledged and delivers nothing (Binance's 2026-03 routed-URL change notice for USDⓈ-M).
 
 Live control: ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS``/``SET_PROPERTY``/``GET_PROPERTY`` with
-``{"result":..,"id":..}`` answers, errors ``{"code":2|3|0,"msg":..,"id":..}`` ("Live Subscribing/Unsubscribing to
-streams" and "Error Messages" of the spot WS page). Streams served per symbol: ``@trade``, ``@aggTrade`` (one
-trade per aggregate, ``a == f == l``; the trade ids of both come from one counter per symbol), ``@depth``,
-``@depth@100ms`` (USD-M also ``@depth@0ms``/``@250ms``/``@500ms``; every delta is sent without time aggregation),
-``@bookTicker``. Unknown but well-formed streams are accepted and deliver nothing (observed behaviour, not
+``{"result":..,"id":..}`` answers, errors ``{"code":2|3|0,"msg":..,"id":..}`` carrying the request's ``id`` ("Live
+Subscribing/Unsubscribing to streams" and "Error Messages" of the spot WS page), so a client can tell which of its
+pending requests failed. Unknown but well-formed streams are accepted and deliver nothing (observed behaviour, not
 documented).
 
-REST (every answer carries ``X-MBX-USED-WEIGHT-1M``; weights counted in :class:`WeightLimiter`, 429 then 418):
+Streams per symbol and their pacing ("Update Speed" of each stream's doc section; periodic streams are pushed on
+ticks at multiples of the interval on the simulator clock, see :meth:`ExchangeServer.on_tick`):
 
-=====================================  ==========  ============  ================================================
-endpoint                               spot weight USD-M weight  notes
-=====================================  ==========  ============  ================================================
-``ping``, ``time``                     1           1
-``exchangeInfo``                       20          1             recorded (cryptofeed sample data), trimmed to the
-                                                                 served symbols; a missing one is cloned from
-                                                                 BTCUSDT
-``depth?symbol=&limit=``               5-250       2-20          by limit, as documented
-``ticker/24hr``, ``ticker/bookTicker`` 2 / 80, 4   1 / 40, 2     one symbol / all
-``aggTrades?symbol=&fromId=&startTime  4           20            ``[{"a","p","q","f","l","T","m"(,"M")}]``
-&endTime=&limit=``
-``trades?symbol=&limit=``              25          5             most recent, ``[{"id","price","qty","quoteQty",
-                                                                 "time","isBuyerMaker"(,"isBestMatch")}]``
-``historicalTrades?symbol=&fromId=``   25          (not served)  spot: no API key needed (the current docs list
-                                                                 no security type for it)
-=====================================  ==========  ============  ================================================
+========================  ===================  ====================  =====================  =====================
+stream                    spot                 USDⓈ-M                COIN-M                 payload
+========================  ===================  ====================  =====================  =====================
+``@trade``                real time            real time             real time              one trade
+``@aggTrade``             real time            real time             real time              ``a == f == l``
+``@bookTicker``           real time            real time             real time              best bid/ask, ``u``
+``@depth``                1000 ms              250 ms                250 ms                 diff, ``U``/``u``
+``@depth@100ms``          100 ms               100 ms                100 ms                 (futures: ``pu``)
+``@depth@250ms/@500ms``   -                    250 / 500 ms          250 / 500 ms
+``@depth@0ms``            -                    real time             real time              one diff per event
+``@depth<N>`` (5/10/20)   1000 ms (@100ms)     250 ms (@100/500ms)   250 ms (@100/500ms)    top N; see below
+``@ticker``               1000 ms              2000 ms               500 ms                 ``24hrTicker``
+``@miniTicker``           1000 ms              2000 ms               500 ms                 ``24hrMiniTicker``
+``@markPrice``            -                    3000 ms (@1s: 1 s)    3000 ms (@1s: 1 s)     ``markPriceUpdate``
+========================  ===================  ====================  =====================  =====================
+
+Push intervals run on the simulator clock and do not scale with ``speed`` (which paces the market events). A
+periodic diff stream batches every book change since its previous push into one event whose ``U..u`` covers them
+(later levels override earlier ones at the same price), as the real exchange does; nothing is sent in an interval
+without changes. Futures diffs chain ``pu`` = previous ``u``. Spot partial depth is ``{"lastUpdateId","bids",
+"asks"}``; futures partial depth is ``e: depthUpdate`` with ``U``/``u``/``pu`` and the top N levels in ``b``/``a``;
+both are pushed only when the book changed. Mark and index prices are the book's mid price (the simulator has no
+index); the funding rate is ``0.00010000`` with the next 8-hour boundary as next funding time.
+
+COIN-M (``binancecoinm``): ``BTCUSD_PERP`` replays the hftbacktest 2024-08-08 recording (``pu``-linked
+``@depth@0ms`` diffs, trades, book tickers; quantities in contracts), ``ETHUSD_PERP`` is synthetic. Contracts are
+100 USD for BTC and 10 USD for the others (``contractSize`` in exchangeInfo, as Binance lists it); ``ps`` (pair) is
+carried on depth, book ticker and ticker events.
+
+REST (every answer carries ``X-MBX-USED-WEIGHT-<n><unit>`` for the weight window, ``1M`` by default; weights are
+counted in :class:`WeightLimiter`, 429 then 418 with ``Retry-After``; ``SimConfig.rest_limits`` scales the window):
+
+=====================================  ==========  ============  ============  ===================================
+endpoint                               spot weight USD-M weight  COIN-M        notes
+=====================================  ==========  ============  ============  ===================================
+``ping``, ``time``                     1           1             1
+``exchangeInfo``                       20          1             1             spot/USD-M recorded (cryptofeed
+                                                                               sample data) trimmed to the served
+                                                                               symbols; COIN-M built from the
+                                                                               documented fields
+``depth?symbol=&limit=``               5-250       2-20          2-20          by limit, as documented
+``ticker/24hr``                        2 / 80      1 / 40        1 / 40        one symbol / all (COIN-M: a list)
+``ticker/bookTicker``                  2 / 4       2 / 5         2 / 5
+``ticker/price``                       2 / 4       1 / 2         1 / 2
+``premiumIndex``                       -           1             10            mark/index price, funding
+``aggTrades?symbol=&fromId=&startTime  4           20            20            ``[{"a","p","q","f","l","T","m"
+&endTime=&limit=``                                                             (,"M")}]``
+``trades?symbol=&limit=``              25          5             5             most recent, ``[{"id","price",
+                                                                               "qty","quoteQty"|"baseQty","time",
+                                                                               "isBuyerMaker"(,"isBestMatch")}]``
+``historicalTrades?symbol=&fromId=``   25          20            20            spot: no API key needed; futures:
+                                                                               ``X-MBX-APIKEY`` header required
+                                                                               (MARKET_DATA), else 401 -2014
+=====================================  ==========  ============  ============  ===================================
+
+Unknown paths answer HTTP 404 ``{"code": -1000, "msg": "Path /x, Method GET is invalid"}`` (Binance documents the
+``{"code","msg"}`` error payload, "Error Codes" of each API; the code for an unknown path is our choice) as JSON,
+never ``text/plain``.
 
 Trade queries (``limit`` default 500, max 1000; larger values are served as 1000): results are in id order,
 oldest first. Without ``fromId``/``startTime``/``endTime`` the newest ``limit`` trades; with ``fromId`` and/or
 ``startTime`` the oldest matching ones from there (``fromId``, ``startTime``, ``endTime`` all inclusive); with
-only ``endTime`` the newest ones up to it. USD-M rejects ``endTime - startTime >= 1 h`` with -1127 (its docs:
+only ``endTime`` the newest ones up to it. Futures reject ``endTime - startTime >= 1 h`` with -1127 (their docs:
 "must be less than 1 hour"). Each symbol keeps its last :data:`~cryptolink.simulator.market.TRADE_HISTORY`
 trades: asking for older ids or times returns what is kept, starting at the oldest kept trade.
 """
@@ -52,23 +103,31 @@ trades: asking for older ids or times returns what is kept, starting at the olde
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 from aiohttp import web
 
 from cryptolink import recordings
-from cryptolink.simulator.market import Bbo, Depth, Event, MarketSource, Trade
+from cryptolink.simulator.config import BINANCE_COINM_RULES, BINANCE_SPOT_RULES, BINANCE_USDM_RULES
+from cryptolink.simulator.market import Bbo, Depth, Event, Level, MarketSource, Trade
 from cryptolink.simulator.ratelimit import Verdict, WeightLimiter
+from cryptolink.simulator.registry import ServerSpec, register
 from cryptolink.simulator.server import ExchangeServer, SimConnection
 
-__all__ = ["BinanceServer", "BinanceUsdmServer"]
+__all__ = ["BinanceCoinmServer", "BinanceServer", "BinanceUsdmServer", "contract_size"]
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
+
+_PARTIAL = re.compile(r"^depth(5|10|20)(?:@(\d+)ms)?$")
+_FUNDING_PERIOD_MS = 8 * 3_600_000
+_FUNDING_RATE = "0.00010000"
 
 
 def _dumps(obj: Any) -> str:
@@ -80,6 +139,12 @@ def _recorded_exchange_info(name: str) -> dict[str, Any]:
     rec = next(recordings.iter_cryptofeed_http(name))
     info: dict[str, Any] = _dec.decode(rec.body)
     return info
+
+
+def contract_size(symbol: str) -> int:
+    """USD per COIN-M contract: 100 for BTC (``BTCUSD_PERP``), 10 for every other base (Binance's COIN-M
+    ``contractSize``, https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api/Exchange-Information)."""
+    return 100 if symbol.startswith("BTC") else 10
 
 
 class _BadRequest(Exception):
@@ -111,32 +176,100 @@ def _quote_qty(price: str, qty: str) -> str:
     return format((Decimal(price) * Decimal(qty)).normalize(), "f")
 
 
+def _window_label(window_s: float) -> tuple[str, int, str]:
+    """``(header suffix, intervalNum, interval)`` of a weight window: 60 s -> ``("1M", 1, "MINUTE")``."""
+    if window_s >= 60 and window_s % 60 == 0:
+        n = int(window_s // 60)
+        return f"{n}M", n, "MINUTE"
+    n = max(1, round(window_s))
+    return f"{n}S", n, "SECOND"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Book changes of one periodic diff stream since its last push (levels keyed by ``float(price)``)."""
+
+    first_id: int
+    last_id: int
+    prev_id: int
+    ts_ms: int
+    bids: dict[float, Level] = field(default_factory=dict)
+    asks: dict[float, Level] = field(default_factory=dict)
+
+    def add(self, ev: Depth) -> None:
+        self.last_id = ev.last_id
+        self.ts_ms = ev.ts_ms
+        for p, q in ev.bids:
+            self.bids[float(p)] = (p, q)
+        for p, q in ev.asks:
+            self.asks[float(p)] = (p, q)
+
+
 class BinanceServer(ExchangeServer):
     """Binance spot; see the module doc for what is served and the sources."""
 
     name = "binance"
+    hosts: ClassVar[tuple[str, ...]] = (
+        # REST: "General API Information" of https://developers.binance.com/docs/binance-spot-api-docs/rest-api
+        "https://api.binance.com",
+        "https://api-gcp.binance.com",
+        "https://api1.binance.com",
+        "https://api2.binance.com",
+        "https://api3.binance.com",
+        "https://api4.binance.com",
+        "https://data-api.binance.vision",
+        # WS: "General WSS information" of the spot web-socket-streams page
+        "wss://stream.binance.com:9443",
+        "wss://stream.binance.com:443",
+        "wss://stream.binance.com",
+        "wss://data-stream.binance.vision",
+    )
+    #: ``wss://stream.binance.com`` maps to ``ws://127.0.0.1:PORT/stream`` (routes ``/stream/ws...`` and
+    #: ``/stream/stream`` serve the same streams): ccxt.pro tells a spot connection from a futures one by
+    #: ``"/stream"`` in its URL (``is_spot_url``), which the real hostname provides and ``127.0.0.1:PORT`` would not
+    host_paths: ClassVar[dict[str, str]] = {
+        "wss://stream.binance.com:9443": "/stream",
+        "wss://stream.binance.com:443": "/stream",
+        "wss://stream.binance.com": "/stream",
+    }
     market_kind = "spot"
     rest_prefix = "/api/v3"
     info_recording = "cryptofeed_binance_BINANCE.0.gz"
-    depth_streams: tuple[str, ...] = ("depth", "depth@100ms")
-    usdm = False
-    #: request weights of the trade endpoints ("Market Data endpoints" of the spot REST docs)
+    usdm = False  # futures (USDⓈ-M and COIN-M) payload shapes
+    coinm = False
+    #: diff-depth stream kind -> push interval in seconds (0 = every event)
+    depth_intervals: ClassVar[dict[str, float]] = {"depth": 1.0, "depth@100ms": 0.1}
+    #: partial depth: default interval and the ``@<n>ms`` suffixes accepted
+    partial_default_s = 1.0
+    partial_speeds_ms: ClassVar[tuple[int, ...]] = (100, 1000)
+    #: ``@ticker`` / ``@miniTicker`` interval, ``@markPrice`` kinds (futures only)
+    ticker_interval_s = 1.0
+    mark_intervals: ClassVar[dict[str, float]] = {}
+    #: request weights ("Market Data endpoints" of the spot REST docs)
+    exchange_info_weight = 20
     agg_trades_weight = 4
     trades_weight = 25
     historical_trades_weight = 25
+    ticker_weights = (2, 80)
+    book_ticker_weights = (2, 4)
+    price_weights = (2, 4)
+    premium_weights = (0, 0)
     trades_max_limit = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subs: dict[str, set[SimConnection]] = {}
-        self.weights = WeightLimiter(
-            self.rules.rest_weight_limit, self.rules.rest_window_s, self.rules.ban_s, self.clock
-        )
+        limit, window = self.rest_limit_override or (self.rules.rest_weight_limit, self.rules.rest_window_s)
+        self.weights = WeightLimiter(limit, window, self.rules.ban_s, self.clock)
+        self._weight_header = "X-MBX-USED-WEIGHT-" + _window_label(window)[0]
         self.rest_requests = 0
+        self._batches: dict[str, _Batch] = {}
+        self._partial_last: dict[str, int] = {}
+        self._ticking: set[float] = set()
 
     # ---- routes ----
     def ws_prefixes(self) -> tuple[str, ...]:
-        return ("",)
+        return ("", "/stream")
 
     def setup_routes(self, app: web.Application) -> None:
         for prefix in self.ws_prefixes():
@@ -150,16 +283,46 @@ class BinanceServer(ExchangeServer):
         app.router.add_get(p + "/depth", self._rest_depth)
         app.router.add_get(p + "/ticker/24hr", self._rest_ticker_24hr)
         app.router.add_get(p + "/ticker/bookTicker", self._rest_book_ticker)
+        app.router.add_get(p + "/ticker/price", self._rest_ticker_price)
         app.router.add_get(p + "/aggTrades", self._rest_agg_trades)
         app.router.add_get(p + "/trades", self._rest_trades)
-        if not self.usdm:
-            app.router.add_get(p + "/historicalTrades", self._rest_historical_trades)
+        app.router.add_get(p + "/historicalTrades", self._rest_historical_trades)
+        if self.usdm:
+            app.router.add_get(p + "/premiumIndex", self._rest_premium_index)
+
+    def unknown_path(self, request: web.Request, status: int) -> web.Response:
+        """Binance's ``{"code","msg"}`` error payload as JSON (404 unknown path, 405 wrong method)."""
+        body = {"code": -1000, "msg": f"Path {request.path}, Method {request.method} is invalid"}
+        return web.Response(text=_dumps(body), status=status, content_type="application/json")
 
     # ---- routing of streams (USD-M overrides)
     # -------------------------------------------------------------------
     def route_carries(self, route: str, stream: str) -> bool:
         """Whether a connection on ``route`` (``/ws``, ``/public/stream``...) receives ``stream``."""
         return True
+
+    # ---- stream kinds and pacing ----
+    def stream_interval(self, kind: str) -> float | None:
+        """Push interval in seconds of stream kind ``kind`` (``depth@100ms``, ``ticker``...): ``0.0`` for
+        real-time streams, ``None`` for a kind this exchange does not serve."""
+        if kind in ("trade", "aggTrade", "bookTicker"):
+            return 0.0
+        if kind in self.depth_intervals:
+            return self.depth_intervals[kind]
+        m = _PARTIAL.match(kind)
+        if m:
+            if m.group(2) is None:
+                return self.partial_default_s
+            ms = int(m.group(2))
+            return ms / 1000.0 if ms in self.partial_speeds_ms else None
+        if kind in ("ticker", "miniTicker"):
+            return self.ticker_interval_s
+        return self.mark_intervals.get(kind)
+
+    def _ensure_ticking(self, interval_s: float) -> None:
+        if interval_s > 0 and interval_s not in self._ticking:
+            self._ticking.add(interval_s)
+            self.on_tick(interval_s, lambda ts_ms: self._tick(interval_s, ts_ms))
 
     # ---- WebSocket ----
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
@@ -184,8 +347,11 @@ class BinanceServer(ExchangeServer):
         conn.subscriptions[stream] = True
         if self.route_carries(conn.route, stream):
             self.subs.setdefault(stream, set()).add(conn)
-        symbol = stream.split("@", 1)[0].upper()
-        self.source(symbol)
+        symbol, _, kind = stream.partition("@")
+        interval = self.stream_interval(kind)
+        if interval is not None:
+            self._ensure_ticking(interval)
+        self.source(symbol.upper())
         conn.last_activity = self.clock.monotonic()
 
     def _unsubscribe(self, conn: SimConnection, stream: str) -> None:
@@ -195,6 +361,8 @@ class BinanceServer(ExchangeServer):
             subs.discard(conn)
             if not subs:
                 del self.subs[stream]
+                self._batches.pop(stream, None)
+                self._partial_last.pop(stream, None)
 
     async def on_text(self, conn: SimConnection, text: str) -> None:
         try:
@@ -266,52 +434,195 @@ class BinanceServer(ExchangeServer):
         else:
             conn.send_ctrl(_dumps(event))
 
-    # ---- fan-out ----
+    # ---- fan-out of real-time events ----
+    def _pair(self, symbol: str) -> str:
+        return symbol.split("_", 1)[0]
+
     def attach_source(self, symbol: str, src: MarketSource) -> None:
         lower = symbol.lower()
-        depth_keys = [f"{lower}@{d}" for d in self.depth_streams]
+        depth_keys = [(f"{lower}@{kind}", iv) for kind, iv in self.depth_intervals.items()]
         trade_key, agg_key, bbo_key = f"{lower}@trade", f"{lower}@aggTrade", f"{lower}@bookTicker"
-        subs = self.subs
-        usdm = self.usdm
+        subs, batches = self.subs, self._batches
+        usdm, coinm = self.usdm, self.coinm
+        pair = self._pair(symbol)
 
         def fan_out(ev: Event) -> None:
             if isinstance(ev, Depth):
-                for key in depth_keys:
+                for key, interval in depth_keys:
                     conns = subs.get(key)
                     if not conns:
                         continue
-                    data: dict[str, Any] = {"e": "depthUpdate", "E": ev.ts_ms}
-                    if usdm:
-                        data["T"] = ev.ts_ms
-                    data.update(s=symbol, U=ev.first_id, u=ev.last_id)
-                    if usdm:
-                        data["pu"] = ev.prev_id
-                    data["b"] = ev.bids
-                    data["a"] = ev.asks
-                    self._send(conns, key, data, ev.last_id, ev.ts_ms, gap_symbol=symbol)
+                    if interval > 0:
+                        batch = batches.get(key)
+                        if batch is None:
+                            batches[key] = batch = _Batch(ev.first_id, ev.last_id, ev.prev_id, ev.ts_ms)
+                        batch.add(ev)
+                        continue
+                    self._send(conns, key, self._depth_event(symbol, ev.first_id, ev.last_id, ev.prev_id,
+                                                             ev.bids, ev.asks, ev.ts_ms, ev.ts_ms),
+                               ev.last_id, ev.ts_ms, gap_symbol=symbol)  # fmt: skip
             elif isinstance(ev, Trade):
                 conns = subs.get(trade_key)
                 if conns:
                     t: dict[str, Any] = {"e": "trade", "E": ev.ts_ms, "s": symbol, "t": ev.trade_id}
                     t.update(p=ev.price, q=ev.qty, T=ev.ts_ms, m=ev.buyer_maker)
-                    if not usdm:
+                    if usdm:
+                        t["X"] = "MARKET"
+                    else:
                         t["M"] = True
                     self._send(conns, trade_key, t, ev.trade_id, ev.ts_ms)
                 conns = subs.get(agg_key)
                 if conns:
                     a: dict[str, Any] = {"e": "aggTrade", "E": ev.ts_ms, "s": symbol, "a": ev.trade_id}
                     a.update(p=ev.price, q=ev.qty, f=ev.trade_id, l=ev.trade_id, T=ev.ts_ms, m=ev.buyer_maker)
+                    if not usdm:
+                        a["M"] = True
                     self._send(conns, agg_key, a, ev.trade_id, ev.ts_ms)
             elif isinstance(ev, Bbo):
                 conns = subs.get(bbo_key)
                 if conns:
-                    b: dict[str, Any] = {"u": ev.update_id, "s": symbol, "b": ev.bid, "B": ev.bid_qty}
-                    b.update(a=ev.ask, A=ev.ask_qty)
+                    b: dict[str, Any] = {"u": ev.update_id, "s": symbol}
+                    if coinm:
+                        b["ps"] = pair
+                    b.update(b=ev.bid, B=ev.bid_qty, a=ev.ask, A=ev.ask_qty)
                     if usdm:
                         b = {"e": "bookTicker", **b, "T": ev.ts_ms, "E": ev.ts_ms}
                     self._send(conns, bbo_key, b, None, ev.ts_ms)
 
         src.listeners.append(fan_out)
+
+    def _depth_event(
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        prev: int,
+        bids: list[Level],
+        asks: list[Level],
+        event_ms: int,
+        trans_ms: int,
+    ) -> dict[str, Any]:
+        """A ``depthUpdate`` payload (futures: with ``T``, ``pu``; COIN-M also ``ps``)."""
+        data: dict[str, Any] = {"e": "depthUpdate", "E": event_ms}
+        if self.usdm:
+            data["T"] = trans_ms
+        data["s"] = symbol
+        if self.coinm:
+            data["ps"] = self._pair(symbol)
+        data.update(U=first, u=last)
+        if self.usdm:
+            data["pu"] = prev
+        data["b"] = bids
+        data["a"] = asks
+        return data
+
+    # ---- periodic streams ----
+    def _tick(self, interval_s: float, ts_ms: int) -> None:
+        """Push every subscribed stream whose interval is ``interval_s`` (called on the clock's ticks)."""
+        for stream, conns in list(self.subs.items()):
+            if not conns:
+                continue
+            lower, _, kind = stream.partition("@")
+            if self.stream_interval(kind) != interval_s:
+                continue
+            symbol = lower.upper()
+            src = self.sources.get(symbol)
+            if src is None:
+                continue
+            if kind in self.depth_intervals:
+                batch = self._batches.pop(stream, None)
+                if batch is not None:
+                    data = self._depth_event(
+                        symbol, batch.first_id, batch.last_id, batch.prev_id,
+                        list(batch.bids.values()), list(batch.asks.values()), ts_ms, batch.ts_ms,
+                    )  # fmt: skip
+                    self._send(conns, stream, data, batch.last_id, ts_ms, gap_symbol=symbol)
+            elif kind.startswith("depth"):
+                self._push_partial(conns, stream, kind, symbol, src, ts_ms)
+            elif kind == "ticker":
+                self._send(conns, stream, self._ws_ticker(symbol, src, ts_ms), None, ts_ms)
+            elif kind == "miniTicker":
+                self._send(conns, stream, self._ws_mini_ticker(symbol, src, ts_ms), None, ts_ms)
+            elif kind.startswith("markPrice"):
+                self._send(conns, stream, self._ws_mark_price(symbol, src, ts_ms), None, ts_ms)
+
+    def _push_partial(
+        self, conns: set[SimConnection], stream: str, kind: str, symbol: str, src: MarketSource, ts_ms: int
+    ) -> None:
+        last = src.last_update_id
+        prev = self._partial_last.get(stream)
+        if prev == last:
+            return  # the book did not change since the last push
+        self._partial_last[stream] = last
+        m = _PARTIAL.match(kind)
+        assert m is not None
+        bids, asks = src.book.top(int(m.group(1)))
+        if not self.usdm:
+            self._send(conns, stream, {"lastUpdateId": last, "bids": bids, "asks": asks}, last, ts_ms)
+            return
+        first = prev + 1 if prev is not None else last
+        pu = prev if prev is not None else last - 1
+        data = self._depth_event(symbol, first, last, pu, bids, asks, ts_ms, ts_ms)
+        self._send(conns, stream, data, last, ts_ms)
+
+    def _stats(self, src: MarketSource) -> dict[str, Any]:
+        """Rolling statistics of ``src`` shared by the REST and WS tickers (strings as Binance sends them)."""
+        bids, asks = src.book.top(1)
+        last = src.last_price
+        open_ = src.open_price if src.open_price != "0" else last
+        change = float(last) - float(open_)
+        volume = src.volume
+        last_trade = src.trades.newest_id
+        return {
+            "last": last, "open": open_, "change": f"{change:.8f}",
+            "pct": f"{(change / float(open_) * 100) if float(open_) else 0.0:.3f}",
+            "high": max(last, open_, key=float), "low": min(last, open_, key=float),
+            "volume": f"{volume:.8f}", "quote_volume": f"{volume * float(last):.8f}",
+            "base_volume": "0",
+            "bid": bids[0] if bids else ("0", "0"), "ask": asks[0] if asks else ("0", "0"),
+            "first_id": src.trades.oldest_id or 0, "last_id": last_trade or 0, "count": len(src.trades),
+            "last_qty": "0" if last_trade is None else src.trades.select(1, newest=True)[0].qty,
+        }  # fmt: skip
+
+    def _ws_ticker(self, symbol: str, src: MarketSource, ts_ms: int) -> dict[str, Any]:
+        """``24hrTicker`` ("Individual Symbol Ticker Streams")."""
+        st = self._stats(src)
+        data: dict[str, Any] = {"e": "24hrTicker", "E": ts_ms, "s": symbol}
+        if self.coinm:
+            data["ps"] = self._pair(symbol)
+        data.update(p=st["change"], P=st["pct"], w=st["last"])
+        if not self.usdm:
+            data["x"] = st["open"]
+        data.update(c=st["last"], Q=st["last_qty"])
+        if not self.usdm:
+            data.update(b=st["bid"][0], B=st["bid"][1], a=st["ask"][0], A=st["ask"][1])
+        data.update(o=st["open"], h=st["high"], l=st["low"], v=st["volume"])
+        data["q"] = st["base_volume"] if self.coinm else st["quote_volume"]
+        data.update(O=ts_ms - 86_400_000, C=ts_ms, F=st["first_id"], L=st["last_id"], n=st["count"])
+        return data
+
+    def _ws_mini_ticker(self, symbol: str, src: MarketSource, ts_ms: int) -> dict[str, Any]:
+        """``24hrMiniTicker`` ("Individual Symbol Mini Ticker Stream")."""
+        st = self._stats(src)
+        data: dict[str, Any] = {"e": "24hrMiniTicker", "E": ts_ms, "s": symbol}
+        if self.coinm:
+            data["ps"] = self._pair(symbol)
+        data.update(c=st["last"], o=st["open"], h=st["high"], l=st["low"], v=st["volume"])
+        data["q"] = st["base_volume"] if self.coinm else st["quote_volume"]
+        return data
+
+    def _mark(self, src: MarketSource) -> str:
+        bids, asks = src.book.top(1)
+        if bids and asks:
+            return f"{(float(bids[0][0]) + float(asks[0][0])) / 2:.8f}"
+        return f"{float(src.last_price):.8f}"
+
+    def _ws_mark_price(self, symbol: str, src: MarketSource, ts_ms: int) -> dict[str, Any]:
+        """``markPriceUpdate`` ("Mark Price Stream"); mark = index = the book's mid price."""
+        mark = self._mark(src)
+        next_funding = (ts_ms // _FUNDING_PERIOD_MS + 1) * _FUNDING_PERIOD_MS
+        return {"e": "markPriceUpdate", "E": ts_ms, "s": symbol, "p": mark, "i": mark, "P": mark,
+                "r": _FUNDING_RATE, "T": next_funding}  # fmt: skip
 
     def _send(
         self,
@@ -337,24 +648,27 @@ class BinanceServer(ExchangeServer):
 
     # ---- REST ----
     def _json(self, body: Any, verdict: Verdict, status: int = 200) -> web.Response:
-        headers = {"X-MBX-USED-WEIGHT-1M": str(verdict.used)}
+        headers = {self._weight_header: str(verdict.used)}
         return web.Response(
             text=_dumps(body), status=status, content_type="application/json", headers=headers
         )
 
-    def _charge(self, weight: int) -> tuple[Verdict, web.Response | None]:
+    def _charge(self, weight: int, path: str = "") -> tuple[Verdict, web.Response | None]:
         self.rest_requests += 1
+        self.count_rest(path, weight)
         v = self.weights.charge(weight)
         if v.status == 200:
             return v, None
-        headers = {"X-MBX-USED-WEIGHT-1M": str(v.used), "Retry-After": str(v.retry_after_s)}
+        self.count_limited(v.status)
+        headers = {self._weight_header: str(v.used), "Retry-After": str(v.retry_after_s)}
+        _, num, unit = _window_label(self.weights.window_s)
         if v.status == 429:
             msg = (
-                "Too many requests; current limit of IP(127.0.0.1) request weight is "
-                f"{self.weights.limit} per minute."
+                f"Too much request weight used; current limit is {self.weights.limit} request weight per "
+                f"{num} {unit}. Please use WebSocket Streams for live updates to avoid polling the API."
             )
         else:
-            msg = "Way too many requests; IP(127.0.0.1) banned (simulated)."
+            msg = "Way too much request weight used; IP banned (simulated). Please use WebSocket Streams."
         body = _dumps({"code": -1003, "msg": msg})
         return v, web.Response(text=body, status=v.status, content_type="application/json", headers=headers)
 
@@ -362,12 +676,18 @@ class BinanceServer(ExchangeServer):
         return self._json({"code": code, "msg": msg}, verdict, status=400)
 
     async def _rest_ping(self, request: web.Request) -> web.Response:
-        v, err = self._charge(1)
+        v, err = self._charge(1, request.path)
         return err or self._json({}, v)
 
     async def _rest_time(self, request: web.Request) -> web.Response:
-        v, err = self._charge(1)
+        v, err = self._charge(1, request.path)
         return err or self._json({"serverTime": self.clock.time_ns() // 1_000_000}, v)
+
+    def _rate_limits(self, info: dict[str, Any]) -> None:
+        _, num, unit = _window_label(self.weights.window_s)
+        for rl in info["rateLimits"]:
+            if rl["rateLimitType"] == "REQUEST_WEIGHT":
+                rl.update(limit=self.weights.limit, interval=unit, intervalNum=num)
 
     def exchange_info(self) -> dict[str, Any]:
         """The recorded exchangeInfo trimmed to the served symbols, with this server's REQUEST_WEIGHT
@@ -386,13 +706,11 @@ class BinanceServer(ExchangeServer):
             out.append(entry)
         info["symbols"] = out
         info["serverTime"] = self.clock.time_ns() // 1_000_000
-        for rl in info["rateLimits"]:
-            if rl["rateLimitType"] == "REQUEST_WEIGHT":
-                rl["limit"] = self.weights.limit
+        self._rate_limits(info)
         return info
 
     async def _rest_exchange_info(self, request: web.Request) -> web.Response:
-        v, err = self._charge(20 if not self.usdm else 1)
+        v, err = self._charge(self.exchange_info_weight, request.path)
         return err or self._json(self.exchange_info(), v)
 
     def depth_weight(self, limit: int) -> int:
@@ -403,10 +721,10 @@ class BinanceServer(ExchangeServer):
 
     async def _rest_depth(self, request: web.Request) -> web.Response:
         try:
-            limit = int(request.query.get("limit", "100"))
+            limit = int(request.query.get("limit", "100" if not self.usdm else "500"))
         except ValueError:
             limit = -1
-        v, err = self._charge(self.depth_weight(max(limit, 1)))
+        v, err = self._charge(self.depth_weight(max(limit, 1)), request.path)
         if err is not None:
             return err
         symbol = request.query.get("symbol", "")
@@ -424,28 +742,35 @@ class BinanceServer(ExchangeServer):
         if self.usdm:
             now_ms = self.clock.time_ns() // 1_000_000
             body.update(E=now_ms, T=now_ms)
+        if self.coinm:
+            body.update(symbol=symbol, pair=self._pair(symbol))
         body.update(bids=bids, asks=asks)
         return self._json(body, v)
 
     def _ticker(self, symbol: str, src: MarketSource) -> dict[str, Any]:
-        (bids, asks), now_ms = src.book.top(1), self.clock.time_ns() // 1_000_000
-        bid, bq = bids[0] if bids else ("0", "0")
-        ask, aq = asks[0] if asks else ("0", "0")
-        last, open_ = src.last_price, src.open_price if src.open_price != "0" else src.last_price
-        change = float(last) - float(open_)
-        return {
-            "symbol": symbol, "priceChange": f"{change:.8f}",
-            "priceChangePercent": f"{(change / float(open_) * 100) if float(open_) else 0.0:.3f}",
-            "weightedAvgPrice": last, "prevClosePrice": open_, "lastPrice": last, "lastQty": "0",
-            "bidPrice": bid, "bidQty": bq, "askPrice": ask, "askQty": aq, "openPrice": open_,
-            "highPrice": max(last, open_, key=float), "lowPrice": min(last, open_, key=float),
-            "volume": f"{src.volume:.8f}", "quoteVolume": f"{src.volume * float(last):.8f}",
-            "openTime": now_ms - 86_400_000, "closeTime": now_ms, "firstId": 1, "lastId": src.last_trade_id,
-            "count": src.last_trade_id,
-        }  # fmt: skip
+        st, now_ms = self._stats(src), self.clock.time_ns() // 1_000_000
+        out: dict[str, Any] = {"symbol": symbol}
+        if self.coinm:
+            out["pair"] = self._pair(symbol)
+        out.update(priceChange=st["change"], priceChangePercent=st["pct"], weightedAvgPrice=st["last"])
+        if not self.usdm:
+            out["prevClosePrice"] = st["open"]
+        out.update(lastPrice=st["last"], lastQty=st["last_qty"])
+        if not self.usdm:
+            out.update(bidPrice=st["bid"][0], bidQty=st["bid"][1], askPrice=st["ask"][0], askQty=st["ask"][1])
+        out.update(openPrice=st["open"], highPrice=st["high"], lowPrice=st["low"], volume=st["volume"])
+        if self.coinm:
+            out["baseVolume"] = st["base_volume"]
+        else:
+            out["quoteVolume"] = st["quote_volume"]
+        out.update(
+            openTime=now_ms - 86_400_000, closeTime=now_ms, firstId=st["first_id"], lastId=st["last_id"]
+        )
+        out["count"] = st["count"]
+        return out
 
     async def _rest_ticker_24hr(self, request: web.Request) -> web.Response:
-        return self._per_symbol(request, 2, 80, self._ticker)
+        return self._per_symbol(request, *self.ticker_weights, self._ticker)
 
     def _per_symbol(
         self,
@@ -454,29 +779,67 @@ class BinanceServer(ExchangeServer):
         weight_all: int,
         render: Callable[[str, MarketSource], dict[str, Any]],
     ) -> web.Response:
-        """A ticker-style endpoint: one symbol (``?symbol=``) or all of them, charged the matching weight."""
+        """A ticker-style endpoint: one symbol (``?symbol=``) or all of them, charged the matching weight. COIN-M
+        answers a list even for one symbol (its docs' response examples)."""
         symbol = request.query.get("symbol")
-        v, err = self._charge(weight_one if symbol else weight_all)
+        v, err = self._charge(weight_one if symbol else weight_all, request.path)
         if err is not None:
             return err
         if symbol:
             src = self.source(symbol)
             if src is None:
                 return self._bad(-1121, "Invalid symbol.", v)
-            return self._json(render(symbol, src), v)
-        return self._json([render(s, self.source(s)) for s in self.symbols], v)  # type: ignore[arg-type]
+            one = render(symbol, src)
+            return self._json([one] if self.coinm else one, v)
+        rows = []
+        for s in self.symbols:
+            src = self.source(s)
+            if src is not None:
+                rows.append(render(s, src))
+        return self._json(rows, v)
 
     def _book_ticker(self, symbol: str, src: MarketSource) -> dict[str, Any]:
         bids, asks = src.book.top(1)
         bid, bq = bids[0] if bids else ("0", "0")
         ask, aq = asks[0] if asks else ("0", "0")
-        out: dict[str, Any] = {"symbol": symbol, "bidPrice": bid, "bidQty": bq, "askPrice": ask, "askQty": aq}
+        out: dict[str, Any] = {"symbol": symbol}
+        if self.coinm:
+            out["pair"] = self._pair(symbol)
+        out.update(bidPrice=bid, bidQty=bq, askPrice=ask, askQty=aq)
         if self.usdm:
             out.update(time=self.clock.time_ns() // 1_000_000, lastUpdateId=src.last_update_id)
         return out
 
     async def _rest_book_ticker(self, request: web.Request) -> web.Response:
-        return self._per_symbol(request, 2, 4, self._book_ticker)
+        return self._per_symbol(request, *self.book_ticker_weights, self._book_ticker)
+
+    def _price(self, symbol: str, src: MarketSource) -> dict[str, Any]:
+        out: dict[str, Any] = {"symbol": symbol}
+        if self.coinm:
+            out["ps"] = self._pair(symbol)
+        out["price"] = src.last_price
+        if self.usdm:
+            out["time"] = self.clock.time_ns() // 1_000_000
+        return out
+
+    async def _rest_ticker_price(self, request: web.Request) -> web.Response:
+        return self._per_symbol(request, *self.price_weights, self._price)
+
+    def _premium(self, symbol: str, src: MarketSource) -> dict[str, Any]:
+        now_ms = self.clock.time_ns() // 1_000_000
+        mark = self._mark(src)
+        out: dict[str, Any] = {"symbol": symbol}
+        if self.coinm:
+            out["pair"] = self._pair(symbol)
+        out.update(markPrice=mark, indexPrice=mark, estimatedSettlePrice=mark, lastFundingRate=_FUNDING_RATE)
+        out.update(
+            interestRate="0.00010000", nextFundingTime=(now_ms // _FUNDING_PERIOD_MS + 1) * _FUNDING_PERIOD_MS
+        )
+        out["time"] = now_ms
+        return out
+
+    async def _rest_premium_index(self, request: web.Request) -> web.Response:
+        return self._per_symbol(request, *self.premium_weights, self._premium)
 
     # ---- trade history ----
     def _trade_query(self, request: web.Request) -> tuple[MarketSource, int]:
@@ -510,15 +873,20 @@ class BinanceServer(ExchangeServer):
             row["M"] = True
         return row
 
-    def _trade_row(self, t: Trade) -> dict[str, Any]:
+    def _trade_row(self, t: Trade, symbol: str) -> dict[str, Any]:
         row: dict[str, Any] = {"id": t.trade_id, "price": t.price, "qty": t.qty}
-        row.update(quoteQty=_quote_qty(t.price, t.qty), time=t.ts_ms, isBuyerMaker=t.buyer_maker)
+        if self.coinm:
+            base = Decimal(t.qty) * contract_size(symbol) / Decimal(t.price)
+            row["baseQty"] = format(base.quantize(Decimal("1e-8")).normalize(), "f")
+        else:
+            row["quoteQty"] = _quote_qty(t.price, t.qty)
+        row.update(time=t.ts_ms, isBuyerMaker=t.buyer_maker)
         if not self.usdm:
             row["isBestMatch"] = True
         return row
 
     async def _rest_agg_trades(self, request: web.Request) -> web.Response:
-        v, err = self._charge(self.agg_trades_weight)
+        v, err = self._charge(self.agg_trades_weight, request.path)
         if err is not None:
             return err
         try:
@@ -534,26 +902,31 @@ class BinanceServer(ExchangeServer):
         return self._json([self._agg_row(t) for t in trades], v)
 
     async def _rest_trades(self, request: web.Request) -> web.Response:
-        v, err = self._charge(self.trades_weight)
+        v, err = self._charge(self.trades_weight, request.path)
         if err is not None:
             return err
         try:
             src, limit = self._trade_query(request)
         except _BadRequest as exc:
             return self._bad(exc.code, exc.msg, v)
-        return self._json([self._trade_row(t) for t in src.trades.select(limit, newest=True)], v)
+        rows = [self._trade_row(t, src.symbol) for t in src.trades.select(limit, newest=True)]
+        return self._json(rows, v)
 
     async def _rest_historical_trades(self, request: web.Request) -> web.Response:
-        v, err = self._charge(self.historical_trades_weight)
+        """Old trades. Futures document it as ``MARKET_DATA`` (an ``X-MBX-APIKEY`` header is required; the
+        simulator checks it is present and non-empty, not its value): without it HTTP 401 ``-2014``."""
+        v, err = self._charge(self.historical_trades_weight, request.path)
         if err is not None:
             return err
+        if self.usdm and not request.headers.get("X-MBX-APIKEY"):
+            return self._json({"code": -2014, "msg": "API-key format invalid."}, v, status=401)
         try:
             src, limit = self._trade_query(request)
             from_id = _int_arg(request, "fromId")
         except _BadRequest as exc:
             return self._bad(exc.code, exc.msg, v)
         trades = src.trades.select(limit, min_id=from_id, newest=from_id is None)
-        return self._json([self._trade_row(t) for t in trades], v)
+        return self._json([self._trade_row(t, src.symbol) for t in trades], v)
 
 
 _USDM_MARKET_STREAMS = (
@@ -571,14 +944,37 @@ class BinanceUsdmServer(BinanceServer):
     """Binance USDⓈ-M futures: routed ``/public`` and ``/market`` WS paths, ``pu`` chain (module doc)."""
 
     name = "binanceusdm"
+    hosts: ClassVar[tuple[str, ...]] = (
+        # "General Info" and "Websocket Market Streams" of the USDⓈ-M docs
+        "https://fapi.binance.com",
+        "wss://fstream.binance.com",
+    )
     market_kind = "usdm"
     rest_prefix = "/fapi/v1"
     info_recording = "cryptofeed_binance_BINANCE_FUTURES.0.gz"
-    depth_streams = ("depth", "depth@0ms", "depth@100ms", "depth@250ms", "depth@500ms")
     usdm = True
+    depth_intervals: ClassVar[dict[str, float]] = {
+        "depth": 0.25,
+        "depth@0ms": 0.0,
+        "depth@100ms": 0.1,
+        "depth@250ms": 0.25,
+        "depth@500ms": 0.5,
+    }
+    partial_default_s = 0.25
+    partial_speeds_ms: ClassVar[tuple[int, ...]] = (100, 250, 500)
+    #: "Individual Symbol Ticker Streams" / "... Mini Ticker Stream" of the USDⓈ-M WS docs: 2000 ms
+    ticker_interval_s = 2.0
+    #: "Mark Price Stream": 3000 ms, or 1000 ms with ``@1s``
+    mark_intervals: ClassVar[dict[str, float]] = {"markPrice": 3.0, "markPrice@1s": 1.0}
     #: "Compressed/Aggregate Trades List" and "Recent Trades List" of the USDⓈ-M market-data REST docs
+    exchange_info_weight = 1
     agg_trades_weight = 20
     trades_weight = 5
+    historical_trades_weight = 20
+    ticker_weights = (1, 40)
+    book_ticker_weights = (2, 5)
+    price_weights = (1, 2)
+    premium_weights = (1, 1)
 
     def ws_prefixes(self) -> tuple[str, ...]:
         return ("", "/public", "/market")
@@ -595,3 +991,115 @@ class BinanceUsdmServer(BinanceServer):
 
     def valid_depth_limit(self, limit: int) -> bool:
         return limit in (5, 10, 20, 50, 100, 500, 1000)
+
+
+class BinanceCoinmServer(BinanceUsdmServer):
+    """Binance COIN-M futures (``dapi``/``dstream``): inverse perpetuals quoted in USD, sized in contracts, settled
+    in the base coin; ``pu``-linked depth diffs; one WS route (no ``/public``/``/market`` split). See the module
+    doc."""
+
+    name = "binancecoinm"
+    hosts: ClassVar[tuple[str, ...]] = (
+        # "General Info" and "Websocket Market Streams" (Connect) of the COIN-M docs
+        "https://dapi.binance.com",
+        "wss://dstream.binance.com",
+    )
+    market_kind = "coinm"
+    rest_prefix = "/dapi/v1"
+    coinm = True
+    #: "Individual Symbol Ticker Streams" of the COIN-M WS docs: 500 ms
+    ticker_interval_s = 0.5
+    #: COIN-M "Exchange Information" weight 1, "Order Book" 2-20, "Compressed/Aggregate Trades List" 20, "Recent
+    #: Trades List" 5, "24hr Ticker" 1/40, "Symbol Order Book Ticker" 2/5, "Symbol Price Ticker" 1/2,
+    #: "Index Price and Mark Price" 10
+    premium_weights = (10, 10)
+
+    def ws_prefixes(self) -> tuple[str, ...]:
+        return ("",)
+
+    def route_carries(self, route: str, stream: str) -> bool:
+        return True
+
+    def _stats(self, src: MarketSource) -> dict[str, Any]:
+        """Adds the base-coin volume: contracts x contract size (USD) / last price."""
+        st = super()._stats(src)
+        px = float(st["last"])
+        size = contract_size(src.symbol)
+        st["base_volume"] = f"{(src.volume * size / px) if px > 0 else 0.0:.8f}"
+        return st
+
+    def exchange_info(self) -> dict[str, Any]:
+        """COIN-M exchangeInfo of the served symbols, built from the documented fields ("Exchange Information" of
+        https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api): perpetuals
+        (``contractType: PERPETUAL``, ``deliveryDate`` 4133404800000) with ``contractSize`` 100 (BTC) or 10 USD,
+        ``marginAsset`` = base coin, quantities in whole contracts."""
+        now_ms = self.clock.time_ns() // 1_000_000
+        symbols = []
+        for sym in self.symbols:
+            pair = self._pair(sym)
+            base = pair[:-3] if pair.endswith("USD") else pair
+            tick = "0.1" if base == "BTC" else "0.01"
+            symbols.append({
+                "symbol": sym, "pair": pair, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+                "onboardDate": 1597042800000, "contractStatus": "TRADING", "contractSize": contract_size(sym),
+                "marginAsset": base, "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": base, "quoteAsset": "USD", "pricePrecision": 1 if base == "BTC" else 2,
+                "quantityPrecision": 0, "baseAssetPrecision": 8, "quotePrecision": 8, "equalQtyPrecision": 4,
+                "maxMoveOrderLimit": 10000, "triggerProtect": "0.0500", "underlyingType": "COIN",
+                "underlyingSubType": [], "liquidationFee": "0.015000", "marketTakeBound": "0.05",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "4529764", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "stepSize": "1", "maxQty": "1000000", "minQty": "1"},
+                    {"filterType": "MARKET_LOT_SIZE", "stepSize": "1", "maxQty": "60000", "minQty": "1"},
+                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+                     "multiplierDecimal": 4},
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                               "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            })  # fmt: skip
+        info: dict[str, Any] = {
+            "exchangeFilters": [],
+            "rateLimits": [
+                {"interval": "MINUTE", "intervalNum": 1, "limit": 2400, "rateLimitType": "REQUEST_WEIGHT"},
+                {"interval": "MINUTE", "intervalNum": 1, "limit": 1200, "rateLimitType": "ORDERS"},
+            ],
+            "serverTime": now_ms,
+            "symbols": symbols,
+            "timezone": "UTC",
+        }
+        self._rate_limits(info)
+        return info
+
+
+register(
+    ServerSpec(
+        "binance",
+        BinanceServer,
+        port_offset=0,
+        rules=BINANCE_SPOT_RULES,
+        symbols=("BTCUSDT", "ETHUSDT"),
+        replay_kinds=("spot",),
+    )
+)
+register(
+    ServerSpec(
+        "binanceusdm",
+        BinanceUsdmServer,
+        port_offset=1,
+        rules=BINANCE_USDM_RULES,
+        symbols=("BTCUSDT", "ETHUSDT"),
+        replay_kinds=("usdm",),
+    )
+)
+register(
+    ServerSpec(
+        "binancecoinm",
+        BinanceCoinmServer,
+        port_offset=3,
+        rules=BINANCE_COINM_RULES,
+        symbols=("BTCUSD_PERP", "ETHUSD_PERP"),
+        replay_kinds=("coinm",),
+    )
+)

@@ -7,7 +7,8 @@ Spec grammar (``--faults SPEC``)::
                   0s)
               | "random:every=" TIME [":kinds=" KIND ("+" KIND)*] [":exchange=" EXCHANGE]
     TIME     := NUMBER ("ms" | "s" | "m")                          e.g. 500ms, 5s, 1.5m
-    EXCHANGE := binance | binanceusdm | okx                         (omitted: every exchange)
+    EXCHANGE := a registered simulator exchange id (binance, binanceusdm, okx, binancecoinm; see
+                :mod:`cryptolink.simulator.registry`)                 (omitted: every exchange)
 
 Kinds and their arguments (faults hit every open connection of the exchange unless injected on one
 connection; ``outage`` always hits the whole exchange):
@@ -48,7 +49,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "Fault", "FaultSpecError", "RandomFaults", "parse_duration", "parse_spec"]
+__all__ = [
+    "KINDS",
+    "Fault",
+    "FaultSpecError",
+    "RandomFaults",
+    "known_exchanges",
+    "parse_duration",
+    "parse_spec",
+]
 
 KINDS = (
     "drop",
@@ -65,12 +74,25 @@ KINDS = (
     "seqreset",
     "outage",
 )
-EXCHANGES = ("binance", "binanceusdm", "okx")
 DEFAULT_RANDOM_KINDS = ("drop", "stall", "gap", "corrupt", "notice")
 
 
 class FaultSpecError(ValueError):
     """A fault spec string or fault argument is malformed (message says where)."""
+
+
+def known_exchanges() -> tuple[str, ...]:
+    """Exchange ids a fault may target: the simulator registry's names (imported lazily: the protocol modules
+    import this module)."""
+    from cryptolink.simulator import registry
+
+    return registry.names()
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "EXCHANGES":  # kept for callers of the former constant; derived from the registry
+        return known_exchanges()
+    raise AttributeError(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +121,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise FaultSpecError(f"unknown fault kind {self.kind!r}; known: {', '.join(KINDS)}")
-        if self.exchange is not None and self.exchange not in EXCHANGES:
-            raise FaultSpecError(f"unknown exchange {self.exchange!r}; known: {', '.join(EXCHANGES)}")
+        if self.exchange is not None and self.exchange not in known_exchanges():
+            raise FaultSpecError(f"unknown exchange {self.exchange!r}; known: {', '.join(known_exchanges())}")
         if self.kind in ("stall", "outage") and self.duration_s is None:
             raise FaultSpecError(f"{self.kind} needs a duration, e.g. {self.kind}:3s")
 
@@ -152,7 +174,7 @@ def _parse_item(item: str) -> Fault | RandomFaults:
             if k not in KINDS:
                 raise FaultSpecError(f"{item!r}: unknown kind {k!r}")
         exch = opts.get("exchange")
-        if exch is not None and exch not in EXCHANGES:
+        if exch is not None and exch not in known_exchanges():
             raise FaultSpecError(f"{item!r}: unknown exchange {exch!r}")
         return RandomFaults(parse_duration(opts["every"]), kinds, exch)
     body, _, when = item.partition("@")

@@ -63,12 +63,14 @@ __all__ = [
 Level = tuple[str, str]
 
 #: (market kind, exchange-neutral symbol) -> shipped hftbacktest recording. "spot" feeds Binance spot, "usdm"
-#: feeds Binance USDⓈ-M. ``SimConfig.replay_files`` overrides or extends this with the user's own captures.
+#: feeds Binance USDⓈ-M, "coinm" Binance COIN-M (quantities in contracts). ``SimConfig.replay_files`` overrides
+#: or extends this with the user's own captures.
 REPLAY_FILES: dict[tuple[str, str], str] = {
     ("spot", "BTCUSDT"): "hftbacktest_binance_spot_btcusdt_20240808.gz",
     ("spot", "ETHUSDT"): "hftbacktest_binance_spot_ethusdt_20240808.gz",
     ("usdm", "BTCUSDT"): "hftbacktest_binance_usdm_btcusdt_20240808.gz",
     ("usdm", "ETHUSDT"): "hftbacktest_binance_usdm_ethusdt_20240808.gz",
+    ("coinm", "BTCUSD_PERP"): "hftbacktest_binance_coinm_btcusd_perp_20240808.gz",
 }
 
 #: The shipped OKX v5 public recording (bmoscon/cryptofeed sample data, 2022-05-13, ~10.8 s, one connection).
@@ -727,7 +729,7 @@ def make_source(
     ``replay_files``, then in :data:`REPLAY_FILES`), else a :class:`SyntheticSource`.
 
     Args:
-        kind: ``"spot"`` or ``"usdm"`` (which recording family to use).
+        kind: ``"spot"``, ``"usdm"`` or ``"coinm"`` (which recording family to use).
         symbol: exchange-neutral id such as ``BTCUSDT``.
         mode: ``"replay"`` or ``"synthetic"``.
         replay_files: user recordings (``Path``) or shipped names (``str``) overriding :data:`REPLAY_FILES`.

@@ -1,9 +1,13 @@
-"""Simulated OKX v5 public market data: WebSocket ``/ws/v5/public`` and the public REST endpoints.
+"""Simulated OKX v5 public market data: WebSocket ``/ws/v5/public`` and the public REST endpoints, for spot,
+linear swaps (``BTC-USDT-SWAP``, unified ``BTC/USDT:USDT``) and inverse swaps (``BTC-USD-SWAP``, unified
+``BTC/USD:BTC``).
 
-``ws_url`` is ``ws://127.0.0.1:PORT``; clients connect to ``ws_url + "/ws/v5/public"``. Official source:
-https://www.okx.com/docs-v5/en/ (sections cited below by anchor).
+``ws_url`` is ``ws://127.0.0.1:PORT``; clients connect to ``ws_url + "/ws/v5/public"``; REST paths are the real
+ones under ``rest_url``. :attr:`OkxServer.hosts` lists the real base URLs this server stands for, so a client is
+pointed at it by replacing those prefixes only. Official source: https://www.okx.com/docs-v5/en/ (sections cited
+below by anchor).
 
-What is served (``SimConfig.symbols["okx"]``, default):
+What is served (``SimConfig.symbols["okx"]``, default :data:`DEFAULT_SYMBOLS`):
 
 - ``BTC-USDT`` (SPOT), ``UNI-USD-SWAP`` (inverse SWAP) and ``BTC-USD-220527`` (inverse FUTURES) replay the real OKX
   v5 recording ``cryptofeed_okx_OKX.ws.1.0.gz`` (bmoscon/cryptofeed sample data, recorded 2022-05-13, ~10.8 s:
@@ -12,8 +16,9 @@ What is served (``SimConfig.symbols["okx"]``, default):
   loops) and every ``ts`` are the simulator's own (the recording predates seqId); checksums are computed on the
   book exactly as a client rebuilds it from what was sent; tickers carry the recorded values with a fresh ``ts``.
   At each loop seam one update turns the book back into the recorded snapshot book.
-- ``ETH-USDT`` (SPOT) and ``BTC-USDT-SWAP`` (linear SWAP), and any other configured instId, are synthetic seeded
-  random-walk markets (also all instruments in mode ``"synthetic"``).
+- ``ETH-USDT`` (SPOT), ``BTC-USDT-SWAP`` (linear SWAP), ``BTC-USD-SWAP`` and ``ETH-USD-SWAP`` (inverse SWAP, 100 and
+  10 USD per contract), and any other configured instId, are synthetic seeded random-walk markets (also every
+  instrument in mode ``"synthetic"``). Derivatives' sizes are whole contracts (``lotSz`` 1).
 
 A ``books`` subscriber's snapshot is the source's whole book, so every later update and checksum is consistent
 with it: replayed books never exceed the recording's depth (400 levels per side, the ``books`` channel depth);
@@ -22,28 +27,49 @@ hundreds of ticks).
 
 WebSocket (https://www.okx.com/docs-v5/en/#overview-websocket-subscribe and the channel sections):
 ``{"op":"subscribe"|"unsubscribe","args":[{"channel":..,"instId":..}],"id"?}`` => one ack per arg
-``{"id"?,"event":"subscribe","arg":{..},"connId":".."}``; errors ``{"id"?,"event":"error","code":"60012",
-"msg":"Invalid request: ..","connId":".."}``; unknown channel or instId => code ``60018`` "... doesn't exist";
-more than ``max_subs_per_hour`` (480) requests => ``60014`` "Requests too frequent". Text ``ping`` => text
-``pong`` (https://www.okx.com/docs-v5/en/#overview-websocket-connect). The server closes (code 4004, per client
-reports; the docs give no code) after ``idle_close_s`` (30 s) without a subscription or pushed data. Channels:
+``{"id"?,"event":"subscribe","arg":{..},"connId":".."}``. Errors ``{"id"?,"event":"error","code":..,"msg":..,
+"connId":".."}`` carry the request's ``id`` when it had one (so a client can fail only that request; OKX's error
+frames carry no ``arg``, the failing channel and instId are named in ``msg``): a frame that is not a valid request
+=> ``60012`` "Illegal request: <the request>"; unknown channel or instId => ``60018`` "Wrong URL or channel:..,instId:..
+doesn't exist. ..."; ``books-l2-tbt`` and ``books50-l2-tbt`` (login and VIP4/VIP5 only:
+https://www.okx.com/help/5399923178253) => ``60011`` "Please log in"; more than ``max_subs_per_hour`` (480)
+requests => ``60014`` "Requests too frequent". Text ``ping`` => text ``pong``
+(https://www.okx.com/docs-v5/en/#overview-websocket-connect). The server closes (code 4004 "No data received in
+30s.") after ``idle_close_s`` (30 s) without a subscription or pushed data. Pushes are paced on the simulator's
+clock as documented (intervals in :data:`PUSH_INTERVALS_S`); a push waits at most one interval and is never closer
+than one interval to the previous push of the same channel and instrument. Channels:
 
 - ``trades`` (#order-book-trading-market-data-ws-trades-channel): ``{"instId","tradeId","px","sz","side","ts",
-  "count":"1","source":"0","seqId"}`` per trade, ``side`` = taker side.
-- ``tickers`` (#order-book-trading-market-data-ws-tickers-channel): pushed on a trade or a best bid/ask change;
-  replayed instruments push each recorded ticker, synthetic ones when their top of book or last price changes.
-- ``books`` (#order-book-trading-market-data-ws-order-book-channel): snapshot with ``prevSeqId = -1`` then updates
-  chained by ``prevSeqId == previous seqId``; levels ``[px, sz, "0", numOrders]``; an empty update
-  (``seqId == prevSeqId``) after ``book_heartbeat_s`` without changes; a ``seqreset`` fault makes ``seqId <
-  prevSeqId`` once. ``checksum`` is the CRC32 of the top 25 levels interleaved ``bid:ask`` as a signed int32
-  ("Checksum" there) when ``SimConfig.okx_checksum == "real"``, else ``0``.
+  "count":"1","source":"0","seqId"}`` per trade as it happens, ``side`` = taker side, ``sz`` in contracts for
+  derivatives.
+- ``tickers`` (#order-book-trading-market-data-ws-tickers-channel): the current ticker on subscription, then at
+  most one push per 100 ms when a trade or a best bid/ask change happened (replayed instruments: when a recorded
+  ticker arrived). ``vol24h`` is in contracts for derivatives, ``volCcy24h`` in base currency for derivatives and
+  in quote currency for spot.
+- ``books`` (#order-book-trading-market-data-ws-order-book-channel): snapshot with ``prevSeqId = -1`` then
+  updates chained by ``prevSeqId == previous seqId``, one per 100 ms at most carrying every level changed since
+  the previous push (so ``seqId`` may advance by more than one); levels ``[px, sz, "0", numOrders]``; an empty
+  update (``seqId == prevSeqId``) after ``book_heartbeat_s`` without changes; a ``seqreset`` fault makes ``seqId <
+  prevSeqId`` once. A subscriber that arrives while changes wait for their push gets its snapshot with that push.
+  ``checksum`` is the CRC32 of the top 25 levels interleaved ``bid:ask`` as a signed int32 ("Checksum" there) when
+  ``SimConfig.okx_checksum == "real"``, else ``0``.
+- ``books5`` (same section): ``{"asks","bids","instId","ts","seqId"}`` with the top 5 levels per side, on
+  subscription and then every 100 ms when they changed (no ``action``, no checksum).
+- ``bbo-tbt`` (same section): ``{"asks","bids","ts","seqId"}`` with the best level per side, on subscription and
+  then at most every 10 ms when it changed.
 
 REST (per-endpoint request counts per 2 s, https://www.okx.com/docs-v5/en/#overview-rate-limits; over =>
-HTTP 429 ``{"code":"50011","msg":"Too Many Requests","data":[]}``); limits per 2 s in :data:`REST_LIMITS`:
+HTTP 429 ``{"code":"50011","msg":"Too Many Requests","data":[]}``); limits per 2 s in :data:`REST_LIMITS`, or the
+simulator's ``rest_limit_override`` ``(requests, seconds)`` for every endpoint. Every request is counted in the
+server's REST statistics (weight 1: OKX counts requests, not weight). Errors are OKX's JSON
+``{"code","msg","data":[]}`` with HTTP 400; a path the simulator does not serve answers HTTP 404
+``{"code":"404","msg":"Not Found","data":[]}`` (a wrong method: 405; our choice, the docs do not specify it).
 
-- ``/api/v5/public/time``; ``/api/v5/public/instruments?instType=SPOT|SWAP|FUTURES|MARGIN|OPTION``: the served
-  instruments as recorded in ``cryptofeed_okx_OKX.0.gz`` (2022-05, real ``ctVal``/``ctMult``/``ctValCcy``/
-  ``ctType``), ``state`` set to ``live``; a served instId missing there is cloned from a recorded one of its type.
+- ``/api/v5/public/time``; ``/api/v5/public/instruments?instType=SPOT|MARGIN|SWAP|FUTURES|OPTION[&instId=]``: the
+  served instruments as recorded in ``cryptofeed_okx_OKX.0.gz`` (2022-05, real ``ctVal``/``ctMult``/
+  ``ctValCcy``/``ctType``/``settleCcy``/``uly``), ``state`` set to ``live`` and ``instFamily`` (added to the API
+  after the recording) equal to ``uly``; a served instId missing there is cloned from a recorded one of its type.
+  A type with nothing served (``OPTION``, ``MARGIN``) answers an empty list, as OKX does for no data.
 - ``/api/v5/market/books?instId=&sz=`` (max 400 per side), ``/api/v5/market/ticker?instId=``,
   ``/api/v5/market/tickers?instType=``.
 - ``/api/v5/market/trades?instId=&limit=`` (#order-book-trading-market-data-get-trades): the newest trades,
@@ -61,18 +87,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import zlib
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 from aiohttp import web
 
 from cryptolink import recordings
+from cryptolink.simulator.config import OKX_RULES
 from cryptolink.simulator.market import (
     OKX_REPLAY_INSTRUMENTS,
-    Bbo,
     Depth,
     Event,
     Level,
@@ -84,9 +111,22 @@ from cryptolink.simulator.market import (
     preload_okx_replay,
 )
 from cryptolink.simulator.ratelimit import WindowCounter
+from cryptolink.simulator.registry import ServerSpec, register
 from cryptolink.simulator.server import ExchangeServer, SimConnection
 
-__all__ = ["REST_LIMITS", "OkxServer", "inst_type", "okx_checksum", "okx_str"]
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_SYMBOLS",
+    "HOSTS",
+    "LOGIN_CHANNELS",
+    "PUSH_INTERVALS_S",
+    "REST_LIMITS",
+    "ContractSyntheticSource",
+    "OkxServer",
+    "inst_type",
+    "okx_checksum",
+    "okx_str",
+]
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -103,7 +143,39 @@ REST_LIMITS = {
     "trades": 100,
     "history-trades": 20,
 }
-CHANNELS = ("trades", "tickers", "books")
+#: Public channels served without login.
+CHANNELS = ("trades", "tickers", "books", "books5", "bbo-tbt")
+#: Depth channels OKX serves only to logged-in VIP4 (``books50-l2-tbt``) / VIP5 (``books-l2-tbt``) users: the
+#: public endpoint answers them with error 60011 "Please log in" (https://www.okx.com/help/5399923178253).
+LOGIN_CHANNELS = ("books-l2-tbt", "books50-l2-tbt")
+#: Shortest gap in seconds between two pushes of one channel and instrument (the channel sections of
+#: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel and
+#: #order-book-trading-market-data-ws-tickers-channel): ``books`` changes aggregated every 100 ms, ``books5``
+#: every 100 ms (https://www.okx.com/help/5399923178253: "every 100ms instead of 200ms"), ``bbo-tbt`` every 10 ms,
+#: ``tickers`` at most every 100 ms. ``trades`` are pushed as they happen.
+PUSH_INTERVALS_S = {"books": 0.1, "books5": 0.1, "bbo-tbt": 0.01, "tickers": 0.1}
+#: Real OKX base URLs (REST and public WebSocket) this server stands for: "Production Trading Services" and the
+#: AWS endpoints of https://www.okx.com/docs-v5/en/#overview-production-trading-services, and ccxt's
+#: ``wss://ws.okx.com:443`` (``ccxt.pro.okx`` ``urls.api.ws``). OKX's EEA (``eea.okx.com``) and US
+#: (``us.okx.com``) hosts are other ccxt exchanges (``myokx``, ``okxus``) and are not listed.
+HOSTS = (
+    "https://www.okx.com",
+    "https://aws.okx.com",
+    "wss://ws.okx.com:8443",
+    "wss://ws.okx.com:443",
+    "wss://wsaws.okx.com:8443",
+)
+#: Instruments served by default: the replayed ones (:data:`~cryptolink.simulator.market.OKX_REPLAY_INSTRUMENTS`)
+#: then synthetic spot, linear swap and inverse swaps.
+DEFAULT_SYMBOLS = (
+    "BTC-USDT",
+    "UNI-USD-SWAP",
+    "BTC-USD-220527",
+    "ETH-USDT",
+    "BTC-USDT-SWAP",
+    "BTC-USD-SWAP",
+    "ETH-USD-SWAP",
+)
 #: recorded instrument used as the template of a served instId missing from the instruments recording, by
 #: (instType, quote is USD): USD-quoted derivatives are inverse, the others linear
 _TEMPLATES = {
@@ -113,6 +185,7 @@ _TEMPLATES = {
     ("SWAP", True): "UNI-USD-SWAP",
     ("FUTURES", True): "BTC-USD-220527",
 }
+_INST_TYPES = ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION")
 
 
 def _dumps(obj: Any) -> str:
@@ -170,19 +243,220 @@ def _recorded_instruments(kind: str) -> dict[str, dict[str, Any]]:
     return {}
 
 
+class ContractSyntheticSource(SyntheticSource):
+    """A :class:`~cryptolink.simulator.market.SyntheticSource` for derivatives: book and trade sizes are whole
+    contracts (OKX swaps and futures have ``lotSz`` 1): levels of 1..2000 contracts, trades of 1..1000."""
+
+    def _qty(self) -> str:
+        return str(self._rng.randint(1, 2_000))
+
+    def _pop(self, ts_ms: int) -> Event:
+        ev = super()._pop(ts_ms)
+        if isinstance(ev, Trade):  # the base draws 0.00001..0.1 base units
+            ev.qty = str(max(1, round(float(ev.qty) * 10_000)))
+        return ev
+
+
+class _Throttle:
+    """Runs ``flush`` on :meth:`poke` at most once per ``interval_s`` of the server's clock: at once when the
+    previous run is at least ``interval_s`` old, else when it will be (pokes in between are folded into that run).
+    """
+
+    __slots__ = ("_flush", "_last", "_scheduled", "_server", "interval_s")
+
+    def __init__(self, server: ExchangeServer, interval_s: float, flush: Callable[[], None]) -> None:
+        self._server = server
+        self.interval_s = interval_s
+        self._flush = flush
+        self._last = -math.inf
+        self._scheduled = False
+
+    def poke(self) -> None:
+        if self._scheduled:
+            return
+        # 1 us more than the interval, so that the pushes' millisecond ``ts`` (truncated) are never closer
+        wait = self._last + self.interval_s + 1e-6 - self._server.clock.monotonic()
+        if wait <= 0:
+            self._run()
+        else:
+            self._scheduled = True
+            self._server._spawn(self._later(wait))
+
+    async def _later(self, wait: float) -> None:
+        try:
+            await self._server.clock.sleep(wait)
+        finally:
+            self._scheduled = False
+        self._run()
+
+    def _run(self) -> None:
+        self._last = self._server.clock.monotonic()
+        self._flush()
+
+
+class _Feed:
+    """Push state of one instrument: the ``books`` changes not yet pushed, the last ``books5``/``bbo-tbt``/
+    ``tickers`` content pushed, the connections waiting for their first push, one throttle per paced channel."""
+
+    def __init__(self, server: OkxServer, inst: str, src: MarketSource) -> None:
+        self.server = server
+        self.inst = inst
+        self.src = src
+        recorded = isinstance(src, OkxReplaySource) or getattr(src, "recorded_strings", False)
+        self.fmt: Callable[[str], str] = _same if recorded else okx_str  # recorded strings go out as received
+        # books: levels changed since the last push (float price -> (px, sz)), prevSeqId of the first of them
+        self.bids: dict[float, Level] = {}
+        self.asks: dict[float, Level] = {}
+        self.prev_id: int | None = None
+        self.last_id = 0
+        self.waiting: dict[str, set[SimConnection]] = {c: set() for c in PUSH_INTERVALS_S}
+        self.pushed: dict[str, Any] = {}  # channel -> what its last push carried (books5, bbo-tbt, tickers)
+        self.throttles = {
+            "books": _Throttle(server, PUSH_INTERVALS_S["books"], self.flush_books),
+            "books5": _Throttle(server, PUSH_INTERVALS_S["books5"], lambda: self.flush_top("books5", 5)),
+            "bbo-tbt": _Throttle(server, PUSH_INTERVALS_S["bbo-tbt"], lambda: self.flush_top("bbo-tbt", 1)),
+            "tickers": _Throttle(server, PUSH_INTERVALS_S["tickers"], self.flush_ticker),
+        }
+
+    def conns(self, channel: str) -> set[SimConnection] | None:
+        return self.server.subs.get(f"{channel}:{self.inst}")
+
+    # ---- events ----
+    def on_event(self, ev: Event) -> None:
+        """Route one source event: trades are pushed now, the paced channels are poked."""
+        if isinstance(ev, Depth):
+            self.server._last_book_change[self.inst] = self.server.clock.monotonic()
+            if self.conns("books"):
+                self.add_depth(ev)
+            for channel in ("books5", "bbo-tbt"):
+                if self.conns(channel):
+                    self.throttles[channel].poke()
+        elif isinstance(ev, Trade):
+            conns = self.conns("trades")
+            if conns:
+                self.server._send_trade(conns, self.inst, self.src, ev, self.fmt)
+        # replayed tickers change only with a recorded ticker; synthetic ones with a trade or the top of book
+        if (isinstance(ev, Ticker) or self.src.ticker is None) and self.conns("tickers"):
+            self.throttles["tickers"].poke()
+
+    def subscribed(self, conn: SimConnection, channel: str) -> None:
+        """First push for a new subscriber: the ``books`` snapshot now (or with the pending push), the current
+        ``books5``/``bbo-tbt``/``tickers`` content with the next push of that channel."""
+        if channel == "books":
+            if self.prev_id is None:
+                self.server._send_snapshot(conn, self.inst, self.src, self.fmt)
+            else:
+                self.waiting["books"].add(conn)
+        elif channel in self.waiting:
+            self.waiting[channel].add(conn)
+            self.throttles[channel].poke()
+
+    # ---- books ----
+    def add_depth(self, ev: Depth) -> None:
+        if self.prev_id is None:
+            self.prev_id = ev.prev_id
+        self.last_id = ev.last_id
+        for p, q in ev.bids:
+            self.bids[float(p)] = (p, q)
+        for p, q in ev.asks:
+            self.asks[float(p)] = (p, q)
+        self.throttles["books"].poke()
+
+    def flush_books(self) -> None:
+        waiting = self.waiting["books"]
+        conns = self.conns("books")
+        if self.prev_id is None or not conns:
+            self.prev_id = None
+            self.bids.clear()
+            self.asks.clear()
+            waiting.clear()
+            return
+        bids = [self.bids[k] for k in sorted(self.bids, reverse=True)]
+        asks = [self.asks[k] for k in sorted(self.asks)]
+        prev_id, last_id = self.prev_id, self.last_id
+        self.prev_id = None
+        self.bids.clear()
+        self.asks.clear()
+        targets = [c for c in conns if c not in waiting]
+        if targets:
+            self.server._send_book_update(
+                targets, self.inst, self.src, bids, asks, prev_id, last_id, self.fmt
+            )
+        for conn in waiting & conns:
+            self.server._send_snapshot(conn, self.inst, self.src, self.fmt)
+        waiting.clear()
+
+    # ---- books5 / bbo-tbt ----
+    def flush_top(self, channel: str, depth: int) -> None:
+        waiting = self.waiting[channel]
+        conns = self.conns(channel)
+        if not conns:
+            waiting.clear()
+            return
+        bids, asks = self.src.book.top(depth)
+        top = (bids, asks)
+        changed = top != self.pushed.get(channel)
+        targets = list(conns) if changed else [c for c in conns if c in waiting]
+        waiting.clear()
+        if not targets:
+            return
+        self.pushed[channel] = top
+        ts = self.server.clock.time_ns() // 1_000_000
+        seq = self.src.last_update_id
+        data: dict[str, Any] = {"asks": _levels(asks, self.fmt), "bids": _levels(bids, self.fmt)}
+        if channel == "books5":
+            data["instId"] = self.inst
+        data.update(ts=str(ts), seqId=seq)
+        text = _dumps({"arg": {"channel": channel, "instId": self.inst}, "data": [data]})
+        key = f"{channel}:{self.inst}"
+        for conn in targets:
+            conn.send_data(text, key, seq, ts)
+
+    # ---- tickers ----
+    def flush_ticker(self) -> None:
+        waiting = self.waiting["tickers"]
+        conns = self.conns("tickers")
+        if not conns:
+            waiting.clear()
+            return
+        ts = self.server.clock.time_ns() // 1_000_000
+        data = self.server._ticker(self.inst, self.src, ts)
+        if self.src.ticker is not None:  # replayed: a new recorded ticker
+            state: tuple[str, ...] = tuple(v for k, v in data.items() if k != "ts")
+        else:  # synthetic: a trade or a best bid/ask change (volume moves with every trade)
+            state = tuple(data[k] for k in ("bidPx", "bidSz", "askPx", "askSz", "last", "vol24h"))
+        changed = state != self.pushed.get("tickers")
+        targets = list(conns) if changed else [c for c in conns if c in waiting]
+        waiting.clear()
+        if not targets:
+            return
+        self.pushed["tickers"] = state
+        text = _dumps({"arg": {"channel": "tickers", "instId": self.inst}, "data": [data]})
+        key = f"tickers:{self.inst}"
+        for conn in targets:
+            conn.send_data(text, key, None, ts)
+
+
 class OkxServer(ExchangeServer):
     """OKX v5 public market data; see the module doc for what is served and the sources."""
 
     name = "okx"
     uses_replay_files = False
+    hosts: ClassVar[tuple[str, ...]] = HOSTS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subs: dict[str, set[SimConnection]] = {}
-        self.limiter = WindowCounter(REST_LIMITS, self.rules.rest_window_s, self.clock)
+        override = self.rest_limit_override
+        if override is None:
+            self.limiter = WindowCounter(REST_LIMITS, self.rules.rest_window_s, self.clock)
+        else:
+            count, seconds = override
+            self.limiter = WindowCounter({k: count for k in REST_LIMITS}, seconds, self.clock)
         self.real_checksum = self.config.okx_checksum == "real"
         self._last_book_change: dict[str, float] = {}
-        self._fmt: dict[str, Callable[[str], str]] = {}
+        self._feeds: dict[str, _Feed] = {}
+        self._meta: dict[str, dict[str, Any] | None] = {}
         if self.rules.book_heartbeat_s is not None:
             self._spawn(self._book_heartbeats(self.rules.book_heartbeat_s))
 
@@ -193,15 +467,18 @@ class OkxServer(ExchangeServer):
         await super().start(host, port)
 
     def make_market_source(self, symbol: str) -> MarketSource:
-        """The recording for :data:`OKX_REPLAY_INSTRUMENTS` in replay mode, else a synthetic market."""
+        """The recording for :data:`OKX_REPLAY_INSTRUMENTS` in replay mode, else a synthetic market (sizes in
+        whole contracts for swaps and futures)."""
         if self.mode == "replay" and symbol in OKX_REPLAY_INSTRUMENTS:
             return OkxReplaySource(symbol)
-        return SyntheticSource(symbol, seed=self.seed, rate_hz=self.config.synthetic_rate_hz)
+        cls = SyntheticSource if inst_type(symbol) == "SPOT" else ContractSyntheticSource
+        return cls(symbol, seed=self.seed, rate_hz=self.config.synthetic_rate_hz)
 
     def fmt(self, inst: str) -> Callable[[str], str]:
         """How ``inst``'s price/size strings are sent: recorded OKX strings as they are, synthetic ones without
         trailing zeros."""
-        return self._fmt.get(inst, okx_str)
+        feed = self._feeds.get(inst)
+        return feed.fmt if feed is not None else okx_str
 
     def setup_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self._ws_handler)
@@ -212,6 +489,12 @@ class OkxServer(ExchangeServer):
         app.router.add_get("/api/v5/market/tickers", self._rest_tickers)
         app.router.add_get("/api/v5/market/trades", self._rest_trades)
         app.router.add_get("/api/v5/market/history-trades", self._rest_history_trades)
+
+    def unknown_path(self, request: web.Request, status: int) -> web.Response:
+        """OKX-shaped answer to a path (404) or method (405) the simulator does not serve:
+        ``{"code":"404","msg":"Not Found","data":[]}`` (JSON like every OKX error, code = HTTP status: the docs do
+        not specify this answer)."""
+        return self._fail(str(status), "Not Found" if status == 404 else "Method Not Allowed", status)
 
     async def idle_close(self, conn: SimConnection) -> None:
         await conn.close(4004, "No data received in 30s.")
@@ -242,18 +525,19 @@ class OkxServer(ExchangeServer):
             if self.clock.monotonic() >= conn.noping_until:
                 conn.send_ctrl("pong")
             return
+        illegal = f"Illegal request: {text[:4000]}"
         try:
             msg = _dec.decode(text)
         except msgspec.DecodeError:
-            self._error(conn, "60012", f"Invalid request: {text[:200]}", None)
+            self._error(conn, "60012", illegal, None)
             return
         if not isinstance(msg, dict):
-            self._error(conn, "60012", f"Invalid request: {text[:200]}", None)
+            self._error(conn, "60012", illegal, None)
             return
         req_id = msg.get("id")
         op, args = msg.get("op"), msg.get("args")
         if op not in ("subscribe", "unsubscribe") or not isinstance(args, list) or not args:
-            self._error(conn, "60012", f"Invalid request: {text[:200]}", req_id)
+            self._error(conn, "60012", illegal, req_id)
             return
         limit = self.rules.max_subs_per_hour
         if limit is not None:
@@ -266,13 +550,16 @@ class OkxServer(ExchangeServer):
             conn.sub_times.append(now)
         if conn.reject_next:
             conn.reject_next = False
-            self._error(conn, "60012", "Invalid request: rejected (simulated fault)", req_id)
+            self._error(conn, "60012", "Illegal request: rejected (simulated fault)", req_id)
             return
         for arg in args:
             if not isinstance(arg, dict) or not isinstance(arg.get("channel"), str):
-                self._error(conn, "60012", f"Invalid request: {text[:200]}", req_id)
+                self._error(conn, "60012", illegal, req_id)
                 continue
             channel, inst = arg["channel"], arg.get("instId")
+            if channel in LOGIN_CHANNELS and op == "subscribe":
+                self._error(conn, "60011", "Please log in", req_id)
+                continue
             if channel not in CHANNELS or not isinstance(inst, str) or inst not in self.symbols:
                 self._error(
                     conn,
@@ -295,13 +582,14 @@ class OkxServer(ExchangeServer):
             if key not in conn.subscriptions:
                 conn.subscriptions[key] = True
                 self.subs.setdefault(key, set()).add(conn)
-                if channel == "books":
-                    self._send_snapshot(conn, inst, src)
+                if channel != "trades":
+                    self._feeds[inst].subscribed(conn, channel)
         self.notify()
 
-    def _send_snapshot(self, conn: SimConnection, inst: str, src: MarketSource) -> None:
+    def _send_snapshot(
+        self, conn: SimConnection, inst: str, src: MarketSource, fmt: Callable[[str], str]
+    ) -> None:
         """The whole book (see the module doc) with ``prevSeqId = -1`` and the current seqId."""
-        fmt = self.fmt(inst)
         bids, asks = src.book.top(src.book.depth())
         ob, oa = _levels(bids, fmt), _levels(asks, fmt)
         checksum = okx_checksum([(b[0], b[1]) for b in ob[:25]], [(a[0], a[1]) for a in oa[:25]])
@@ -332,54 +620,20 @@ class OkxServer(ExchangeServer):
 
     # ---- fan-out ----
     def attach_source(self, symbol: str, src: MarketSource) -> None:
-        books_key, trades_key, tickers_key = f"books:{symbol}", f"trades:{symbol}", f"tickers:{symbol}"
-        kind = inst_type(symbol)
-        fmt = _same if isinstance(src, OkxReplaySource) else okx_str
-        self._fmt[symbol] = fmt
-        subs = self.subs
+        feed = _Feed(self, symbol, src)
+        self._feeds[symbol] = feed
         self._last_book_change[symbol] = self.clock.monotonic()
-        last_ticker: list[tuple[str, ...]] = [()]  # top of book + last price of the previous synthetic push
+        src.listeners.append(feed.on_event)
 
-        def fan_out(ev: Event) -> None:
-            if isinstance(ev, Depth):
-                self._last_book_change[symbol] = self.clock.monotonic()
-                conns = subs.get(books_key)
-                if conns:
-                    self._send_book_update(conns, symbol, src, ev)
-            elif isinstance(ev, Trade):
-                conns = subs.get(trades_key)
-                if conns:
-                    item = self._trade_item(symbol, ev, fmt)
-                    item.update(count="1", source="0", seqId=src.last_update_id)
-                    text = _dumps({"arg": {"channel": "trades", "instId": symbol}, "data": [item]})
-                    for conn in tuple(conns):
-                        conn.send_data(text, trades_key, ev.trade_id, ev.ts_ms)
-            elif isinstance(ev, Ticker):
-                conns = subs.get(tickers_key)
-                if conns:
-                    data = {"instType": kind, "instId": symbol, **ev.fields, "ts": str(ev.ts_ms)}
-                    text = _dumps({"arg": {"channel": "tickers", "instId": symbol}, "data": [data]})
-                    for conn in tuple(conns):
-                        conn.send_data(text, tickers_key, None, ev.ts_ms)
-            elif isinstance(ev, Bbo):
-                conns = subs.get(tickers_key)
-                bids, asks = src.book.top(1)
-                state = (*(bids[0] if bids else ()), *(asks[0] if asks else ()), src.last_price)
-                if conns and state != last_ticker[0]:
-                    # ``tickers`` pushes are triggered by a trade or a best bid/ask change (tickers channel
-                    # section); a synthetic BBO is the book top, which moves only with depth deltas, so unchanged
-                    # pushes are skipped.
-                    last_ticker[0] = state
-                    text = _dumps(
-                        {
-                            "arg": {"channel": "tickers", "instId": symbol},
-                            "data": [self._ticker(symbol, src, ev.ts_ms)],
-                        }
-                    )
-                    for conn in tuple(conns):
-                        conn.send_data(text, tickers_key, None, ev.ts_ms)
-
-        src.listeners.append(fan_out)
+    def _send_trade(
+        self, conns: set[SimConnection], inst: str, src: MarketSource, t: Trade, fmt: Callable[[str], str]
+    ) -> None:
+        item = self._trade_item(inst, t, fmt)
+        item.update(count="1", source="0", seqId=src.last_update_id)
+        text = _dumps({"arg": {"channel": "trades", "instId": inst}, "data": [item]})
+        key = f"trades:{inst}"
+        for conn in tuple(conns):
+            conn.send_data(text, key, t.trade_id, t.ts_ms)
 
     @staticmethod
     def _trade_item(inst: str, t: Trade, fmt: Callable[[str], str]) -> dict[str, Any]:
@@ -388,42 +642,73 @@ class OkxServer(ExchangeServer):
             "side": "sell" if t.buyer_maker else "buy", "ts": str(t.ts_ms),
         }  # fmt: skip
 
+    def instrument(self, inst: str) -> dict[str, Any] | None:
+        """The ``/api/v5/public/instruments`` entry of served ``inst`` (cached), ``None`` if there is none."""
+        if inst not in self._meta:
+            found = [i for i in self.instruments(inst_type(inst)) if i["instId"] == inst]
+            self._meta[inst] = found[0] if found else None
+        return self._meta[inst]
+
     def _ticker(self, inst: str, src: MarketSource, ts_ms: int) -> dict[str, str]:
-        """The ticker of ``inst`` now: the last recorded one (replay) or one derived from the book and trades."""
+        """The ticker of ``inst`` now: the last recorded one (replay) or one derived from the book and trades
+        (``vol24h`` in contracts for derivatives; ``volCcy24h`` in base currency for derivatives, quote currency
+        for spot: "Get ticker" in https://www.okx.com/docs-v5/en/#order-book-trading-market-data-get-ticker)."""
+        kind = inst_type(inst)
         if src.ticker is not None:
-            return {"instType": inst_type(inst), "instId": inst, **src.ticker, "ts": str(ts_ms)}
+            return {"instType": kind, "instId": inst, **src.ticker, "ts": str(ts_ms)}
         bids, asks = src.book.top(1)
         bid, bq = bids[0] if bids else ("0", "0")
         ask, aq = asks[0] if asks else ("0", "0")
         last = okx_str(src.last_price)
+        last_f = float(last)
+        newest = src.trades.select(1, newest=True)
+        last_sz = okx_str(newest[0].qty) if newest else "0"
         open_ = okx_str(src.open_price if src.open_price != "0" else src.last_price)
-        vol = f"{src.volume:.8f}"
+        vol = src.volume
+        if kind == "SPOT":
+            vol_ccy = vol * last_f
+        else:
+            meta = self.instrument(inst) or {}
+            ct_val = float(meta.get("ctVal") or 1)
+            inverse = meta.get("ctType") == "inverse"
+            vol_ccy = vol * ct_val / last_f if inverse and last_f else vol * ct_val
         hi, lo = max(last, open_, key=float), min(last, open_, key=float)
         return {
-            "instType": inst_type(inst), "instId": inst, "last": last, "lastSz": "0", "askPx": okx_str(ask),
+            "instType": kind, "instId": inst, "last": last, "lastSz": last_sz, "askPx": okx_str(ask),
             "askSz": okx_str(aq), "bidPx": okx_str(bid), "bidSz": okx_str(bq), "open24h": open_,
-            "high24h": hi, "low24h": lo, "volCcy24h": f"{float(vol) * float(last):.8f}", "vol24h": vol,
+            "high24h": hi, "low24h": lo, "volCcy24h": okx_str(f"{vol_ccy:.8f}"), "vol24h": okx_str(f"{vol:.8f}"),
             "sodUtc0": open_, "sodUtc8": open_, "ts": str(ts_ms),
         }  # fmt: skip
 
-    def _send_book_update(self, conns: set[SimConnection], inst: str, src: MarketSource, ev: Depth) -> None:
+    def _send_book_update(
+        self,
+        conns: list[SimConnection],
+        inst: str,
+        src: MarketSource,
+        bids: list[Level],
+        asks: list[Level],
+        prev_id: int,
+        last_id: int,
+        fmt: Callable[[str], str],
+    ) -> None:
+        """One ``books`` update carrying ``bids``/``asks`` (every level changed since the previous push) with
+        ``prevSeqId = prev_id``, ``seqId = last_id``; the checksum is the book's now (after those changes)."""
         key = f"books:{inst}"
-        fmt = self.fmt(inst)
-        if ev.checksum is None:
-            if self.real_checksum:
-                bids, asks = src.book.top(25)
-                ev.checksum = okx_checksum(
-                    [(fmt(p), fmt(q)) for p, q in bids], [(fmt(p), fmt(q)) for p, q in asks]
-                )
-            else:
-                ev.checksum = 0
+        if self.real_checksum:
+            top_b, top_a = src.book.top(25)
+            checksum = okx_checksum(
+                [(fmt(p), fmt(q)) for p, q in top_b], [(fmt(p), fmt(q)) for p, q in top_a]
+            )
+        else:
+            checksum = 0
+        ts = self.clock.time_ns() // 1_000_000
         data = {
-            "asks": _levels(ev.asks, fmt), "bids": _levels(ev.bids, fmt), "ts": str(ev.ts_ms),
-            "checksum": ev.checksum, "prevSeqId": ev.prev_id, "seqId": ev.last_id,
+            "asks": _levels(asks, fmt), "bids": _levels(bids, fmt), "ts": str(ts),
+            "checksum": checksum, "prevSeqId": prev_id, "seqId": last_id,
         }  # fmt: skip
         frame = {"arg": {"channel": "books", "instId": inst}, "action": "update", "data": [data]}
         text = _dumps(frame)
-        for conn in tuple(conns):
+        for conn in conns:
             if conn.take_gap(inst):
                 conn.note_skipped(key)
                 continue
@@ -433,9 +718,9 @@ class OkxServer(ExchangeServer):
             ):
                 conn.badchecksum_symbols.discard(inst)
                 conn.badchecksum_symbols.discard(None)
-                bad = dict(data, checksum=(ev.checksum + 1) if ev.checksum != 2**31 - 1 else 0)
+                bad = dict(data, checksum=(checksum + 1) if checksum != 2**31 - 1 else 0)
                 out = _dumps({"arg": frame["arg"], "action": "update", "data": [bad]})
-            conn.send_data(out, key, ev.last_id, ev.ts_ms)
+            conn.send_data(out, key, last_id, ts)
 
     async def _book_heartbeats(self, every_s: float) -> None:
         """Empty ``books`` updates (``seqId == prevSeqId``) for books unchanged for ``every_s`` ("Sequence ID",
@@ -465,10 +750,13 @@ class OkxServer(ExchangeServer):
                     conn.send_data(text, f"books-heartbeat:{inst}", None, ts)
 
     # ---- REST ----
-    def _limited(self, endpoint: str) -> web.Response | None:
+    def _limited(self, request: web.Request, endpoint: str) -> web.Response | None:
+        """Count the request (weight 1) and answer 429 when ``endpoint``'s window is full."""
+        self.count_rest(request.path, 1)
         v = self.limiter.hit(endpoint)
         if v.status == 200:
             return None
+        self.count_limited(429)
         body = _dumps({"code": "50011", "msg": "Too Many Requests", "data": []})
         return web.Response(text=body, status=429, content_type="application/json")
 
@@ -483,12 +771,21 @@ class OkxServer(ExchangeServer):
         body = _dumps({"code": code, "msg": msg, "data": []})
         return web.Response(text=body, status=status, content_type="application/json")
 
+    def _bad_inst_type(self, kind: str) -> web.Response | None:
+        """OKX's answer to a missing (50014) or unknown (51000) ``instType``, ``None`` when it is valid."""
+        if not kind:
+            return self._fail("50014", "Parameter instType can not be empty.")
+        if kind not in _INST_TYPES:
+            return self._fail("51000", "Parameter instType error")
+        return None
+
     async def _rest_time(self, request: web.Request) -> web.Response:
-        return self._limited("time") or self._ok([{"ts": str(self.clock.time_ns() // 1_000_000)}])
+        return self._limited(request, "time") or self._ok([{"ts": str(self.clock.time_ns() // 1_000_000)}])
 
     def instruments(self, kind: str) -> list[dict[str, Any]]:
-        """Served instruments of type ``kind`` as recorded (``state`` set to ``live``); a served instId missing
-        from the recording is cloned from the recorded template of its type with its ids filled in."""
+        """Served instruments of type ``kind`` as recorded (``state`` set to ``live``, ``instFamily`` = ``uly``);
+        a served instId missing from the recording is cloned from the recorded template of its type with its
+        ids filled in."""
         recorded = _recorded_instruments(kind)
         out = []
         for sym in self.symbols:
@@ -508,20 +805,25 @@ class OkxServer(ExchangeServer):
                     entry.update(ctValCcy=base, settleCcy=quote)
                 else:
                     entry.update(ctValCcy=quote, settleCcy=base)
-            out.append(dict(entry, state="live"))
+            out.append(dict(entry, state="live", instFamily=entry.get("uly", "")))
         return out
 
     async def _rest_instruments(self, request: web.Request) -> web.Response:
-        limited = self._limited("instruments")
+        limited = self._limited(request, "instruments")
         if limited:
             return limited
         kind = request.query.get("instType", "")
-        if kind not in ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
-            return self._fail("51000", "Parameter instType error")
-        return self._ok(self.instruments(kind))
+        bad = self._bad_inst_type(kind)
+        if bad:
+            return bad
+        found = self.instruments(kind)
+        inst = request.query.get("instId")
+        if inst:
+            found = [i for i in found if i["instId"] == inst]
+        return self._ok(found)
 
     async def _rest_books(self, request: web.Request) -> web.Response:
-        limited = self._limited("books")
+        limited = self._limited(request, "books")
         if limited:
             return limited
         inst = request.query.get("instId", "")
@@ -538,7 +840,7 @@ class OkxServer(ExchangeServer):
         return self._ok([{"asks": _levels(asks, fmt), "bids": _levels(bids, fmt), "ts": ts}])
 
     async def _rest_ticker(self, request: web.Request) -> web.Response:
-        limited = self._limited("ticker")
+        limited = self._limited(request, "ticker")
         if limited:
             return limited
         inst = request.query.get("instId", "")
@@ -548,10 +850,13 @@ class OkxServer(ExchangeServer):
         return self._ok([self._ticker(inst, src, self.clock.time_ns() // 1_000_000)])
 
     async def _rest_tickers(self, request: web.Request) -> web.Response:
-        limited = self._limited("tickers")
+        limited = self._limited(request, "tickers")
         if limited:
             return limited
-        kind = request.query.get("instType", "SPOT")
+        kind = request.query.get("instType", "")
+        bad = self._bad_inst_type(kind)
+        if bad:
+            return bad
         now_ms = self.clock.time_ns() // 1_000_000
         out = []
         for inst in self.symbols:
@@ -585,7 +890,7 @@ class OkxServer(ExchangeServer):
         return self._ok(data)
 
     async def _rest_trades(self, request: web.Request) -> web.Response:
-        limited = self._limited("trades")
+        limited = self._limited(request, "trades")
         if limited:
             return limited
         inst = request.query.get("instId", "")
@@ -600,7 +905,7 @@ class OkxServer(ExchangeServer):
         return self._trades_answer(inst, src.trades.select(limit, newest=True))
 
     async def _rest_history_trades(self, request: web.Request) -> web.Response:
-        limited = self._limited("history-trades")
+        limited = self._limited(request, "history-trades")
         if limited:
             return limited
         inst = request.query.get("instId", "")
@@ -627,3 +932,6 @@ class OkxServer(ExchangeServer):
         else:
             trades = src.trades.select(limit, end_ms=None if after is None else after - 1, newest=True)
         return self._trades_answer(inst, trades)
+
+
+register(ServerSpec("okx", OkxServer, port_offset=2, rules=OKX_RULES, symbols=DEFAULT_SYMBOLS))

@@ -8,6 +8,13 @@ the exchange protocol). Fault state lives on the connection. Everything the serv
 recorded in bounded per-connection :class:`StreamStats` so tests can prove "nothing lost, nothing twice". An
 ``outage`` fault (:meth:`ExchangeServer.begin_outage`) closes the listening socket and every connection, then
 listens again on the same port; the market sources keep running.
+
+Observability for black-box clients: ``GET /_sim/stats`` on each exchange's REST port answers JSON (see
+:meth:`ExchangeServer.sim_stats`): connections open and total, frames sent per stream, REST requests and weight
+used, 429/418 answered, faults injected. Protocol modules feed it through :meth:`ExchangeServer.count_rest` and
+:meth:`ExchangeServer.count_limited`. Unknown REST paths are answered by :meth:`ExchangeServer.unknown_path`
+(each exchange's own JSON error shape, never ``text/plain``). Periodic streams (Binance ``@depth@100ms``,
+``@ticker``...) run on :meth:`ExchangeServer.on_tick`: callbacks at multiples of the interval on the clock.
 """
 
 from __future__ import annotations
@@ -18,14 +25,15 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
 from cryptolink.clock import Clock
+from cryptolink.simulator import registry
 from cryptolink.simulator.config import ExchangeRules, SimConfig
 from cryptolink.simulator.faults import Fault
 from cryptolink.simulator.market import REPLAY_FILES, MarketSource, make_source, preload_replay
@@ -153,6 +161,7 @@ class SimConnection:
                 st.non_increasing += 1
             st.last_id = ident
         st.last_ts_ms = ts_ms
+        self.server.count_frame(stream)
         self.recent.append((ts_ms, stream, ident))
         self.last_activity = now
         self._put(text)
@@ -379,10 +388,15 @@ _conn_ids = itertools.count(1)
 
 
 class ExchangeServer:
-    """Base class of one simulated exchange (subclasses: Binance spot/USD-M, OKX).
+    """Base class of one simulated exchange (subclasses: Binance spot/USDⓈ-M/COIN-M, OKX).
 
     Attributes:
-        name: exchange id (``binance``, ``binanceusdm``, ``okx``).
+        name: exchange id (``binance``, ``binanceusdm``, ``binancecoinm``, ``okx``).
+        hosts: (class attribute) every real base URL the exchange uses, without trailing slash (REST
+            ``https://...``, WebSocket ``wss://...:port``); the runner maps them to this server's local bases (plus
+            the ``host_paths`` prefix of that host, if any).
+        rest_limit_override: ``(weight, seconds)`` from ``SimConfig.rest_limits`` (``--rest-limit``), or ``None``
+            for the documented limits.
         connections: open connections by id.
         closed_connections: bounded history (last 1000) of closed connections.
         sources: market sources by exchange-native symbol (created on first use).
@@ -392,6 +406,9 @@ class ExchangeServer:
     """
 
     name = "base"
+    hosts: ClassVar[tuple[str, ...]] = ()
+    #: a path prefix the local base of some host carries (default none): see ``BinanceServer.host_paths``
+    host_paths: ClassVar[dict[str, str]] = {}
     market_kind = "spot"
     #: whether ``SimConfig.replay_files`` (hftbacktest-format Binance captures) can feed this exchange
     uses_replay_files = True
@@ -400,8 +417,16 @@ class ExchangeServer:
         self, config: SimConfig, clock: Clock, mode: str = "replay", speed: float = 1.0, seed: int = 0
     ) -> None:
         self.config = config
-        self.rules: ExchangeRules = config.rules[self.name]
-        self.symbols: tuple[str, ...] = config.symbols[self.name]
+        # an exchange the config does not mention gets its registered defaults (configs written before it existed)
+        spec = registry.specs().get(self.name)
+        rules = config.rules.get(self.name) or (spec.rules if spec is not None else None)
+        if rules is None:
+            raise KeyError(f"no rules for simulator exchange {self.name!r}")
+        self.rules: ExchangeRules = rules
+        self._captured = config.capture_sources.get(self.name, {})
+        served = config.symbols.get(self.name) or (spec.symbols if spec is not None else ())
+        self.symbols: tuple[str, ...] = tuple(dict.fromkeys((*served, *self._captured)))
+        self.rest_limit_override: tuple[int, float] | None = config.rest_limits.get(self.name)
         self.clock = clock
         self.mode = mode
         self.speed = speed
@@ -419,7 +444,17 @@ class ExchangeServer:
         self._bg: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self.app = web.Application()
+        # counters behind GET /_sim/stats
+        self.connections_total = 0
+        self.frames_by_stream: dict[str, int] = {}
+        self.rest_requests_total = 0
+        self.rest_weight_total = 0
+        self.rest_by_path: dict[str, int] = {}
+        self.limited: dict[int, int] = {429: 0, 418: 0}
+        self.faults_injected: dict[str, int] = {}
+        self._tick_callbacks: dict[float, list[Callable[[int], None]]] = {}
+        self.app = web.Application(middlewares=[self._unknown_paths])
+        self.app.router.add_get("/_sim/stats", self._rest_sim_stats)
         self.setup_routes(self.app)
 
     # ---- subclass hooks ----
@@ -431,6 +466,25 @@ class ExchangeServer:
 
     def send_notice(self, conn: SimConnection) -> None:
         raise NotImplementedError
+
+    def unknown_path(self, request: web.Request, status: int) -> web.Response:
+        """The answer to a REST path (404) or method (405) this exchange does not serve. Subclasses answer with the
+        exchange's own JSON error shape; the base answers ``{"code": status, "msg": ...}`` as JSON."""
+        body = {"code": status, "msg": f"Path {request.path}, Method {request.method} is invalid"}
+        return web.json_response(body, status=status)
+
+    @web.middleware
+    async def _unknown_paths(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            self.count_rest(request.path, 0)
+            return self.unknown_path(request, 404)
+        except web.HTTPMethodNotAllowed:
+            self.count_rest(request.path, 0)
+            return self.unknown_path(request, 405)
 
     async def lifetime_close(self, conn: SimConnection) -> None:
         await conn.close(1001, "connection lifetime reached")
@@ -545,6 +599,33 @@ class ExchangeServer:
         task.add_done_callback(self._bg.discard)
         return task
 
+    # ---- periodic streams ----
+    def on_tick(self, interval_s: float, callback: Callable[[int], None]) -> None:
+        """Call ``callback(ts_ms)`` at every multiple of ``interval_s`` seconds on the clock (``ts_ms``: the clock's
+        wall time then), from now until the server stops. One task per distinct interval; ticks missed because
+        the loop was busy are skipped, never bunched. This is how documented stream speeds (Binance "Update Speed:
+        100ms") are kept: a client measures a gap of ``interval_s`` between two pushes."""
+        callbacks = self._tick_callbacks.get(interval_s)
+        if callbacks is None:
+            callbacks = self._tick_callbacks[interval_s] = []
+            self._spawn(self._tick_loop(interval_s, callbacks))
+        callbacks.append(callback)
+
+    async def _tick_loop(self, interval_s: float, callbacks: list[Callable[[int], None]]) -> None:
+        clock = self.clock
+        n = math.floor(clock.monotonic() / interval_s) + 1
+        while True:
+            wait = n * interval_s - clock.monotonic()
+            if wait > 0:
+                await clock.sleep(wait)
+            n = max(n + 1, math.floor(clock.monotonic() / interval_s) + 1)
+            ts_ms = clock.time_ns() // 1_000_000
+            for cb in list(callbacks):
+                try:
+                    cb(ts_ms)
+                except Exception:  # one bad stream must not stop the others' pacing
+                    log.exception("%s: tick callback failed", self.name)
+
     # ---- sources ----
     def make_market_source(self, symbol: str) -> MarketSource:
         """A new source for served native ``symbol`` (replay where a recording exists, else synthetic)."""
@@ -560,7 +641,8 @@ class ExchangeServer:
         if src is None:
             if symbol not in self.symbols:
                 return None
-            src = self.make_market_source(symbol)
+            captured = self._captured.get(symbol)
+            src = captured() if captured is not None else self.make_market_source(symbol)
             self.sources[symbol] = src
             self.attach_source(symbol, src)
             self._spawn(src.run(self.clock, self.speed))
@@ -576,6 +658,7 @@ class ExchangeServer:
         await ws.prepare(request)
         conn = SimConnection(next(_conn_ids), self, ws, request)
         self.connections[conn.conn_id] = conn
+        self.connections_total += 1
         self.notify()
         return ws, conn
 
@@ -626,6 +709,9 @@ class ExchangeServer:
             KeyError: ``connection`` is not an open connection.
             ValueError: an ``outage`` (it takes the whole exchange down) aimed at one connection.
         """
+        if connection is not None and fault.kind != "outage" and connection not in self.connections:
+            raise KeyError(connection)
+        self.faults_injected[fault.kind] = self.faults_injected.get(fault.kind, 0) + 1
         if fault.kind == "outage":
             if connection is not None:
                 raise ValueError("an outage takes the whole exchange down; do not name a connection")
@@ -641,6 +727,64 @@ class ExchangeServer:
         )
         for conn in targets:
             conn.apply_fault(fault)
+
+    # ---- counters (GET /_sim/stats) ----
+    def count_rest(self, path: str, weight: int) -> None:
+        """Count one REST request on ``path`` charged ``weight`` (request weight, or 1 per request where the
+        exchange counts requests). Protocol modules call it where they charge their rate limit."""
+        self.rest_requests_total += 1
+        self.rest_weight_total += weight
+        if path in self.rest_by_path or len(self.rest_by_path) < 1000:
+            self.rest_by_path[path] = self.rest_by_path.get(path, 0) + 1
+
+    def count_limited(self, status: int) -> None:
+        """Count one REST answer refused by a rate limit (HTTP ``status`` 429 or 418)."""
+        self.limited[status] = self.limited.get(status, 0) + 1
+
+    def count_frame(self, stream: str) -> None:
+        """Count one data frame queued on ``stream`` (called by :meth:`SimConnection.send_data`)."""
+        counts = self.frames_by_stream
+        if stream in counts or len(counts) < 10_000:
+            counts[stream] = counts.get(stream, 0) + 1
+
+    def sim_stats(self) -> dict[str, Any]:
+        """JSON-ready counters served at ``GET /_sim/stats``::
+
+            {"exchange", "port", "listening", "outages",
+             "connections": {"open": n, "total": n},
+             "frames_sent": {stream: frames queued to clients},
+             "rest": {"requests": n, "weight": n, "by_path": {path: n}, "429": n, "418": n},
+             "faults": {kind: n}, "sources": {symbol: {"last_update_id", "last_trade_id", "events"}}}
+
+        Frames withheld by faults are counted per connection in :meth:`stats` (``stalled``, ``skipped``).
+        """
+        return {
+            "exchange": self.name,
+            "port": self.port,
+            "listening": self.listening,
+            "outages": self.outages,
+            "connections": {"open": len(self.connections), "total": self.connections_total},
+            "frames_sent": dict(self.frames_by_stream),
+            "rest": {
+                "requests": self.rest_requests_total,
+                "weight": self.rest_weight_total,
+                "by_path": dict(self.rest_by_path),
+                "429": self.limited.get(429, 0),
+                "418": self.limited.get(418, 0),
+            },
+            "faults": dict(self.faults_injected),
+            "sources": {
+                s: {
+                    "last_update_id": src.last_update_id,
+                    "last_trade_id": src.last_trade_id,
+                    "events": src.events_emitted,
+                }
+                for s, src in self.sources.items()
+            },
+        }
+
+    async def _rest_sim_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.sim_stats())
 
     def stats(self) -> dict[str, Any]:
         """Snapshot: connections (open and recent closed), per-source counters, REST counters."""
