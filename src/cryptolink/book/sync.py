@@ -14,7 +14,8 @@ the loss of the stream (:meth:`BookSync.on_connection_lost`). Each call returns 
 
 Rules (REST source, snapshot id ``L``, ``off`` = ``spec.bridge_offset``): deltas are buffered (at most
 ``spec.max_buffered_deltas``; overflow restarts the sync) until the snapshot arrives; a snapshot with
-``L + off < first buffered first_seq`` is too old and another is requested; deltas with
+``L + off < first buffered first_seq``, or with ``L`` below the last update already applied (a lagging replica
+after a resync: it would take the book back), is too old and another is requested; deltas with
 ``last_seq < L + off`` are dropped; the first applied delta must satisfy ``first_seq <= L + off <= last_seq``;
 after it, CONTIGUOUS needs ``first_seq == previous last_seq + 1`` (a delta overlapping the applied range is
 applied: sizes are absolute) and LINKED needs ``prev_seq == previous last_seq``.
@@ -295,6 +296,10 @@ class BookSync:
             self.dropped += 1
             return [Dropped(self.symbol, "late_snapshot")]
         self._awaiting_snapshot = False
+        if book.last_sequence is not None and snap.last_seq < book.last_sequence:
+            # Older than what the book already emitted (a lagging REST replica after a resync): applying it
+            # would take the book and its consumers back in time. Update ids never go back, so ask again.
+            return self._fail("snapshot older than the last applied update", ResyncCause.SNAPSHOT)
         target = snap.last_seq + self.spec.bridge_offset
         buf = [m for m in self._buffer if m.last_seq >= target]
         stale = len(self._buffer) - len(buf)

@@ -137,7 +137,7 @@ class SubscriptionRegistry:
             if original is None:
                 continue
             self._confirmed.pop(key, None)
-            self._pending_sub.pop(key, None)
+            self._forget(key, self._pending_sub.pop(key, None))
             removed.append(original)
         return removed
 
@@ -152,14 +152,18 @@ class SubscriptionRegistry:
             if original is None:
                 continue
             self._confirmed.pop(sub.key, None)
+            self._forget(sub.key, self._pending_sub.get(sub.key))
             self._pending_sub[sub.key] = Pending(original)
             out.append(original)
         return out
 
     def unsent(self) -> list[Subscription]:
         """Pending subscriptions with no request sent yet, in desired order."""
+        pending = self._pending_sub
         return [
-            p.subscription for p in self._pending_sub.values() if p.request_id is None and p.sent_at is None
+            p.subscription
+            for key in self._order
+            if (p := pending.get(key)) is not None and p.request_id is None and p.sent_at is None
         ]
 
     # protocol -----------------------------------------------------------------------------------------------
@@ -176,6 +180,7 @@ class SubscriptionRegistry:
                 p = self._pending_unsub.get(key)
                 if p is None:
                     p = self._pending_unsub[key] = Pending(sub)
+            self._forget(key, p)  # an earlier request of this key is superseded
             p.request_id = request.request_id
             p.sent_at = now
             p.attempts += 1
@@ -258,7 +263,7 @@ class SubscriptionRegistry:
         return out
 
     def _reject(self, key: Key, sub: Subscription, code: str, message: str) -> None:
-        self._pending_sub.pop(key, None)
+        self._forget(key, self._pending_sub.pop(key, None))
         self._confirmed.pop(key, None)
         self._order.pop(key, None)
         self._rejected[key] = RejectedSubscription(sub, code, message)
@@ -278,10 +283,24 @@ class SubscriptionRegistry:
         """Make a pending subscription eligible for sending again (keeps its attempt count)."""
         p = self._pending_sub.get(sub.key)
         if p is not None:
-            if p.request_id is not None:
-                self._by_id.pop(p.request_id, None)
+            self._forget(sub.key, p)
             p.request_id = None
             p.sent_at = None
+
+    def _forget(self, key: Key, p: Pending | None) -> None:
+        """Take ``key`` out of the request-id entry of ``p``, a pending request being discarded or superseded;
+        an entry left with nothing in flight is deleted, so the map is bounded by what is in flight (not by
+        the requests that were never answered)."""
+        if p is None or p.request_id is None:
+            return
+        entry = self._by_id.get(p.request_id)
+        if entry is None:
+            return
+        keys = [k for k in entry[1] if k != key]
+        if keys:
+            self._by_id[p.request_id] = (entry[0], keys)
+        else:
+            del self._by_id[p.request_id]
 
     # sessions -----------------------------------------------------------------------------------------------
     def replay(self) -> list[Subscription]:
