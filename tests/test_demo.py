@@ -9,8 +9,18 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cryptolink.demo import DEMO_ENTRIES, DEMO_FAULTS, MARKER, DemoOutputError, demo_main, prepare_out_dir
+from cryptolink.demo import (
+    DEMO_ENTRIES,
+    DEMO_EXCHANGES,
+    DEMO_FAULTS,
+    MARKER,
+    DemoOutputError,
+    demo_main,
+    prepare_out_dir,
+)
+from cryptolink.exchanges import SUPPORTED, check_symbol
 from cryptolink.models import BookUpdate, Gap, Ticker, Trade
+from cryptolink.simulator import registry as sim_registry
 from cryptolink.sinks.jsonl import read_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -77,7 +87,15 @@ def test_a_foreign_directory_is_never_emptied(tmp_path: Path) -> None:
     assert sorted(p.name for p in fresh.iterdir()) == [MARKER]
 
 
-def test_fault_cycle_and_entries() -> None:
+def test_fault_cycle_and_entries_derive_from_the_registries() -> None:
     kinds = {f.kind for f in DEMO_FAULTS}
     assert {"drop", "stall", "gap", "notice", "lifetime", "outage", "corrupt", "badchecksum"} <= kinds
-    assert {e[0] for e in DEMO_ENTRIES} == {"binance", "binanceusdm", "okx", "okx-swap"}
+    assert {e.name for e in DEMO_ENTRIES} == {"binance", "binanceusdm", "binancecoinm", "okx", "okx-swap"}
+    # every demo exchange is one registration on each side, and every generic fault meets every exchange
+    assert set(DEMO_EXCHANGES) <= set(SUPPORTED) and set(DEMO_EXCHANGES) <= set(sim_registry.names())
+    for kind in kinds - {"badchecksum"}:
+        assert {f.exchange for f in DEMO_FAULTS if f.kind == kind} == set(DEMO_EXCHANGES), kind
+    assert {f.exchange for f in DEMO_FAULTS if f.kind == "badchecksum"} == {"okx"}  # the books with checksums
+    for e in DEMO_ENTRIES:
+        for symbol in e.symbols:
+            check_symbol(e.exchange, e.market, symbol)

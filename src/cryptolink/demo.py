@@ -35,12 +35,15 @@ from cryptolink.models import BookUpdate, Gap, Ticker, Trade
 from cryptolink.report import WIDTH, Section, render_status_table
 from cryptolink.service import output_section
 from cryptolink.simulator import Fault, Simulator
+from cryptolink.simulator import registry as sim_registry
 from cryptolink.sinks.jsonl import JsonlSink
 
 __all__ = [
     "DEMO_ENTRIES",
+    "DEMO_EXCHANGES",
     "DEMO_FAULTS",
     "MARKER",
+    "DemoEntry",
     "DemoFault",
     "DemoOutputError",
     "prepare_out_dir",
@@ -72,45 +75,78 @@ class DemoFault:
         return f"{self.kind}{extra} on {self.exchange}" + (f" ({self.symbol})" if self.symbol else "")
 
 
-DEMO_FAULTS: tuple[DemoFault, ...] = (
-    DemoFault("drop", "binance"),
-    DemoFault("stall", "okx", duration_s=8.0),
-    DemoFault("gap", "binanceusdm", symbol="BTCUSDT"),
-    DemoFault("notice", "binance"),
-    DemoFault("lifetime", "okx"),
-    DemoFault("corrupt", "binanceusdm"),
-    DemoFault("badchecksum", "okx", symbol="BTC-USDT"),
-    DemoFault("outage", "binanceusdm", duration_s=4.0),
-    DemoFault("gap", "binance", symbol="ETHUSDT"),
-    DemoFault("notice", "okx"),
-    DemoFault("lifetime", "binanceusdm"),
-    DemoFault("stall", "binance", duration_s=8.0),
-)
-"""The demo's fault cycle, one every ``fault_every_s``."""
+@dataclass(frozen=True, slots=True)
+class DemoEntry:
+    """One feed of the demo: configuration entry ``name`` on ``exchange`` (ccxt id, also the simulator's id)."""
+
+    name: str
+    exchange: str
+    market: str
+    symbols: tuple[str, ...]
+    channels: tuple[str, ...] | None = None
 
 
-DEMO_ENTRIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
-    ("binance", "binance", "spot", "binance", ("BTC/USDT", "ETH/USDT")),
-    ("binanceusdm", "binance", "perpetual", "binanceusdm", ("BTC/USDT:USDT", "ETH/USDT:USDT")),
-    ("okx", "okx", "spot", "okx", ("BTC/USDT",)),
-    ("okx-swap", "okx", "perpetual", "okx", ("UNI/USD:UNI",)),
+DEMO_ENTRIES: tuple[DemoEntry, ...] = (
+    DemoEntry("binance", "binance", "spot", ("BTC/USDT", "ETH/USDT")),
+    DemoEntry("binanceusdm", "binanceusdm", "perpetual", ("BTC/USDT:USDT", "ETH/USDT:USDT")),
+    DemoEntry("binancecoinm", "binancecoinm", "perpetual", ("BTC/USD:BTC",)),
+    DemoEntry("okx", "okx", "spot", ("BTC/USDT",)),
+    DemoEntry("okx-swap", "okx", "perpetual", ("UNI/USD:UNI",), ("trades", "book")),
 )
-"""``(entry name, exchange, market, simulator id, symbols)`` of the demo's feeds (trades, tickers and books;
-``okx-swap`` trades and books: its recorded ticker updates once per loop, too thin to tell a stall from a
-quiet market); every symbol replays a real recording."""
+"""The demo's feeds (trades, tickers and books; ``okx-swap`` trades and books: its recorded ticker updates once per
+loop, too thin to tell a stall from a quiet market). Every symbol replays a real recording; each exchange must be
+registered both as an adapter (:mod:`cryptolink.exchanges`) and as a simulator server
+(:mod:`cryptolink.simulator.registry`), which ``tests/test_demo.py`` checks."""
+
+DEMO_EXCHANGES: tuple[str, ...] = tuple(dict.fromkeys(e.exchange for e in DEMO_ENTRIES))
+"""The simulator exchanges the demo starts (one server per exchange id)."""
+
+_CYCLE: tuple[tuple[str, float | None, bool], ...] = (
+    ("drop", None, False),
+    ("stall", 8.0, False),
+    ("gap", None, True),
+    ("notice", None, False),
+    ("lifetime", None, False),
+    ("corrupt", None, False),
+    ("outage", 4.0, False),
+)
+"""Fault kinds of the cycle: (kind, duration s, aimed at one symbol)."""
+
+
+def _fault_cycle() -> tuple[DemoFault, ...]:
+    """Rounds of :data:`_CYCLE`, each kind on another demo exchange in every round (so every kind meets every
+    exchange; a symbol fault on the first symbol the simulator serves for it), each round closed by a bad
+    checksum on one exchange whose books carry checksums."""
+    specs = sim_registry.specs()
+    checksummed = [x for x in DEMO_EXCHANGES if specs[x].server.book_checksums]
+    n = len(DEMO_EXCHANGES)
+    out: list[DemoFault] = []
+    for rnd in range(n):
+        for k, (kind, duration, on_symbol) in enumerate(_CYCLE):
+            exchange = DEMO_EXCHANGES[(k + rnd) % n]
+            symbol = specs[exchange].symbols[0] if on_symbol else None
+            out.append(DemoFault(kind, exchange, duration_s=duration, symbol=symbol))
+        if checksummed:
+            exchange = checksummed[rnd % len(checksummed)]
+            out.append(DemoFault("badchecksum", exchange, symbol=specs[exchange].symbols[0]))
+    return tuple(out)
+
+
+DEMO_FAULTS: tuple[DemoFault, ...] = _fault_cycle()
+"""The demo's fault cycle, one every ``fault_every_s``: every kind on every demo exchange in turn."""
 
 
 def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> ExchangeManager:
     """The demo's manager pointed at the simulator's ``endpoints`` (from :meth:`Simulator.endpoints`)."""
     b = ExchangeManager.builder()
-    for name, exchange, market, sim_id, symbols in DEMO_ENTRIES:
-        ep = endpoints[sim_id]
+    for e in DEMO_ENTRIES:
+        ep = endpoints[e.exchange]
         b.exchange(
-            name,
-            exchange=exchange,
-            market=market,
-            symbols=list(symbols),
-            channels=["trades", "book"] if name == "okx-swap" else None,
+            e.name,
+            exchange=e.exchange,
+            market=e.market,
+            symbols=list(e.symbols),
+            channels=list(e.channels) if e.channels is not None else None,
             ws_url=ep["ws_url"],
             rest_url=ep["rest_url"],
         )
@@ -211,9 +247,7 @@ async def demo_main(
     fault_log: list[str] = []
     started = time.monotonic()
     sink = JsonlSink(out_dir)
-    async with Simulator(
-        exchanges=["binance", "binanceusdm", "okx"], mode="replay", speed=speed, seed=seed
-    ) as sim:
+    async with Simulator(exchanges=list(DEMO_EXCHANGES), mode="replay", speed=speed, seed=seed) as sim:
         manager = build_manager(sim.endpoints(), seed=seed)
         sink.attach(manager.bus)
         for channel in ("trades", "book", "ticker", "gaps"):

@@ -443,6 +443,7 @@ class OkxServer(ExchangeServer):
     name = "okx"
     uses_replay_files = False
     hosts: ClassVar[tuple[str, ...]] = HOSTS
+    book_checksums: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -412,6 +412,8 @@ class ExchangeServer:
     market_kind = "spot"
     #: whether ``SimConfig.replay_files`` (hftbacktest-format Binance captures) can feed this exchange
     uses_replay_files = True
+    #: its book updates carry a checksum, so the ``badchecksum`` fault means something (OKX)
+    book_checksums: ClassVar[bool] = False
 
     def __init__(
         self, config: SimConfig, clock: Clock, mode: str = "replay", speed: float = 1.0, seed: int = 0
