@@ -298,8 +298,9 @@ def test_documented_example_is_valid() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     example = doc.split("## Full example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     cfg = CryptolinkConfig.from_yaml_text(example, env={})
-    assert set(cfg.exchanges) == {"binance", "binance-perp", "okx", "okx-perp", "okx-sim"}
-    assert set(cfg.enabled_exchanges()) == {"binance", "binance-perp", "okx", "okx-sim"}
+    assert set(cfg.exchanges) == {"binance", "binance-perp", "binance-coinm", "okx", "okx-perp", "okx-sim"}
+    assert set(cfg.enabled_exchanges()) == {"binance", "binance-perp", "binance-coinm", "okx", "okx-sim"}
+    assert cfg.exchanges["binance-coinm"].market is Market.PERPETUAL
 
 
 def test_documented_keys_match_the_models() -> None:

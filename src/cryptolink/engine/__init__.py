@@ -1,6 +1,26 @@
 """The connection engine: one engine for every exchange (keepalive, watchdogs, backoff, subscription restore,
 make-before-break rotation, statistics and events).
 
+Layers (a module imports only from the layers below it; nothing imports ``connection``)::
+
+    connection      ManagedConnection: state machine, backoff, gate permits, statistics, the primary's
+                    subscription registry, its sessions (primary + rotation candidate), rotation, the timer task
+    session         Session: one socket, its reader/sends/pings (TaskOwner), token bucket and hourly quota,
+                    its registry and decoder; reports through SessionHost and SessionCounters
+    timer_core      TimerCore / KeepaliveTimer: sans-I/O ``tick(now) -> actions`` (keepalive, watchdogs,
+                    ack timeouts, rotation deadline, housekeeping)
+    rotation        when to rotate (pure) and the wait helper
+    tasks           TaskOwner: one owner for a connection's or a session's tasks
+    state, backoff, watchdog, quality, throttle, subscriptions, stats, events, gate, transport,
+    transport_picows, errors    leaves (sans-I/O where they can be)
+
+Who owns what: the connection owns the state machine, backoff, gate, quality tracker, event log, timer core
+(which owns the data watchdogs and the stale set), the desired-subscription registry and the list of sessions;
+a session owns its socket, tasks, rate limiters, decoder, its registry view and flow expectations; a timer
+core owns one keepalive timer per open socket. The only state written by more than one class is
+:class:`~cryptolink.engine.session.SessionCounters` (owned by the connection, written by its sessions'
+readers, read by ``stats()``).
+
 Public surface (import from here):
 
 - :class:`ManagedConnection`, :class:`EngineConfig` (``engine.connection``)
@@ -9,6 +29,7 @@ Public surface (import from here):
   (``engine.events``)
 - :class:`BackoffPolicy`, :class:`Backoff` (``engine.backoff``)
 - :class:`Watchdog`, :class:`WatchdogConfig`, :class:`StaleReport` (``engine.watchdog``)
+- :class:`TimerCore` and its actions (``engine.timer_core``)
 - :class:`ConnectionQuality`, :class:`QualityConfig`, :class:`QualityTracker` (``engine.quality``)
 - :class:`ConnectionStats`, :class:`TotalStats`, :func:`combine` (``engine.stats``)
 - :class:`SubscriptionRegistry` (``engine.subscriptions``)
@@ -34,6 +55,7 @@ from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityT
 from cryptolink.engine.state import ConnectionState, StateMachine
 from cryptolink.engine.stats import ConnectionStats, TotalStats, combine
 from cryptolink.engine.subscriptions import SubscriptionRegistry
+from cryptolink.engine.timer_core import TimerCore
 from cryptolink.engine.transport import Transport, TransportSession, WebsocketsTransport, default_transport
 from cryptolink.engine.transport_picows import PicowsTransport
 from cryptolink.engine.watchdog import StaleReport, Watchdog, WatchdogConfig
@@ -63,6 +85,7 @@ __all__ = [
     "StaleReport",
     "StateMachine",
     "SubscriptionRegistry",
+    "TimerCore",
     "TotalStats",
     "Transport",
     "TransportError",

@@ -1,31 +1,35 @@
 """``ManagedConnection``: one logical WebSocket connection that stays up for months, for any exchange adapter.
 
-One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It owns:
+One instance serves one :class:`~cryptolink.exchanges.base.ConnectionSpec`. It owns the state machine, the
+backoff, the gate permits, the statistics, the subscription registry of its primary socket, its timer core
+and its sessions (the primary and, during a rotation, a candidate):
 
-- a supervisor task (this module): connect, restore subscriptions, wait for the session to end, reconnect with
+- a supervisor task: connect, restore subscriptions, wait for the session to end, reconnect with
   :mod:`~cryptolink.engine.backoff` (full jitter, cap 30 s; reset once a session delivered market data for
   ``reset_after_s``), ``failed`` after ``max_attempts``; every socket it opens first takes a permit from the
   exchange host's :mod:`~cryptolink.engine.gate` (documented connection-rate limit; one probe at a time while
-  the host is down, every waiting connection released as soon as a probe succeeds);
-- one reader task per open socket (*session*, :mod:`~cryptolink.engine.session`): ``adapter.decode`` each
-  frame; market data goes to the data-idle :mod:`~cryptolink.engine.watchdog` and to ``on_data``; control
-  signals (acks, rejections, pongs, replies, notices, errors, heartbeats) are handled there; a malformed frame
-  is counted and skipped, an oversized frame resets the session, an exception in ``on_data`` is caught and
-  counted (``callback_errors``);
-- a tick task (every ``EngineConfig.tick_s`` of the injected clock, :mod:`~cryptolink.engine.timers`) for
-  keepalive, watchdogs, ack timeouts, backoff reset, rotation deadlines, quality and the sampled
-  ``data_received`` event;
-- make-before-break rotation (:mod:`~cryptolink.engine.rotation`) before ``ConnectionPolicy.max_lifetime_s``
-  (Binance 24 h: docs/protocols/binance.md "Limits") or on ``ServerNotice(rotate=True)``.
+  the host is down, every waiting connection released as soon as a probe succeeds). When the adapter asks
+  for a REST step before connecting (``adapter.connect_request(spec)``: a token or URL fetched first), it is
+  fetched through the ``rest`` gateway and ``adapter.connect_url(spec, body)`` is opened instead of
+  ``spec.url``; a failure there is a failed connect attempt (backoff);
+- one :class:`~cryptolink.engine.session.Session` per open socket: its reader decodes every frame with the
+  session's decoder (``adapter.session_decoder()``, once per socket) and reports back through the
+  :class:`~cryptolink.engine.session.SessionHost` methods of this class;
+- a timer task that sleeps until the next deadline of its sans-I/O
+  :class:`~cryptolink.engine.timer_core.TimerCore` (at most ``EngineConfig.tick_s``) and executes the
+  actions it returns (keepalive, watchdogs, ack timeouts, rotation deadline, quality, the sampled
+  ``data_received`` event), then judges health and the backoff reset;
+- make-before-break rotation before ``ConnectionPolicy.max_lifetime_s`` (Binance 24 h: docs/protocols/binance.md
+  "Limits") or on ``ServerNotice(rotate=True)`` (:mod:`~cryptolink.engine.rotation`).
+
+Every task belongs to a :class:`~cryptolink.engine.tasks.TaskOwner` (the connection's, or a session's), so
+:meth:`ManagedConnection.stop` cancels and awaits all of them.
 
 Duplicate contract: during a rotation's overlap both sockets deliver to ``on_data``, and after a reconnect the
 exchange may resend recent data. The consumer (the feed) drops duplicates by ``sequence`` / trade id; this
 class never deduplicates.
 
-Outbound frames go through a per-socket token bucket (``ConnectionPolicy.max_outbound_per_s``: Binance spot
-5/s, USDⓈ-M 10/s) and subscribe/unsubscribe requests through an hourly quota
-(``max_subscribe_requests_per_hour``: OKX 480). All timing uses the injected :class:`~cryptolink.clock.Clock`,
-so everything runs in fake time in tests.
+All timing uses the injected :class:`~cryptolink.clock.Clock`, so everything runs in fake time in tests.
 """
 
 from __future__ import annotations
@@ -34,36 +38,54 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from cryptolink.clock import Clock
 from cryptolink.engine.backoff import Backoff, BackoffPolicy
-from cryptolink.engine.errors import ConfigError, IllegalTransition, TransportError
+from cryptolink.engine.errors import ConfigError, ConnectError, FrameTooLarge, IllegalTransition
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
 from cryptolink.engine.gate import ConnectGate
-from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityTracker, StreamHealth
-from cryptolink.engine.rotation import request_rotation, schedule_rotation
-from cryptolink.engine.session import (
-    ROTATED,
-    STOPPED,
-    MarketData,
-    Session,
-    close_session,
-    open_session,
-    send_everywhere,
-    send_pending,
-    send_requests,
+from cryptolink.engine.quality import (
+    ConnectionQuality,
+    QualityChange,
+    QualityConfig,
+    QualityTracker,
+    StreamHealth,
 )
+from cryptolink.engine.rotation import rotation_deadline, wait_any
+from cryptolink.engine.session import ROTATED, STOPPED, MarketData, Session, SessionCounters
 from cryptolink.engine.state import ACTIVE_STATES, ConnectionState, StateMachine
 from cryptolink.engine.stats import ConnectionStats
-from cryptolink.engine.subscriptions import SubscriptionRegistry, peek_request_id, take_request_ids
-from cryptolink.engine.timers import tick_loop
+from cryptolink.engine.subscriptions import SubscriptionRegistry
+from cryptolink.engine.tasks import TaskOwner
+from cryptolink.engine.timer_core import (
+    AckTimedOut,
+    CloseDead,
+    ConnectionSilent,
+    ReportDataRate,
+    ResubscribeStale,
+    RotateNow,
+    ScoreQuality,
+    SendAppPing,
+    SendPing,
+    StreamStale,
+    TimerCore,
+)
 from cryptolink.engine.transport import Transport, describe_error
-from cryptolink.engine.watchdog import CONNECTION_KEY, Watchdog, WatchdogConfig
-from cryptolink.exchanges.base import ConnectionSpec, ExchangeAdapter
+from cryptolink.engine.watchdog import Watchdog, WatchdogConfig
+from cryptolink.exchanges.base import (
+    ConnectionSpec,
+    ExchangeAdapter,
+    ExchangeError,
+    Rejected,
+    ServerNotice,
+)
 from cryptolink.models import Channel, Subscription
+
+if TYPE_CHECKING:
+    from cryptolink.gateway import RestGateway
 
 __all__ = ["DataCallback", "EngineConfig", "EventCallback", "ManagedConnection", "MarketData"]
 
@@ -74,6 +96,7 @@ EventCallback = Callable[[ConnectionEvent], None]
 
 _E = ConnectionEventType
 _S = ConnectionState
+StreamKey = tuple[Channel, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +118,8 @@ class EngineConfig:
         data_event_interval_s: at most one ``data_received`` event per this interval.
         lag_sample_interval_s: at most one exchange-time-to-receipt lag sample per this interval.
         quality_interval_s: quality is re-scored this often.
-        tick_s: period of the timer task (keepalive, watchdogs, timeouts are checked at this resolution).
+        tick_s: longest sleep of the timer task: deadlines are met exactly, ack timeouts and the health state
+            at this resolution.
         seed: seed of the random source (backoff and rotation jitter); ``None``: unpredictable.
     """
 
@@ -130,9 +154,12 @@ class ManagedConnection:
         on_event: called with every :class:`ConnectionEvent` (exceptions isolated).
         gate: the connect gate of this exchange host, shared with the other connections to it (see
             :mod:`~cryptolink.engine.gate`); ``None``: a private gate with the adapter's ``connect_limit``.
+        rest: the exchange's REST gateway, for adapters that fetch something before connecting
+            (``adapter.connect_request``); ``None`` is fine for the others.
 
     Raises:
-        ConfigError: the spec has more subscriptions than ``policy.max_streams_per_connection``.
+        ConfigError: the spec has more subscriptions than ``policy.max_streams_per_connection``, or the
+            adapter needs a REST step before connecting and ``rest`` is ``None``.
         ValueError: a subscription's symbol does not belong to the adapter (from ``adapter.exchange_symbol``).
     """
 
@@ -148,6 +175,7 @@ class ManagedConnection:
         on_data: DataCallback,
         on_event: EventCallback | None = None,
         gate: ConnectGate | None = None,
+        rest: RestGateway | None = None,
     ) -> None:
         self.adapter = adapter
         self.spec = spec
@@ -156,44 +184,50 @@ class ManagedConnection:
         self._clock = clock
         self._transport = transport
         self._on_data = on_data
+        self._rest = rest
         self._policy = adapter.policy
+        if rest is None and adapter.connect_request(spec) is not None:
+            raise ConfigError(
+                f"{adapter.exchange} fetches a REST resource before connecting; pass its REST gateway (rest=)"
+            )
         self._rng = random.Random(config.seed)
         self._log = EventLog(config.event_log_size)
         if on_event is not None:
             self._log.add_listener(on_event)
         self._sm = StateMachine(self._on_transition)
         self._backoff = Backoff(config.backoff, self._rng)
-        self._watchdog = Watchdog(config.watchdog)
-        wd = config.watchdog
-        self._conn_watchdog = Watchdog(
-            replace(wd, first_data_timeout_s=max(wd.first_data_timeout_s, wd.max_idle_s))
-        )
         self._quality = QualityTracker(config.quality)
         self._gate = gate or ConnectGate(
             f"{adapter.exchange} {spec.url}", self._policy.connect_limit, clock, rng=self._rng
         )
+        now = clock.monotonic()
+        self._core = TimerCore(
+            keepalive=self._policy.keepalive,
+            watchdog=config.watchdog,
+            ack_timeout_s=config.ack_timeout_s,
+            quality_interval_s=config.quality_interval_s,
+            data_event_interval_s=config.data_event_interval_s,
+            now=now,
+        )
         self._registry = SubscriptionRegistry()
         self._validate(spec.subscriptions, 0)
         self._registry.want(spec.subscriptions)
+        self._counters = SessionCounters()
+        self._tasks = TaskOwner(conn_id, _log)
 
         self._primary: Session | None = None
         self._candidate: Session | None = None
+        self._open_sessions: set[Session] = set()  # opened and not closed yet (closed on stop)
         self._sid = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._rotation: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._requested_end = False
         self._state_waiters: list[asyncio.Future[None]] = []
-        self._stale: set[tuple[Channel, str]] = set()
-        self._unhealthy_streams: set[tuple[Channel, str]] = set()
+        self._unhealthy_streams: set[StreamKey] = set()
         self._last_end_reason = ""
 
-        now = clock.monotonic()
         self._state_since = now
-        self._started_at: float | None = None
         self._uptime_s = 0.0
         self._downtime_s = 0.0
         self._connected_since_ns: int | None = None
@@ -202,24 +236,14 @@ class ManagedConnection:
         self._last_retry_log = -math.inf  # when a failed connect was last logged above DEBUG (monotonic s)
         self._retry_loud = True  # the next "reconnecting in" line is logged above DEBUG
         self._healthy_since: float | None = None
-        self._rotate_at: float | None = None
         self._next_lag_sample = now
-        self._next_quality = now
-        self._last_data_event = now
         self._msgs_at_data_event = 0
-        self._last_recv: float | None = None
+        self._connect_errors = (
+            0  # failed connects and failed rotation replacements (part of transport_errors)
+        )
 
-        # counters
-        self.messages = 0
-        self.bytes = 0
-        self.market_events = 0
-        self.decode_errors = 0
-        self.oversized_frames = 0
-        self.callback_errors = 0
+        # counters of the connection itself (per-frame counters live in self._counters)
         self.exchange_errors = 0
-        self.transport_errors = 0
-        self.heartbeats = 0
-        self.ignored_frames = 0
         self.book_errors = 0
         self.reconnect_attempts = 0
         self.successful_reconnects = 0
@@ -247,8 +271,64 @@ class ManagedConnection:
 
     @property
     def watchdog(self) -> Watchdog:
-        """The data-idle watchdog (read-only use)."""
-        return self._watchdog
+        """The per-subscription data-idle watchdog (read-only use)."""
+        return self._core.watchdog
+
+    @property
+    def messages(self) -> int:
+        """Frames received so far (all sessions, all kinds)."""
+        return self._counters.messages
+
+    @property
+    def bytes(self) -> int:
+        """Size of the frames received so far (UTF-8 bytes for text frames; binary frames as received)."""
+        return self._counters.bytes
+
+    @property
+    def market_events(self) -> int:
+        """Trades, tickers and book messages delivered to ``on_data``."""
+        return self._counters.market_events
+
+    @property
+    def decode_errors(self) -> int:
+        """Malformed frames (the adapter raised ``DecodeError``), counted and skipped."""
+        return self._counters.decode_errors
+
+    @property
+    def adapter_errors(self) -> int:
+        """Frames on which the adapter raised something other than ``DecodeError`` (a bug), skipped."""
+        return self._counters.adapter_errors
+
+    @property
+    def inflate_refused(self) -> int:
+        """Binary frames refused by the inflater (corrupt, or beyond ``policy.max_inflated_bytes``)."""
+        return self._counters.inflate_refused
+
+    @property
+    def callback_errors(self) -> int:
+        """Exceptions raised by ``on_data`` (isolated)."""
+        return self._counters.callback_errors
+
+    @property
+    def oversized_frames(self) -> int:
+        """Frames over ``max_frame_bytes`` (each reset its session)."""
+        return self._counters.oversized_frames
+
+    @property
+    def ignored_frames(self) -> int:
+        """Well-formed frames that carried nothing the engine handles."""
+        return self._counters.ignored_frames
+
+    @property
+    def heartbeats(self) -> int:
+        """Server heartbeats received (they never reset a data watchdog)."""
+        return self._counters.heartbeats
+
+    @property
+    def transport_errors(self) -> int:
+        """Failed connects, failed rotation replacements, failed sends, oversized frames."""
+        c = self._counters
+        return self._connect_errors + c.send_errors + c.oversized_frames
 
     def events(self) -> list[ConnectionEvent]:
         """The last ``event_log_size`` events, oldest first."""
@@ -275,30 +355,31 @@ class ManagedConnection:
 
     def stale_subscriptions(self) -> list[Subscription]:
         """Desired subscriptions whose data watchdog fired and that have had no data since."""
-        return [s for s in self._registry.desired if s.key in self._stale]
+        return [s for s in self._registry.desired if self._core.is_stale(s.key)]
 
     def stats(self) -> ConnectionStats:
         """Immutable snapshot of counters and state."""
         now = self._clock.monotonic()
         up, down = self._times(now)
         reg = self._registry
+        c = self._counters
         return ConnectionStats(
             connection_id=self.conn_id,
             exchange=self.adapter.exchange,
             url=self.spec.url,
             route=self.spec.route,
             state=self.state,
-            messages=self.messages,
-            bytes=self.bytes,
-            market_events=self.market_events,
+            messages=c.messages,
+            bytes=c.bytes,
+            market_events=c.market_events,
             errors=self._errors_total(),
-            decode_errors=self.decode_errors,
-            oversized_frames=self.oversized_frames,
-            callback_errors=self.callback_errors,
+            decode_errors=c.decode_errors,
+            oversized_frames=c.oversized_frames,
+            callback_errors=c.callback_errors,
             exchange_errors=self.exchange_errors,
             transport_errors=self.transport_errors,
             book_errors=self.book_errors,
-            ignored_frames=self.ignored_frames,
+            ignored_frames=c.ignored_frames,
             reconnect_attempts=self.reconnect_attempts,
             successful_reconnects=self.successful_reconnects,
             failed_connects=self.failed_connects,
@@ -307,14 +388,16 @@ class ManagedConnection:
             downtime_s=down,
             uptime_s=up,
             connected_since_ns=self._connected_since_ns,
-            last_message_age_s=None if self._last_recv is None else now - self._last_recv,
+            last_message_age_s=None if c.last_recv is None else now - c.last_recv,
             subscriptions_confirmed=len(reg.confirmed),
             subscriptions_pending=len(reg.pending_subscribe),
             subscriptions_rejected=len(reg.rejected),
-            subscriptions_stale=sum(1 for s in reg.desired if s.key in self._stale),
+            subscriptions_stale=sum(1 for s in reg.desired if self._core.is_stale(s.key)),
             rotations=self.rotations,
             last_disconnect_reason=self._last_end_reason,
             quality=self.quality(),
+            adapter_errors=c.adapter_errors,
+            inflate_refused=c.inflate_refused,
         )
 
     async def start(self) -> None:
@@ -324,12 +407,12 @@ class ManagedConnection:
             IllegalTransition: already started or stopped.
         """
         self._sm.transition(_S.CONNECTING, "start")
-        self._started_at = self._clock.monotonic()
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.conn_id}-supervisor")
-        self._ticker = asyncio.create_task(tick_loop(self), name=f"{self.conn_id}-ticker")
+        self._tasks.spawn(self._supervise(), "supervisor")
+        self._tasks.spawn(self._timer_loop(), "timers")
 
     async def stop(self) -> None:
-        """Stop for good: unsubscribe (frames the rate limit allows right now), close code 1000, no reconnect.
+        """Stop for good: unsubscribe (frames the rate limit allows right now), close code 1000, no reconnect;
+        every task of the connection and of its sessions is cancelled and awaited.
 
         Idempotent.
         """
@@ -339,29 +422,10 @@ class ManagedConnection:
         self._wake.set()
         sess = self._primary
         if sess is not None and sess.alive and self.state in ACTIVE_STATES:
-            confirmed = list(sess.registry.confirmed)
-            if confirmed:
-                reqs = self.adapter.unsubscribe_requests(confirmed, peek_request_id())
-                take_request_ids(len(reqs))
-                for req in reqs:
-                    if not sess.bucket.try_acquire():
-                        break
-                    try:
-                        await sess.ws.send(req.frame)
-                    except TransportError:
-                        break
-        current = asyncio.current_task()
-        for t in (self._supervisor, self._ticker, self._rotation, *self._tasks):
-            if t is not None and t is not current and not t.done():
-                t.cancel()
-        for s in (self._primary, self._candidate):
-            if s is not None:
-                s.end(STOPPED)
-                await close_session(s)
-        waiting = [t for t in (self._supervisor, self._ticker, self._rotation, *self._tasks) if t is not None]
-        waiting = [t for t in waiting if t is not current]
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+            await sess.unsubscribe_now()
+        await self._tasks.close()
+        for s in list(self._open_sessions):
+            await self._close(s)
         self._primary = self._candidate = None
         self._connected_since_ns = None
         self._sm.transition(_S.STOPPED, "stop requested")
@@ -403,8 +467,9 @@ class ManagedConnection:
             return
         now = self._clock.monotonic()
         for sub in added:
-            self._watchdog.arm(sub.key, now)
-        await send_everywhere(self)
+            self._core.arm(sub.key, now)
+        for sess in self._live_sessions():
+            await sess.send_pending()
 
     async def unsubscribe(self, subs: Sequence[Subscription]) -> None:
         """Remove subscriptions; unsubscribe frames are sent on the open socket(s).
@@ -413,14 +478,13 @@ class ManagedConnection:
         """
         removed = self._registry.drop(subs)
         for sub in removed:
-            self._watchdog.remove(sub.key)
-            self._stale.discard(sub.key)
+            self._core.forget(sub.key)
             self._unhealthy_streams.discard(sub.key)
         for sess in self._live_sessions():
             if sess is not self._primary:
                 sess.registry.drop(subs)
             if removed:
-                await send_requests(self, sess, self.adapter.unsubscribe_requests, removed)
+                await sess.unsubscribe(removed)
 
     async def resubscribe(self, subs: Sequence[Subscription], *, rearm: bool = True) -> None:
         """Unsubscribe then subscribe ``subs`` on the primary socket, to get fresh WebSocket snapshots (the
@@ -434,13 +498,12 @@ class ManagedConnection:
         originals = self._registry.mark_resubscribe(subs)
         if not originals:
             return
-        now = self._clock.monotonic()
         if rearm:
+            now = self._clock.monotonic()
             for sub in originals:
-                self._watchdog.arm(sub.key, now)
-        if sess is not None and sess.alive:
-            await send_requests(self, sess, self.adapter.unsubscribe_requests, originals)
-            await send_pending(self, sess)
+                self._core.arm(sub.key, now)
+        if sess is not None:
+            await sess.resend(originals)
 
     def report_sequence_gap(self, n: int = 1) -> None:
         """The consumer found ``n`` sequence gaps in this connection's data (counted in quality ``loss``)."""
@@ -467,6 +530,82 @@ class ManagedConnection:
             await fut
         return self.state
 
+    # SessionHost: what the sessions report ------------------------------------------------------------
+
+    def session_data(
+        self, sess: Session, keys: set[StreamKey], market: list[MarketData], receipt_ns: int, now: float
+    ) -> None:
+        """A batch of ``sess`` delivered market data on ``keys`` (once per batch)."""
+        self._core.market_data(keys, now)
+        if self._healthy_since is None and sess is self._primary:
+            self._healthy_since = now
+        if now >= self._next_lag_sample:
+            self._next_lag_sample = now + self.config.lag_sample_interval_s
+            for item in market:
+                ts = item.timestamp_ms
+                if ts is not None:
+                    self._quality.record_lag(receipt_ns / 1e6 - ts)
+                    break
+
+    def session_unsubscribed(self, sess: Session, subs: list[Subscription]) -> None:
+        """The exchange confirmed unsubscribing ``subs`` on ``sess``."""
+        if sess is self._primary:
+            for sub in subs:
+                if not sess.registry.is_desired(sub.key):
+                    self._core.watchdog.remove(sub.key)
+
+    def session_rejected(self, sess: Session, rejection: Rejected, refused: list[Subscription]) -> None:
+        """The exchange refused a request on ``sess``: reported, never retried."""
+        self.exchange_errors += 1
+        error = f"{rejection.code}: {rejection.message}"
+        if not refused:
+            self._emit(_E.ERROR, Severity.ERROR, "request rejected", error=error)
+            _log.error("%s: request rejected: %s %s", self.conn_id, rejection.code, rejection.message)
+            return
+        for sub in refused:
+            if sess is self._primary:
+                self._core.forget(sub.key)
+            self._emit(
+                _E.SUBSCRIPTION_REJECTED,
+                Severity.ERROR,
+                f"{sub.channel} {sub.symbol} rejected by the exchange (not retried)",
+                error=error,
+                key=sub.key,
+            )
+        names = ", ".join(f"{s.channel} {s.symbol}" for s in refused)
+        _log.error(
+            "%s: subscription rejected (not retried): %s: %s %s",
+            self.conn_id,
+            names,
+            rejection.code,
+            rejection.message,
+        )
+
+    def session_rtt(self, sess: Session, rtt_s: float) -> None:
+        """A ping on ``sess`` was answered after ``rtt_s`` s."""
+        self._quality.record_rtt(rtt_s * 1000.0)
+
+    def session_notice(self, sess: Session, notice: ServerNotice) -> None:
+        """The server announced the end of ``sess``: rotate when it asks to and ``sess`` is the primary."""
+        self._emit(_E.SERVER_NOTICE, Severity.WARNING, f"server notice {notice.code}: {notice.message}")
+        _log.info("%s: server notice %s: %s", self.conn_id, notice.code, notice.message)
+        if notice.rotate and sess is self._primary:
+            self._request_rotation(f"server notice {notice.code}")
+
+    def session_exchange_error(self, sess: Session, error: ExchangeError) -> None:
+        """An error frame on ``sess`` not tied to a request."""
+        self.exchange_errors += 1
+        self._emit(_E.ERROR, Severity.ERROR, "exchange error", error=f"{error.code}: {error.message}")
+        _log.warning("%s: exchange error %s: %s", self.conn_id, error.code, error.message)
+
+    def session_oversized(self, sess: Session, error: FrameTooLarge) -> None:
+        """A frame over ``max_frame_bytes`` arrived on ``sess`` (it ends right after)."""
+        self._emit(_E.ERROR, Severity.ERROR, "oversized frame, resetting session", error=str(error))
+
+    def session_ended(self, sess: Session, reason: str) -> None:
+        """``sess`` ended: its timers stop."""
+        self._core.close_session(sess.sid)
+
     # internals ------------------------------------------------------------
     def _validate(self, subs: Iterable[Subscription], existing: int) -> None:
         new = 0
@@ -481,10 +620,13 @@ class ManagedConnection:
             )
 
     def _errors_total(self) -> int:
+        c = self._counters
         return (
-            self.decode_errors
+            c.decode_errors
+            + c.adapter_errors
+            + c.inflate_refused
             + self.exchange_errors
-            + self.callback_errors
+            + c.callback_errors
             + self.transport_errors
             + self.book_errors
         )
@@ -492,7 +634,8 @@ class ManagedConnection:
     def _stream_health(self) -> StreamHealth:
         reg = self._registry
         desired = reg.desired
-        bad = sum(1 for s in desired if s.key in self._stale or s.key in self._unhealthy_streams)
+        is_stale = self._core.is_stale
+        bad = sum(1 for s in desired if is_stale(s.key) or s.key in self._unhealthy_streams)
         return StreamHealth(wanted=len(desired) + len(reg.rejected), delivering=len(desired) - bad)
 
     def _times(self, now: float) -> tuple[float, float]:
@@ -559,18 +702,60 @@ class ManagedConnection:
             if not fut.done():
                 fut.set_result(None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("%s: background task failed", self.conn_id, exc_info=task.exception())
-
     def _live_sessions(self) -> list[Session]:
         return [s for s in (self._primary, self._candidate) if s is not None and s.alive]
+
+    def _session(self, sid: int) -> Session | None:
+        """The live session ``sid`` (primary or candidate), if any."""
+        for s in (self._primary, self._candidate):
+            if s is not None and s.sid == sid and s.alive:
+                return s
+        return None
+
+    # sessions ------------------------------------------------------------
+
+    async def _open_session(self, registry: SubscriptionRegistry) -> Session:
+        """Open a socket (after the adapter's REST step, if any) and start its reader.
+
+        Raises:
+            ConnectError: the REST step failed (the gateway's error or the adapter's ``DecodeError`` from
+                ``connect_url`` is its ``__cause__``); else what ``Transport.connect`` raises.
+        """
+        url = self.spec.url
+        request = self.adapter.connect_request(self.spec)
+        if request is not None:
+            if self._rest is None:  # checked in __init__; the adapter changed its mind
+                raise ConfigError(f"{self.adapter.exchange} needs a REST gateway to connect")
+            try:
+                url = self.adapter.connect_url(self.spec, await self._rest.get(request))
+            except Exception as exc:
+                raise ConnectError(f"REST step {request.path} failed: {describe_error(exc)}") from exc
+        ws = await self._transport.connect(url, max_frame_bytes=self._policy.max_frame_bytes)
+        self._sid += 1
+        sid = self._sid
+        sess = Session(
+            sid=sid,
+            ws=ws,
+            adapter=self.adapter,
+            decoder=self.adapter.session_decoder(),
+            registry=registry,
+            keepalive=self._core.open_session(sid, self._clock.monotonic()),
+            clock=self._clock,
+            counters=self._counters,
+            host=self,
+            on_data=self._deliver,
+            name=self.conn_id,
+        )
+        self._open_sessions.add(sess)
+        sess.start()
+        return sess
+
+    def _deliver(self, items: list[MarketData]) -> None:
+        self._on_data(self, items)
+
+    async def _close(self, sess: Session) -> None:
+        await sess.close()
+        self._open_sessions.discard(sess)  # a close cancelled half-way is done again by stop()
 
     async def _sleep_or_wake(self, delay: float) -> None:
         """Sleep ``delay`` s of clock time; wake early on :meth:`reconnect`/:meth:`stop` or, when the exchange
@@ -615,7 +800,7 @@ class ManagedConnection:
             permit = await self._gate.acquire()
             try:
                 self._registry.replay()
-                sess = await open_session(self, self._registry)
+                sess = await self._open_session(self._registry)
             except asyncio.CancelledError:
                 permit.report(None)
                 raise
@@ -625,20 +810,20 @@ class ManagedConnection:
                 continue
             permit.report(True)
             if self._stopping:
-                await close_session(sess)
+                await self._close(sess)
                 return
-            await self._on_open(sess, attempt)
+            self._on_open(sess, attempt)
             reason = await self._wait_primary_end()
             if self._stopping:
                 return
-            await self._on_end(reason)
+            self._on_end(reason)
 
     def _connect_failed(self, exc: Exception, attempt: int) -> None:
         """Count and log a failed connect. Logged at WARNING (with the next "reconnecting in" at INFO) for
         the first 5 attempts, then every 10th or once a minute: a long outage tells its story without
         flooding the log."""
         now = self._clock.monotonic()
-        self.transport_errors += 1
+        self._connect_errors += 1
         self.failed_connects += 1
         self._quality.record_failed_connect(now)
         why = describe_error(exc)
@@ -666,16 +851,22 @@ class ManagedConnection:
         if self.state is _S.CONNECTING:
             self._sm.transition(_S.RECONNECTING, "connect failed")
 
-    async def _on_open(self, sess: Session, attempt: int) -> None:
+    def _rotation_deadline(self, sess: Session) -> float | None:
+        return rotation_deadline(
+            sess.opened_at,
+            lifetime_s=self._policy.max_lifetime_s,
+            lead_s=self.config.rotation_lead_s,
+            jitter=self.config.rotation_jitter,
+            rng=self._rng,
+        )
+
+    def _on_open(self, sess: Session, attempt: int) -> None:
         now = self._clock.monotonic()
         self._primary = sess
         self._connected_since_ns = self._clock.time_ns()
-        self._stale.clear()
-        self._watchdog.arm_all(now)
-        for sub in self._registry.desired:
-            self._watchdog.arm(sub.key, now)
-        self._conn_watchdog.arm(CONNECTION_KEY, now)
-        schedule_rotation(self, sess)
+        if sess.alive:
+            self._core.set_primary(sess.sid, self._registry, now, rearm=True)
+        self._core.set_rotation_deadline(self._rotation_deadline(sess))
         self._sm.transition(_S.CONNECTED, f"session {sess.sid} open")
         if self._ever_connected:
             self.successful_reconnects += 1
@@ -698,7 +889,7 @@ class ManagedConnection:
             self._emit(_E.CONNECTED, Severity.INFO, f"connected to {self.spec.url}", attempt=attempt)
             _log.info("%s: connected to %s (attempt %d)", self.conn_id, self.spec.url, attempt)
         self._ever_connected = True
-        self._spawn(send_pending(self, sess))
+        sess.spawn_pending()
 
     async def _wait_primary_end(self) -> str:
         while True:
@@ -709,7 +900,7 @@ class ManagedConnection:
                 continue
             return reason
 
-    async def _on_end(self, reason: str) -> None:
+    def _on_end(self, reason: str) -> None:
         now = self._clock.monotonic()
         sess = self._primary
         requested = self._requested_end
@@ -736,17 +927,123 @@ class ManagedConnection:
         )
         if self._rotation is not None and not self._rotation.done():
             self._rotation.cancel()
+        self._core.set_rotation_deadline(None)
         cand, self._candidate = self._candidate, None
         self._sm.transition(_S.RECONNECTING, reason)
         for s in (sess, cand):
             if s is not None:
-                self._spawn(close_session(s))
+                self._core.close_session(s.sid)
+                self._tasks.spawn(self._close(s), "close")
 
-    # health and rotation ------------------------------------------------------------
+    # timers ------------------------------------------------------------
 
-    def _request_rotation(self, reason: str) -> None:
-        # for engine.session, which cannot import engine.rotation (that one imports it)
-        request_rotation(self, reason)
+    async def _timer_loop(self) -> None:
+        """Sleep until the timer core's next deadline (at most ``tick_s``), then run what is due."""
+        clock = self._clock
+        core = self._core
+        cap = self.config.tick_s
+        floor = min(cap, 0.01)  # a deadline that is due but not acted on never spins the loop
+        while not self._stopping:
+            delay = min(cap, core.next_deadline() - clock.monotonic())
+            await clock.sleep(delay if delay > floor else floor)
+            try:
+                self._on_timers(clock.monotonic())
+            except Exception:
+                _log.exception("%s: timer pass failed", self.conn_id)
+
+    def _on_timers(self, now: float) -> None:
+        """Execute what the timer core says is due at ``now``, then judge health and the backoff reset."""
+        resend = False
+        for action in self._core.tick(now):
+            match action:
+                case SendAppPing(sid=sid, frame=frame):
+                    if (s := self._session(sid)) is not None:
+                        s.send_soon(frame, "app-ping")
+                case SendPing(sid=sid):
+                    if (s := self._session(sid)) is not None:
+                        s.spawn_protocol_ping()
+                case CloseDead(sid=sid, reason=why):
+                    if (s := self._session(sid)) is not None:
+                        self._emit(_E.HEARTBEAT_TIMEOUT, Severity.ERROR, f"session {sid}: {why}")
+                        _log.warning("%s: keepalive failed on session %d: %s", self.conn_id, sid, why)
+                        s.end(f"keepalive: {why}")
+                case ConnectionSilent(sid=sid, report=r):
+                    if (s := self._session(sid)) is not None:
+                        what = "no market data since connecting" if r.first_data else "no market data"
+                        text = f"{what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"
+                        self._emit(
+                            _E.STALE_SUBSCRIPTION,
+                            Severity.ERROR,
+                            f"connection silent: {text}, resetting the session",
+                        )
+                        _log.warning("%s: connection silent: %s; resetting the session", self.conn_id, text)
+                        s.end(f"data watchdog: {text}")
+                case StreamStale(key=key, report=r):
+                    what = "no first message" if r.first_data else "silent"
+                    text = (
+                        f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"
+                    )
+                    self._emit(_E.STALE_SUBSCRIPTION, Severity.WARNING, text, key=key)
+                    if r.count == 1:
+                        _log.warning("%s: %s; re-subscribing it once", self.conn_id, text)
+                case ResubscribeStale(keys=keys):
+                    fix = [s for s in self._registry.desired if s.key in keys]
+                    self._tasks.spawn(self.resubscribe(fix, rearm=False), "resubscribe")
+                case AckTimedOut(subscription=sub, retry=retry):
+                    resend |= self._ack_timed_out(sub, retry)
+                case RotateNow(reason=reason):
+                    self._request_rotation(reason)
+                case ScoreQuality():
+                    self._score(now)
+                case ReportDataRate(elapsed_s=elapsed):
+                    messages = self._counters.messages
+                    n = messages - self._msgs_at_data_event
+                    self._msgs_at_data_event = messages
+                    if n > 0:
+                        self._emit(_E.DATA_RECEIVED, Severity.INFO, f"{n} frames in the last {elapsed:.0f} s")
+        primary = self._primary
+        if primary is None or not primary.alive or self.state not in ACTIVE_STATES:
+            return
+        if resend:
+            primary.spawn_pending()
+        self._update_health()
+        if self._healthy_since is not None and self._backoff.should_reset(now - self._healthy_since):
+            self._backoff.reset()
+
+    def _ack_timed_out(self, sub: Subscription, retry: bool) -> bool:
+        """Apply an ack timeout of ``sub`` on the primary's registry; ``True``: re-send pending requests."""
+        timeout = self.config.ack_timeout_s
+        if retry:
+            self._emit(
+                _E.ERROR, Severity.WARNING, f"no ack for {sub.channel} {sub.symbol} in {timeout} s, retrying"
+            )
+            self._registry.mark_unsent(sub)
+            return True
+        self._registry.reject(sub, "ack_timeout", "no ack after one retry")
+        self._core.forget(sub.key)
+        _log.error(
+            "%s: %s %s: no ack after one retry; not retried again", self.conn_id, sub.channel, sub.symbol
+        )
+        self._emit(
+            _E.SUBSCRIPTION_REJECTED,
+            Severity.ERROR,
+            f"{sub.channel} {sub.symbol}: no ack after one retry (not retried again)",
+            error="ack_timeout",
+            key=sub.key,
+        )
+        return False
+
+    def _score(self, now: float) -> None:
+        q = self._quality
+        change = q.tick(
+            now, self._counters.messages, self._errors_total(), self._uptime_pct(), self._stream_health()
+        )
+        if change is QualityChange.DEGRADED:
+            self._emit(_E.QUALITY_DEGRADED, Severity.WARNING, f"quality score {q.last_score:.0f}")
+            _log.warning("%s: quality degraded: score %.0f", self.conn_id, q.last_score)
+        elif change is QualityChange.IMPROVED:
+            self._emit(_E.QUALITY_IMPROVED, Severity.INFO, f"quality score {q.last_score:.0f}")
+            _log.info("%s: quality recovered: score %.0f", self.conn_id, q.last_score)
 
     def _update_health(self) -> None:
         """``unstable`` while no desired subscription delivers (every one silent past its watchdog). A single
@@ -754,10 +1051,8 @@ class ManagedConnection:
         ``data`` part), and the score's recent past (downtime, disconnects) does not make a connection that
         delivers now ``unstable``: the state says what the socket does now, the score how it went lately."""
         state = self.state
-        if state not in ACTIVE_STATES:
-            return
         desired = self._registry.desired
-        all_stale = bool(desired) and all(s.key in self._stale for s in desired)
+        all_stale = bool(desired) and all(self._core.is_stale(s.key) for s in desired)
         if state is _S.CONNECTED and all_stale:
             why = f"no subscription delivering ({len(desired)} silent)"
             self._sm.transition(_S.UNSTABLE, why)
@@ -765,3 +1060,75 @@ class ManagedConnection:
         elif state is _S.UNSTABLE and not all_stale:
             self._sm.transition(_S.CONNECTED, "healthy again: data flowing")
             _log.info("%s: healthy again: data flowing", self.conn_id)
+
+    # rotation ------------------------------------------------------------
+
+    def _request_rotation(self, reason: str) -> None:
+        """Start a make-before-break rotation unless one is running."""
+        if self._rotation is not None and not self._rotation.done():
+            return
+        self._core.set_rotation_deadline(None)
+        self._rotation = self._tasks.spawn(self._rotate(reason), "rotation")
+
+    async def _rotate(self, reason: str) -> None:
+        """Open and subscribe a replacement socket, wait for its data to flow, then swap it in (see
+        :mod:`~cryptolink.engine.rotation`)."""
+        old = self._primary
+        if old is None or not old.alive:
+            return
+        clock = self._clock
+        t0 = clock.monotonic()
+        retry_s = self.config.rotation_retry_s
+        self._emit(_E.ROTATION_STARTED, Severity.INFO, f"make-before-break rotation: {reason}")
+        registry = self._registry.fork()
+        try:
+            cand = await self._open_session(registry)
+        except Exception as exc:
+            self._connect_errors += 1
+            self._emit(
+                _E.ERROR,
+                Severity.WARNING,
+                f"rotation: replacement failed, old socket kept, retry in {retry_s} s",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._core.set_rotation_deadline(clock.monotonic() + retry_s)
+            return
+        self._candidate = cand
+        try:
+            cand.expect_flow({s.key for s in registry.desired})
+            await cand.send_pending()
+            if not cand.flow_event.is_set():
+                flow = asyncio.ensure_future(cand.flow_event.wait())
+                try:
+                    await wait_any(clock, self.config.rotation_flow_timeout_s, flow, cand.ended, old.ended)
+                finally:
+                    flow.cancel()
+            if not old.alive or self._primary is not old or self._stopping:
+                return  # the old socket died first: a normal reconnect takes over
+            if not cand.alive:
+                self._emit(
+                    _E.ERROR, Severity.WARNING, "rotation: replacement socket died, keeping the old one"
+                )
+                self._core.set_rotation_deadline(clock.monotonic() + retry_s)
+                return
+            self._candidate = None
+            self._primary = cand
+            self._registry = registry
+            self._core.set_primary(cand.sid, registry, clock.monotonic(), rearm=False)
+            self._connected_since_ns = clock.time_ns()
+            self._core.set_rotation_deadline(self._rotation_deadline(cand))
+            self.rotations += 1
+            old.end(ROTATED)
+            self._tasks.spawn(self._close(old), "close")
+            flowing = "all flowing" if cand.flow_event.is_set() else "flow timeout"
+            self._emit(
+                _E.ROTATION_COMPLETED,
+                Severity.INFO,
+                f"session {cand.sid} replaced session {old.sid} ({flowing})",
+                latency_ms=(clock.monotonic() - t0) * 1000.0,
+            )
+        finally:
+            if self._candidate is cand:
+                self._candidate = None
+                cand.end(STOPPED)
+                self._tasks.spawn(self._close(cand), "close")

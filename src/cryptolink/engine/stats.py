@@ -25,8 +25,13 @@ class ConnectionStats:
         state: current :class:`~cryptolink.engine.state.ConnectionState`.
         messages: frames received (all sessions, all kinds); bytes: their size (UTF-8 bytes for text frames).
         market_events: trades, tickers and book messages delivered to the callback.
-        errors: decode errors + exchange errors + callback errors + transport errors + book errors.
-        decode_errors: malformed frames counted and skipped.
+        errors: decode errors + adapter errors + refused binary frames + exchange errors + callback errors +
+            transport errors + book errors.
+        decode_errors: malformed frames (the adapter raised ``DecodeError``) counted and skipped.
+        adapter_errors: frames on which the adapter raised anything else (a bug in the adapter; logged with
+            its traceback), counted and skipped; never counted in ``decode_errors``.
+        inflate_refused: binary frames the engine could not inflate (corrupt, or beyond
+            ``ConnectionPolicy.max_inflated_bytes``: a compression bomb), counted and skipped.
         oversized_frames: frames over ``max_frame_bytes`` (each reset the session).
         callback_errors: exceptions raised by the data callback (isolated).
         exchange_errors: error frames and rejections from the exchange.
@@ -80,6 +85,8 @@ class ConnectionStats:
     rotations: int
     last_disconnect_reason: str
     quality: ConnectionQuality
+    adapter_errors: int = 0
+    inflate_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
