@@ -16,6 +16,7 @@ The whole tree (each class lives in the module named on its right)::
     │   └── InflateRefused                   a compressed frame corrupt or beyond the inflate bound    exchanges.base
     ├── RestError                            a REST request failed (status, ``Retry-After``)           rest
     ├── OutputDirError (also OSError)        an output directory cannot be written                     sinks.outdir
+    ├── CaptureWriteError (also OSError)     a capture file cannot be created or written               record
     ├── SubscriberClosed                     reading a closed, drained bus subscriber                  bus
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 

@@ -1,22 +1,13 @@
-"""Typed errors of the connection engine.
-
-The whole tree::
-
-    CryptolinkError                      base of every error cryptolink raises on purpose
-    ├── ConfigError (also ValueError)    bad configuration or bad arguments (unknown symbol, too many streams)
-    ├── IllegalTransition (also RuntimeError)
-    │                                    a state-machine move the transition table forbids: a bug, not a state
-    └── TransportError                   anything that went wrong on a socket
-        ├── ConnectError                 the connection could not be opened (refused, DNS, TLS, HTTP status)
-        │   └── HandshakeTimeout         the server accepted TCP but never completed the WebSocket handshake
-        ├── ConnectionClosed             an open connection ended (``code``, ``reason`` of the close frame)
-        └── FrameTooLarge                a received frame exceeded ``ConnectionPolicy.max_frame_bytes``
+"""Typed errors of the connection engine (the whole tree of cryptolink's errors is drawn in
+:mod:`cryptolink.errors`).
 
 Library errors (``websockets``, ``OSError``, ``TimeoutError``) are mapped onto this tree with
 ``raise ... from exc`` so the original stays available as ``__cause__``.
 """
 
 from __future__ import annotations
+
+from cryptolink.errors import ConfigError, CryptolinkError
 
 __all__ = [
     "ConfigError",
@@ -28,14 +19,6 @@ __all__ = [
     "IllegalTransition",
     "TransportError",
 ]
-
-
-class CryptolinkError(Exception):
-    """Base class of every error cryptolink raises on purpose."""
-
-
-class ConfigError(CryptolinkError, ValueError):
-    """Invalid configuration or arguments."""
 
 
 class IllegalTransition(CryptolinkError, RuntimeError):

@@ -35,6 +35,7 @@ from typing import ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
+from cryptolink.errors import CryptolinkError
 from cryptolink.models import AmountUnit, Channel, Market, Subscription, Ticker, Trade
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 
-class DecodeError(ValueError):
+class DecodeError(CryptolinkError, ValueError):
     """A received frame could not be parsed (malformed JSON, missing field, wrong type).
 
     The engine counts it per connection and skips the frame; it never closes a connection by itself.
