@@ -488,3 +488,48 @@ def test_run_time_subscriptions_respect_the_books_per_connection_limit() -> None
     (trades,) = adapter.plan_connections([Subscription(Channel.TRADES, "X/USDT")])
     assert feed._connection_with_room(one_more_book) is None
     assert feed._connection_with_room(trades) is conn  # type: ignore[comparison-overlap]
+
+
+async def test_a_rest_step_before_connecting_goes_through_the_feeds_gateway(
+    rest_server: tuple[str, RestState], http: aiohttp.ClientSession
+) -> None:
+    """An adapter that must fetch something before opening its socket (a token, a URL) gets it through the
+    feed's REST gateway, and the socket is opened at the URL built from the answer."""
+    from cryptolink.exchanges.base import ConnectionSpec, RestRequest
+    from cryptolink.exchanges.binance import BinanceSpotAdapter
+
+    class TokenAdapter(BinanceSpotAdapter):
+        def connect_request(self, spec: ConnectionSpec) -> RestRequest | None:
+            return RestRequest("/api/v3/exchangeInfo", {})
+
+        def connect_url(self, spec: ConnectionSpec, body: bytes) -> str:
+            symbols = json.loads(body)["symbols"]
+            return f"{spec.url}?token={symbols[0]['symbol']}"
+
+    class SignallingTransport(FakeTransport):
+        opened = asyncio.Event()
+
+        async def connect(self, url: str, *, max_frame_bytes: int) -> Any:
+            self.opened.set()
+            return await super().connect(url, max_frame_bytes=max_frame_bytes)
+
+    rest, state = rest_server
+    clock = SystemClock()
+    transport = SignallingTransport(REFUSED)
+    adapter = TokenAdapter(rest_base_url=rest, feed="binance")
+    feed = Feed(
+        "binance",
+        adapter,
+        publish=lambda _: None,
+        engine_config=EngineConfig(),
+        clock=clock,
+        transport=transport,
+        rest=RestClient("binance test", rest, http, clock, adapter.rest_limit),
+    )
+    await feed.start([BTC_TRADES])
+    try:
+        await asyncio.wait_for(transport.opened.wait(), 10)
+        assert transport.urls[0].endswith("?token=BTCUSDT")
+        assert state.calls.count("info") == 2  # the instrument list, then the REST step
+    finally:
+        await feed.stop()

@@ -342,6 +342,7 @@ class Feed:
                     on_data=self._on_data,
                     on_event=self._handle_event,
                     gate=gate,
+                    rest=self._rest,
                 )
                 self._connections[conn_id] = conn
                 for sub in spec.subscriptions:
