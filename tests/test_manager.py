@@ -302,3 +302,26 @@ def test_report_shows_adapter_counters_when_non_zero() -> None:
         "okx: adapter symbol cache evicted 12" in line for line in section({"symbol_cache_evicted": 12})
     )
     assert not any("adapter" in line for line in section({}))
+
+
+def test_report_says_which_frames_were_skipped_and_why() -> None:
+    from types import SimpleNamespace
+
+    from cryptolink.feed import FeedStats
+    from cryptolink.manager import ManagerStats, report_sections
+
+    def lines(**counts: int) -> Sequence[str]:
+        base = {"decode_errors": 0, "adapter_errors": 0, "inflate_refused": 0, "oversized_frames": 0}
+        conns = (SimpleNamespace(**{**base, **counts}), SimpleNamespace(**{**base, **counts}))
+        fs = FeedStats("htx", "htx", "spot", conns, (), 0, 0, 0, 0, 0)  # type: ignore[arg-type]
+        stats = ManagerStats(total=None, feeds=(fs,))  # type: ignore[arg-type]
+        (data,) = [s for s in report_sections(stats) if s.title == "data integrity"]
+        return data.lines
+
+    got = lines(decode_errors=2, adapter_errors=1, inflate_refused=3)
+    assert any(
+        "htx: frames skipped: malformed 4, adapter bugs 2, compressed refused 6 (adapter bugs are logged"
+        in line
+        for line in got
+    )
+    assert not any("frames skipped" in line for line in lines())

@@ -517,6 +517,18 @@ def report_sections(stats: ManagerStats) -> list[Section]:
                 f"  {fs.name}: instruments {'loaded' if fs.instruments_loaded else 'NOT loaded'}; unknown "
                 f"symbols {', '.join(fs.unknown_symbols) or '-'}; rejected {', '.join(fs.rejected) or '-'}"
             )
+        skipped = {
+            "malformed": sum(c.decode_errors for c in fs.connections),
+            "adapter bugs": sum(c.adapter_errors for c in fs.connections),
+            "compressed refused": sum(c.inflate_refused for c in fs.connections),
+            "oversized": sum(c.oversized_frames for c in fs.connections),
+        }
+        if any(skipped.values()):
+            data.append(
+                f"  {fs.name}: frames skipped: "
+                + ", ".join(f"{what} {n:,}" for what, n in skipped.items() if n)
+                + (" (adapter bugs are logged with their traceback)" if skipped["adapter bugs"] else "")
+            )
         if fs.adapter_counters:
             data.append(
                 f"  {fs.name}: adapter "
