@@ -128,7 +128,7 @@ class MadeUpAdapter(ExchangeAdapter):
         return f"{sub.channel.value}:{self.exchange_symbol(sub.symbol)}"
 
     def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
-        m = decode_json(_msg_decoder, frame, "madeup: malformed frame")
+        m = decode_json(_msg_decoder, frame, "madeup", "malformed frame")
         if m.ping is not None:
             return [ReplyRequired(json.dumps({"pong": m.ping}))]
         if m.seq is None:
@@ -151,13 +151,13 @@ class MadeUpAdapter(ExchangeAdapter):
 
 
 def test_decode_json_turns_every_msgspec_error_into_decode_error() -> None:
-    assert decode_json(_msg_decoder, b'{"ping":5}', "x").ping == 5
+    assert decode_json(_msg_decoder, b'{"ping":5}', "madeup", "x").ping == 5
     for bad in (b"not json", b'{"ping":"five"}', b"[1]", b""):
         with pytest.raises(DecodeError, match=r"^madeup: bad frame: "):
-            decode_json(_msg_decoder, bad, "madeup: bad frame")
+            decode_json(_msg_decoder, bad, "madeup", "bad frame")
     # a Raw slice of a larger frame is accepted too
     outer = msgspec.json.decode(b'{"d":{"ping":7}}', type=dict[str, msgspec.Raw])
-    assert decode_json(_msg_decoder, outer["d"], "x").ping == 7
+    assert decode_json(_msg_decoder, outer["d"], "madeup", "x").ping == 7
 
 
 def test_bounded_map_evicts_the_oldest_and_counts_it() -> None:
@@ -385,7 +385,7 @@ class ChanIdAdapter(MadeUpAdapter):
         def decode(frame: str | bytes, receipt_ns: int) -> list[Decoded]:
             text = frame.encode() if isinstance(frame, str) else frame
             if text.startswith(b"{"):
-                ev = decode_json(_event_decoder, text, "madeupchan: malformed event")
+                ev = decode_json(_event_decoder, text, "madeupchan", "malformed event")
                 if ev.event == "subscribed" and ev.chanId is not None:
                     sub = Subscription(Channel.TRADES, ev.symbol.replace("-", "/"))
                     channels.put(ev.chanId, sub)
@@ -394,17 +394,17 @@ class ChanIdAdapter(MadeUpAdapter):
                     sub_gone = channels.pop(ev.chanId)
                     return [Ack("unsubscribe", None, (sub_gone,) if sub_gone else ())]
                 return []
-            item = decode_json(_data_decoder, text, "madeupchan: malformed data")
+            item = decode_json(_data_decoder, text, "madeupchan", "malformed data")
             if len(item) not in (2, 3):
                 raise DecodeError(f"madeupchan: data frame of {len(item)} items")
-            chan_id = decode_json(_chan_decoder, item[0], "madeupchan: bad chanId")
+            chan_id = decode_json(_chan_decoder, item[0], "madeupchan", "bad chanId")
             known = channels.get(chan_id)
             if known is None:
                 raise DecodeError(f"madeupchan: data for chanId {chan_id} not subscribed on this connection")
             sub = known
             if len(item) == 2:
                 return [Heartbeat()]
-            tid, mts, amount, price = decode_json(_te_decoder, item[2], "madeupchan: bad trade")
+            tid, mts, amount, price = decode_json(_te_decoder, item[2], "madeupchan", "bad trade")
             size = Decimal(amount)
             return [
                 Trade(
@@ -485,7 +485,7 @@ class TokenAdapter(MadeUpAdapter):
         return RestRequest("/api/v1/bullet-public", {"route": spec.route or "public"}, weight=10)
 
     def connect_url(self, spec: ConnectionSpec, body: bytes) -> str:
-        answer = decode_json(_bullet_decoder, body, "madeuptoken: malformed bullet answer")
+        answer = decode_json(_bullet_decoder, body, "madeuptoken", "malformed bullet answer")
         if answer.code != "200000":
             raise DecodeError(f"madeuptoken: bullet answer code {answer.code}")
         return f"{answer.data.endpoint}?token={answer.data.token}&connectId={len(spec.subscriptions)}"

@@ -35,6 +35,7 @@ All timing uses the injected :class:`~cryptolink.clock.Clock`, so everything run
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -743,15 +744,12 @@ class ManagedConnection:
             clock=self._clock,
             counters=self._counters,
             host=self,
-            on_data=self._deliver,
+            on_data=functools.partial(self._on_data, self),  # C-level call on the per-frame path
             name=self.conn_id,
         )
         self._open_sessions.add(sess)
         sess.start()
         return sess
-
-    def _deliver(self, items: list[MarketData]) -> None:
-        self._on_data(self, items)
 
     async def _close(self, sess: Session) -> None:
         await sess.close()

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 
 from cryptolink.exchanges.base import (
+    MSGSPEC_ERRORS,
     Ack,
     BackfillCursor,
     BookMessage,
@@ -209,6 +210,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         super().__init__(ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
         # unified <-> exchange symbol (``BTCUSDT``); the stream symbol is its lower case
         self._symbols = SymbolCache()
+        self._pinned = self._symbols.pinned
         self._handlers: dict[str, Callable[[bytes, str, int], list[Decoded]]] = {
             "trade": self._decode_trade,
             "aggTrade": self._decode_trade,
@@ -250,7 +252,8 @@ class BinanceAdapterBase(ExchangeAdapter):
     def _lookup(self, stream_symbol: str, exchange_symbol: str) -> tuple[str, str]:
         """(unified, exchange symbol) of a frame, from its stream symbol (``btcusdt``) or payload ``s``."""
         ex = exchange_symbol or stream_symbol.upper()
-        return self._symbols.unified(ex, self._unify), ex
+        hit = self._pinned.get(ex)  # the subscribed symbols: one dict read per frame
+        return (hit if hit is not None else self._symbols.unified(ex, self._unify)), ex
 
     def counters(self) -> dict[str, int]:
         """``symbol_cache_evicted``: best-effort unified symbols of unsubscribed ids dropped from the bounded
@@ -303,38 +306,41 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: not JSON, not an object, or a known stream whose payload lacks/mistypes fields.
         """
-        env = decode_json(_env_decoder, frame, f"{self.exchange}: malformed frame")
-        stream = env.stream
-        if stream is not None:
-            data = env.data
-            if not data:
-                raise DecodeError(f"{self.exchange}: combined-stream frame without data")
-            at = stream.find("@")
-            if at < 0:
-                if stream == "!serverShutdown":
-                    return [ServerNotice("serverShutdown", "server shutdown announced", rotate=True)]
-                return []
-            handler = self._handlers.get(stream[at + 1 :])
-            if handler is None:
-                if _is_shutdown(data):
-                    return [ServerNotice("serverShutdown", "server shutdown announced", rotate=True)]
-                return []
-            return handler(data, stream[:at], receipt_ns)
-        if env.e is not None:
-            return self._decode_raw_event(env.e, frame, receipt_ns)
-        if env.code is not None:
-            msg = env.msg or ""
-            if env.id is None:
-                return [ExchangeError(str(env.code), msg)]
-            return [Rejected(env.id, str(env.code), msg)]
-        if env.id is not None:
-            if env.result is not None:
-                return []  # answers to LIST_SUBSCRIPTIONS / GET_PROPERTY: not ours
-            return [Ack(None, env.id)]
-        if env.u is not None:  # a raw bookTicker payload: {"u":..,"s":..,"b":..,"B":..,"a":..,"A":..}
-            raw = frame.encode() if isinstance(frame, str) else frame
-            return self._decode_ticker(raw, "", receipt_ns)
-        return []
+        try:
+            env = _env_decoder.decode(frame)
+            stream = env.stream
+            if stream is not None:
+                data = env.data
+                if not data:
+                    raise DecodeError(f"{self.exchange}: combined-stream frame without data")
+                at = stream.find("@")
+                if at < 0:
+                    if stream == "!serverShutdown":
+                        return [ServerNotice("serverShutdown", "server shutdown announced", rotate=True)]
+                    return []
+                handler = self._handlers.get(stream[at + 1 :])
+                if handler is None:
+                    if _is_shutdown(data):
+                        return [ServerNotice("serverShutdown", "server shutdown announced", rotate=True)]
+                    return []
+                return handler(data, stream[:at], receipt_ns)
+            if env.e is not None:
+                return self._decode_raw_event(env.e, frame, receipt_ns)
+            if env.code is not None:
+                msg = env.msg or ""
+                if env.id is None:
+                    return [ExchangeError(str(env.code), msg)]
+                return [Rejected(env.id, str(env.code), msg)]
+            if env.id is not None:
+                if env.result is not None:
+                    return []  # answers to LIST_SUBSCRIPTIONS / GET_PROPERTY: not ours
+                return [Ack(None, env.id)]
+            if env.u is not None:  # a raw bookTicker payload: {"u":..,"s":..,"b":..,"B":..,"a":..,"A":..}
+                raw = frame.encode() if isinstance(frame, str) else frame
+                return self._decode_ticker(raw, "", receipt_ns)
+            return []
+        except MSGSPEC_ERRORS as exc:  # one conversion for the envelope and every payload decoded below
+            raise DecodeError(f"{self.exchange}: malformed frame: {exc}") from exc
 
     def _decode_raw_event(self, event: str, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
         if event == "serverShutdown":
@@ -349,7 +355,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         return []
 
     def _decode_trade(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        m = decode_json(_trade_decoder, data, f"{self.exchange}: malformed trade")
+        m = _trade_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         tid = m.t if m.t is not None else m.a
         if tid is None:
             raise DecodeError(f"{self.exchange}: trade without id (t/a)")
@@ -374,7 +380,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         ]
 
     def _decode_ticker(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        m = decode_json(_ticker_decoder, data, f"{self.exchange}: malformed bookTicker")
+        m = _ticker_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         symbol, ex = self._lookup(stream_sym, m.s)
         return [
             Ticker(
@@ -397,7 +403,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         ]
 
     def _decode_depth(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
-        m = decode_json(_depth_decoder, data, f"{self.exchange}: malformed depthUpdate")
+        m = _depth_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         symbol, ex = self._lookup(stream_sym, m.s)
         return [BookMessage(symbol, ex, False, m.b, m.a, m.U, m.u, m.pu, None, m.E, receipt_ns)]
 
@@ -418,7 +424,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: the body is not a depth snapshot (e.g. an error body ``{"code":-1121,...}``).
         """
-        m = decode_json(_snapshot_decoder, body, f"{self.exchange}: malformed depth snapshot")
+        m = decode_json(_snapshot_decoder, body, self.exchange, "malformed depth snapshot")
         ex = self.exchange_symbol(subscription.symbol)
         return BookMessage(
             subscription.symbol,
@@ -446,7 +452,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: not an exchangeInfo body.
         """
-        info = decode_json(_info_decoder, body, f"{self.exchange}: malformed exchangeInfo")
+        info = decode_json(_info_decoder, body, self.exchange, "malformed exchangeInfo")
         out: list[Instrument] = []
         for s in info.symbols:
             inst = self._instrument(s)
@@ -485,7 +491,7 @@ class BinanceAdapterBase(ExchangeAdapter):
         Raises:
             DecodeError: not a trade list (e.g. an error body).
         """
-        items = decode_json(_hist_decoder, body, f"{self.exchange}: malformed historicalTrades")
+        items = decode_json(_hist_decoder, body, self.exchange, "malformed historicalTrades")
         rows = ((t.price, t.qty, t.isBuyerMaker, t.id, t.time) for t in items)
         return self._backfilled(subscription, receipt_ns, rows)
 
@@ -605,7 +611,7 @@ class BinanceFuturesAdapter(BinanceAdapterBase):
         Raises:
             DecodeError: not an aggTrades list.
         """
-        items = decode_json(_agg_decoder, body, f"{self.exchange}: malformed aggTrades")
+        items = decode_json(_agg_decoder, body, self.exchange, "malformed aggTrades")
         return self._backfilled(subscription, receipt_ns, ((t.p, t.q, t.m, t.a, t.T) for t in items))
 
 

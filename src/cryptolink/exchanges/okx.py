@@ -39,6 +39,7 @@ from typing import Literal
 import msgspec
 
 from cryptolink.exchanges.base import (
+    MSGSPEC_ERRORS,
     Ack,
     BackfillCursor,
     BookMessage,
@@ -279,6 +280,7 @@ class OkxAdapter(ExchangeAdapter):
             self.ws_base_url = self.ws_base_url[: -len(self.ws_public_path)]
         self.market = Market(market)
         self._symbols = SymbolCache()  # unified <-> instId
+        self._pinned = self._symbols.pinned
         # (channel name, instId) -> the Subscription we were asked for (acks map back to it)
         self._subs: BoundedMap[tuple[str, str], Subscription] = BoundedMap(_MAX_PENDING_ACK_KEYS)
         self._unit = AmountUnit.BASE if self.market is Market.SPOT else AmountUnit.CONTRACTS
@@ -313,7 +315,8 @@ class OkxAdapter(ExchangeAdapter):
         """Best-effort unified symbol of an OKX ``instId`` (subscribed ids map back exactly): ``BTC-USDT`` ->
         ``BTC/USDT``, ``BTC-USDT-SWAP`` -> ``BTC/USDT:USDT``, ``BTC-USD-SWAP`` -> ``BTC/USD:BTC`` (USDT- and
         USDC-quoted swaps are linear, others inverse), ``BTC-USD-220527`` -> ``BTC/USD:BTC-220527``."""
-        return self._symbols.unified(inst_id, _guess_unified)
+        hit = self._pinned.get(inst_id)  # the subscribed symbols: one dict read per item
+        return hit if hit is not None else self._symbols.unified(inst_id, _guess_unified)
 
     def counters(self) -> dict[str, int]:
         """``symbol_cache_evicted`` (guessed unified symbols dropped) and ``ack_keys_evicted`` ((channel,
@@ -369,41 +372,46 @@ class OkxAdapter(ExchangeAdapter):
         """
         if frame == "pong" or frame == b"pong":
             return [Pong()]
-        env = decode_json(_env_decoder, frame, "okx: malformed frame")
-        arg = env.arg
-        data = env.data
-        if data:
-            if arg is None:
-                raise DecodeError("okx: data frame without arg")
-            ch = arg.channel
-            if ch == "books":
-                return self._decode_books(data, arg.instId, env.action, receipt_ns)
-            if ch == "trades":
-                return self._decode_trades(data, receipt_ns)
-            if ch == "tickers":
-                return self._decode_tickers(data, receipt_ns)
-            return []
-        event = env.event
-        if event is None:
-            return []
-        if event == "subscribe" or event == "unsubscribe":
-            op: Literal["subscribe", "unsubscribe"] = "subscribe" if event == "subscribe" else "unsubscribe"
-            if arg is None:
-                return [Ack(op, _request_id(env.id))]
-            try:
-                sub = self._subscription(arg)
-            except KeyError:
+        try:
+            env = _env_decoder.decode(frame)
+            arg = env.arg
+            data = env.data
+            if data:
+                if arg is None:
+                    raise DecodeError("okx: data frame without arg")
+                ch = arg.channel
+                if ch == "books":
+                    return self._decode_books(data, arg.instId, env.action, receipt_ns)
+                if ch == "trades":
+                    return self._decode_trades(data, receipt_ns)
+                if ch == "tickers":
+                    return self._decode_tickers(data, receipt_ns)
                 return []
-            return [Ack(op, _request_id(env.id), (sub,))]
-        if event == "error":
-            return [Rejected(_request_id(env.id), env.code or "", env.msg or "")]
-        if event == "notice":
-            code = env.code or ""
-            return [ServerNotice(code, env.msg or "", rotate=code == "64008")]
-        return []
+            event = env.event
+            if event is None:
+                return []
+            if event == "subscribe" or event == "unsubscribe":
+                op: Literal["subscribe", "unsubscribe"] = (
+                    "subscribe" if event == "subscribe" else "unsubscribe"
+                )
+                if arg is None:
+                    return [Ack(op, _request_id(env.id))]
+                try:
+                    sub = self._subscription(arg)
+                except KeyError:
+                    return []
+                return [Ack(op, _request_id(env.id), (sub,))]
+            if event == "error":
+                return [Rejected(_request_id(env.id), env.code or "", env.msg or "")]
+            if event == "notice":
+                code = env.code or ""
+                return [ServerNotice(code, env.msg or "", rotate=code == "64008")]
+            return []
+        except MSGSPEC_ERRORS as exc:  # one conversion for the envelope and every payload decoded below
+            raise DecodeError(f"okx: malformed frame: {exc}") from exc
 
     def _decode_trades(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
-        items = decode_json(_trades_decoder, data, "okx: malformed trades")
+        items = _trades_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         out: list[Decoded] = []
         for t in items:
             if t.side == "buy":
@@ -435,7 +443,7 @@ class OkxAdapter(ExchangeAdapter):
         return out
 
     def _decode_tickers(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
-        items = decode_json(_tickers_decoder, data, "okx: malformed tickers")
+        items = _tickers_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         out: list[Decoded] = []
         for t in items:
             symbol = self.unified_symbol(t.instId)
@@ -463,7 +471,7 @@ class OkxAdapter(ExchangeAdapter):
     def _decode_books(
         self, data: msgspec.Raw, inst_id: str, action: str | None, receipt_ns: int
     ) -> list[Decoded]:
-        items = decode_json(_books_decoder, data, "okx: malformed books")
+        items = _books_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         if action is None:
             raise DecodeError("okx: books frame without action")
         is_snapshot = action == "snapshot"
@@ -511,7 +519,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body or ``code`` not ``"0"``.
         """
-        m = decode_json(_rest_insts_decoder, body, "okx: malformed instruments answer")
+        m = decode_json(_rest_insts_decoder, body, "okx", "malformed instruments answer")
         if m.code != "0":
             raise DecodeError(f"okx: instruments answer code={m.code!r} msg={m.msg!r}")
         out: list[Instrument] = []
@@ -569,7 +577,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body or ``code`` not ``"0"``.
         """
-        m = decode_json(_rest_trades_decoder, body, "okx: malformed history-trades answer")
+        m = decode_json(_rest_trades_decoder, body, "okx", "malformed history-trades answer")
         if m.code != "0":
             raise DecodeError(f"okx: history-trades answer code={m.code!r} msg={m.msg!r}")
         sym = subscription.symbol
@@ -619,7 +627,7 @@ class OkxAdapter(ExchangeAdapter):
         Raises:
             DecodeError: malformed body, ``code`` not ``"0"`` or empty ``data``.
         """
-        m = decode_json(_rest_books_decoder, body, "okx: malformed books answer")
+        m = decode_json(_rest_books_decoder, body, "okx", "malformed books answer")
         if m.code != "0" or not m.data:
             raise DecodeError(f"okx: books answer code={m.code!r} msg={m.msg!r}")
         inst = self.exchange_symbol(subscription.symbol)
