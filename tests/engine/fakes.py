@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import msgspec
 
+from cryptolink.clock import FakeClock
 from cryptolink.engine.connection import ManagedConnection
 from cryptolink.engine.errors import ConnectError, ConnectionClosed, FrameTooLarge
 from cryptolink.engine.state import ConnectionState
@@ -240,3 +241,17 @@ def state_of(conn: ManagedConnection) -> ConnectionState:
     """``conn.state`` read afresh: mypy keeps a property narrowed by an earlier assert across the awaits that
     change it (it would call the comparison after such an await non-overlapping)."""
     return conn.state
+
+
+async def wait_connected(
+    conn: ManagedConnection, transport: FakeTransport, clock: FakeClock, n: int = 1
+) -> None:
+    """Wait until ``transport`` opened its ``n``-th session and ``conn`` is connected, advancing fake time in
+    small steps to let backoff delays pass (at most 100 s of fake time)."""
+    for _ in range(400):
+        await settle()
+        if len(transport.sessions) >= n and conn.state is ConnectionState.CONNECTED:
+            await settle()
+            return
+        await clock.advance(0.25)
+    raise AssertionError(f"not connected: {conn.state}, {len(transport.sessions)} sessions")

@@ -18,7 +18,18 @@ from cryptolink.engine.watchdog import WatchdogConfig
 from cryptolink.exchanges.base import ConnectionPolicy, ConnectionSpec, KeepalivePolicy
 from cryptolink.models import Subscription
 
-from .fakes import BTC_TRADES, ETH_TRADES, REFUSED, FakeAdapter, FakeTransport, settle, state_of, trade, until
+from .fakes import (
+    BTC_TRADES,
+    ETH_TRADES,
+    REFUSED,
+    FakeAdapter,
+    FakeTransport,
+    settle,
+    state_of,
+    trade,
+    until,
+    wait_connected,
+)
 
 S = ConnectionState
 E = ConnectionEventType
@@ -63,13 +74,7 @@ class Harness:
 
     async def connected(self, n: int = 1) -> None:
         """Wait for the n-th session, advancing fake time in small steps to let backoff delays pass."""
-        for _ in range(400):
-            await settle()
-            if len(self.transport.sessions) >= n and self.conn.state is S.CONNECTED:
-                await settle()
-                return
-            await self.clock.advance(0.25)
-        raise AssertionError(f"not connected: {self.conn.state}, {len(self.transport.sessions)} sessions")
+        await wait_connected(self.conn, self.transport, self.clock, n)
 
     async def ack_all(self) -> None:
         for m in self.sess.sent_ops("subscribe"):

@@ -33,7 +33,7 @@ from cryptolink.exchanges.base import (
 from cryptolink.models import Side, Subscription, Trade
 from cryptolink.rest import RestError
 
-from .fakes import BTC_TRADES, FakeAdapter, FakeSession, FakeTransport, settle, trade
+from .fakes import BTC_TRADES, FakeAdapter, FakeSession, FakeTransport, settle, trade, wait_connected
 
 S = ConnectionState
 E = ConnectionEventType
@@ -70,13 +70,8 @@ class Rig:
         return self.transport.sessions[-1]
 
     async def connected(self, n: int = 1) -> None:
-        for _ in range(400):
-            await settle()
-            if len(self.transport.sessions) >= n and self.conn.state is S.CONNECTED:
-                await settle()
-                return
-            await self.clock.advance(0.25)
-        raise AssertionError(f"not connected: {self.conn.state}, {len(self.transport.sessions)} sessions")
+        """Wait for the n-th session, advancing fake time in small steps to let backoff delays pass."""
+        await wait_connected(self.conn, self.transport, self.clock, n)
 
     def of(self, t: ConnectionEventType) -> list[ConnectionEvent]:
         return [e for e in self.events if e.type is t]

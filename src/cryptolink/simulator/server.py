@@ -775,14 +775,18 @@ class ExchangeServer:
                 "418": self.limited.get(418, 0),
             },
             "faults": dict(self.faults_injected),
-            "sources": {
-                s: {
-                    "last_update_id": src.last_update_id,
-                    "last_trade_id": src.last_trade_id,
-                    "events": src.events_emitted,
-                }
-                for s, src in self.sources.items()
-            },
+            "sources": self._source_counters(),
+        }
+
+    def _source_counters(self) -> dict[str, dict[str, int]]:
+        """Per served symbol: the last update id and trade id handed out, events emitted."""
+        return {
+            s: {
+                "last_update_id": src.last_update_id,
+                "last_trade_id": src.last_trade_id,
+                "events": src.events_emitted,
+            }
+            for s, src in self.sources.items()
         }
 
     async def _rest_sim_stats(self, request: web.Request) -> web.Response:
@@ -796,12 +800,5 @@ class ExchangeServer:
             "listening": self.listening,
             "outages": self.outages,
             "connections": [c.snapshot() for c in self.all_connections()],
-            "sources": {
-                s: {
-                    "last_update_id": src.last_update_id,
-                    "last_trade_id": src.last_trade_id,
-                    "events": src.events_emitted,
-                }
-                for s, src in self.sources.items()
-            },
+            "sources": self._source_counters(),
         }
