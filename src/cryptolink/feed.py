@@ -918,15 +918,15 @@ class Feed:
                 exchange_symbol = self.adapter.exchange_symbol(symbol)
                 self._publish_gap(
                     Gap(
-                        self.adapter.exchange,
-                        symbol,
-                        exchange_symbol,
-                        channel,
-                        opened.cause,
-                        opened.from_ms,
-                        None,
-                        now_ns,
-                        self.name,
+                        exchange=self.adapter.exchange,
+                        symbol=symbol,
+                        exchange_symbol=exchange_symbol,
+                        stream=channel,
+                        cause=opened.cause,
+                        from_ms=opened.from_ms,
+                        to_ms=None,
+                        receipt_ns=now_ns,
+                        feed=self.name,
                         detail=f"{opened.detail}; {detail}" if opened.detail else detail,
                     )
                 )
@@ -970,14 +970,14 @@ class Feed:
 
 def _interval_gap(event: Trade | Ticker | BookUpdate, stream: Channel, opened: Interruption, ts: int) -> Gap:
     return Gap(
-        event.exchange,
-        event.symbol,
-        event.exchange_symbol,
-        stream,
-        opened.cause,
-        opened.from_ms,
-        ts,
-        event.receipt_ns,
-        event.feed,
+        exchange=event.exchange,
+        symbol=event.symbol,
+        exchange_symbol=event.exchange_symbol,
+        stream=stream,
+        cause=opened.cause,
+        from_ms=opened.from_ms,
+        to_ms=ts,
+        receipt_ns=event.receipt_ns,
+        feed=event.feed,
         detail=opened.detail,
     )

@@ -206,15 +206,15 @@ class TradeStream:
             return None
         self.gaps += 1
         return Gap(
-            last.exchange,
-            self.symbol,
-            last.exchange_symbol,
-            Channel.TRADES,
-            opened.cause,
-            opened.from_ms,
-            None,
-            now_ms * 1_000_000,
-            last.feed,
+            exchange=last.exchange,
+            symbol=self.symbol,
+            exchange_symbol=last.exchange_symbol,
+            stream=Channel.TRADES,
+            cause=opened.cause,
+            from_ms=opened.from_ms,
+            to_ms=None,
+            receipt_ns=now_ms * 1_000_000,
+            feed=last.feed,
             detail=f"{opened.detail}; {detail}" if opened.detail else detail,
         )
 
@@ -294,20 +294,20 @@ class TradeStream:
             first_missing, last_missing = cursor.after_id + 1, cursor.before_id - 1
         parts = [p for p in ((opened.detail if opened else ""), detail) if p]
         return Gap(
-            first.exchange,
-            self.symbol,
-            first.exchange_symbol,
-            Channel.TRADES,
-            cause,
-            from_ms,
-            _ms(first),
-            first.receipt_ns,
-            first.feed,
-            first_missing,
-            last_missing,
-            recovered,
-            backfilled,
-            "; ".join(parts),
+            exchange=first.exchange,
+            symbol=self.symbol,
+            exchange_symbol=first.exchange_symbol,
+            stream=Channel.TRADES,
+            cause=cause,
+            from_ms=from_ms,
+            to_ms=_ms(first),
+            receipt_ns=first.receipt_ns,
+            feed=first.feed,
+            first_missing_id=first_missing,
+            last_missing_id=last_missing,
+            recovered=recovered,
+            backfilled=backfilled,
+            detail="; ".join(parts),
         )
 
 

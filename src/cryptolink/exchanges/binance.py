@@ -362,20 +362,20 @@ class BinanceAdapterBase(ExchangeAdapter):
         symbol, ex = self._lookup(stream_sym, m.s)
         return [
             Trade(
-                self.exchange,
-                symbol,
-                ex,
-                m.p,
-                m.q,
-                Side.SELL if m.m else Side.BUY,
-                str(tid),
-                m.T if m.T is not None else m.E,
-                receipt_ns,
-                tid,
-                _TRADES,
-                self.feed,
-                self.amount_unit_,
-                self.contract_sizes.get(symbol),
+                exchange=self.exchange,
+                symbol=symbol,
+                exchange_symbol=ex,
+                price=m.p,
+                amount=m.q,
+                side=Side.SELL if m.m else Side.BUY,
+                trade_id=str(tid),
+                timestamp_ms=m.T if m.T is not None else m.E,
+                receipt_ns=receipt_ns,
+                sequence=tid,
+                channel=_TRADES,
+                feed=self.feed,
+                amount_unit=self.amount_unit_,
+                contract_size=self.contract_sizes.get(symbol),
             )
         ]
 
@@ -384,28 +384,42 @@ class BinanceAdapterBase(ExchangeAdapter):
         symbol, ex = self._lookup(stream_sym, m.s)
         return [
             Ticker(
-                self.exchange,
-                symbol,
-                ex,
-                m.b,
-                m.B,
-                m.a,
-                m.A,
-                None,
-                m.E,
-                receipt_ns,
-                m.u,
-                _TICKER,
-                self.feed,
-                self.amount_unit_,
-                self.contract_sizes.get(symbol),
+                exchange=self.exchange,
+                symbol=symbol,
+                exchange_symbol=ex,
+                bid_price=m.b,
+                bid_size=m.B,
+                ask_price=m.a,
+                ask_size=m.A,
+                last_price=None,
+                timestamp_ms=m.E,
+                receipt_ns=receipt_ns,
+                sequence=m.u,
+                channel=_TICKER,
+                feed=self.feed,
+                amount_unit=self.amount_unit_,
+                contract_size=self.contract_sizes.get(symbol),
             )
         ]
 
     def _decode_depth(self, data: bytes, stream_sym: str, receipt_ns: int) -> list[Decoded]:
         m = _depth_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         symbol, ex = self._lookup(stream_sym, m.s)
-        return [BookMessage(symbol, ex, False, m.b, m.a, m.U, m.u, m.pu, None, m.E, receipt_ns)]
+        return [
+            BookMessage(
+                symbol=symbol,
+                exchange_symbol=ex,
+                is_snapshot=False,
+                bids=m.b,
+                asks=m.a,
+                first_seq=m.U,
+                last_seq=m.u,
+                prev_seq=m.pu,
+                checksum=None,
+                timestamp_ms=m.E,
+                receipt_ns=receipt_ns,
+            )
+        ]
 
     # books -----------------------------------------------------------------------------------------------
     def snapshot_request(self, subscription: Subscription) -> RestRequest:
@@ -427,17 +441,17 @@ class BinanceAdapterBase(ExchangeAdapter):
         m = decode_json(_snapshot_decoder, body, self.exchange, "malformed depth snapshot")
         ex = self.exchange_symbol(subscription.symbol)
         return BookMessage(
-            subscription.symbol,
-            ex,
-            True,
-            m.bids,
-            m.asks,
-            m.lastUpdateId,
-            m.lastUpdateId,
-            None,
-            None,
-            m.E,
-            receipt_ns,
+            symbol=subscription.symbol,
+            exchange_symbol=ex,
+            is_snapshot=True,
+            bids=m.bids,
+            asks=m.asks,
+            first_seq=m.lastUpdateId,
+            last_seq=m.lastUpdateId,
+            prev_seq=None,
+            checksum=None,
+            timestamp_ms=m.E,
+            receipt_ns=receipt_ns,
         )
 
     # instruments -----------------------------------------------------------------------------------------
@@ -508,21 +522,21 @@ class BinanceAdapterBase(ExchangeAdapter):
         size = self.contract_sizes.get(sym)
         return [
             Trade(
-                self.exchange,
-                sym,
-                ex,
-                price,
-                qty,
-                Side.SELL if buyer_maker else Side.BUY,
-                str(tid),
-                ts,
-                receipt_ns,
-                tid,
-                _TRADES,
-                self.feed,
-                unit,
-                size,
-                True,
+                exchange=self.exchange,
+                symbol=sym,
+                exchange_symbol=ex,
+                price=price,
+                amount=qty,
+                side=Side.SELL if buyer_maker else Side.BUY,
+                trade_id=str(tid),
+                timestamp_ms=ts,
+                receipt_ns=receipt_ns,
+                sequence=tid,
+                channel=_TRADES,
+                feed=self.feed,
+                amount_unit=unit,
+                contract_size=size,
+                backfilled=True,
             )
             for price, qty, buyer_maker, tid, ts in rows
         ]

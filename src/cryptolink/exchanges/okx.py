@@ -424,20 +424,20 @@ class OkxAdapter(ExchangeAdapter):
             symbol = self.unified_symbol(t.instId)
             out.append(
                 Trade(
-                    self.exchange,
-                    symbol,
-                    t.instId,
-                    t.px,
-                    t.sz,
-                    side,
-                    t.tradeId,
-                    _int(t.ts),
-                    receipt_ns,
-                    seq,
-                    _TRADES,
-                    self.feed,
-                    self._unit,
-                    self.contract_sizes.get(symbol),
+                    exchange=self.exchange,
+                    symbol=symbol,
+                    exchange_symbol=t.instId,
+                    price=t.px,
+                    amount=t.sz,
+                    side=side,
+                    trade_id=t.tradeId,
+                    timestamp_ms=_int(t.ts),
+                    receipt_ns=receipt_ns,
+                    sequence=seq,
+                    channel=_TRADES,
+                    feed=self.feed,
+                    amount_unit=self._unit,
+                    contract_size=self.contract_sizes.get(symbol),
                 )
             )
         return out
@@ -449,21 +449,21 @@ class OkxAdapter(ExchangeAdapter):
             symbol = self.unified_symbol(t.instId)
             out.append(
                 Ticker(
-                    self.exchange,
-                    symbol,
-                    t.instId,
-                    _dec(t.bidPx),
-                    _dec(t.bidSz),
-                    _dec(t.askPx),
-                    _dec(t.askSz),
-                    _dec(t.last),
-                    _int(t.ts),
-                    receipt_ns,
-                    None,
-                    _TICKER,
-                    self.feed,
-                    self._unit,
-                    self.contract_sizes.get(symbol),
+                    exchange=self.exchange,
+                    symbol=symbol,
+                    exchange_symbol=t.instId,
+                    bid_price=_dec(t.bidPx),
+                    bid_size=_dec(t.bidSz),
+                    ask_price=_dec(t.askPx),
+                    ask_size=_dec(t.askSz),
+                    last_price=_dec(t.last),
+                    timestamp_ms=_int(t.ts),
+                    receipt_ns=receipt_ns,
+                    sequence=None,
+                    channel=_TICKER,
+                    feed=self.feed,
+                    amount_unit=self._unit,
+                    contract_size=self.contract_sizes.get(symbol),
                 )
             )
         return out
@@ -489,17 +489,17 @@ class OkxAdapter(ExchangeAdapter):
         else:
             last, prev = seq, b.prevSeqId
         return BookMessage(
-            symbol,
-            inst_id,
-            is_snapshot,
-            b.bids,
-            b.asks,
-            last,
-            last,
-            prev,
-            b.checksum or None,
-            _int(b.ts),
-            receipt_ns,
+            symbol=symbol,
+            exchange_symbol=inst_id,
+            is_snapshot=is_snapshot,
+            bids=b.bids,
+            asks=b.asks,
+            first_seq=last,
+            last_seq=last,
+            prev_seq=prev,
+            checksum=b.checksum or None,
+            timestamp_ms=_int(b.ts),
+            receipt_ns=receipt_ns,
         )
 
     def amount_unit(self, symbol: str) -> AmountUnit:
@@ -588,21 +588,21 @@ class OkxAdapter(ExchangeAdapter):
                 raise DecodeError(f"okx: bad history trade {t!r}")
             out.append(
                 Trade(
-                    self.exchange,
-                    sym,
-                    t.instId,
-                    t.px,
-                    t.sz,
-                    Side.BUY if t.side == "buy" else Side.SELL,
-                    t.tradeId,
-                    _int(t.ts),
-                    receipt_ns,
-                    int(t.tradeId),
-                    _TRADES,
-                    self.feed,
-                    self._unit,
-                    size,
-                    True,
+                    exchange=self.exchange,
+                    symbol=sym,
+                    exchange_symbol=t.instId,
+                    price=t.px,
+                    amount=t.sz,
+                    side=Side.BUY if t.side == "buy" else Side.SELL,
+                    trade_id=t.tradeId,
+                    timestamp_ms=_int(t.ts),
+                    receipt_ns=receipt_ns,
+                    sequence=int(t.tradeId),
+                    channel=_TRADES,
+                    feed=self.feed,
+                    amount_unit=self._unit,
+                    contract_size=size,
+                    backfilled=True,
                 )
             )
         return out
@@ -634,17 +634,17 @@ class OkxAdapter(ExchangeAdapter):
         b = m.data[0]
         seq = b.seqId or 0
         return BookMessage(
-            subscription.symbol,
-            inst,
-            True,
-            b.bids,
-            b.asks,
-            seq,
-            seq,
-            None,
-            b.checksum or None,
-            _int(b.ts),
-            receipt_ns,
+            symbol=subscription.symbol,
+            exchange_symbol=inst,
+            is_snapshot=True,
+            bids=b.bids,
+            asks=b.asks,
+            first_seq=seq,
+            last_seq=seq,
+            prev_seq=None,
+            checksum=b.checksum or None,
+            timestamp_ms=_int(b.ts),
+            receipt_ns=receipt_ns,
         )
 
 
