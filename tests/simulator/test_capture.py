@@ -222,6 +222,40 @@ def test_okx_books_trades_tickers_and_bbo(tmp_path: Path) -> None:
     assert levels(src.book) == levels(book_of([("49", "3")], [("51", "1"), ("52", "1")]))
 
 
+def test_a_reconnect_snapshot_past_an_intact_chain_moves_the_tape_to_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found replaying a capture recorded while the simulator was frozen (SIGSTOP): the recorder's socket was
+    reset, and the new socket's snapshot (seqId 13) came right after the old socket's last update (12), with
+    no update between them to break the chain. The tape must jump to that snapshot and go on, not stop."""
+
+    def books(action: str, seq: int, prev: int, bids: list[list[str]]) -> Any:
+        data: dict[str, Any] = {
+            "bids": [[*lv, "0", "1"] for lv in bids],
+            "asks": [["60", "1", "0", "1"]],
+            "ts": "1",
+        }
+        data.update(checksum=0, seqId=seq, prevSeqId=prev)
+        return {"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": action, "data": [data]}
+
+    path = write(
+        tmp_path / "c.gz",
+        [
+            ws(1.0, "okx", books("snapshot", 10, -1, [["49", "1"]]), c=1),
+            ws(1.1, "okx", books("update", 11, 10, [["49", "2"]]), c=1),
+            ws(1.2, "okx", books("update", 12, 11, [["48", "1"]]), c=1),
+            ws(8.0, "okx", books("snapshot", 13, -1, [["49", "5"], ["47", "1"]]), c=2),
+            ws(8.1, "okx", books("update", 14, 13, [["46", "1"]]), c=2),
+        ],
+    )
+    with caplog.at_level(logging.WARNING):
+        capture = load_capture(path)
+    assert "chain breaks" not in caplog.text
+    src, events = play(capture.tapes[("okx", "BTC-USDT")])
+    assert [(e.first_id, e.last_id) for e in events if isinstance(e, Depth)][-2:] == [(13, 13), (14, 14)]
+    assert levels(src.book) == levels(book_of([("49", "5"), ("47", "1"), ("46", "1")], [("60", "1")]))
+
+
 def test_a_symbol_without_a_snapshot_is_refused_by_name(tmp_path: Path) -> None:
     path = write(
         tmp_path / "c.gz",

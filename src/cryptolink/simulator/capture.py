@@ -395,8 +395,10 @@ class _TapeBuilder:
             self.last_bbo = None
             self._drain(t)
             return
-        if not self.gap or s.seq < self.last:
-            return  # the chain is intact (or the snapshot is older): nothing to repair
+        if s.seq < self.last or (s.seq == self.last and not self.gap):
+            return  # older than the chain, or at its position with nothing to repair
+        # a newer snapshot moves the tape to it, gap or not: after a reconnect (the recorder's socket was reset)
+        # the new socket's snapshot covers updates the old socket never delivered (OKX snapshots carry no link)
         target = SimBook()
         target.apply(s.bids, s.asks)
         bids, asks = self.book.diff_to(target)
