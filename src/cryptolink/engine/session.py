@@ -431,15 +431,18 @@ class Session:
                     continue
                 mixed = False
                 for item in items:
-                    match item:
-                        case BookMessage(symbol=sym):
-                            ch = book
-                        case Trade(channel=ch, symbol=sym) | Ticker(channel=ch, symbol=sym):
-                            pass
-                        case _:
-                            mixed = True
-                            control(item, now)
-                            continue
+                    # one dispatch per item; ``type() is`` (not ``match``: class patterns cost ~3x on this path)
+                    cls = type(item)
+                    if cls is BookMessage:
+                        ch = book
+                        sym = item.symbol
+                    elif cls is Trade or cls is Ticker:
+                        ch = item.channel
+                        sym = item.symbol
+                    else:
+                        mixed = True
+                        control(item, now)
+                        continue
                     if sym is not last_sym or ch is not last_ch:  # identity: a cheap "same stream as before"
                         seen.add((ch, sym))
                         last_ch = ch
