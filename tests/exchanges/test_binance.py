@@ -236,6 +236,12 @@ def test_acks_errors_and_shutdown() -> None:
     [rej] = ad.decode('{"code":2,"msg":"Invalid request","id":7}', 0)
     assert rej == Rejected(7, "2", "Invalid request")
     assert ad.decode('{"code":3,"msg":"Invalid JSON"}', 0) == [ExchangeError("3", "Invalid JSON")]
+    # the live servers nest the error (the docs' table writes it flat): both are a rejection of request 9
+    nested = '{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":9}'
+    assert ad.decode(nested, 0) == [Rejected(9, "2", "Invalid request: invalid stream")]
+    assert ad.decode('{"error":{"code":3,"msg":"Invalid JSON"},"id":null}', 0) == [
+        ExchangeError("3", "Invalid JSON")
+    ]
     for f in (
         '{"e":"serverShutdown","E":1}',
         '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}',

@@ -158,7 +158,7 @@ async def test_reject_next_subscription(http: aiohttp.ClientSession, sim: Simula
     sim.inject(Fault("reject"), exchange="binance")
     await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 9}))
     err = await recv_until(ws, lambda f: f.get("id") == 9)
-    assert err["code"] == 2
+    assert err["error"]["code"] == 2
     await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 10}))
     assert await recv_until(ws, lambda f: f.get("id") == 10) == {"result": None, "id": 10}
 

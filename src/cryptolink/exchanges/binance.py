@@ -78,11 +78,19 @@ _TICKER = Channel.TICKER
 
 
 # ------------------------------------------------------------------------------------------- wire structs
+class _Err(msgspec.Struct):
+    code: int | str | None = None
+    msg: str | None = None
+
+
 class _Envelope(msgspec.Struct):
     """Combined-stream wrapper, ack, error, or a raw event: all fields optional (``u`` without ``e`` is a raw
-    ``bookTicker`` payload)."""
+    ``bookTicker`` payload). Errors come flat as the docs' "Error Messages" table writes them
+    (``{"code":2,"msg":..,"id":..}``) or nested as the live servers send them (``{"error":{"code":2,"msg":..},
+    "id":..}``, the shape ccxt.pro parses): both are read."""
 
     stream: str | None = None
+    error: _Err | None = None
     data: msgspec.Raw = msgspec.Raw()
     result: Any = None
     id: int | str | None = None
@@ -326,11 +334,12 @@ class BinanceAdapterBase(ExchangeAdapter):
                 return handler(data, stream[:at], receipt_ns)
             if env.e is not None:
                 return self._decode_raw_event(env.e, frame, receipt_ns)
-            if env.code is not None:
-                msg = env.msg or ""
+            err = env.error
+            if err is not None or env.code is not None:
+                code, msg = (err.code, err.msg) if err is not None else (env.code, env.msg)
                 if env.id is None:
-                    return [ExchangeError(str(env.code), msg)]
-                return [Rejected(env.id, str(env.code), msg)]
+                    return [ExchangeError(str(code), msg or "")]
+                return [Rejected(env.id, str(code), msg or "")]
             if env.id is not None:
                 if env.result is not None:
                     return []  # answers to LIST_SUBSCRIPTIONS / GET_PROPERTY: not ours

@@ -134,6 +134,13 @@ def _dumps(obj: Any) -> str:
     return _enc.encode(obj).decode()
 
 
+def _ws_error(code: int, msg: str, request_id: Any) -> str:
+    """A WebSocket error frame as the live servers send it: ``{"error":{"code":2,"msg":"..."},"id":N}`` (the
+    "Error Messages" table of Binance's WebSocket Streams docs lists the codes and messages flat,
+    ``{"code":..,"msg":..,"id":..}``; the servers nest them under ``error``, which is what ccxt.pro parses)."""
+    return _dumps({"error": {"code": code, "msg": msg}, "id": request_id})
+
+
 @lru_cache(maxsize=4)
 def _recorded_exchange_info(name: str) -> dict[str, Any]:
     rec = next(recordings.iter_cryptofeed_http(name))
@@ -368,34 +375,28 @@ class BinanceServer(ExchangeServer):
         try:
             msg = _dec.decode(text)
         except msgspec.DecodeError as exc:
-            conn.send_ctrl(_dumps({"code": 3, "msg": f"Invalid JSON: {exc}", "id": None}))
+            conn.send_ctrl(_ws_error(3, f"Invalid JSON: {exc}", None))
             return
         if not isinstance(msg, dict):
-            conn.send_ctrl(_dumps({"code": 3, "msg": "Invalid JSON: expected an object", "id": None}))
+            conn.send_ctrl(_ws_error(3, "Invalid JSON: expected an object", None))
             return
         req_id = msg.get("id")
         if req_id is not None and not isinstance(req_id, int | str):
-            conn.send_ctrl(_dumps({"code": 2, "msg": "Invalid request: invalid id", "id": None}))
+            conn.send_ctrl(_ws_error(2, "Invalid request: invalid id", None))
             return
         method = msg.get("method")
         params = msg.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) and p for p in params):
-                conn.send_ctrl(
-                    _dumps({"code": 2, "msg": "Invalid request: params must be stream names", "id": req_id})
-                )
+                conn.send_ctrl(_ws_error(2, "Invalid request: params must be stream names", req_id))
                 return
             if conn.reject_next:
                 conn.reject_next = False
-                conn.send_ctrl(
-                    _dumps({"code": 2, "msg": "Invalid request: rejected (simulated fault)", "id": req_id})
-                )
+                conn.send_ctrl(_ws_error(2, "Invalid request: rejected (simulated fault)", req_id))
                 return
             if method == "SUBSCRIBE":
                 if len(set(conn.subscriptions) | set(params)) > self.rules.max_streams:
-                    conn.send_ctrl(
-                        _dumps({"code": 2, "msg": "Invalid request: too many streams", "id": req_id})
-                    )
+                    conn.send_ctrl(_ws_error(2, "Invalid request: too many streams", req_id))
                     return
                 for stream in params:
                     self._subscribe(conn, stream)
@@ -416,16 +417,14 @@ class BinanceServer(ExchangeServer):
                 conn.combined = params[1]
                 conn.send_ctrl(_dumps({"result": None, "id": req_id}))
             else:
-                conn.send_ctrl(_dumps({"code": 0, "msg": "Unknown property", "id": req_id}))
+                conn.send_ctrl(_ws_error(0, "Unknown property", req_id))
         elif method == "GET_PROPERTY":
             if isinstance(params, list) and params == ["combined"]:
                 conn.send_ctrl(_dumps({"result": conn.combined, "id": req_id}))
             else:
-                conn.send_ctrl(_dumps({"code": 0, "msg": "Unknown property", "id": req_id}))
+                conn.send_ctrl(_ws_error(0, "Unknown property", req_id))
         else:
-            conn.send_ctrl(
-                _dumps({"code": 2, "msg": f"Invalid request: unknown variant `{method}`", "id": req_id})
-            )
+            conn.send_ctrl(_ws_error(2, f"Invalid request: unknown variant `{method}`", req_id))
 
     def send_notice(self, conn: SimConnection) -> None:
         event = {"e": "serverShutdown", "E": self.clock.time_ns() // 1_000_000}
