@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -152,9 +153,18 @@ async def _serve(
     if sink is not None:
         sinks.insert(0, sink)
     tasks: list[asyncio.Task[None]] = []
+    failed: list[str] = []  # sinks whose run() or aclose() raised: the run ends with exit code 1
+
+    def on_sink_done(task: asyncio.Task[None], name: str) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+            log.error("%s sink failed; its events are no longer delivered", name, exc_info=exc)
+
     for each in sinks:
         each.attach(manager.bus)
-        tasks.append(asyncio.create_task(each.run()))
+        task = asyncio.create_task(each.run())
+        task.add_done_callback(functools.partial(on_sink_done, name=type(each).__name__))
+        tasks.append(task)
     try:
         try:
             await manager.start()
@@ -168,8 +178,15 @@ async def _serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for each in sinks:
-            await each.aclose()
-    report = manager.report([each.report_section() for each in sinks])
+            try:
+                await each.aclose()
+            except Exception as exc:  # one sink's failure must not keep the others from closing
+                failed.append(f"{type(each).__name__} close: {type(exc).__name__}: {exc}")
+                log.error("%s sink: closing failed", type(each).__name__, exc_info=exc)
+    extra = [each.report_section() for each in sinks]
+    if failed:
+        extra.append(Section("sink failures", [f"  {f}" for f in failed]))
+    report = manager.report(extra)
     lost = [h for h in (each.health() for each in sinks) if h.data_lost]
     for h in lost:
         log.error(
@@ -180,7 +197,7 @@ async def _serve(
         )
     return RunResult(
         report,
-        EXIT_DATA_LOST if lost else EXIT_OK,
+        EXIT_DATA_LOST if lost or failed else EXIT_OK,
         stopped_by[0] if stopped_by else None,
         sink.stats() if sink is not None else None,
     )

@@ -92,3 +92,22 @@ async def test_a_loss_in_any_sink_means_exit_code_1() -> None:
     assert sink.lost >= 2
     assert result.exit_code == EXIT_DATA_LOST
     assert f"{sink.lost} lost" in result.report
+
+
+class CrashingSink(MemorySink):
+    """Its background work fails after the first trades (a publisher bug)."""
+
+    async def run(self) -> None:
+        await self.enough.wait()
+        raise RuntimeError("publisher bug")
+
+
+async def test_a_sink_that_crashes_is_reported_and_means_exit_code_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = CrashingSink()
+    result = await _run(sink)
+    assert sink.lost == 0  # its own counters say nothing is lost: the crash alone must make the run fail
+    assert result.exit_code == EXIT_DATA_LOST
+    assert "CrashingSink: RuntimeError: publisher bug" in result.report
+    assert "CrashingSink sink failed" in caplog.text
