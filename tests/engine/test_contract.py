@@ -18,6 +18,7 @@ from cryptolink.clock import FakeClock
 from cryptolink.engine.connection import EngineConfig, ManagedConnection, MarketData
 from cryptolink.engine.errors import ConfigError
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType
+from cryptolink.engine.gate import ConnectGate
 from cryptolink.engine.state import ConnectionState
 from cryptolink.exchanges.base import (
     Ack,
@@ -50,6 +51,7 @@ class Rig:
         config: EngineConfig | None = None,
     ) -> None:
         self.clock = FakeClock()
+        self.gate = ConnectGate("fake host", None, self.clock)
         self.transport = FakeTransport()
         self.data: list[MarketData] = []
         self.events: list[ConnectionEvent] = []
@@ -63,6 +65,7 @@ class Rig:
             on_data=lambda _c, items: self.data.extend(items),
             on_event=self.events.append,
             rest=rest,
+            gate=self.gate,
         )
 
     @property
@@ -254,6 +257,9 @@ async def test_rest_step_before_connecting_and_its_failures_back_off() -> None:
     ]
     delays = [e.description for e in r.of(E.RECONNECT_ATTEMPT)]
     assert len(delays) == 2 and all(not d.startswith("retry in 0.0 s") for d in delays)  # backed off
+    # REST failures are not WebSocket failures: the host's gate saw one open, never a failed one
+    gs = r.gate.stats()
+    assert gs.up and gs.outages == 0 and gs.granted == 1 and gs.consecutive_failures == 0
     r.sess.server_close()
     await r.connected(2)
     assert r.transport.urls[-1] == "ws://fake/ws?token=t2"  # a fresh token for every socket

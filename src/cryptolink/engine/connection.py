@@ -715,22 +715,31 @@ class ManagedConnection:
 
     # sessions ------------------------------------------------------------
 
-    async def _open_session(self, registry: SubscriptionRegistry) -> Session:
-        """Open a socket (after the adapter's REST step, if any) and start its reader.
+    async def _resolve_url(self) -> str:
+        """The URL to open: ``spec.url``, or what the adapter's REST step answers (a token or URL fetched first).
 
         Raises:
             ConnectError: the REST step failed (the gateway's error or the adapter's ``DecodeError`` from
-                ``connect_url`` is its ``__cause__``); else what ``Transport.connect`` raises.
+                ``connect_url`` is its ``__cause__``).
         """
-        url = self.spec.url
         request = self.adapter.connect_request(self.spec)
-        if request is not None:
-            if self._rest is None:  # checked in __init__; the adapter changed its mind
-                raise ConfigError(f"{self.adapter.exchange} needs a REST gateway to connect")
-            try:
-                url = self.adapter.connect_url(self.spec, await self._rest.get(request))
-            except Exception as exc:
-                raise ConnectError(f"REST step {request.path} failed: {describe_error(exc)}") from exc
+        if request is None:
+            return self.spec.url
+        if self._rest is None:  # checked in __init__; the adapter changed its mind
+            raise ConfigError(f"{self.adapter.exchange} needs a REST gateway to connect")
+        try:
+            return self.adapter.connect_url(self.spec, await self._rest.get(request))
+        except Exception as exc:
+            raise ConnectError(f"REST step {request.path} failed: {describe_error(exc)}") from exc
+
+    async def _open_session(self, registry: SubscriptionRegistry, url: str | None = None) -> Session:
+        """Open a socket at ``url`` (default: :meth:`_resolve_url`) and start its reader.
+
+        Raises:
+            ConnectError: the REST step failed; else what ``Transport.connect`` raises.
+        """
+        if url is None:
+            url = await self._resolve_url()
         ws = await self._transport.connect(url, max_frame_bytes=self._policy.max_frame_bytes)
         self._sid += 1
         sid = self._sid
@@ -795,10 +804,15 @@ class ManagedConnection:
                 self._wake.clear()
                 if self._stopping:
                     return
+            try:  # the REST step first: its failures (a 429 on a token endpoint) never count against the host's
+                url = await self._resolve_url()  # WebSocket gate, and no permit is held while it waits
+            except ConnectError as exc:
+                self._connect_failed(exc, attempt)
+                continue
             permit = await self._gate.acquire()
             try:
                 self._registry.replay()
-                sess = await self._open_session(self._registry)
+                sess = await self._open_session(self._registry, url)
             except asyncio.CancelledError:
                 permit.report(None)
                 raise
