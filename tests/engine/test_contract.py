@@ -4,6 +4,7 @@ per-session decoders, a REST step before connecting, server application pings, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import tracemalloc
@@ -299,6 +300,8 @@ class BuggyAdapter(FakeAdapter):
     def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
         if frame == "boom":
             raise KeyError("a bug in the adapter")
+        if frame == "odd":
+            return [object()]  # type: ignore[list-item]  # neither an event nor a signal: an adapter bug
         return super().decode(frame, receipt_ns)
 
 
@@ -379,3 +382,28 @@ async def test_stop_leaves_no_task_behind() -> None:
     left = [t for t in before if not t.done()]
     assert left == []
     assert all(s.closed_with == 1000 for s in r.transport.sessions)
+
+
+async def test_an_item_that_is_no_event_and_no_signal_is_counted_as_an_adapter_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = Rig(BuggyAdapter(ConnectionPolicy(NO_PINGS)))
+    await r.conn.start()
+    await r.connected()
+    r.sess.feed("odd")
+    r.sess.feed(trade(tid=1))
+    await settle()
+    assert r.conn.stats().adapter_errors == 1 and "unknown item" in caplog.text
+    assert [t.sequence for t in r.data] == [1]  # type: ignore[union-attr]
+    await r.conn.stop()
+
+
+async def test_a_caller_that_stops_waiting_for_a_state_leaves_nothing_behind() -> None:
+    r = Rig(FakeAdapter(ConnectionPolicy(NO_PINGS)))
+    await r.conn.start()
+    await r.connected()
+    for _ in range(50):  # a monitor polling with a timeout, for months
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(r.conn.wait_for_state(S.FAILED), 0.001)
+    assert r.conn._state_waiters == []
+    await r.conn.stop()

@@ -17,9 +17,12 @@ Layers (a module imports only from the layers below it; nothing imports ``connec
 Who owns what: the connection owns the state machine, backoff, gate, quality tracker, event log, timer core
 (which owns the data watchdogs and the stale set), the desired-subscription registry and the list of sessions;
 a session owns its socket, tasks, rate limiters, decoder, its registry view and flow expectations; a timer
-core owns one keepalive timer per open socket. The only state written by more than one class is
-:class:`~cryptolink.engine.session.SessionCounters` (owned by the connection, written by its sessions'
-readers, read by ``stats()``).
+core owns one keepalive timer per open socket. Two pieces of state are written by more than one class, each
+by design: :class:`~cryptolink.engine.session.SessionCounters` (owned by the connection, written by its
+sessions' readers, read by ``stats()``) and a session's
+:class:`~cryptolink.engine.subscriptions.SubscriptionRegistry` (what is wanted is written by the connection:
+``want``, ``drop``, ``replay``; what the exchange answered by the session's reader: ``sent``, ``on_ack``,
+``on_rejected``).
 
 Public surface (import from here):
 

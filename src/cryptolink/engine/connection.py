@@ -528,7 +528,11 @@ class ManagedConnection:
         while self.state not in states:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._state_waiters.append(fut)
-            await fut
+            try:
+                await fut
+            finally:  # a caller that gave up (wait_for timed out) leaves nothing behind
+                if fut in self._state_waiters:
+                    self._state_waiters.remove(fut)
         return self.state
 
     # SessionHost: what the sessions report ------------------------------------------------------------
@@ -553,7 +557,7 @@ class ManagedConnection:
         if sess is self._primary:
             for sub in subs:
                 if not sess.registry.is_desired(sub.key):
-                    self._core.watchdog.remove(sub.key)
+                    self._core.forget(sub.key)  # the timer core owns the watchdog and the stale set
 
     def session_rejected(self, sess: Session, rejection: Rejected, refused: list[Subscription]) -> None:
         """The exchange refused a request on ``sess``: reported, never retried."""

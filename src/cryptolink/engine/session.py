@@ -17,7 +17,7 @@ and one wall clock read, the counters updated once, then per frame
 2. the session's decoder; :class:`~cryptolink.exchanges.base.DecodeError` is counted (``decode_errors``) and
    the frame skipped; any other exception is a bug in the adapter: counted apart (``adapter_errors``), logged
    with its traceback (the first, then every 1000th), the frame skipped, the session kept;
-3. one dispatch (a ``match`` on each item's class): market data (trades, tickers, book messages) is collected
+3. one dispatch (``type() is`` on each item's class; control signals then by a ``match``): market data (trades, tickers, book messages) is collected
    for ``on_data`` and its stream keys for the watchdogs; control signals are handled at once (acks and
    rejections -> the registry, then the host; pongs -> round-trip time; ``ReplyRequired`` -> its frame sent
    right away; notices and error frames -> the host; heartbeats -> counted). Control signals, server pings
@@ -235,7 +235,7 @@ class Session:
     # life ------------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the reader."""
-        self._tasks.spawn(self._read_loop(), "reader")
+        self._tasks.spawn(self._reader(), "reader")
 
     def end(self, reason: str) -> None:
         """Mark the session ended (first reason wins) and tell the host; the socket is closed by
@@ -347,7 +347,11 @@ class Session:
             return
         ping: asyncio.Future[Any] = asyncio.ensure_future(self.ws.ping())
         ended: asyncio.Future[Any] = self.ended
-        await asyncio.wait({ping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({ping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            ping.cancel()  # closing mid-ping: no orphaned future left to complain
+            raise
         if not ping.done():
             ping.cancel()
             return
@@ -361,6 +365,17 @@ class Session:
         self._host.session_rtt(self, ping.result())
 
     # reading ---------------------------------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        """:meth:`_read_loop`, and if it fails unexpectedly (a bug: every expected failure is handled inside),
+        end the session so that it is replaced, instead of staying primary with nobody reading."""
+        try:
+            await self._read_loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.end(f"reader failed: {type(exc).__name__}: {exc}")
+            raise  # logged with its traceback by the task owner
+
     async def _read_loop(self) -> None:
         """Receive, decode and dispatch frames until the socket fails (ends the session; never raises)."""
         ws = self.ws
@@ -492,8 +507,11 @@ class Session:
                     host.session_unsubscribed(self, done)
             case Rejected():
                 refused = self.registry.on_rejected(item)
-                for sub in refused:
-                    self.expected.discard(sub.key)
+                if self.expected:
+                    for sub in refused:
+                        self.expected.discard(sub.key)
+                    if not self.expected:  # a rotation waits for the rest to flow, not for a refused stream
+                        self.flow_event.set()
                 host.session_rejected(self, item, refused)
             case Pong():
                 rtt = self.keepalive.app_pong(now)
@@ -507,3 +525,8 @@ class Session:
                 host.session_exchange_error(self, item)
             case Heartbeat():
                 self._counters.heartbeats += 1
+            case _:  # an adapter returned something that is no event and no signal: a bug, counted, logged
+                self._counters.adapter_errors += 1
+                _log.error(
+                    "%s: adapter returned an unknown item %r; skipped", self._name, type(item).__name__
+                )
