@@ -60,3 +60,30 @@ def test_a_file_that_is_neither_is_refused_with_exit_code_2(tmp_path: Path) -> N
     assert result.exit_code == 2 and "neither a cryptolink capture" in result.output
     missing = CliRunner().invoke(app, ["simulate", "--replay", str(tmp_path / "nope.gz")])
     assert missing.exit_code == 2 and "nope.gz" in missing.output
+
+
+def test_a_capture_with_nothing_to_serve_or_without_the_asked_exchange_is_refused(tmp_path: Path) -> None:
+    from tests.simulator.test_capture import snap, write, ws
+    from tests.simulator.test_capture import trade as binance_trade
+
+    empty = write(tmp_path / "empty.gz", [])  # e.g. a `record` run refused at start: a header only
+    with pytest.raises(CaptureError, match="holds no market data of a simulated exchange"):
+        replay_config(empty, None)
+    result = CliRunner().invoke(app, ["simulate", "--replay", str(empty)])
+    assert result.exit_code == 2  # never a simulator that serves nothing and prints nothing
+    binance_only = write(
+        tmp_path / "b.gz",
+        [
+            snap(1.0, "binance", "BTCUSDT", 5, [["1", "1"]], [["2", "1"]]),
+            ws(1.1, "binance", binance_trade("BTCUSDT", 1, "1")),
+        ],
+    )
+    assert replay_config(binance_only, None)[0] == ["binance"]
+    with pytest.raises(CaptureError, match="okx"):
+        replay_config(binance_only, ["okx"])  # would have served OKX's shipped recording instead
+
+
+def test_replay_needs_replay_mode(tmp_path: Path) -> None:
+    path = _head("hftbacktest_binance_spot_btcusdt_20240808.gz", 200, tmp_path / "mine.gz")
+    result = CliRunner().invoke(app, ["simulate", "--replay", str(path), "--mode", "synthetic"])
+    assert result.exit_code == 2 and "needs --mode replay" in result.output

@@ -123,6 +123,22 @@ async def test_delay_holds_frames(http: aiohttp.ClientSession) -> None:
             assert first["e"] == "depthUpdate" and 0 < conn.frames_sent < queued
 
 
+async def test_a_closed_connection_frees_its_unsent_frames(http: aiohttp.ClientSession) -> None:
+    """The last 1000 closed connections are kept for stats: their queued frames must not be (a slow reader's
+    queue is full when it is cut)."""
+    clock = FakeClock()
+    async with Simulator(["binance"], mode="synthetic", clock=clock, config=fast_config()) as sim:
+        url = sim.endpoints()["binance"]["ws_url"] + "/ws/btcusdt@depth@100ms"
+        async with http.ws_connect(url):
+            conn = await sim.binance.wait_subscribed("btcusdt@depth@100ms")
+            sim.inject(Fault("delay", amount_ms=10_000.0, duration_s=60.0), exchange="binance")
+            await clock.advance(0.55)
+            assert conn._queue.qsize() >= 4  # held by the delay
+            sim.inject(Fault("drop"), exchange="binance")
+            await conn.closed
+        assert sim.binance.closed_connections[-1] is conn and conn._queue.empty()
+
+
 async def test_corrupt_frame(http: aiohttp.ClientSession, sim: Simulator) -> None:
     ws = await _connect(http, sim)
     sim.inject(Fault("corrupt"), exchange="binance")

@@ -263,7 +263,9 @@ def sniff_hftbacktest(path: Path) -> tuple[str, str]:
     Raises:
         CaptureError: no ``@depth`` stream in the first 10,000 lines (not a recording we can replay).
     """
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with open(path, "rb") as head:
+        gz = head.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh):
             if n >= 10_000:
@@ -278,7 +280,7 @@ def sniff_hftbacktest(path: Path) -> tuple[str, str]:
                 continue
             symbol = stream.split("@", 1)[0].upper()
             data = doc.get("data")
-            if symbol.endswith("_PERP"):
+            if "_" in symbol:  # COIN-M: BTCUSD_PERP, and delivery contracts such as BTCUSD_240927
                 return "coinm", symbol
             return ("usdm" if isinstance(data, dict) and "pu" in data else "spot"), symbol
     raise CaptureError(
@@ -305,7 +307,9 @@ def replay_config(path: Path, exchanges: Sequence[str] | None) -> tuple[list[str
         chosen = list(exchanges) if exchanges else [name]
         return chosen, SimConfig(replay_files={(kind, symbol): path}, symbols={name: (symbol,)})
     chosen = list(exchanges) if exchanges else [e for e in capture.exchanges if e in SERVERS]
-    sources = {ex: capture.sources(ex) for ex in capture.exchanges if ex in chosen}
+    if not chosen:
+        raise CaptureError(f"{path}: the capture holds no market data of a simulated exchange; nothing to serve")
+    sources = {ex: capture.sources(ex) for ex in chosen}  # raises for an exchange the capture does not hold
     symbols = {ex: tuple(found) for ex, found in sources.items()}
     return chosen, SimConfig(capture_sources=sources, symbols=symbols)
 
@@ -331,6 +335,8 @@ async def run_simulator(
     """
     config = None
     if replay is not None:
+        if mode != "replay":
+            raise CaptureError(f"--replay {replay} serves a recording: it needs --mode replay, not {mode}")
         exchanges, config = await asyncio.to_thread(replay_config, replay, exchanges)
     await serve_forever(
         Simulator(

@@ -208,6 +208,9 @@ class SimConnection:
         self.close_reason = reason
         self.closed_at = self.server.clock.monotonic()
         self.closed.set_result(None)
+        queue = self._queue  # frames that will never be sent: free them (up to send_queue per connection,
+        while not queue.empty():  # and the last 1000 closed connections are kept for stats)
+            queue.get_nowait()
         self.server._on_closed(self)
 
     def abort(self, reason: str = "drop") -> None:
