@@ -35,7 +35,16 @@ from cryptolink.exchanges.base import (
 from cryptolink.models import Side, Subscription, Trade
 from cryptolink.rest import RestError
 
-from .fakes import BTC_TRADES, FakeAdapter, FakeSession, FakeTransport, settle, trade, wait_connected
+from .fakes import (
+    BTC_TRADES,
+    ETH_TRADES,
+    FakeAdapter,
+    FakeSession,
+    FakeTransport,
+    settle,
+    trade,
+    wait_connected,
+)
 
 S = ConnectionState
 E = ConnectionEventType
@@ -406,4 +415,48 @@ async def test_a_caller_that_stops_waiting_for_a_state_leaves_nothing_behind() -
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(r.conn.wait_for_state(S.FAILED), 0.001)
     assert r.conn._state_waiters == []
+    await r.conn.stop()
+
+
+class GatedRest(FakeRest):
+    """A gateway whose second request (the rotation's token) waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(b'{"token":"t1"}', b'{"token":"t2"}')
+        self.release = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def get(
+        self, request: RestRequest, *, timeout_s: float | None = None, background: bool = False
+    ) -> bytes:
+        if len(self.requests) == 1:
+            self.waiting.set()
+            await self.release.wait()
+        return await super().get(request, timeout_s=timeout_s, background=background)
+
+
+async def test_a_subscription_added_while_a_rotation_opens_its_socket_reaches_the_new_socket() -> None:
+    """Found in review: subscribe() while the rotation's replacement was still opening went only into the old
+    registry, and the swap dropped it (never sent on the new socket, never restored)."""
+    rest = GatedRest()
+    r = Rig(TokenAdapter(ConnectionPolicy(NO_PINGS)), rest=rest)
+    await r.conn.start()
+    await r.connected()
+    old = r.sess
+    old.feed(f'{{"ack":{old.sent_ops("subscribe")[0]["id"]}}}')
+    old.feed('{"notice":"upgrade"}')  # rotation: its REST step now waits
+    await rest.waiting.wait()
+    await r.conn.subscribe([ETH_TRADES])
+    rest.release.set()
+    await r.connected(2)
+    await settle()
+    new = r.sess
+    subscribed = [a for m in new.sent_ops("subscribe") for a in m["args"]]  # type: ignore[attr-defined]
+    assert sorted(subscribed) == ["trades:BTC/USDT", "trades:ETH/USDT"]
+    for m in new.sent_ops("subscribe"):
+        new.feed(f'{{"ack":{m["id"]}}}')
+    new.feed(trade(tid=1))
+    new.feed(trade(tid=1, symbol="ETH/USDT"))
+    await settle()
+    assert r.of(E.ROTATION_COMPLETED) and r.conn.stats().subscriptions_confirmed == 2
     await r.conn.stop()

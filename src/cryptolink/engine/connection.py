@@ -218,6 +218,7 @@ class ManagedConnection:
 
         self._primary: Session | None = None
         self._candidate: Session | None = None
+        self._fork: SubscriptionRegistry | None = None  # a rotation's registry from the fork on, socket or not
         self._open_sessions: set[Session] = set()  # opened and not closed yet (closed on stop)
         self._sid = 0
         self._rotation: asyncio.Task[None] | None = None
@@ -462,8 +463,8 @@ class ManagedConnection:
         """
         self._validate(subs, len(self._registry))
         added = self._registry.want(subs)
-        if self._candidate is not None:
-            self._candidate.registry.want(subs)
+        if self._fork is not None:  # a rotation under way (its socket may still be opening): it gets them too
+            self._fork.want(subs)
         if not added:
             return
         now = self._clock.monotonic()
@@ -478,6 +479,8 @@ class ManagedConnection:
         Unknown ones are ignored.
         """
         removed = self._registry.drop(subs)
+        if self._fork is not None and self._candidate is None:  # the candidate socket is not open yet
+            self._fork.drop(subs)
         for sub in removed:
             self._core.forget(sub.key)
             self._unhealthy_streams.discard(sub.key)
@@ -1096,10 +1099,11 @@ class ManagedConnection:
         t0 = clock.monotonic()
         retry_s = self.config.rotation_retry_s
         self._emit(_E.ROTATION_STARTED, Severity.INFO, f"make-before-break rotation: {reason}")
-        registry = self._registry.fork()
+        registry = self._fork = self._registry.fork()
         try:
             cand = await self._open_session(registry)
         except Exception as exc:
+            self._fork = None
             self._connect_errors += 1
             self._emit(
                 _E.ERROR,
@@ -1144,6 +1148,7 @@ class ManagedConnection:
                 latency_ms=(clock.monotonic() - t0) * 1000.0,
             )
         finally:
+            self._fork = None
             if self._candidate is cand:
                 self._candidate = None
                 cand.end(STOPPED)
