@@ -255,9 +255,14 @@ async def test_snapshots_and_instruments_go_through_a_given_rest_gateway(sim: Si
     ep = sim.endpoints()["binance"]
     seen: list[str] = []
 
+    closed: list[str] = []
+
     class CountingGateway:
         def __init__(self, inner: RestClient) -> None:
             self.inner = inner
+
+        async def aclose(self) -> None:
+            closed.append(self.inner.key)
 
         async def get(
             self, request: RestRequest, *, timeout_s: float | None = None, background: bool = False
@@ -286,6 +291,7 @@ async def test_snapshots_and_instruments_go_through_a_given_rest_gateway(sim: Si
             await asyncio.wait_for(first_snapshot(updates), 10)
     assert "/api/v3/exchangeInfo" in seen and "/api/v3/depth" in seen
     assert manager.stats().rest == ()  # no client of the manager's own was built
+    assert closed == ["test"]  # stop() closed the gateway it was given
 
 
 def test_report_shows_adapter_counters_when_non_zero() -> None:

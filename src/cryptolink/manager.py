@@ -110,7 +110,8 @@ class ExchangeManager:
             to capture every raw frame and REST body they are given).
         rest_gateway: builds the :class:`~cryptolink.gateway.RestGateway` of an adapter's REST host (book
             snapshots, instrument lists, trade backfill); called once per (exchange, REST base URL). Default: one
-            :class:`~cryptolink.rest.RestClient` per host, whose budgets appear in the report.
+            :class:`~cryptolink.rest.RestClient` per host, whose budgets appear in the report. A gateway with an
+            ``aclose()`` coroutine method is closed by :meth:`stop`.
     """
 
     def __init__(
@@ -185,7 +186,15 @@ class ExchangeManager:
             await self._http.close()
             self._http = None
         self._rest.clear()
+        gateways = list(self._gateways.values())
         self._gateways.clear()
+        for gw in gateways:  # a gateway from ``rest_gateway`` that holds resources closes them here
+            close = getattr(gw, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing a REST gateway failed")
         self._started = False
         self.bus.close()
 
