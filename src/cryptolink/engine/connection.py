@@ -218,7 +218,9 @@ class ManagedConnection:
 
         self._primary: Session | None = None
         self._candidate: Session | None = None
-        self._fork: SubscriptionRegistry | None = None  # a rotation's registry from the fork on, socket or not
+        self._fork: SubscriptionRegistry | None = (
+            None  # a rotation's registry from the fork on, socket or not
+        )
         self._open_sessions: set[Session] = set()  # opened and not closed yet (closed on stop)
         self._sid = 0
         self._rotation: asyncio.Task[None] | None = None

@@ -308,7 +308,9 @@ def replay_config(path: Path, exchanges: Sequence[str] | None) -> tuple[list[str
         return chosen, SimConfig(replay_files={(kind, symbol): path}, symbols={name: (symbol,)})
     chosen = list(exchanges) if exchanges else [e for e in capture.exchanges if e in SERVERS]
     if not chosen:
-        raise CaptureError(f"{path}: the capture holds no market data of a simulated exchange; nothing to serve")
+        raise CaptureError(
+            f"{path}: the capture holds no market data of a simulated exchange; nothing to serve"
+        )
     sources = {ex: capture.sources(ex) for ex in chosen}  # raises for an exchange the capture does not hold
     symbols = {ex: tuple(found) for ex, found in sources.items()}
     return chosen, SimConfig(capture_sources=sources, symbols=symbols)
