@@ -525,3 +525,27 @@ async def test_coinm_replays_its_recording_in_contracts(http: aiohttp.ClientSess
         assert b["pu"] == a["u"]
     sizes = [q for d in diffs for _, q in d["b"] + d["a"]]
     assert sizes and all(q.isdigit() for q in sizes)  # contracts: integers, as recorded
+
+
+async def test_a_malformed_stream_name_is_refused_and_an_unknown_symbol_accepted(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with (
+        Simulator(["binance"], mode="synthetic", config=fast_config()) as sim,
+        http.ws_connect(sim.endpoints()["binance"]["ws_url"] + "/ws") as ws,
+    ):
+        for i, bad in enumerate(
+            (["not asdfads"], ["btcusdt@trades"], ["BTCUSDT@trade"], ["btcusdt@trade", "x"])
+        ):
+            await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": bad, "id": 20 + i}))
+            err = await recv_until(ws, lambda f, i=i: f.get("id") == 20 + i)
+            assert err == {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 20 + i}
+        await ws.send_str(
+            json.dumps({"method": "SUBSCRIBE", "params": ["nopecoin@trade", "btcusdt@kline_1m"], "id": 30})
+        )
+        assert await recv_until(ws, lambda f: f.get("id") == 30) == {"result": None, "id": 30}
+        await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 31}))
+        assert (await recv_until(ws, lambda f: f.get("id") == 31))["result"] == [
+            "nopecoin@trade",
+            "btcusdt@kline_1m",
+        ]

@@ -134,6 +134,17 @@ def _dumps(obj: Any) -> str:
     return _enc.encode(obj).decode()
 
 
+_STREAM_NAME = re.compile(
+    r"^(?:[a-z0-9_]+@(?:trade|aggTrade|bookTicker|ticker|miniTicker|avgPrice|forceOrder|markPrice(?:@1s)?"
+    r"|indexPrice(?:@1s)?|depth(?:5|10|20)?(?:@(?:0|100|250|500|1000)ms)?|kline_\w+|continuousKline_\w+"
+    r"|ticker_\w+)|![A-Za-z@_]+)$"
+)
+"""Stream names the servers know (lower-case symbols, "All symbols for streams are lowercase"; ``!`` all-market
+streams). A SUBSCRIBE with any other name is refused as a whole with code 2 "Invalid request: invalid stream", as
+the live servers answer a malformed name; an unknown but well-formed symbol is accepted and sends nothing, as
+they do. (The answer to an upper-case symbol is not documented: refusing it is our choice.)"""
+
+
 def _ws_error(code: int, msg: str, request_id: Any) -> str:
     """A WebSocket error frame as the live servers send it: ``{"error":{"code":2,"msg":"..."},"id":N}`` (the
     "Error Messages" table of Binance's WebSocket Streams docs lists the codes and messages flat,
@@ -395,6 +406,9 @@ class BinanceServer(ExchangeServer):
                 conn.send_ctrl(_ws_error(2, "Invalid request: rejected (simulated fault)", req_id))
                 return
             if method == "SUBSCRIBE":
+                if not all(_STREAM_NAME.match(p) for p in params):
+                    conn.send_ctrl(_ws_error(2, "Invalid request: invalid stream", req_id))
+                    return
                 if len(set(conn.subscriptions) | set(params)) > self.rules.max_streams:
                     conn.send_ctrl(_ws_error(2, "Invalid request: too many streams", req_id))
                     return
