@@ -36,6 +36,12 @@ TARGETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "binance": ("binance", "spot", ("BTC/USDT", "ETH/USDT"), ("BTCUSDT", "ETHUSDT")),
     "binanceusdm": ("binanceusdm", "perpetual", ("BTC/USDT:USDT", "ETH/USDT:USDT"), ("BTCUSDT", "ETHUSDT")),
     "okx": ("okx", "spot", ("BTC/USDT", "ETH/USDT"), ("BTC-USDT", "ETH-USDT")),
+    "binancecoinm": (
+        "binancecoinm",
+        "perpetual",
+        ("BTC/USD:BTC", "ETH/USD:ETH"),
+        ("BTCUSD_PERP", "ETHUSD_PERP"),
+    ),
 }
 
 FAST_RECONNECT = {"initial_delay_s": 0.02, "multiplier": 2.0, "max_delay_s": 0.2, "reset_after_s": 1.0}

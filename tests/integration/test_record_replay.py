@@ -20,7 +20,7 @@ from cryptolink.simulator.capture import load_capture
 from cryptolink.simulator.runner import replay_config
 from tests.integration.harness import FAST_RECONNECT, FAST_WATCHDOG, TARGETS, sim_config
 
-NAMES = ("binance", "binanceusdm", "okx")
+NAMES = ("binance", "binanceusdm", "okx", "binancecoinm")
 Levels = tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]
 
 
@@ -90,7 +90,7 @@ def build_manager(sim: Simulator, books: Books, **runtime: Any) -> ExchangeManag
 
 def books_live(m: ExchangeManager) -> bool:
     health = [b for name in NAMES for b in m.feeds[name].book_health()]
-    return len(health) == 6 and all(b.state == "live" for b in health)
+    return len(health) == 2 * len(NAMES) and all(b.state == "live" for b in health)
 
 
 async def test_recorded_capture_replays_every_book_equal_sequence_by_sequence(
@@ -118,7 +118,7 @@ async def test_recorded_capture_replays_every_book_equal_sequence_by_sequence(
     await writer.aclose()
     stats = writer.stats()
     assert stats.error is None and stats.lines_dropped == 0
-    assert set(stats.exchanges) == set(NAMES)  # ccxt ids: binance spot, binanceusdm, okx
+    assert set(stats.exchanges) == set(NAMES)  # ccxt ids: binance spot, binanceusdm, okx, binancecoinm
     assert stats.exchanges["binance"].rest_bodies >= 3  # instruments + one snapshot per symbol
 
     # 2. replay: a second simulator serving the capture instead of its own markets
