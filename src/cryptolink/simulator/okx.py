@@ -463,7 +463,8 @@ class OkxServer(ExchangeServer):
 
     async def start(self, host: str, port: int) -> None:
         """Parse the OKX recording in a worker thread (replay mode), then bind and serve (see the base)."""
-        if self.mode == "replay" and any(s in OKX_REPLAY_INSTRUMENTS for s in self.symbols):
+        shipped = [s for s in self.symbols if s in OKX_REPLAY_INSTRUMENTS and s not in self._captured]
+        if self.mode == "replay" and shipped:
             await asyncio.to_thread(preload_okx_replay)
         await super().start(host, port)
 

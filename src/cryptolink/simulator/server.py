@@ -507,6 +507,8 @@ class ExchangeServer:
         if not self.uses_replay_files:
             return out
         for symbol in self.symbols:
+            if symbol in self._captured:  # served from the user's capture: the shipped file is not needed
+                continue
             key = self.neutral_symbol(symbol)
             rec = self.config.replay_files.get(key) or REPLAY_FILES.get(key)
             if rec is not None and rec not in out:
