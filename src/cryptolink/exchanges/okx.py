@@ -348,7 +348,8 @@ class OkxAdapter(ExchangeAdapter):
 
     def _arg_bytes(self, sub: Subscription) -> int:
         """Encoded length of ``sub``'s arg plus its separator."""
-        return len(_json_encoder.encode(self._arg(sub))) + 1
+        arg = {"channel": _CHANNEL_NAMES[sub.channel], "instId": self.exchange_symbol(sub.symbol)}
+        return len(_json_encoder.encode(arg)) + 1  # no side effect: _arg() records the ack key when sent
 
     # decoding --------------------------------------------------------------------------------------------
     def _subscription(self, arg: _Arg) -> Subscription:
