@@ -24,6 +24,7 @@ from cryptolink.feed import BadSymbol, Feed
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Market, Side, Subscription, Ticker, Trade
 from cryptolink.rest import RestClient
 from tests.engine.fakes import REFUSED, FakeTransport, settle
+from tests.http_server import serve_app
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,15 +159,8 @@ async def rest_server() -> AsyncIterator[tuple[str, RestState]]:
     app.router.add_get("/api/v3/depth", depth)
     app.router.add_get("/api/v3/historicalTrades", historical)
     app.router.add_get("/api/v3/exchangeInfo", info)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", state
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, state
 
 
 @pytest.fixture

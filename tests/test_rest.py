@@ -14,6 +14,7 @@ from cryptolink.clock import FakeClock
 from cryptolink.exchanges.base import RestRateLimit, RestRequest
 from cryptolink.rest import RestClient, RestError
 from tests.engine.fakes import settle
+from tests.http_server import serve_app
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,15 +38,8 @@ async def server() -> AsyncIterator[tuple[str, list[int], list[int]]]:
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/limited", limited)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", hits, plan
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, hits, plan
 
 
 async def test_weight_budget_paces_requests_in_its_window(server: tuple[str, list[int], list[int]]) -> None:

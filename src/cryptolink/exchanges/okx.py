@@ -141,18 +141,9 @@ class _RestBooks(msgspec.Struct):
     msg: str = ""
 
 
-class _RestTrade(msgspec.Struct):
-    instId: str
-    tradeId: str
-    px: Decimal
-    sz: Decimal
-    side: str
-    ts: str
-
-
 class _RestTrades(msgspec.Struct):
     code: str
-    data: list[_RestTrade]
+    data: list[_TradeMsg]  # the REST items have the WebSocket trade's fields
     msg: str = ""
 
 
@@ -415,33 +406,33 @@ class OkxAdapter(ExchangeAdapter):
         items = _trades_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
         out: list[Decoded] = []
         for t in items:
-            if t.side == "buy":
-                side = Side.BUY
-            elif t.side == "sell":
-                side = Side.SELL
-            else:
+            if t.side not in ("buy", "sell"):
                 raise DecodeError(f"okx: bad trade side {t.side!r}")
             seq = int(t.tradeId) if t.tradeId.isdigit() else None
-            symbol = self.unified_symbol(t.instId)
-            out.append(
-                Trade(
-                    exchange=self.exchange,
-                    symbol=symbol,
-                    exchange_symbol=t.instId,
-                    price=t.px,
-                    amount=t.sz,
-                    side=side,
-                    trade_id=t.tradeId,
-                    timestamp_ms=_int(t.ts),
-                    receipt_ns=receipt_ns,
-                    sequence=seq,
-                    channel=_TRADES,
-                    feed=self.feed,
-                    amount_unit=self._unit,
-                    contract_size=self.contract_sizes.get(symbol),
-                )
-            )
+            out.append(self._trade(t, self.unified_symbol(t.instId), seq, receipt_ns, backfilled=False))
         return out
+
+    def _trade(
+        self, t: _TradeMsg, symbol: str, seq: int | None, receipt_ns: int, *, backfilled: bool
+    ) -> Trade:
+        """One :class:`Trade` of a checked ``trades`` item (WebSocket push or ``history-trades`` page)."""
+        return Trade(
+            exchange=self.exchange,
+            symbol=symbol,
+            exchange_symbol=t.instId,
+            price=t.px,
+            amount=t.sz,
+            side=Side.BUY if t.side == "buy" else Side.SELL,
+            trade_id=t.tradeId,
+            timestamp_ms=_int(t.ts),
+            receipt_ns=receipt_ns,
+            sequence=seq,
+            channel=_TRADES,
+            feed=self.feed,
+            amount_unit=self._unit,
+            contract_size=self.contract_sizes.get(symbol),
+            backfilled=backfilled,
+        )
 
     def _decode_tickers(self, data: msgspec.Raw, receipt_ns: int) -> list[Decoded]:
         items = _tickers_decoder.decode(data)  # inside decode(): msgspec errors become DecodeError there
@@ -581,31 +572,11 @@ class OkxAdapter(ExchangeAdapter):
         m = decode_json(_rest_trades_decoder, body, "okx", "malformed history-trades answer")
         if m.code != "0":
             raise DecodeError(f"okx: history-trades answer code={m.code!r} msg={m.msg!r}")
-        sym = subscription.symbol
-        size = self.contract_sizes.get(sym)
         out: list[Trade] = []
         for t in m.data:
             if not t.tradeId.isdigit() or t.side not in ("buy", "sell"):
                 raise DecodeError(f"okx: bad history trade {t!r}")
-            out.append(
-                Trade(
-                    exchange=self.exchange,
-                    symbol=sym,
-                    exchange_symbol=t.instId,
-                    price=t.px,
-                    amount=t.sz,
-                    side=Side.BUY if t.side == "buy" else Side.SELL,
-                    trade_id=t.tradeId,
-                    timestamp_ms=_int(t.ts),
-                    receipt_ns=receipt_ns,
-                    sequence=int(t.tradeId),
-                    channel=_TRADES,
-                    feed=self.feed,
-                    amount_unit=self._unit,
-                    contract_size=size,
-                    backfilled=True,
-                )
-            )
+            out.append(self._trade(t, subscription.symbol, int(t.tradeId), receipt_ns, backfilled=True))
         return out
 
     # books -----------------------------------------------------------------------------------------------
