@@ -491,9 +491,13 @@ class RecordingAdapter(ExchangeAdapter):
         return self.wrapped.plan_connections(subscriptions)
 
     def requests(
-        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+        self,
+        op: Literal["subscribe", "unsubscribe"],
+        subscriptions: Sequence[Subscription],
+        next_id: int,
+        now_ms: int | None = None,
     ) -> list[OutboundRequest]:
-        return self.wrapped.requests(op, subscriptions, next_id)
+        return self.wrapped.requests(op, subscriptions, next_id, now_ms)
 
     def instruments_request(self) -> RestRequest:
         return self.wrapped.instruments_request()

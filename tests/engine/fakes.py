@@ -68,7 +68,9 @@ class FakeAdapter(ExchangeAdapter):
     def plan_connections(self, subscriptions: Sequence[Subscription]) -> list[ConnectionSpec]:
         return [ConnectionSpec(self.ws_base_url, tuple(subscriptions))]
 
-    def requests(self, op: str, subs: Sequence[Subscription], next_id: int) -> list[OutboundRequest]:
+    def requests(
+        self, op: str, subs: Sequence[Subscription], next_id: int, now_ms: int | None = None
+    ) -> list[OutboundRequest]:
         args = [f"{s.channel}:{s.symbol}" for s in subs]
         frame = msgspec.json.encode({"op": op, "id": next_id, "args": args}).decode()
         return [OutboundRequest(frame, next_id, op, tuple(subs))]  # type: ignore[arg-type]

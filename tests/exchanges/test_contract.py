@@ -115,7 +115,11 @@ class MadeUpAdapter(ExchangeAdapter):
         return f"{self.ws_base_url}/{route or 'public'}"
 
     def requests(
-        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+        self,
+        op: Literal["subscribe", "unsubscribe"],
+        subscriptions: Sequence[Subscription],
+        next_id: int,
+        now_ms: int | None = None,
     ) -> list[OutboundRequest]:
         out: list[OutboundRequest] = []
         for chunk in self.request_batches(subscriptions, lambda s: len(self._topic(s)) + 3):

@@ -26,7 +26,8 @@ from cryptolink.engine import ConnectionEvent, ConnectionEventType, ConnectionSt
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import GAPS_CHANNEL, BookUpdate, Gap, Trade
-from cryptolink.simulator import BINANCE_SPOT_RULES, BINANCE_USDM_RULES, OKX_RULES, SimConfig, Simulator
+from cryptolink.simulator import BINANCE_SPOT_RULES, SimConfig, Simulator
+from cryptolink.simulator import registry as sim_registry
 from cryptolink.simulator.server import ExchangeServer
 
 RATE_HZ = 150.0
@@ -42,6 +43,10 @@ TARGETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
         ("BTC/USD:BTC", "ETH/USD:ETH"),
         ("BTCUSD_PERP", "ETHUSD_PERP"),
     ),
+    "bybit": ("bybit", "spot", ("BTC/USDT", "ETH/USDT"), ("BTCUSDT", "ETHUSDT")),
+    "bitget": ("bitget", "spot", ("BTC/USDT", "ETH/USDT"), ("BTCUSDT", "ETHUSDT")),
+    "gate": ("gate", "spot", ("BTC/USDT", "ETH/USDT"), ("BTC_USDT", "ETH_USDT")),
+    "htx": ("htx", "spot", ("BTC/USDT", "ETH/USDT"), ("btcusdt", "ethusdt")),
 }
 
 FAST_RECONNECT = {"initial_delay_s": 0.02, "multiplier": 2.0, "max_delay_s": 0.2, "reset_after_s": 1.0}
@@ -49,26 +54,22 @@ FAST_WATCHDOG = {"first_data_timeout_s": 1.5, "min_idle_s": 0.4, "max_idle_s": 3
 
 
 def sim_config(**rules: dict[str, Any]) -> SimConfig:
-    """Documented rules with a generous inbound limit on spot; per-exchange overrides ``okx={...}``."""
-    base = {
-        "binance": replace(BINANCE_SPOT_RULES, max_in_msgs_per_s=50),
-        "binanceusdm": replace(BINANCE_USDM_RULES),
-        "okx": replace(OKX_RULES),
-    }
+    """Every registered exchange's documented rules, with a generous inbound limit on Binance spot; per-exchange
+    overrides ``okx={...}``."""
+    base = {name: spec.rules for name, spec in sim_registry.specs().items()}
+    base["binance"] = replace(BINANCE_SPOT_RULES, max_in_msgs_per_s=50)
     for exch, kw in rules.items():
         base[exch] = replace(base[exch], **kw)
     return SimConfig(rules=base, synthetic_rate_hz=RATE_HZ)
 
 
 def trade_stream(name: str, native: str) -> str:
-    """The simulator's stream key of a symbol's trades (Binance stream name / OKX ``channel:instId``)."""
-    if name == "okx":
-        return f"trades:{native}"
-    return f"{native.lower()}@aggTrade" if name == "binanceusdm" else f"{native.lower()}@trade"
+    """The simulator's stream key of a symbol's trades (Binance stream name, OKX ``channel:instId``...)."""
+    return sim_registry.get(name).server.trade_stream_key(native)
 
 
 def book_stream_prefix(name: str, native: str) -> str:
-    return f"books:{native}" if name == "okx" else f"{native.lower()}@depth"
+    return sim_registry.get(name).server.book_stream_prefix(native)
 
 
 @dataclass

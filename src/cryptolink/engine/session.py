@@ -77,7 +77,7 @@ _log = logging.getLogger("cryptolink.engine.connection")  # one logger for the c
 
 MarketData = Trade | Ticker | BookMessage
 StreamKey = tuple[Channel, str]
-RequestBuilder = Callable[[Sequence[Subscription], int], list[OutboundRequest]]
+RequestBuilder = Callable[[Sequence[Subscription], int, int | None], list[OutboundRequest]]
 
 ROTATED = "rotated"
 """End reason of a primary session replaced by a rotation."""
@@ -295,7 +295,7 @@ class Session:
         """Build requests for ``subs`` with ``build`` (fresh request ids, unique in the process, so an ack can
         never be taken for another socket's request); send them within the hourly quota."""
         async with self._send_lock:
-            reqs = build(subs, peek_request_id())
+            reqs = build(subs, peek_request_id(), self._clock.time_ns() // 1_000_000)
             take_request_ids(len(reqs))
             for req in reqs:
                 await self.quota.acquire()
@@ -327,7 +327,9 @@ class Session:
         confirmed = list(self.registry.confirmed)
         if not confirmed or not self.alive:
             return
-        reqs = self._adapter.unsubscribe_requests(confirmed, peek_request_id())
+        reqs = self._adapter.unsubscribe_requests(
+            confirmed, peek_request_id(), self._clock.time_ns() // 1_000_000
+        )
         take_request_ids(len(reqs))
         for req in reqs:
             if not self.bucket.try_acquire():

@@ -583,6 +583,10 @@ class SnapshotSource(StrEnum):
     """Fetch it over REST and stitch buffered deltas to it (Binance)."""
     WEBSOCKET = "websocket"
     """The stream itself sends a snapshot after subscribing; resync by re-subscribing (OKX)."""
+    WS_REQUEST = "ws_request"
+    """Ask for it on the book's own connection with a frame (:meth:`ExchangeAdapter.snapshot_frame`, HTX
+    ``req``); it comes back on that connection, decoded as a :class:`BookMessage` with ``is_snapshot=True``, and
+    is stitched to the buffered deltas exactly as a REST snapshot is (``bridge_offset``, ``sequence``)."""
 
 
 class SequenceModel(StrEnum):
@@ -765,22 +769,28 @@ class ExchangeAdapter(abc.ABC):
 
     @abc.abstractmethod
     def requests(
-        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+        self,
+        op: Literal["subscribe", "unsubscribe"],
+        subscriptions: Sequence[Subscription],
+        next_id: int,
+        now_ms: int | None = None,
     ) -> list[OutboundRequest]:
         """Frames that ``op`` (subscribe or unsubscribe) ``subscriptions``, batched as the exchange allows;
-        request ids start at ``next_id`` and increase by 1."""
+        request ids start at ``next_id`` and increase by 1. ``now_ms`` is the engine's wall-clock time (epoch
+        ms) when the frames are built, for protocols that stamp requests (Gate's ``time``, which must be within
+        60 s of the server's); adapters whose frames carry no time ignore it."""
 
     def subscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
+        self, subscriptions: Sequence[Subscription], next_id: int, now_ms: int | None = None
     ) -> list[OutboundRequest]:
         """Frames that subscribe ``subscriptions`` (see :meth:`requests`)."""
-        return self.requests("subscribe", subscriptions, next_id)
+        return self.requests("subscribe", subscriptions, next_id, now_ms)
 
     def unsubscribe_requests(
-        self, subscriptions: Sequence[Subscription], next_id: int
+        self, subscriptions: Sequence[Subscription], next_id: int, now_ms: int | None = None
     ) -> list[OutboundRequest]:
         """Frames that unsubscribe ``subscriptions`` (see :meth:`requests`)."""
-        return self.requests("unsubscribe", subscriptions, next_id)
+        return self.requests("unsubscribe", subscriptions, next_id, now_ms)
 
     @abc.abstractmethod
     def decode(self, frame: str | bytes, receipt_ns: int) -> list[Decoded]:
@@ -816,6 +826,13 @@ class ExchangeAdapter(abc.ABC):
     # books ---------------------------------------------------------------------------------------------------
     def snapshot_request(self, subscription: Subscription) -> RestRequest | None:
         """The REST request for a book snapshot, or ``None`` when snapshots come over the WebSocket."""
+        return None
+
+    def snapshot_frame(self, subscription: Subscription, request_id: int) -> str | None:
+        """The frame that asks for a book snapshot on the book's own WebSocket connection (sources
+        :attr:`SnapshotSource.WS_REQUEST`: HTX ``{"req":"market.btcusdt.mbp.150","id":"N"}``), or ``None``.
+        The answer is decoded by :meth:`decode` as a :class:`BookMessage` with ``is_snapshot=True``; an error
+        answer as an :class:`ExchangeError` (the engine retries after its snapshot timeout)."""
         return None
 
     def parse_snapshot(self, body: bytes, subscription: Subscription, receipt_ns: int) -> BookMessage:

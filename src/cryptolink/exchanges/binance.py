@@ -288,7 +288,11 @@ class BinanceAdapterBase(ExchangeAdapter):
         return f"{self.ws_base_url}/{route}/stream" if route else f"{self.ws_base_url}/stream"
 
     def requests(
-        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+        self,
+        op: Literal["subscribe", "unsubscribe"],
+        subscriptions: Sequence[Subscription],
+        next_id: int,
+        now_ms: int | None = None,
     ) -> list[OutboundRequest]:
         """``{"method":"SUBSCRIBE"|"UNSUBSCRIBE","params":[...],"id":N}`` frames, at most 200 streams each
         (``policy.max_subscriptions_per_request``; docs/protocols/binance.md "Live subscribe")."""

@@ -325,7 +325,11 @@ class OkxAdapter(ExchangeAdapter):
         return arg
 
     def requests(
-        self, op: Literal["subscribe", "unsubscribe"], subscriptions: Sequence[Subscription], next_id: int
+        self,
+        op: Literal["subscribe", "unsubscribe"],
+        subscriptions: Sequence[Subscription],
+        next_id: int,
+        now_ms: int | None = None,
     ) -> list[OutboundRequest]:
         """Batched ``{"id":"N","op":"subscribe"|"unsubscribe","args":[...]}`` frames, each within 64 KB
         (``policy.max_request_bytes``; docs/protocols/okx.md "Subscribe")."""

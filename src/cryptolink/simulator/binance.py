@@ -253,6 +253,8 @@ class BinanceServer(ExchangeServer):
     market_kind = "spot"
     rest_prefix = "/api/v3"
     info_recording = "cryptofeed_binance_BINANCE.0.gz"
+    #: trade stream name (spot ``trade``; futures ``aggTrade``, see the subclasses' use in the harness)
+    trade_stream = "trade"
     usdm = False  # futures (USDⓈ-M and COIN-M) payload shapes
     coinm = False
     #: diff-depth stream kind -> push interval in seconds (0 = every event)
@@ -273,6 +275,14 @@ class BinanceServer(ExchangeServer):
     price_weights = (2, 4)
     premium_weights = (0, 0)
     trades_max_limit = 1000
+
+    @classmethod
+    def trade_stream_key(cls, native: str) -> str:
+        return f"{native.lower()}@{cls.trade_stream}"
+
+    @classmethod
+    def book_stream_prefix(cls, native: str) -> str:
+        return f"{native.lower()}@depth"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -957,6 +967,7 @@ class BinanceUsdmServer(BinanceServer):
     """Binance USDⓈ-M futures: routed ``/public`` and ``/market`` WS paths, ``pu`` chain (module doc)."""
 
     name = "binanceusdm"
+    trade_stream = "aggTrade"
     hosts: ClassVar[tuple[str, ...]] = (
         # "General Info" and "Websocket Market Streams" of the USDⓈ-M docs
         "https://fapi.binance.com",

@@ -445,6 +445,14 @@ class OkxServer(ExchangeServer):
     hosts: ClassVar[tuple[str, ...]] = HOSTS
     book_checksums: ClassVar[bool] = True
 
+    @classmethod
+    def trade_stream_key(cls, native: str) -> str:
+        return f"trades:{native}"
+
+    @classmethod
+    def book_stream_prefix(cls, native: str) -> str:
+        return f"books:{native}"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subs: dict[str, set[SimConnection]] = {}

@@ -33,6 +33,10 @@ __all__ = ["PROTOCOL_MODULES", "ServerSpec", "get", "hosts_of", "names", "regist
 PROTOCOL_MODULES: tuple[str, ...] = (
     "cryptolink.simulator.binance",
     "cryptolink.simulator.okx",
+    "cryptolink.simulator.bybit",
+    "cryptolink.simulator.bitget",
+    "cryptolink.simulator.gate",
+    "cryptolink.simulator.htx",
 )
 
 

@@ -463,6 +463,18 @@ class ExchangeServer:
         self.setup_routes(self.app)
 
     # ---- subclass hooks ----
+    @classmethod
+    def trade_stream_key(cls, native: str) -> str:
+        """The ``/_sim/stats`` stream key of exchange-native ``native``'s trade stream (Binance
+        ``btcusdt@trade``, OKX ``trades:BTC-USDT``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def book_stream_prefix(cls, native: str) -> str:
+        """The prefix of the ``/_sim/stats`` stream key of ``native``'s book stream (Binance ``btcusdt@depth``,
+        OKX ``books:BTC-USDT``)."""
+        raise NotImplementedError
+
     def setup_routes(self, app: web.Application) -> None:
         raise NotImplementedError
 

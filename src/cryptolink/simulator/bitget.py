@@ -1,0 +1,1 @@
+"""Placeholder: the bitget protocol module is being written (it will call registry.register)."""

@@ -1,0 +1,1 @@
+"""Placeholder: the bybit protocol module is being written (it will call registry.register)."""
