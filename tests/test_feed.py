@@ -19,8 +19,8 @@ from cryptolink.clock import Clock, FakeClock, SystemClock
 from cryptolink.engine import EngineConfig
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, Severity
 from cryptolink.exchanges import get_adapter
-from cryptolink.exchanges.base import BookMessage
-from cryptolink.feed import BadSymbol, Feed
+from cryptolink.exchanges.base import BookMessage, BookSyncSpec, SequenceModel, SnapshotSource
+from cryptolink.feed import WS_SNAPSHOT_TIMEOUT_S, BadSymbol, Feed
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Market, Side, Subscription, Ticker, Trade
 from cryptolink.rest import RestClient
 from tests.engine.fakes import REFUSED, FakeTransport, settle
@@ -527,3 +527,67 @@ async def test_a_rest_step_before_connecting_goes_through_the_feeds_gateway(
         assert state.calls.count("info") == 2  # the instrument list, then the REST step
     finally:
         await feed.stop()
+
+
+class FrameConnection(StubConnection):
+    """A stub connection that records the frames the feed sends on it (snapshot requests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[str] = []
+        self.sent = asyncio.Event()
+
+    async def send_frame(self, frame: str) -> bool:
+        self.frames.append(frame)
+        self.sent.set()
+        return True
+
+
+def linked(prev: int, seq: int, bid: str = "100") -> BookMessage:
+    return BookMessage(
+        "BTC/USDT", "BTCUSDT", False, [[bid, "1"]], [["101", "1"]], prev + 1, seq, prev, None, 1, 1
+    )
+
+
+async def test_a_snapshot_asked_for_on_the_websocket_is_stitched_and_retried_when_unanswered() -> None:
+    """SnapshotSource.WS_REQUEST (HTX req/rep): the feed sends the adapter's request frame on the book's own
+    connection, the answer arriving there is stitched to the buffered deltas like a REST snapshot; an unanswered
+    request counts as a failed snapshot after the timeout and is asked again."""
+    clock = FakeClock()
+    out: list[Any] = []
+    feed = make_feed(out, clock=clock)
+    adapter = feed.adapter
+    adapter.book_sync = BookSyncSpec(SnapshotSource.WS_REQUEST, SequenceModel.LINKED, bridge_offset=1)
+    adapter.snapshot_frame = lambda sub, rid: f"req {sub.symbol} {rid}"  # type: ignore[method-assign,assignment]
+    conn = FrameConnection()
+    feed._register(BTC_BOOK)
+    feed._conn_of[BTC_BOOK] = conn  # type: ignore[assignment]
+    feed._on_data(conn, [linked(9, 11)])  # type: ignore[arg-type]  # buffered; asks on the socket
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    assert conn.frames[0].startswith("req BTC/USDT ")
+    snap = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 10, 10, None, None, 1, 1)
+    feed._on_data(conn, [snap, linked(11, 12, bid="100.5")])  # type: ignore[arg-type]
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    book = feed.book("BTC/USDT")
+    assert book is not None and book.state is BookState.LIVE and book.last_sequence == 12
+    assert book.best_bid() == (Decimal("100.5"), Decimal("1"))
+    assert [u.sequence for u in out if isinstance(u, BookUpdate)] == [10, 11, 12]
+    assert feed.stats().snapshots_fetched == 1 and feed.stats().snapshot_errors == 0
+    # a gap asks again; this time nobody answers: after the timeout the attempt failed and a new one is sent
+    conn.sent.clear()
+    feed._on_data(conn, [linked(13, 14)])  # type: ignore[arg-type]
+    await settle()
+    await clock.advance(0.5)  # the first retry's backoff
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    conn.sent.clear()
+    await clock.advance(WS_SNAPSHOT_TIMEOUT_S)
+    await settle()
+    assert feed.stats().snapshot_errors == 1 and len(conn.frames) == 2
+    await clock.advance(1.0)  # the second retry's backoff
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    assert len(conn.frames) == 3 and book.state is not BookState.LIVE
+    snap = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 14, 14, None, None, 1, 1)
+    feed._on_data(conn, [snap])
+    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert book.state is BookState.LIVE and feed.stats().snapshots_fetched == 2
+    await feed.stop()

@@ -61,7 +61,15 @@ from cryptolink.engine import (
     Transport,
 )
 from cryptolink.engine.gate import ConnectGates
-from cryptolink.exchanges.base import BookMessage, ConnectionSpec, DecodeError, ExchangeAdapter, Instrument
+from cryptolink.engine.subscriptions import take_request_ids
+from cryptolink.exchanges.base import (
+    BookMessage,
+    ConnectionSpec,
+    DecodeError,
+    ExchangeAdapter,
+    Instrument,
+    SnapshotSource,
+)
 from cryptolink.gateway import RestGateway
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Subscription, Ticker, Trade
 from cryptolink.rest import RestError
@@ -88,6 +96,9 @@ _TICKER = Channel.TICKER
 _FAILED_RETRY_S = (30.0, 60.0, 120.0, 300.0)
 _INSTRUMENT_RETRY_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 _MAX_BACKFILL_PAGES = 100
+#: how long a snapshot asked for on the WebSocket (:attr:`SnapshotSource.WS_REQUEST`, HTX ``req``) may take
+#: before the attempt counts as failed and is retried with backoff (s)
+WS_SNAPSHOT_TIMEOUT_S = 10.0
 """Bound on one backfill: Binance 100 000 trades (1000 a page), OKX 10 000 (100 a page); live trades are held
 meanwhile (at most ``TradeStream.max_held``)."""
 _FIRST_INSTRUMENTS_TIMEOUT_S = 5.0
@@ -236,6 +247,8 @@ class Feed:
         self._tickers: dict[str, TickerFilter] = {}
         self._ticker_iv: dict[str, IntervalTracker] = {}
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
+        # symbol -> set when a snapshot asked for on the WebSocket arrives (SnapshotSource.WS_REQUEST)
+        self._snapshot_waiters: dict[str, asyncio.Event] = {}
         self._retry_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed_rounds: dict[str, int] = {}
         self._backfills: dict[str, asyncio.Task[None]] = {}
@@ -475,6 +488,11 @@ class Feed:
                 msg: BookMessage = item  # type: ignore[assignment]
                 sync = self._books.get(msg.symbol)
                 if sync is not None:
+                    if msg.is_snapshot and self._snapshot_waiters:
+                        waiter = self._snapshot_waiters.pop(msg.symbol, None)
+                        if waiter is not None:
+                            self.snapshots_fetched += 1
+                            waiter.set()
                     self._handle_actions(sync, conn, sync.on_message(msg))
             elif kind is Ticker:
                 ticker: Ticker = item  # type: ignore[assignment]
@@ -711,6 +729,9 @@ class Feed:
         sub = self._book_subs.get(sync.symbol)
         if sub is None:
             return
+        if self.adapter.book_sync.source is SnapshotSource.WS_REQUEST:
+            await self._ask_snapshot(sync, need, sub)
+            return
         request = self.adapter.snapshot_request(sub)
         if request is None:
             return
@@ -737,6 +758,44 @@ class Feed:
         conn = self._conn_of.get(sub)
         if conn is not None:
             self._handle_actions(sync, conn, actions)
+
+    async def _ask_snapshot(self, sync: BookSync, need: NeedSnapshot, sub: Subscription) -> None:
+        """Ask for the snapshot on the book's own connection (HTX ``req``) and wait for it (it is applied by
+        :meth:`_on_data` like any book message); no answer within :data:`WS_SNAPSHOT_TIMEOUT_S` counts as a
+        failed snapshot (retried with backoff by the book's sync, or the book fails after its bound)."""
+        if need.attempt > 0:
+            await self._clock.sleep(min(30.0, 0.5 * (2 ** (need.attempt - 1))))
+        conn = self._conn_of.get(sub)
+        frame = self.adapter.snapshot_frame(sub, take_request_ids(1))
+        if conn is None or frame is None:
+            return  # no connection carries the book now: its reconnect starts a new sync
+        waiter = asyncio.Event()
+        self._snapshot_waiters[sync.symbol] = waiter
+        answered = False
+        try:
+            if await conn.send_frame(frame):
+                sleeper = asyncio.ensure_future(self._clock.sleep(WS_SNAPSHOT_TIMEOUT_S))
+                waiting = asyncio.ensure_future(waiter.wait())
+                try:
+                    await asyncio.wait((sleeper, waiting), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waiting.cancel()
+                answered = waiter.is_set()
+        finally:
+            if self._snapshot_waiters.get(sync.symbol) is waiter:
+                del self._snapshot_waiters[sync.symbol]
+        if self._books.get(sync.symbol) is not sync:
+            return  # unsubscribed meanwhile
+        self._snapshot_tasks.pop(sync.symbol, None)
+        if answered:
+            return
+        self.snapshot_errors += 1
+        reason = f"no snapshot answer within {WS_SNAPSHOT_TIMEOUT_S:g} s"
+        log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, reason)
+        conn = self._conn_of.get(sub)
+        if conn is not None:
+            self._handle_actions(sync, conn, sync.on_snapshot_error(reason))
 
     async def _resubscribe(self, conn: ManagedConnection, sub: Subscription, attempt: int) -> None:
         if attempt > 0:

@@ -177,7 +177,8 @@ class BookSync:
         self.exchange_symbol = exchange_symbol
         self.max_failed_syncs = max_failed_syncs
         self.book = OrderBook(symbol, max_levels=max_levels)
-        self._rest = spec.source is SnapshotSource.REST
+        # a snapshot asked for on the WebSocket (HTX req/rep) is stitched exactly as a REST one
+        self._rest = spec.source is not SnapshotSource.WEBSOCKET
         self._linked = spec.sequence is SequenceModel.LINKED
         self._buffer: list[BookMessage] = []
         self._awaiting_snapshot = False

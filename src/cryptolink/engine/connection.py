@@ -511,6 +511,14 @@ class ManagedConnection:
         if sess is not None:
             await sess.resend(originals)
 
+    async def send_frame(self, frame: str) -> bool:
+        """Send ``frame`` on the primary socket within its outbound rate limit (a snapshot request on the book's
+        own connection, HTX ``req``). ``False`` when no socket is open or the send failed (the session ends)."""
+        sess = self._primary
+        if sess is None or not sess.alive:
+            return False
+        return await sess.send(frame)
+
     def report_sequence_gap(self, n: int = 1) -> None:
         """The consumer found ``n`` sequence gaps in this connection's data (counted in quality ``loss``)."""
         self._quality.record_gap(n)
