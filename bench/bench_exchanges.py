@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import gzip
 import time
@@ -180,6 +181,7 @@ async def capture_run(
     sessions: list[tuple[str, list[str | bytes]]] = []
     rest: dict[str, bytes] = {}
     adapters: list[ExchangeAdapter] = []
+    enough = _Meter(min_frames)
     async with aiohttp.ClientSession() as http:
         with SimProcess([exchange], speed=speed) as sim:
             ep = sim.endpoints[exchange]
@@ -196,16 +198,14 @@ async def capture_run(
                 exchange,
                 ep["ws_url"],
                 ep["rest_url"],
-                _TapTransport(default_transport(), sessions, None),
+                _TapTransport(default_transport(), sessions, enough),
                 rest_gateway=gateway,
                 adapter_wrapper=keep,
             )
             await manager.start()
-            started = time.monotonic()
-            while time.monotonic() - started < seconds or (
-                sum(len(f) for _, f in sessions) < min_frames and time.monotonic() - started < 6 * seconds
-            ):
-                await asyncio.sleep(0.5)
+            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.done.wait(), 5 * seconds)
             await manager.stop()
     return Capture(sessions=[(p, Capture.frames(f)) for p, f in sessions], rest=rest), adapters
 
