@@ -6,7 +6,15 @@ from decimal import Decimal
 
 from cryptolink.book.checksum import crc32_levels
 from cryptolink.book.orderbook import BookState
-from cryptolink.book.sync import BookFailed, BookSync, Dropped, NeedResubscribe, NeedSnapshot, SyncAction
+from cryptolink.book.sync import (
+    MAX_BEHIND_IN_ROW,
+    BookFailed,
+    BookSync,
+    Dropped,
+    NeedResubscribe,
+    NeedSnapshot,
+    SyncAction,
+)
 from cryptolink.exchanges.base import BookMessage, BookSyncSpec, ChecksumSpec, SequenceModel, SnapshotSource
 from cryptolink.models import BookUpdate
 
@@ -318,3 +326,32 @@ def test_okx_legacy_messages_without_seq_apply_unchecked() -> None:
 def test_okx_restart_resubscribes() -> None:
     s = okx_live()
     assert kinds(s.restart()) == ["NeedResubscribe"]
+
+
+def test_update_ids_that_went_back_resync_the_book_instead_of_freezing_it() -> None:
+    """A live book whose exchange restarts its update ids lower (no documented reset): the first copies are
+    dropped as copies, but MAX_BEHIND_IN_ROW of them in a row with nothing applied re-sync it (cause gap); a
+    copy between applied updates (a rotation overlap) never does."""
+    ws = BookSync(OKX, "okx", "BTC/USDT", "BTC-USDT")
+    ws.start()
+    ws.on_message(snap(1000, prev=-1))
+    for i in range(5 * MAX_BEHIND_IN_ROW):  # overlap: every update arrives twice, the copy is dropped
+        assert kinds(ws.on_message(delta(1001 + i, 1001 + i, [["100", "2"]], prev=1000 + i))) == [
+            "BookUpdate"
+        ]
+        assert kinds(ws.on_message(delta(1001 + i, 1001 + i, [["100", "2"]], prev=1000 + i))) == ["Dropped"]
+    last = 1000 + 5 * MAX_BEHIND_IN_ROW
+    assert kinds(ws.on_message(delta(last + 1, last + 1, [["100", "3"]], prev=last))) == ["BookUpdate"]
+    assert ws.state is BookState.LIVE
+    out: list[SyncAction] = []
+    for seq in range(1, MAX_BEHIND_IN_ROW + 1):  # ids restarted at 1, linked among themselves
+        out = ws.on_message(delta(seq, seq, [["99", "1"]], prev=seq - 1))
+        if seq < MAX_BEHIND_IN_ROW:
+            assert kinds(out) == ["Dropped"]
+    assert kinds(out) == ["NeedResubscribe"] and state_of(ws) is BookState.RESYNCING
+    assert ws.stats().resyncs_by_cause == {"gap": 1} and ws.gaps == 1
+    rest = spot_live()
+    assert kinds(rest.on_message(delta(11, 5000))) == ["BookUpdate"]
+    for seq in range(1, MAX_BEHIND_IN_ROW + 1):
+        out = rest.on_message(delta(seq, seq))
+    assert kinds(out) == ["NeedSnapshot"] and state_of(rest) is not BookState.LIVE

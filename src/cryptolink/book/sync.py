@@ -50,6 +50,7 @@ from cryptolink.exchanges.base import BookMessage, BookSyncSpec, SequenceModel, 
 from cryptolink.models import AmountUnit, BookLevel, BookUpdate, Channel
 
 __all__ = [
+    "MAX_BEHIND_IN_ROW",
     "BookFailed",
     "BookSync",
     "BookSyncStats",
@@ -59,6 +60,11 @@ __all__ = [
     "ResyncCause",
     "SyncAction",
 ]
+
+
+MAX_BEHIND_IN_ROW = 100
+"""Updates at or below a live book's sequence accepted in a row (as copies) before the book re-syncs: the
+exchange's update ids went back, and every later update would be dropped as a copy."""
 
 
 class ResyncCause(StrEnum):
@@ -184,6 +190,7 @@ class BookSync:
         self._awaiting_snapshot = False
         self._bridged = False
         self._target = 0
+        self._behind_in_row = 0
         self.gaps = 0
         self.checksum_failures = 0
         self.resyncs = 0
@@ -353,8 +360,7 @@ class BookSync:
                 return [self._drop_stale]
             return self._apply_delta(msg)
         if msg.last_seq <= last:
-            self.dropped += 1
-            return [self._drop_dup]
+            return self._behind(msg)
         if self._linked:
             if msg.prev_seq != last:
                 return self._gap(msg, "prev_seq does not link to the last update")
@@ -422,8 +428,7 @@ class BookSync:
             last = book.last_sequence
             if prev != last:
                 if last is not None and msg.last_seq <= last:
-                    self.dropped += 1
-                    return [self._drop_dup]
+                    return self._behind(msg)
                 self.gaps += 1
                 return self._fail_ws("prev_seq does not link to the last update", ResyncCause.GAP)
             if not msg.bids and not msg.asks:
@@ -439,6 +444,7 @@ class BookSync:
             self.checksum_failures += 1
             return self._fail_ws("checksum mismatch", ResyncCause.CHECKSUM)
         self.applied += 1
+        self._behind_in_row = 0
         return [self._update(False, bids, asks, msg)]
 
     def _fail_ws(self, reason: str, cause: ResyncCause) -> list[SyncAction]:
@@ -447,6 +453,7 @@ class BookSync:
 
     # -------------------------------------------------------------------------------------------- common
     def _apply_delta(self, msg: BookMessage) -> list[SyncAction]:
+        self._behind_in_row = 0
         try:
             bids, asks = self.book.apply_delta(msg.bids, msg.asks, msg.last_seq)
         except ValueError:
@@ -483,7 +490,25 @@ class BookSync:
             return [NeedSnapshot(self.symbol, reason, self.consecutive_failures, cause)]
         return [NeedResubscribe(self.symbol, reason, self.consecutive_failures, cause)]
 
+    def _behind(self, msg: BookMessage) -> list[SyncAction]:
+        """An update at or below the book's sequence: a copy (a rotation overlap, a resend) is dropped; but
+        :data:`MAX_BEHIND_IN_ROW` of them in a row with nothing applied between means the exchange's update ids
+        went back (a restart of its sequence) and the book would never move again: re-sync (cause ``gap``)."""
+        self.dropped += 1
+        self._behind_in_row += 1
+        if self._behind_in_row < MAX_BEHIND_IN_ROW:
+            return [self._drop_dup]
+        self._behind_in_row = 0
+        reason = (
+            f"{MAX_BEHIND_IN_ROW} updates in a row at or below the book's sequence (update ids went back)"
+        )
+        if self._rest:
+            return self._gap(msg, reason)
+        self.gaps += 1
+        return self._fail_ws(reason, ResyncCause.GAP)
+
     def _reset_pending(self) -> None:
+        self._behind_in_row = 0
         self._buffer = []
         self._awaiting_snapshot = False
         self._bridged = False
