@@ -31,6 +31,17 @@ def test_parse_spec_symbol_and_random() -> None:
     assert randoms == [RandomFaults(5.0, ("drop", "gap"), "okx")]
 
 
+def test_market_qualified_symbols_keep_their_colon_or_slash() -> None:
+    scripted, _ = parse_spec(
+        "gate/gap:futures:BTC_USDT@1s,gap:linear/BTCUSDT@2s,seqreset:USDT-FUTURES:ETHUSDT"
+    )
+    assert scripted == [
+        Fault("seqreset", symbol="USDT-FUTURES:ETHUSDT"),
+        Fault("gap", at_s=1.0, exchange="gate", symbol="futures:BTC_USDT"),
+        Fault("gap", at_s=2.0, symbol="linear/BTCUSDT"),
+    ]
+
+
 def test_parse_outage_needs_a_duration() -> None:
     scripted, _ = parse_spec("binance/outage:2s@10s,outage:500ms")
     assert scripted == [

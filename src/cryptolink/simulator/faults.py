@@ -7,8 +7,11 @@ Spec grammar (``--faults SPEC``)::
                   0s)
               | "random:every=" TIME [":kinds=" KIND ("+" KIND)*] [":exchange=" EXCHANGE]
     TIME     := NUMBER ("ms" | "s" | "m")                          e.g. 500ms, 5s, 1.5m
-    EXCHANGE := a registered simulator exchange id (binance, binanceusdm, okx, binancecoinm; see
-                :mod:`cryptolink.simulator.registry`)                 (omitted: every exchange)
+    EXCHANGE := a registered simulator exchange id (binance, binanceusdm, okx, binancecoinm, bybit, bitget,
+                gate, htx; see :mod:`cryptolink.simulator.registry`)   (omitted: every exchange)
+
+A SYMBOL argument is the simulator's symbol as ``/_sim/stats`` names it; market-qualified ones keep their colon
+or slash (``gate/gap:futures:BTC_USDT``, ``gap:linear/BTCUSDT``: a slash after the kind is part of the symbol).
 
 Kinds and their arguments (faults hit every open connection of the exchange unless injected on one
 connection; ``outage`` always hits the whole exchange):
@@ -180,8 +183,9 @@ def _parse_item(item: str) -> Fault | RandomFaults:
     body, _, when = item.partition("@")
     at_s = parse_duration(when) if when else 0.0
     exchange: str | None = None
-    if "/" in body:
-        exchange, body = body.split("/", 1)
+    head, slash, rest = body.partition("/")
+    if slash and ":" not in head:  # ``okx/gap:BTC-USDT``; a slash after the kind belongs to the symbol
+        exchange, body = head, rest
     kind, *args = body.split(":")
     kw: dict[str, object] = {}
     try:
@@ -195,7 +199,7 @@ def _parse_item(item: str) -> Fault | RandomFaults:
             kw["amount_ms"] = parse_duration(args[0]) * 1000.0
             kw["duration_s"] = parse_duration(args[1]) if len(args) > 1 else 10.0
         elif kind in ("gap", "badchecksum", "seqreset") and args:
-            kw["symbol"] = args[0]
+            kw["symbol"] = ":".join(args)  # market-qualified symbols carry a colon (``futures:BTC_USDT``)
     except ValueError as exc:
         raise FaultSpecError(f"{item!r}: {exc}") from exc
     return Fault(kind, at_s=at_s, exchange=exchange, **kw)  # type: ignore[arg-type]
