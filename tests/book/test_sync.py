@@ -355,3 +355,19 @@ def test_update_ids_that_went_back_resync_the_book_instead_of_freezing_it() -> N
     for seq in range(1, MAX_BEHIND_IN_ROW + 1):
         out = rest.on_message(delta(seq, seq))
     assert kinds(out) == ["NeedSnapshot"] and state_of(rest) is not BookState.LIVE
+    # the snapshot of the new, lower chain is accepted (not refused as older than the book) and the chain runs on
+    assert kinds(rest.on_snapshot(snap(100))) == ["BookUpdate"] and state_of(rest) is BookState.LIVE
+    assert kinds(rest.on_message(delta(101, 101))) == ["BookUpdate"] and rest.book.last_sequence == 101
+
+
+def test_a_restart_accepts_a_snapshot_older_than_the_book() -> None:
+    """The feed's retry of a failed book (or an operator's resync) starts from scratch: a snapshot below the last
+    sequence emitted is applied, where a normal resync refuses it as a lagging replica."""
+    s = spot_live()
+    assert kinds(s.on_message(delta(11, 500))) == ["BookUpdate"]
+    assert kinds(s.on_message(delta(600, 600))) == ["NeedSnapshot"]  # a gap
+    assert kinds(s.on_snapshot(snap(20))) == ["NeedSnapshot"]  # refused: older than the book, asked again
+    assert state_of(s) is not BookState.LIVE
+    s.restart()
+    s.on_message(delta(20, 21))
+    assert kinds(s.on_snapshot(snap(20))) == ["BookUpdate", "BookUpdate"] and state_of(s) is BookState.LIVE

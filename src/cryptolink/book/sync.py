@@ -240,10 +240,14 @@ class BookSync:
 
     def restart(self, reason: str = "restart") -> list[SyncAction]:
         """Forget failures and sync again from scratch (an operator's resync, the feed's retry of a ``failed``
-        book). REST source: the next delta asks for a snapshot; WebSocket source: re-subscribe now."""
+        book), accepting a snapshot older than the last update emitted. REST source: the next delta asks for a
+        snapshot; WebSocket source: re-subscribe now."""
         self.consecutive_failures = 0
         self._count(ResyncCause.RESTART)
         self.book.state = BookState.RESYNCING
+        # from scratch: a snapshot older than what the book emitted is accepted (the exchange may have restarted
+        # its ids; a lagging replica is caught again once the new chain runs)
+        self.book.last_sequence = None
         self._reset_pending()
         if self._rest:
             return []
@@ -502,6 +506,8 @@ class BookSync:
         reason = (
             f"{MAX_BEHIND_IN_ROW} updates in a row at or below the book's sequence (update ids went back)"
         )
+        # the next snapshot carries the new, lower ids: it must not be refused as older than this book
+        self.book.last_sequence = None
         if self._rest:
             return self._gap(msg, reason)
         self.gaps += 1
