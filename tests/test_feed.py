@@ -4,6 +4,7 @@ REST snapshots (429 Retry-After), instrument checks; against a loopback Binance-
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -567,7 +568,7 @@ async def test_a_snapshot_asked_for_on_the_websocket_is_stitched_and_retried_whe
     assert conn.frames[0].startswith("req BTC/USDT ")
     snap = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 10, 10, None, None, 1, 1)
     feed._on_data(conn, [snap, linked(11, 12, bid="100.5")])  # type: ignore[arg-type]
-    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert "BTC/USDT" not in feed._snapshot_tasks  # answered: the asking task is released
     book = feed.book("BTC/USDT")
     assert book is not None and book.state is BookState.LIVE and book.last_sequence == 12
     assert book.best_bid() == (Decimal("100.5"), Decimal("1"))
@@ -588,6 +589,45 @@ async def test_a_snapshot_asked_for_on_the_websocket_is_stitched_and_retried_whe
     assert len(conn.frames) == 3 and book.state is not BookState.LIVE
     snap = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 14, 14, None, None, 1, 1)
     feed._on_data(conn, [snap])
-    await asyncio.wait_for(feed._snapshot_tasks["BTC/USDT"], 5)
+    assert "BTC/USDT" not in feed._snapshot_tasks  # answered: the asking task is released
     assert book.state is BookState.LIVE and feed.stats().snapshots_fetched == 2
+    await feed.stop()
+
+
+async def test_a_refused_websocket_snapshot_is_asked_again_and_requests_are_spaced_per_connection() -> None:
+    """A snapshot answer the sync refuses (older than the buffered deltas) starts a new request (it used to be
+    dropped while the first request's task was still registered: the book waited ~17 minutes); with the policy's
+    ``snapshot_request_interval_s`` two books on one connection never ask back to back."""
+    clock = FakeClock()
+    out: list[Any] = []
+    feed = make_feed(out, clock=clock)
+    adapter = feed.adapter
+    adapter.book_sync = BookSyncSpec(SnapshotSource.WS_REQUEST, SequenceModel.LINKED, bridge_offset=1)
+    adapter.policy = dataclasses.replace(adapter.policy, snapshot_request_interval_s=0.1)
+    adapter.snapshot_frame = lambda sub, rid: f"req {sub.symbol}"  # type: ignore[method-assign,assignment]
+    conn = FrameConnection()
+    eth_book = Subscription(Channel.BOOK, "ETH/USDT")
+    for sub in (BTC_BOOK, eth_book):
+        feed._register(sub)
+        feed._conn_of[sub] = conn  # type: ignore[assignment]
+    eth = BookMessage("ETH/USDT", "ETHUSDT", False, [["10", "1"]], [["11", "1"]], 10, 11, 9, None, 1, 1)
+    feed._on_data(conn, [linked(9, 11), eth])  # type: ignore[arg-type]  # both books ask
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    await settle()
+    assert conn.frames == ["req BTC/USDT"]  # the second waits for its slot
+    conn.sent.clear()
+    await clock.advance(0.1)
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    assert conn.frames == ["req BTC/USDT", "req ETH/USDT"]
+    conn.sent.clear()
+    old = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 5, 5, None, None, 1, 1)
+    feed._on_data(conn, [old])  # type: ignore[arg-type]  # older than the buffered delta (10..11): refused
+    await settle()
+    await clock.advance(0.5)  # the retry's backoff
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    assert conn.frames[-1] == "req BTC/USDT" and len(conn.frames) == 3
+    snap = BookMessage("BTC/USDT", "BTCUSDT", True, [["99", "2"]], [["102", "2"]], 10, 10, None, None, 1, 1)
+    feed._on_data(conn, [snap])  # type: ignore[arg-type]
+    book = feed.book("BTC/USDT")
+    assert book is not None and book.state is BookState.LIVE and book.last_sequence == 11
     await feed.stop()

@@ -249,6 +249,8 @@ class Feed:
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         # symbol -> set when a snapshot asked for on the WebSocket arrives (SnapshotSource.WS_REQUEST)
         self._snapshot_waiters: dict[str, asyncio.Event] = {}
+        # connection -> monotonic time from which its next snapshot request may go (one entry per connection)
+        self._ws_request_slots: dict[ManagedConnection, float] = {}
         self._retry_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed_rounds: dict[str, int] = {}
         self._backfills: dict[str, asyncio.Task[None]] = {}
@@ -493,6 +495,9 @@ class Feed:
                         if waiter is not None:
                             self.snapshots_fetched += 1
                             waiter.set()
+                            # the asking task is done: should the sync refuse this snapshot (older than the
+                            # buffered deltas), its new request must start a new task, not be dropped
+                            self._snapshot_tasks.pop(msg.symbol, None)
                     self._handle_actions(sync, conn, sync.on_message(msg))
             elif kind is Ticker:
                 ticker: Ticker = item  # type: ignore[assignment]
@@ -769,6 +774,17 @@ class Feed:
         frame = self.adapter.snapshot_frame(sub, take_request_ids(1))
         if conn is None or frame is None:
             return  # no connection carries the book now: its reconnect starts a new sync
+        interval = self.adapter.policy.snapshot_request_interval_s
+        if interval:
+            # the exchange allows one such request per interval per connection (HTX: one req per 100 ms): take
+            # the next free slot of this connection, so several books' requests never go out back to back
+            now = self._clock.monotonic()
+            slot = max(now, self._ws_request_slots.get(conn, now))
+            self._ws_request_slots[conn] = slot + interval
+            if slot > now:
+                await self._clock.sleep(slot - now)
+            if self._conn_of.get(sub) is not conn or self._books.get(sync.symbol) is not sync:
+                return  # moved or unsubscribed meanwhile: the new connection's sync asks again
         waiter = asyncio.Event()
         self._snapshot_waiters[sync.symbol] = waiter
         answered = False
@@ -785,11 +801,10 @@ class Feed:
         finally:
             if self._snapshot_waiters.get(sync.symbol) is waiter:
                 del self._snapshot_waiters[sync.symbol]
-        if self._books.get(sync.symbol) is not sync:
-            return  # unsubscribed meanwhile
-        self._snapshot_tasks.pop(sync.symbol, None)
-        if answered:
-            return
+        if self._snapshot_tasks.get(sync.symbol) is asyncio.current_task():
+            del self._snapshot_tasks[sync.symbol]
+        if answered or self._books.get(sync.symbol) is not sync:
+            return  # answered (applied by _on_data), or unsubscribed meanwhile
         self.snapshot_errors += 1
         reason = f"no snapshot answer within {WS_SNAPSHOT_TIMEOUT_S:g} s"
         log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, reason)
@@ -857,10 +872,12 @@ class Feed:
         try:
             if self._rest is None:
                 raise RestError("no REST client")
-            body = await self._rest.get(
-                adapter.instruments_request(), timeout_s=_FIRST_INSTRUMENTS_TIMEOUT_S if initial else None
-            )
-            listed = adapter.parse_instruments(body)
+            listed: list[Instrument] = []
+            for request in adapter.instruments_requests():
+                body = await self._rest.get(
+                    request, timeout_s=_FIRST_INSTRUMENTS_TIMEOUT_S if initial else None
+                )
+                listed.extend(adapter.parse_instruments(body))
         except (RestError, DecodeError) as exc:
             if initial:
                 log.warning(

@@ -371,3 +371,15 @@ def test_a_restart_accepts_a_snapshot_older_than_the_book() -> None:
     s.restart()
     s.on_message(delta(20, 21))
     assert kinds(s.on_snapshot(snap(20))) == ["BookUpdate", "BookUpdate"] and state_of(s) is BookState.LIVE
+
+
+def test_an_empty_diff_of_a_socket_requested_book_moves_the_chain_and_emits_nothing() -> None:
+    """HTX's 100 ms diffs may carry no level at all: the chain stitched to the socket-requested snapshot moves on,
+    and consumers get no empty update."""
+    spec = BookSyncSpec(SnapshotSource.WS_REQUEST, SequenceModel.LINKED, bridge_offset=1)
+    s = BookSync(spec, "htx", "BTC/USDT", "btcusdt")
+    s.start()
+    assert kinds(s.on_message(delta(11, 12, [["100", "1"]], prev=10))) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot(snap(10))) == ["BookUpdate", "BookUpdate"]
+    assert s.on_message(delta(13, 14, prev=12)) == [] and s.book.last_sequence == 14
+    assert kinds(s.on_message(delta(15, 15, [["100", "5"]], prev=14))) == ["BookUpdate"]

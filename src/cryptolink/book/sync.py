@@ -185,6 +185,9 @@ class BookSync:
         self.book = OrderBook(symbol, max_levels=max_levels)
         # a snapshot asked for on the WebSocket (HTX req/rep) is stitched exactly as a REST one
         self._rest = spec.source is not SnapshotSource.WEBSOCKET
+        # socket-requested snapshots (HTX): the stream's empty diffs move the chain and emit nothing, as the
+        # WebSocket source's heartbeats do
+        self._skip_empty = spec.source is SnapshotSource.WS_REQUEST
         self._linked = spec.sequence is SequenceModel.LINKED
         self._buffer: list[BookMessage] = []
         self._awaiting_snapshot = False
@@ -458,6 +461,11 @@ class BookSync:
     # -------------------------------------------------------------------------------------------- common
     def _apply_delta(self, msg: BookMessage) -> list[SyncAction]:
         self._behind_in_row = 0
+        if self._skip_empty and not msg.bids and not msg.asks:
+            # an empty diff (HTX's 100 ms diffs may be): the chain moves on, nothing to emit
+            self.book.last_sequence = msg.last_seq
+            self.consecutive_failures = 0
+            return []
         try:
             bids, asks = self.book.apply_delta(msg.bids, msg.asks, msg.last_seq)
         except ValueError:

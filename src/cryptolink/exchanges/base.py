@@ -548,6 +548,9 @@ class ConnectionPolicy:
         max_books_per_connection: book subscriptions one connection may carry (OKX recommends fewer than 30
             400-level book channels per connection); ``None``: only ``max_streams_per_connection`` applies.
             :meth:`ExchangeAdapter.plan_connections` obeys it.
+        snapshot_request_interval_s: snapshot requests sent on one connection
+            (:attr:`SnapshotSource.WS_REQUEST`) are spaced at least this far apart (HTX: one ``req`` per 100 ms
+            per connection); ``None``: no spacing.
     """
 
     keepalive: KeepalivePolicy
@@ -563,6 +566,7 @@ class ConnectionPolicy:
     max_subscriptions_per_request: int | None = None
     max_request_bytes: int | None = None
     max_books_per_connection: int | None = None
+    snapshot_request_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -852,6 +856,13 @@ class ExchangeAdapter(abc.ABC):
     def instruments_request(self) -> RestRequest:
         """The REST request that lists this market's instruments (Binance ``exchangeInfo``, OKX
         ``/api/v5/public/instruments``)."""
+
+    def instruments_requests(self) -> list[RestRequest]:
+        """Every REST request that lists this market's instruments, each answer parsed by
+        :meth:`parse_instruments` and the results joined (default: ``[instruments_request()]``). An exchange that
+        lists one market under several categories overrides it (Bybit perpetuals: ``category=linear`` and
+        ``category=inverse``)."""
+        return [self.instruments_request()]
 
     @abc.abstractmethod
     def parse_instruments(self, body: bytes) -> list[Instrument]:
