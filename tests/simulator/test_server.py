@@ -155,7 +155,7 @@ async def test_corrupt_frame(http: aiohttp.ClientSession, sim: Simulator) -> Non
 
 
 async def test_gap_skips_one_delta_and_is_recorded(http: aiohttp.ClientSession, sim: Simulator) -> None:
-    ws = await _connect(http, sim, "/ws/btcusdt@depth")
+    ws = await _connect(http, sim, "/ws/btcusdt@depth@100ms")  # 100 ms pacing: 40 diffs in ~4 s, not 40 s
     conn = next(iter(sim.binance.connections.values()))
     prev = None
     gaps = 0
@@ -166,7 +166,7 @@ async def test_gap_skips_one_delta_and_is_recorded(http: aiohttp.ClientSession, 
         prev = d["u"]
         if i == 5:
             sim.inject(Fault("gap", symbol="BTCUSDT"), exchange="binance")
-    assert gaps == 1 and conn.streams["btcusdt@depth"].skipped == 1
+    assert gaps == 1 and conn.streams["btcusdt@depth@100ms"].skipped == 1
 
 
 async def test_reject_next_subscription(http: aiohttp.ClientSession, sim: Simulator) -> None:
