@@ -101,6 +101,34 @@ async def test_429_pauses_every_request_of_the_host_for_retry_after(
         assert rest.stats().rate_limited == 1 and rest.stats().errors == 1
 
 
+async def test_an_exchanges_ban_status_pauses_the_host_for_its_ban_time(
+    server: tuple[str, list[int], list[int]],
+) -> None:
+    """Bybit answers an IP over its limit with HTTP 403 and no Retry-After, and bans it for 10 minutes: declared
+    in the adapter's limit, it pauses every request of the host for ``ban_pause_s``; a 403 of an exchange that
+    does not declare it is a plain error."""
+    url, hits, plan = server
+    plan.extend([403, 403])
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as http:
+        plain = RestClient("plain", url, http, clock, RestRateLimit(100, 1.0))
+        with pytest.raises(RestError) as info:
+            await plain.get(RestRequest("/limited", {}))
+        assert (
+            info.value.status == 403 and plain.stats().paused_for_s == 0 and plain.stats().rate_limited == 0
+        )
+        limit = RestRateLimit(100, 1.0, ban_statuses=(403,), ban_pause_s=600.0)
+        rest = RestClient("bybit", url, http, clock, limit)
+        with pytest.raises(RestError) as info:
+            await rest.get(RestRequest("/limited", {}))
+        assert info.value.retry_after_s == 600.0 and rest.stats().rate_limited == 1
+        other = asyncio.create_task(rest.get(RestRequest("/ok", {})))
+        await settle()
+        assert not other.done() and rest.stats().paused_for_s == pytest.approx(600.0)
+        await clock.advance(600.5)
+        assert await asyncio.wait_for(other, 5) == b"fine" and hits == [403, 403, 200]
+
+
 async def test_errors_are_typed_and_readable() -> None:
     async with aiohttp.ClientSession() as http:
         rest = RestClient("x", "http://127.0.0.1:9", http, FakeClock(), None)

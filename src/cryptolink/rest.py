@@ -182,8 +182,9 @@ class RestClient:
         at most ``background_share`` of the budget.
 
         Raises:
-            RestError: a transport error, a timeout, or a status other than 200 (429/418 also pause every
-                request of this host for their ``Retry-After``).
+            RestError: a transport error, a timeout, or a status other than 200 (429/418, and the limit's
+                ``ban_statuses`` such as Bybit's 403, also pause every request of this host for their
+                ``Retry-After``, or 60 s / the limit's ``ban_pause_s`` without one).
         """
         self._waiting += 1
         try:
@@ -208,9 +209,11 @@ class RestClient:
                 url, params=request.params, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as resp:
                 body = await resp.read()
-                if resp.status in (418, 429):
+                banned = self.limit is not None and resp.status in self.limit.ban_statuses
+                if resp.status in (418, 429) or banned:
                     asked = _retry_after(resp.headers.get("Retry-After"))
-                    wait = 60.0 if asked is None else asked
+                    default = self.limit.ban_pause_s if banned and self.limit is not None else 60.0
+                    wait = default if asked is None else asked
                     self.rate_limited += 1
                     self.errors += 1
                     self.pause(wait)

@@ -410,15 +410,21 @@ class RestRateLimit:
     """An exchange's documented REST limit for the endpoints an adapter uses: ``weight`` per ``window_s``
     seconds per IP (Binance spot REQUEST_WEIGHT 6000 per minute).
 
+    ``ban_statuses`` are HTTP statuses other than 429/418 by which the exchange says the IP is over its limit and
+    banned for a while (Bybit: 403 "access too frequent", stop for at least 10 minutes); the REST client pauses
+    every request of the host for their ``Retry-After``, or ``ban_pause_s`` when they carry none.
+
     Raises:
-        ValueError: ``weight < 1`` or ``window_s <= 0``.
+        ValueError: ``weight < 1``, ``window_s <= 0`` or ``ban_pause_s <= 0``.
     """
 
     weight: int
     window_s: float
+    ban_statuses: tuple[int, ...] = ()
+    ban_pause_s: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.weight < 1 or not self.window_s > 0:
+        if self.weight < 1 or not self.window_s > 0 or not self.ban_pause_s > 0:
             raise ValueError(f"invalid REST rate limit {self!r}")
 
 
