@@ -371,3 +371,22 @@ def test_inverse_swaps_on_real_instruments_and_frames() -> None:
     assert kinds["Trade"] >= 1 and kinds["Ticker"] >= 1 and kinds["BookMessage"] == 93 and kinds["Ack"] == 6
     assert kinds["BookUpdate"] > 50
     assert sync.state.value == "live" and sync.stats().gaps == 0 and sync.stats().checksum_failures == 0
+
+
+def test_ids_int_refuses_never_escape_as_value_error() -> None:
+    """``"²"`` passes ``str.isdigit`` but not ``int()``, and ``int()`` refuses 5000 digits: a trade or request id
+    like that must give a counted DecodeError or a non-numeric id, never a bare ValueError."""
+    ad = OkxAdapter(Market.SPOT)
+    ad.requests("subscribe", [Subscription(Channel.TRADES, "BTC/USDT")], 1)
+    trade = (
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"%s",'
+        '"px":"1","sz":"1","side":"buy","ts":"1"}]}'
+    )
+    for tid in ("²", "9" * 5000):
+        [t] = ad.decode(trade % tid, 1)
+        assert isinstance(t, Trade) and t.sequence is None
+    [ack] = ad.decode('{"id":"²","event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"}}', 1)
+    assert isinstance(ack, Ack) and ack.request_id == "²"
+    history = '{"code":"0","msg":"","data":[{"instId":"BTC-USDT","tradeId":"²","px":"1","sz":"1","side":"buy","ts":"1"}]}'
+    with pytest.raises(DecodeError):
+        ad.parse_trades(history.encode(), Subscription(Channel.TRADES, "BTC/USDT"), 1)

@@ -39,6 +39,7 @@ from cryptolink.errors import CryptolinkError
 from cryptolink.models import AmountUnit, Channel, Market, Subscription, Ticker, Trade
 
 __all__ = [
+    "MAX_ID_DIGITS",
     "MSGSPEC_ERRORS",
     "Ack",
     "BackfillCursor",
@@ -73,6 +74,7 @@ __all__ = [
     "SymbolCache",
     "decode_json",
     "inflate",
+    "uint",
 ]
 
 
@@ -143,6 +145,22 @@ V = TypeVar("V")
 
 MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 """What msgspec raises for bad input: an adapter's ``decode`` turns these into one :class:`DecodeError`."""
+
+MAX_ID_DIGITS = 40
+"""Longest decimal id :func:`uint` accepts (ids far beyond any exchange's, far below ``int()``'s 4300-digit
+limit)."""
+
+
+def uint(text: str) -> int | None:
+    """``text`` as a non-negative integer when it is 1 to :data:`MAX_ID_DIGITS` ASCII digits, else ``None``.
+
+    For ids sent as strings (trade ids, our request ids echoed back): ``str.isdigit`` also accepts digits such
+    as ``"²"`` that ``int()`` refuses, and ``int()`` refuses more than 4300 digits, each a ``ValueError`` that
+    would escape a decoder instead of a counted :class:`DecodeError`."""
+    if 0 < len(text) <= MAX_ID_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
 
 JsonInput = str | bytes | bytearray | memoryview | msgspec.Raw
 """What :func:`decode_json` accepts: a whole frame or a ``msgspec.Raw`` slice of one."""

@@ -63,6 +63,7 @@ from cryptolink.exchanges.base import (
     SnapshotSource,
     SymbolCache,
     decode_json,
+    uint,
 )
 from cryptolink.exchanges.registry import register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
@@ -208,7 +209,8 @@ def _request_id(raw: str | None) -> int | str | None:
     """Our request ids are decimal integers sent as strings; give them back as ``int``."""
     if raw is None:
         return None
-    return int(raw) if raw.isdigit() else raw
+    value = uint(raw)
+    return raw if value is None else value
 
 
 class OkxAdapter(ExchangeAdapter):
@@ -412,7 +414,7 @@ class OkxAdapter(ExchangeAdapter):
         for t in items:
             if t.side not in ("buy", "sell"):
                 raise DecodeError(f"okx: bad trade side {t.side!r}")
-            seq = int(t.tradeId) if t.tradeId.isdigit() else None
+            seq = uint(t.tradeId)
             out.append(self._trade(t, self.unified_symbol(t.instId), seq, receipt_ns, backfilled=False))
         return out
 
@@ -578,9 +580,10 @@ class OkxAdapter(ExchangeAdapter):
             raise DecodeError(f"okx: history-trades answer code={m.code!r} msg={m.msg!r}")
         out: list[Trade] = []
         for t in m.data:
-            if not t.tradeId.isdigit() or t.side not in ("buy", "sell"):
+            tid = uint(t.tradeId)
+            if tid is None or t.side not in ("buy", "sell"):
                 raise DecodeError(f"okx: bad history trade {t!r}")
-            out.append(self._trade(t, subscription.symbol, int(t.tradeId), receipt_ns, backfilled=True))
+            out.append(self._trade(t, subscription.symbol, tid, receipt_ns, backfilled=True))
         return out
 
     # books -----------------------------------------------------------------------------------------------
