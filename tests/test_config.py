@@ -168,7 +168,19 @@ def test_supported_list_can_be_passed_in() -> None:
     assert [p for p, _ in info.value.problems] == ["exchanges.binance.market"]
     with pytest.raises(ConfigError):
         CryptolinkConfig.from_yaml_text(text, env={}, supported={"okx": (Market.SPOT,)})
-    assert set(SUPPORTED) == {"binance", "binanceusdm", "binancecoinm", "okx"}
+    # ccxt's ids of every registered exchange, and the aliases ccxt still knows (gateio, huobi)
+    assert set(SUPPORTED) == {
+        "binance",
+        "binanceusdm",
+        "binancecoinm",
+        "okx",
+        "bybit",
+        "bitget",
+        "gate",
+        "gateio",
+        "htx",
+        "huobi",
+    }
 
 
 def test_ccxt_ids_single_market_default_and_inverse_shapes() -> None:

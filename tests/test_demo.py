@@ -90,12 +90,38 @@ def test_a_foreign_directory_is_never_emptied(tmp_path: Path) -> None:
 def test_fault_cycle_and_entries_derive_from_the_registries() -> None:
     kinds = {f.kind for f in DEMO_FAULTS}
     assert {"drop", "stall", "gap", "notice", "lifetime", "outage", "corrupt", "badchecksum"} <= kinds
-    assert {e.name for e in DEMO_ENTRIES} == {"binance", "binanceusdm", "binancecoinm", "okx", "okx-swap"}
+    assert {e.exchange for e in DEMO_ENTRIES} == {
+        "binance",
+        "binanceusdm",
+        "binancecoinm",
+        "okx",
+        "bybit",
+        "bitget",
+        "gate",
+        "htx",
+    }
+    # spot and the linear perpetual of each of the six exchanges (and Bybit's inverse)
+    shapes = {
+        (e.exchange, check_symbol(e.exchange, e.market, s).value) for e in DEMO_ENTRIES for s in e.symbols
+    }
+    for exchange in ("bybit", "bitget", "gate", "htx"):
+        assert {(exchange, "spot"), (exchange, "linear")} <= shapes, exchange
+    assert {("bybit", "inverse"), ("okx", "spot"), ("okx", "inverse")} <= shapes
     # every demo exchange is one registration on each side, and every generic fault meets every exchange
     assert set(DEMO_EXCHANGES) <= set(SUPPORTED) and set(DEMO_EXCHANGES) <= set(sim_registry.names())
+    specs = sim_registry.specs()
     for kind in kinds - {"badchecksum"}:
-        assert {f.exchange for f in DEMO_FAULTS if f.kind == kind} == set(DEMO_EXCHANGES), kind
-    assert {f.exchange for f in DEMO_FAULTS if f.kind == "badchecksum"} == {"okx"}  # the books with checksums
+        meaningful = {x for x in DEMO_EXCHANGES if kind not in specs[x].server.inert_faults}
+        assert {f.exchange for f in DEMO_FAULTS if f.kind == kind} == meaningful, kind
+    # a notice only where the exchange announces closes (Binance serverShutdown, OKX 64008)
+    assert {f.exchange for f in DEMO_FAULTS if f.kind == "notice"} == {
+        "binance",
+        "binanceusdm",
+        "binancecoinm",
+        "okx",
+    }
+    # the books with checksums
+    assert {f.exchange for f in DEMO_FAULTS if f.kind == "badchecksum"} == {"okx", "bitget"}
     for e in DEMO_ENTRIES:
         for symbol in e.symbols:
             check_symbol(e.exchange, e.market, symbol)

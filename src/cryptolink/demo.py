@@ -1,9 +1,12 @@
 """``cryptolink demo``: the main job on its embedded default.
 
-Starts the exchange simulator on 127.0.0.1 replaying the shipped real recordings: Binance spot and USDⓈ-M
-BTCUSDT/ETHUSDT from hftbacktest (2024-08-08, ~6 min, looped); OKX BTC-USDT and the inverse swap UNI-USD-SWAP
+Starts the exchange simulator on 127.0.0.1 for the six exchanges (:data:`DEMO_ENTRIES`), replaying the shipped
+real recordings where they exist in the current API or convert to it: Binance spot and USDⓈ-M BTCUSDT/ETHUSDT and
+COIN-M BTCUSD_PERP from hftbacktest (2024-08-08, ~6 min, looped); OKX BTC-USDT and the inverse swap UNI-USD-SWAP
 from a real OKX v5 recording (cryptofeed sample data, 2022-05-13, ~11 s, looped with the simulator's own
-sequence and trade ids). It connects an :class:`~cryptolink.manager.ExchangeManager` to it (trades, tickers and
+sequence and trade ids); Bybit KCSUSDT level-1 books (v5, 2025-06); Bitget AVAXUSDT, EOSUSDT and the DASHUSDT
+perpetual (v1 books and trades of 2022-04, converted to v2). Every other symbol (Bybit, Bitget, Gate and HTX BTC
+and ETH markets) is a synthesized market with valid sequences and checksums. It connects an :class:`~cryptolink.manager.ExchangeManager` to it (trades, tickers and
 L2 books), injects a fault every few seconds (drop, stall, sequence gap, shutdown notice, lifetime close,
 corrupt frame, bad checksum, a short outage), shows a live status table, writes normalized JSONL and gap
 events under ``--out`` and ends with the connection report (also saved as ``<out>/report.txt``).
@@ -92,11 +95,22 @@ DEMO_ENTRIES: tuple[DemoEntry, ...] = (
     DemoEntry("binancecoinm", "binancecoinm", "perpetual", ("BTC/USD:BTC",)),
     DemoEntry("okx", "okx", "spot", ("BTC/USDT",)),
     DemoEntry("okx-swap", "okx", "perpetual", ("UNI/USD:UNI",), ("trades", "book")),
+    DemoEntry("bybit", "bybit", "spot", ("BTC/USDT", "ETH/USDT")),
+    DemoEntry("bybit-l1", "bybit", "spot", ("KCS/USDT",), ("ticker", "book")),
+    DemoEntry("bybit-perp", "bybit", "perpetual", ("BTC/USDT:USDT", "BTC/USD:BTC")),
+    DemoEntry("bitget", "bitget", "spot", ("AVAX/USDT", "EOS/USDT", "BTC/USDT")),
+    DemoEntry("bitget-perp", "bitget", "perpetual", ("DASH/USDT:USDT", "BTC/USDT:USDT")),
+    DemoEntry("gate", "gate", "spot", ("BTC/USDT", "ETH/USDT")),
+    DemoEntry("gate-perp", "gate", "perpetual", ("BTC/USDT:USDT",)),
+    DemoEntry("htx", "htx", "spot", ("BTC/USDT", "ETH/USDT")),
+    DemoEntry("htx-perp", "htx", "perpetual", ("BTC/USDT:USDT",)),
 )
 """The demo's feeds (trades, tickers and books; ``okx-swap`` trades and books: its recorded ticker updates once per
-loop, too thin to tell a stall from a quiet market). Every symbol replays a real recording; each exchange must be
-registered both as an adapter (:mod:`cryptolink.exchanges`) and as a simulator server
-(:mod:`cryptolink.simulator.registry`), which ``tests/test_demo.py`` checks."""
+loop, too thin to tell a stall from a quiet market; ``bybit-l1`` tickers and books: the Bybit recording holds level-1
+books only). Spot and the linear perpetual of every exchange, Bybit's and OKX's inverse ones too; replayed or
+synthesized as the module docstring says. Each exchange must be registered both as an adapter
+(:mod:`cryptolink.exchanges`) and as a simulator server (:mod:`cryptolink.simulator.registry`), which
+``tests/test_demo.py`` checks."""
 
 DEMO_EXCHANGES: tuple[str, ...] = tuple(dict.fromkeys(e.exchange for e in DEMO_ENTRIES))
 """The simulator exchanges the demo starts (one server per exchange id)."""
@@ -115,8 +129,8 @@ _CYCLE: tuple[tuple[str, float | None, bool], ...] = (
 
 def _fault_cycle() -> tuple[DemoFault, ...]:
     """Rounds of :data:`_CYCLE`, each kind on another demo exchange in every round (so every kind meets every
-    exchange; a symbol fault on the first symbol the simulator serves for it), each round closed by a bad
-    checksum on one exchange whose books carry checksums."""
+    exchange whose protocol has a counterpart for it; a symbol fault on the first symbol the simulator serves for
+    it), each round closed by a bad checksum on one exchange whose books carry checksums."""
     specs = sim_registry.specs()
     checksummed = [x for x in DEMO_EXCHANGES if specs[x].server.book_checksums]
     n = len(DEMO_EXCHANGES)
@@ -124,6 +138,8 @@ def _fault_cycle() -> tuple[DemoFault, ...]:
     for rnd in range(n):
         for k, (kind, duration, on_symbol) in enumerate(_CYCLE):
             exchange = DEMO_EXCHANGES[(k + rnd) % n]
+            if kind in specs[exchange].server.inert_faults:
+                continue  # no counterpart in that exchange's protocol (Bybit has no shutdown notice)
             symbol = specs[exchange].symbols[0] if on_symbol else None
             out.append(DemoFault(kind, exchange, duration_s=duration, symbol=symbol))
         if checksummed:

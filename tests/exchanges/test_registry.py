@@ -31,6 +31,12 @@ def test_supported_pairs_build_the_right_adapter() -> None:
         "binancecoinm": (Market.PERPETUAL,),
         "binanceusdm": (Market.PERPETUAL,),
         "okx": (Market.SPOT, Market.PERPETUAL),
+        "bybit": (Market.SPOT, Market.PERPETUAL),
+        "bitget": (Market.SPOT, Market.PERPETUAL),
+        "gate": (Market.SPOT, Market.PERPETUAL),
+        "gateio": (Market.SPOT, Market.PERPETUAL),  # ccxt's older id, an alias of gate
+        "htx": (Market.SPOT, Market.PERPETUAL),
+        "huobi": (Market.SPOT, Market.PERPETUAL),  # ccxt's older id, an alias of htx
     }
     assert type(get_adapter("binance", Market.SPOT)) is BinanceSpotAdapter
     usdm = get_adapter("binance", "perpetual")
@@ -89,7 +95,9 @@ def test_testnet_urls_apply_unless_overridden() -> None:
     )
     # the derived mapping carries canonical ids and aliases alike
     assert TESTNET_URLS[("binance", Market.PERPETUAL)] == TESTNET_URLS[("binanceusdm", Market.PERPETUAL)]
-    assert len(TESTNET_URLS) == 6
+    # binance spot, perpetual (alias) and usdm, coinm, okx x2, bybit x2, bitget x2; Gate and HTX: none registered
+    assert len(TESTNET_URLS) == 10
+    assert ("htx", Market.SPOT) not in TESTNET_URLS and ("gate", Market.PERPETUAL) not in TESTNET_URLS
 
 
 def test_derived_views_are_read_only() -> None:
@@ -101,8 +109,22 @@ def test_derived_views_are_read_only() -> None:
 
 def test_exchanges_lists_ids_markets_and_aliases() -> None:
     entries = {e.exchange: e for e in exchanges()}
-    assert list(entries) == ["binance", "binancecoinm", "binanceusdm", "okx"]
+    assert list(entries) == [
+        "binance",
+        "binancecoinm",
+        "binanceusdm",
+        "bitget",
+        "bybit",
+        "gate",
+        "gateio",
+        "htx",
+        "huobi",
+        "okx",
+    ]
     assert dict(entries["binance"].alias_of) == {Market.PERPETUAL: "binanceusdm"}
+    assert dict(entries["huobi"].alias_of) == {Market.SPOT: "htx", Market.PERPETUAL: "htx"}
+    assert resolve("gateio", "perpetual").exchange == "gate"
+    assert get_adapter("huobi", "spot").exchange == "htx"
     assert entries["binance"].markets == (Market.SPOT, Market.PERPETUAL)
     assert dict(entries["okx"].alias_of) == {}
     assert resolve("binance", "perpetual").exchange == "binanceusdm"
@@ -119,6 +141,15 @@ def test_exchanges_lists_ids_markets_and_aliases() -> None:
         ("okx", "spot", "BTC/USDT", SymbolShape.SPOT),
         ("okx", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
         ("okx", "perpetual", "BTC/USD:BTC", SymbolShape.INVERSE),
+        ("bybit", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("bybit", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
+        ("bybit", "perpetual", "BTC/USD:BTC", SymbolShape.INVERSE),
+        ("bitget", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("bitget", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
+        ("gate", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("gate", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
+        ("htx", "spot", "BTC/USDT", SymbolShape.SPOT),
+        ("htx", "perpetual", "BTC/USDT:USDT", SymbolShape.LINEAR),
     ],
 )
 def test_check_symbol_accepts_each_markets_shapes(
@@ -137,6 +168,9 @@ def test_check_symbol_accepts_each_markets_shapes(
         ("binance", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
         ("binancecoinm", "perpetual", "BTC/USDT:USDT", "BASE/QUOTE:BASE"),
         ("binancecoinm", "perpetual", "BTC/USD:BTC-220527", "BASE/QUOTE:BASE"),
+        ("gate", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
+        ("htx", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
+        ("bitget", "perpetual", "BTC/USD:BTC", "BASE/QUOTE:QUOTE"),
         (
             "okx",
             "perpetual",

@@ -488,6 +488,8 @@ class _Feed:
 class BitgetServer(ExchangeServer):
     """Bitget v2 public market data; see the module doc for what is served and the sources."""
 
+    inert_faults: ClassVar[frozenset[str]] = frozenset({"notice"})
+
     name = "bitget"
     uses_replay_files = False
     hosts: ClassVar[tuple[str, ...]] = HOSTS

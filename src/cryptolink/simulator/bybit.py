@@ -455,6 +455,8 @@ class _Feed:
 class BybitServer(ExchangeServer):
     """Bybit v5 public market data (spot, linear, inverse); see the module doc."""
 
+    inert_faults: ClassVar[frozenset[str]] = frozenset({"notice", "badchecksum"})
+
     name = "bybit"
     uses_replay_files = False
     hosts: ClassVar[tuple[str, ...]] = HOSTS

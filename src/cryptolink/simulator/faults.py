@@ -23,24 +23,31 @@ drop                               abort TCP, no close frame
 close           [CODE]             close with CODE (default 1011)
 stall           DURATION           send no data frames for DURATION (pings/pongs still answered); dropped
                                    frames are counted as ``stalled``
-noping          [DURATION]         Binance: stop sending pings and answering client pings; OKX: stop
-                                   replying ``pong``. Default: until the connection ends
+noping          [DURATION]         stop the keepalive: Binance and Gate stop sending pings and answering
+                                   client pings; OKX, Bybit, Bitget stop replying ``pong``; HTX stops its JSON
+                                   pings and protocol pongs. Default: until the connection ends
 delay           AMOUNT [DURATION]  hold every outgoing frame AMOUNT (e.g. 200ms) for DURATION (default 10s)
 corrupt                            next outgoing data frame is replaced by invalid JSON
 gap             [SYMBOL]           next book delta (of SYMBOL, exchange-native id) is not sent: a sequence gap
-badchecksum     [SYMBOL]           OKX: next ``books`` update carries a wrong checksum
+badchecksum     [SYMBOL]           OKX, Bitget: next ``books`` update carries a wrong checksum
 reject                             next subscription request is answered with an error
 notice                             Binance ``serverShutdown`` event / OKX ``notice`` 64008
 lifetime                           the lifetime close now (Binance 24 h connection life, "General WSS
                                    information" of https://developers.binance.com/docs/binance-spot-api-docs/
                                    web-socket-streams)
 seqreset        [SYMBOL]           OKX: seqIds restart lower (maintenance reset, "Sequence ID" in
-                                   https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel)
+                                   https://www.okx.com/docs-v5/en/#order-book-trading-market-data-ws-order-book-channel);
+                                   Bybit: a snapshot with ``u = 1`` (service restart); Bitget: ``seq`` restarts
+                                   lower (symbol maintenance)
 outage          DURATION           the exchange is unreachable for DURATION: every open connection (WebSocket
                                    and REST keep-alive) is aborted and the listening socket closed, so new TCP
                                    connects are refused; then it listens again on the same port. Markets keep
                                    running meanwhile (ids keep increasing)
 ==============  =================  =========================================================================
+
+A kind with no counterpart in an exchange's protocol (``notice`` on Bybit, Bitget, Gate and HTX; ``badchecksum``
+where books carry no checksum; ``seqreset`` on Gate and HTX) is counted and changes nothing (the server class's
+``inert_faults``; the demo's fault cycle skips them).
 
 Example: ``"drop@5s,stall:3s@12s,okx/gap:BTC-USDT@20s,binance/outage:10s@60s,random:every=30s:kinds=drop+gap"``.
 """

@@ -138,6 +138,8 @@ class _Stream:
 class GateServer(ExchangeServer):
     """Gate spot and USDT perpetual public market data; see the module doc."""
 
+    inert_faults: ClassVar[frozenset[str]] = frozenset({"notice", "badchecksum", "seqreset"})
+
     name = "gate"
     uses_replay_files = False
     hosts: ClassVar[tuple[str, ...]] = HOSTS
