@@ -360,15 +360,24 @@ def test_update_ids_that_went_back_resync_the_book_instead_of_freezing_it() -> N
     assert kinds(rest.on_message(delta(101, 101))) == ["BookUpdate"] and rest.book.last_sequence == 101
 
 
-def test_a_restart_accepts_a_snapshot_older_than_the_book() -> None:
-    """The feed's retry of a failed book (or an operator's resync) starts from scratch: a snapshot below the last
-    sequence emitted is applied, where a normal resync refuses it as a lagging replica."""
-    s = spot_live()
+def test_a_book_failed_by_older_snapshots_accepts_the_new_chain_on_its_retry() -> None:
+    """A lagging REST replica (snapshot below the book) is refused, even after an operator's restart; but when
+    every snapshot until the book failed was older than it (the exchange's ids went back across a reconnect, with
+    no live updates to count), the feed's retry starts the new chain: the book never stays failed for good."""
+    s = spot_live(max_failed=3)
     assert kinds(s.on_message(delta(11, 500))) == ["BookUpdate"]
     assert kinds(s.on_message(delta(600, 600))) == ["NeedSnapshot"]  # a gap
-    assert kinds(s.on_snapshot(snap(20))) == ["NeedSnapshot"]  # refused: older than the book, asked again
-    assert state_of(s) is not BookState.LIVE
+    assert kinds(s.on_snapshot(snap(20))) == ["NeedSnapshot"]  # refused: a replica behind the book
     s.restart()
+    s.on_message(delta(601, 602))
+    assert kinds(s.on_snapshot(snap(30))) == ["NeedSnapshot"] and state_of(s) is not BookState.LIVE
+    s.on_connection_lost()
+    s.on_message(delta(20, 21))  # the new session's ids restarted lower
+    out: list[SyncAction] = []
+    for _ in range(3):
+        out = s.on_snapshot(snap(20))
+    assert kinds(out) == ["BookFailed"] and state_of(s) is BookState.FAILED
+    s.restart()  # the feed's retry of the failed book
     s.on_message(delta(20, 21))
     assert kinds(s.on_snapshot(snap(20))) == ["BookUpdate", "BookUpdate"] and state_of(s) is BookState.LIVE
 

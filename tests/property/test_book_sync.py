@@ -234,6 +234,7 @@ class Driver:
     covered: int | None = None
     failed: int = 0
     log: list[str] = field(default_factory=list)
+    batch_ends_sync: bool = False
 
     @property
     def rest(self) -> bool:
@@ -296,10 +297,20 @@ class Driver:
     def restart(self) -> None:
         self.log.append("restart")
         self.snapshot_in_flight = False  # the feed cancels the snapshot task
-        self.handle(self.sync.restart("operator"))
+        sync = self.sync
+        if sync.state is BookState.FAILED and sync._older_refusals >= sync.max_failed_syncs:
+            # the documented way out of ids that went back: the retry of a book failed by snapshots that were
+            # all older than it starts a new chain (the next snapshot may restate the book at a lower id)
+            self.emitted.clear()
+        self.handle(sync.restart("operator"))
 
     # ---------------------------------------------------------------------------------------------- the feed side
     def handle(self, actions: list[SyncAction]) -> None:
+        # a snapshot emitted while live may be followed, in the same batch, by a buffered delta that reveals a gap
+        # and ends the sync (with max_failed_syncs 1: fails the book): the book was live when it was emitted
+        self.batch_ends_sync = any(
+            isinstance(a, (NeedSnapshot, NeedResubscribe, BookFailed)) for a in actions
+        )
         for a in actions:
             if isinstance(a, BookUpdate):
                 self.on_update(a)
@@ -317,7 +328,7 @@ class Driver:
         self.check()
 
     def on_update(self, up: BookUpdate) -> None:
-        assert self.sync.state is BookState.LIVE
+        assert self.sync.state is BookState.LIVE or self.batch_ends_sync
         if self.emitted:
             # REST: a delta is never emitted twice, and a resync may restate the book at the id it had (a quiet
             # market) but never go back. WebSocket: a snapshot that arrives while the book is not live is taken

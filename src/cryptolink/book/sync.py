@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 
+_OLDER_SNAPSHOT = "snapshot older than the last applied update"
+
 MAX_BEHIND_IN_ROW = 100
 """Updates at or below a live book's sequence accepted in a row (as copies) before the book re-syncs: the
 exchange's update ids went back, and every later update would be dropped as a copy."""
@@ -194,6 +196,7 @@ class BookSync:
         self._bridged = False
         self._target = 0
         self._behind_in_row = 0
+        self._older_refusals = 0
         self.gaps = 0
         self.checksum_failures = 0
         self.resyncs = 0
@@ -243,14 +246,15 @@ class BookSync:
 
     def restart(self, reason: str = "restart") -> list[SyncAction]:
         """Forget failures and sync again from scratch (an operator's resync, the feed's retry of a ``failed``
-        book), accepting a snapshot older than the last update emitted. REST source: the next delta asks for a
-        snapshot; WebSocket source: re-subscribe now."""
+        book). REST source: the next delta asks for a snapshot; WebSocket source: re-subscribe now."""
+        if self.book.state is BookState.FAILED and self._older_refusals >= self.max_failed_syncs:
+            # every snapshot of the last syncs was older than the book: not a lagging replica but ids that went
+            # back (an exchange restart seen across a reconnect); start the new chain instead of failing forever
+            self.book.last_sequence = None
+        self._older_refusals = 0
         self.consecutive_failures = 0
         self._count(ResyncCause.RESTART)
         self.book.state = BookState.RESYNCING
-        # from scratch: a snapshot older than what the book emitted is accepted (the exchange may have restarted
-        # its ids; a lagging replica is caught again once the new chain runs)
-        self.book.last_sequence = None
         self._reset_pending()
         if self._rest:
             return []
@@ -313,8 +317,13 @@ class BookSync:
         self._awaiting_snapshot = False
         if book.last_sequence is not None and snap.last_seq < book.last_sequence:
             # Older than what the book already emitted (a lagging REST replica after a resync): applying it
-            # would take the book and its consumers back in time. Update ids never go back, so ask again.
-            return self._fail("snapshot older than the last applied update", ResyncCause.SNAPSHOT)
+            # would take the book and its consumers back in time, so ask again. (Should the exchange's ids have
+            # gone back, the book fails after its bound and the feed's retry accepts it: see restart().)
+            refusals = self._older_refusals + 1
+            refused = self._fail(_OLDER_SNAPSHOT, ResyncCause.SNAPSHOT)
+            self._older_refusals = refusals  # _fail reset it
+            return refused
+        self._older_refusals = 0
         target = snap.last_seq + self.spec.bridge_offset
         buf = [m for m in self._buffer if m.last_seq >= target]
         stale = len(self._buffer) - len(buf)
@@ -488,6 +497,7 @@ class BookSync:
 
     def _fail(self, reason: str, cause: ResyncCause) -> list[SyncAction]:
         """Count a failed sync; ask for a new snapshot / resubscription, or give up."""
+        self._older_refusals = 0  # counts consecutive failures that were ALL older snapshots (see restart())
         self.consecutive_failures += 1
         self._count(cause)
         book = self.book
