@@ -11,7 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_memory, bench_reconnect, bench_recovery, bench_stall, bench_throughput
+from bench import (
+    bench_exchanges,
+    bench_memory,
+    bench_reconnect,
+    bench_recovery,
+    bench_stall,
+    bench_throughput,
+)
 
 __all__ = ["BENCHMARKS", "main"]
 
@@ -20,6 +27,7 @@ __all__ = ["BENCHMARKS", "main"]
 BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "memory": lambda quick: bench_memory.run(quick=quick),
     "throughput": lambda quick: bench_throughput.run(quick=quick),
+    "exchanges": lambda quick: bench_exchanges.run(quick=quick),
     "reconnect": lambda quick: bench_reconnect.run(quick=quick),
     "stall": lambda quick: bench_stall.run(quick=quick),
     "recovery": lambda quick: bench_recovery.run(quick=quick),
