@@ -131,7 +131,8 @@ class BookHealth:
 
     ``resyncs_by_cause`` counts each resync by its :class:`~cryptolink.book.sync.ResyncCause` value;
     ``connection_id`` is the connection carrying the book; ``failed_retries`` counts the slower retries of a
-    failed book since it was last live.
+    failed book since it was last live; ``id_restarts`` the times the exchange's update ids went back and a new
+    chain was started below the book.
     """
 
     symbol: str
@@ -145,6 +146,7 @@ class BookHealth:
     last_resync_cause: str | None = None
     connection_id: str | None = None
     failed_retries: int = 0
+    id_restarts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +432,7 @@ class Feed:
                     last_resync_cause=s.last_resync_cause,
                     connection_id=conn.conn_id if conn is not None else None,
                     failed_retries=self._failed_rounds.get(symbol, 0),
+                    id_restarts=s.id_restarts,
                 )
             )
         return out

@@ -504,6 +504,7 @@ def report_sections(stats: ManagerStats) -> list[Section]:
                 f"  {fs.name} {b.symbol}: {b.state}, resyncs {b.resyncs}"
                 + (f" ({causes})" if causes else "")
                 + (f", failed retries {b.failed_retries}" if b.failed_retries else "")
+                + (f", id restarts {b.id_restarts}" if b.id_restarts else "")
                 + (f", last sequence {b.last_sequence}" if b.last_sequence is not None else "")
             )
         data.append(

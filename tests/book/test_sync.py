@@ -8,6 +8,7 @@ from cryptolink.book.checksum import crc32_levels
 from cryptolink.book.orderbook import BookState
 from cryptolink.book.sync import (
     MAX_BEHIND_IN_ROW,
+    OLDER_SNAPSHOT_REFUSALS,
     BookFailed,
     BookSync,
     Dropped,
@@ -358,6 +359,20 @@ def test_update_ids_that_went_back_resync_the_book_instead_of_freezing_it() -> N
     # the snapshot of the new, lower chain is accepted (not refused as older than the book) and the chain runs on
     assert kinds(rest.on_snapshot(snap(100))) == ["BookUpdate"] and state_of(rest) is BookState.LIVE
     assert kinds(rest.on_message(delta(101, 101))) == ["BookUpdate"] and rest.book.last_sequence == 101
+
+
+def test_a_snapshot_still_older_than_the_book_after_every_retry_starts_the_new_chain() -> None:
+    """After a reconnect the exchange's ids restarted lower: the first OLDER_SNAPSHOT_REFUSALS snapshots are refused
+    as a lagging replica would be (each retried with backoff), the next one is taken as the new chain, before the
+    book fails (default bound 5), and counted."""
+    s = spot_live()
+    assert kinds(s.on_message(delta(11, 5000))) == ["BookUpdate"]
+    s.on_connection_lost()
+    s.on_message(delta(20, 21))  # the new session's ids restarted lower
+    for _ in range(OLDER_SNAPSHOT_REFUSALS):
+        assert kinds(s.on_snapshot(snap(20))) == ["NeedSnapshot"]
+    assert kinds(s.on_snapshot(snap(20))) == ["BookUpdate", "BookUpdate"] and state_of(s) is BookState.LIVE
+    assert s.stats().id_restarts == 1 and s.book.last_sequence == 21
 
 
 def test_a_book_failed_by_older_snapshots_accepts_the_new_chain_on_its_retry() -> None:

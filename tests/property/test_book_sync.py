@@ -235,6 +235,7 @@ class Driver:
     failed: int = 0
     log: list[str] = field(default_factory=list)
     batch_ends_sync: bool = False
+    id_restarts_seen: int = 0
 
     @property
     def rest(self) -> bool:
@@ -297,12 +298,7 @@ class Driver:
     def restart(self) -> None:
         self.log.append("restart")
         self.snapshot_in_flight = False  # the feed cancels the snapshot task
-        sync = self.sync
-        if sync.state is BookState.FAILED and sync._older_refusals >= sync.max_failed_syncs:
-            # the documented way out of ids that went back: the retry of a book failed by snapshots that were
-            # all older than it starts a new chain (the next snapshot may restate the book at a lower id)
-            self.emitted.clear()
-        self.handle(sync.restart("operator"))
+        self.handle(self.sync.restart("operator"))
 
     # ---------------------------------------------------------------------------------------------- the feed side
     def handle(self, actions: list[SyncAction]) -> None:
@@ -329,6 +325,11 @@ class Driver:
 
     def on_update(self, up: BookUpdate) -> None:
         assert self.sync.state is BookState.LIVE or self.batch_ends_sync
+        if self.sync.id_restarts != self.id_restarts_seen:
+            # the sync took a snapshot that stayed older than the book through every retry as the exchange's ids
+            # having gone back (the model's replica lagged that long): a new chain starts, sequences may restart
+            self.id_restarts_seen = self.sync.id_restarts
+            self.emitted.clear()
         if self.emitted:
             # REST: a delta is never emitted twice, and a resync may restate the book at the id it had (a quiet
             # market) but never go back. WebSocket: a snapshot that arrives while the book is not live is taken

@@ -51,6 +51,7 @@ from cryptolink.models import AmountUnit, BookLevel, BookUpdate, Channel
 
 __all__ = [
     "MAX_BEHIND_IN_ROW",
+    "OLDER_SNAPSHOT_REFUSALS",
     "BookFailed",
     "BookSync",
     "BookSyncStats",
@@ -63,6 +64,9 @@ __all__ = [
 
 
 _OLDER_SNAPSHOT = "snapshot older than the last applied update"
+OLDER_SNAPSHOT_REFUSALS = 4
+"""Snapshots older than the book refused in a row (each a failed sync, retried after 0.5, 1, 2, 4 s) before the next
+one is taken as the exchange's ids having gone back: a lagging replica catches up within that time."""
 
 MAX_BEHIND_IN_ROW = 100
 """Updates at or below a live book's sequence accepted in a row (as copies) before the book re-syncs: the
@@ -146,6 +150,8 @@ class BookSyncStats:
     resyncs_by_cause: dict[str, int] = field(default_factory=dict)
     last_resync_cause: str | None = None
     last_timestamp_ms: int | None = None
+    id_restarts: int = 0
+    """Times the exchange's update ids were taken to have gone back (a new chain started below the book)."""
 
 
 class BookSync:
@@ -197,6 +203,7 @@ class BookSync:
         self._target = 0
         self._behind_in_row = 0
         self._older_refusals = 0
+        self.id_restarts = 0
         self.gaps = 0
         self.checksum_failures = 0
         self.resyncs = 0
@@ -233,6 +240,7 @@ class BookSync:
             resyncs_by_cause=dict(self.resyncs_by_cause),
             last_resync_cause=None if self.last_resync_cause is None else self.last_resync_cause.value,
             last_timestamp_ms=self.last_timestamp_ms,
+            id_restarts=self.id_restarts,
         )
 
     # -------------------------------------------------------------------------------------------- inputs
@@ -248,9 +256,10 @@ class BookSync:
         """Forget failures and sync again from scratch (an operator's resync, the feed's retry of a ``failed``
         book). REST source: the next delta asks for a snapshot; WebSocket source: re-subscribe now."""
         if self.book.state is BookState.FAILED and self._older_refusals >= self.max_failed_syncs:
-            # every snapshot of the last syncs was older than the book: not a lagging replica but ids that went
-            # back (an exchange restart seen across a reconnect); start the new chain instead of failing forever
+            # the book failed (a bound below OLDER_SNAPSHOT_REFUSALS) with every snapshot older than it: not a
+            # lagging replica but ids that went back; the retry starts the new chain instead of failing forever
             self.book.last_sequence = None
+            self.id_restarts += 1
         self._older_refusals = 0
         self.consecutive_failures = 0
         self._count(ResyncCause.RESTART)
@@ -316,13 +325,16 @@ class BookSync:
             return [Dropped(self.symbol, "late_snapshot")]
         self._awaiting_snapshot = False
         if book.last_sequence is not None and snap.last_seq < book.last_sequence:
-            # Older than what the book already emitted (a lagging REST replica after a resync): applying it
-            # would take the book and its consumers back in time, so ask again. (Should the exchange's ids have
-            # gone back, the book fails after its bound and the feed's retry accepts it: see restart().)
-            refusals = self._older_refusals + 1
-            refused = self._fail(_OLDER_SNAPSHOT, ResyncCause.SNAPSHOT)
-            self._older_refusals = refusals  # _fail reset it
-            return refused
+            if self._older_refusals < OLDER_SNAPSHOT_REFUSALS:
+                # Older than what the book already emitted (a lagging REST replica after a resync): applying it
+                # would take the book and its consumers back in time, so ask again, with backoff.
+                refusals = self._older_refusals + 1
+                refused = self._fail(_OLDER_SNAPSHOT, ResyncCause.SNAPSHOT)
+                self._older_refusals = refusals  # _fail reset it
+                return refused
+            # Still older after every retry (seconds of backoff): no replica lags that long; the exchange's ids
+            # went back (a restart seen across a reconnect). Start the new chain.
+            self.id_restarts += 1
         self._older_refusals = 0
         target = snap.last_seq + self.spec.bridge_offset
         buf = [m for m in self._buffer if m.last_seq >= target]
@@ -526,6 +538,7 @@ class BookSync:
         )
         # the next snapshot carries the new, lower ids: it must not be refused as older than this book
         self.book.last_sequence = None
+        self.id_restarts += 1
         if self._rest:
             return self._gap(msg, reason)
         self.gaps += 1
