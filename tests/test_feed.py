@@ -631,3 +631,39 @@ async def test_a_refused_websocket_snapshot_is_asked_again_and_requests_are_spac
     book = feed.book("BTC/USDT")
     assert book is not None and book.state is BookState.LIVE and book.last_sequence == 11
     await feed.stop()
+
+
+async def test_an_error_answer_to_a_websocket_snapshot_request_fails_it_at_once() -> None:
+    """HTX answers a refused ``req`` with an error frame naming the book (an ExchangeError with its subscription,
+    an ERROR event of that stream): the request fails at once, not after the 10 s timeout, and is asked again."""
+    clock = FakeClock()
+    out: list[Any] = []
+    feed = make_feed(out, clock=clock)
+    adapter = feed.adapter
+    adapter.book_sync = BookSyncSpec(SnapshotSource.WS_REQUEST, SequenceModel.LINKED, bridge_offset=1)
+    adapter.snapshot_frame = lambda sub, rid: f"req {sub.symbol}"  # type: ignore[method-assign,assignment]
+    conn = FrameConnection()
+    feed._register(BTC_BOOK)
+    feed._conn_of[BTC_BOOK] = conn  # type: ignore[assignment]
+    feed._on_data(conn, [linked(9, 11)])  # type: ignore[arg-type]
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    conn.sent.clear()
+    refused = ConnectionEvent(
+        ConnectionEventType.ERROR,
+        Severity.ERROR,
+        0,
+        0.0,
+        conn.conn_id,
+        "binance",
+        "exchange error",
+        error="bad-request: snapshot req market.btcusdt.mbp.150 failed: 429 too many request",
+        stream="book",
+        symbol="BTC/USDT",
+    )
+    feed._handle_event(refused)
+    await settle()
+    assert feed.stats().snapshot_errors == 1  # no clock advance: not the timeout
+    await clock.advance(0.5)  # the retry's backoff
+    await asyncio.wait_for(conn.sent.wait(), 5)
+    assert conn.frames == ["req BTC/USDT", "req BTC/USDT"]
+    await feed.stop()

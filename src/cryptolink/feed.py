@@ -251,6 +251,8 @@ class Feed:
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         # symbol -> set when a snapshot asked for on the WebSocket arrives (SnapshotSource.WS_REQUEST)
         self._snapshot_waiters: dict[str, asyncio.Event] = {}
+        # symbol -> the exchange's error answering its pending snapshot request (set with its waiter)
+        self._snapshot_refusals: dict[str, str] = {}
         # connection -> monotonic time from which its next snapshot request may go (one entry per connection)
         self._ws_request_slots: dict[ManagedConnection, float] = {}
         self._retry_tasks: dict[str, asyncio.Task[None]] = {}
@@ -769,8 +771,9 @@ class Feed:
 
     async def _ask_snapshot(self, sync: BookSync, need: NeedSnapshot, sub: Subscription) -> None:
         """Ask for the snapshot on the book's own connection (HTX ``req``) and wait for it (it is applied by
-        :meth:`_on_data` like any book message); no answer within :data:`WS_SNAPSHOT_TIMEOUT_S` counts as a
-        failed snapshot (retried with backoff by the book's sync, or the book fails after its bound)."""
+        :meth:`_on_data` like any book message); an error answer naming the book (:class:`ExchangeError` with its
+        subscription), or no answer within :data:`WS_SNAPSHOT_TIMEOUT_S`, counts as a failed snapshot (retried
+        with backoff by the book's sync, or the book fails after its bound)."""
         if need.attempt > 0:
             await self._clock.sleep(min(30.0, 0.5 * (2 ** (need.attempt - 1))))
         conn = self._conn_of.get(sub)
@@ -804,12 +807,19 @@ class Feed:
         finally:
             if self._snapshot_waiters.get(sync.symbol) is waiter:
                 del self._snapshot_waiters[sync.symbol]
+        refusal = self._snapshot_refusals.pop(sync.symbol, None)
+        if refusal is not None:
+            answered = False
         if self._snapshot_tasks.get(sync.symbol) is asyncio.current_task():
             del self._snapshot_tasks[sync.symbol]
         if answered or self._books.get(sync.symbol) is not sync:
             return  # answered (applied by _on_data), or unsubscribed meanwhile
         self.snapshot_errors += 1
-        reason = f"no snapshot answer within {WS_SNAPSHOT_TIMEOUT_S:g} s"
+        reason = (
+            f"no snapshot answer within {WS_SNAPSHOT_TIMEOUT_S:g} s"
+            if refusal is None
+            else f"snapshot request refused: {refusal}"
+        )
         log.warning("%s: snapshot of %s failed: %s", self.name, sub.symbol, reason)
         conn = self._conn_of.get(sub)
         if conn is not None:
@@ -941,6 +951,11 @@ class Feed:
                 self._stream_stale(conn, Channel(event.stream), event.symbol, event.description)
         elif etype is _E.SUBSCRIPTION_REJECTED and event.symbol is not None and event.stream is not None:
             self._rejected[(Channel(event.stream), event.symbol)] = event.error or event.description
+        elif etype is _E.ERROR and event.stream == _BOOK.value and event.symbol is not None:
+            waiter = self._snapshot_waiters.get(event.symbol)
+            if waiter is not None:  # the exchange refused the snapshot request (HTX req error): fail it now
+                self._snapshot_refusals[event.symbol] = event.error or event.description
+                waiter.set()
         if self._on_event is not None:
             self._on_event(event)
 

@@ -231,6 +231,7 @@ def test_snapshot_req_rep_and_error() -> None:
     bad = {"id": "42", "status": "error", "err-code": "bad-request", "err-msg": "request timeout", "ts": 1}
     [err] = ad.decode(_j(bad), 0)
     assert isinstance(err, ExchangeError) and "market.btcusdt.mbp.150" in err.message
+    assert err.subscription == BOOK  # names the book: the feed fails its snapshot request at once
 
 
 def test_snapshot_ids_leave_the_map_on_answer_and_on_replacement() -> None:

@@ -613,7 +613,14 @@ class ManagedConnection:
     def session_exchange_error(self, sess: Session, error: ExchangeError) -> None:
         """An error frame on ``sess`` not tied to a request."""
         self.exchange_errors += 1
-        self._emit(_E.ERROR, Severity.ERROR, "exchange error", error=f"{error.code}: {error.message}")
+        sub = error.subscription
+        self._emit(
+            _E.ERROR,
+            Severity.ERROR,
+            "exchange error",
+            error=f"{error.code}: {error.message}",
+            key=None if sub is None else sub.key,
+        )
         _log.warning("%s: exchange error %s: %s", self.conn_id, error.code, error.message)
 
     def session_oversized(self, sess: Session, error: FrameTooLarge) -> None:

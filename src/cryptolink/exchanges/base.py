@@ -379,10 +379,16 @@ class ServerNotice(msgspec.Struct, frozen=True):
 
 
 class ExchangeError(msgspec.Struct, frozen=True):
-    """An error frame that is not tied to one of our requests."""
+    """An error frame that is not tied to one of our subscribe requests.
+
+    ``subscription`` is the subscription the error concerns when the frame says which (HTX: an error answering the
+    snapshot ``req`` of a book): the feed then fails that book's snapshot request at once instead of waiting for
+    its timeout.
+    """
 
     code: str
     message: str
+    subscription: Subscription | None = None
 
 
 class Heartbeat(msgspec.Struct, frozen=True):

@@ -392,7 +392,7 @@ class HtxAdapterBase(ExchangeAdapter):
             snap = self._snapshot_answered(str(rid))
             if snap is not None:
                 topic = self.topic(snap)
-                return ExchangeError(code, f"snapshot req {topic} failed: {msg}")
+                return ExchangeError(code, f"snapshot req {topic} failed: {msg}", snap)
             return Rejected(_request_id(rid), code, msg, self._named(msg))
         named = self._named(msg)
         if named:
