@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -11,6 +11,7 @@ import ccxt.pro as ccxtpro
 import pytest
 
 from cryptolink.simulator import SimConfig, Simulator
+from tests.simulator.ccxt_hosts import point_at
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +35,11 @@ async def binance_sim() -> AsyncIterator[Simulator]:
 
 
 def _point_at(ex: Any, sim: Simulator) -> Any:
-    """``ex`` (any ccxt Binance class, ccxt's default options) pointed at the simulator by host replacement only:
-    every URL string in ``ex.urls`` whose prefix is one of the printed ``hosts`` moves to its local base."""
+    """``ex`` (any ccxt Binance class) pointed at the Binance servers the simulator runs."""
     hosts: dict[str, str] = {}
     for name in _BINANCE:
         hosts.update(sim.endpoints()[name]["hosts"])
-    reals = sorted(
-        hosts, key=len, reverse=True
-    )  # ``wss://stream.binance.com:9443`` before ``...binance.com``
-
-    def move(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        if isinstance(value, str):
-            for real in reals:
-                if value == real or value.startswith(real + "/"):
-                    return hosts[real] + value[len(real) :]
-        return value
-
-    ex.urls = move(ex.urls)
-    return ex
+    return point_at(ex, hosts)
 
 
 @pytest.fixture
@@ -65,26 +49,9 @@ async def okx_sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def _to_local(urls: Any, hosts: Mapping[str, str], hostname: str) -> Any:
-    """``urls`` with every string whose prefix is a real host (``{hostname}`` filled in) moved to its local base;
-    other strings unchanged."""
-    if isinstance(urls, dict):
-        return {k: _to_local(v, hosts, hostname) for k, v in urls.items()}
-    if isinstance(urls, list):
-        return [_to_local(v, hosts, hostname) for v in urls]
-    if isinstance(urls, str):
-        url = urls.replace("{hostname}", hostname)
-        for real, local in hosts.items():
-            if url == real or url.startswith(real + "/"):
-                return local + url[len(real) :]
-    return urls
-
-
 def _okx(cls: type, sim: Simulator) -> Any:
     """A ccxt OKX client with ccxt's default options, pointed at the simulator by host replacement only."""
-    ex = cls()
-    ex.urls = _to_local(ex.urls, sim.endpoints()["okx"]["hosts"], ex.hostname)
-    return ex
+    return point_at(cls(), sim.endpoints()["okx"]["hosts"])
 
 
 @pytest.mark.timeout(90)

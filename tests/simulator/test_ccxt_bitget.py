@@ -4,7 +4,7 @@ by host replacement only, on spot and the USDT perpetual."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -14,6 +14,7 @@ import pytest
 from cryptolink.simulator import Simulator
 from cryptolink.simulator.bitget import BitgetServer
 from cryptolink.simulator.market import Trade
+from tests.simulator.ccxt_hosts import point_at
 
 pytestmark = pytest.mark.integration
 
@@ -24,24 +25,8 @@ async def bitget_sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def _local(urls: Any, hosts: Mapping[str, str], hostname: str) -> Any:
-    """``urls`` with every string whose prefix is a real host (``{hostname}`` filled in) moved to its local base."""
-    if isinstance(urls, dict):
-        return {k: _local(v, hosts, hostname) for k, v in urls.items()}
-    if isinstance(urls, list):
-        return [_local(v, hosts, hostname) for v in urls]
-    if isinstance(urls, str):
-        url = urls.replace("{hostname}", hostname)
-        for real, local in hosts.items():
-            if url == real or url.startswith(real + "/"):
-                return local + url[len(real) :]
-    return urls
-
-
 def _client(cls: type, sim: Simulator) -> Any:
-    ex = cls()
-    ex.urls = _local(ex.urls, sim.endpoints()["bitget"]["hosts"], ex.hostname)
-    return ex
+    return point_at(cls(), sim.endpoints()["bitget"]["hosts"])
 
 
 @pytest.mark.timeout(90)

@@ -11,6 +11,7 @@ import pytest
 
 from cryptolink.simulator import Simulator
 from cryptolink.simulator.market import Trade as SimTrade
+from tests.simulator.ccxt_hosts import point_at
 
 ccxt_async = pytest.importorskip("ccxt.async_support")
 ccxt_pro = pytest.importorskip("ccxt.pro")
@@ -19,25 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _point_at(ex: Any, sim: Simulator) -> Any:
-    """Every URL of ``ex.urls`` (its ``{hostname}`` template filled in as ccxt does) whose prefix is one of the
-    simulator's printed ``hosts`` moves to the local base."""
-    hosts: dict[str, str] = dict(sim.endpoints()["bybit"]["hosts"])
-    reals = sorted(hosts, key=len, reverse=True)
-
-    def move(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        if isinstance(value, str):
-            value = value.replace("{hostname}", ex.hostname)
-            for real in reals:
-                if value == real or value.startswith(real + "/"):
-                    return hosts[real] + value[len(real) :]
-        return value
-
-    ex.urls = move(ex.urls)
-    return ex
+    return point_at(ex, sim.endpoints()["bybit"]["hosts"])
 
 
 async def traded(sim: Simulator, served: str) -> None:

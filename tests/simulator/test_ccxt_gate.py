@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cryptolink.simulator import SimConfig, Simulator
+from tests.simulator.ccxt_hosts import point_at
 
 ccxt_async = pytest.importorskip("ccxt.async_support")
 ccxt_pro = pytest.importorskip("ccxt.pro")
@@ -19,24 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _point_at(ex: Any, sim: Simulator) -> Any:
-    """Every URL string in ``ex.urls`` that starts with one of the simulator's printed real hosts moves to its
-    local base (longest host first); nothing else changes."""
-    hosts: dict[str, str] = dict(sim.endpoints()["gate"]["hosts"])
-    reals = sorted(hosts, key=len, reverse=True)
-
-    def move(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [move(v) for v in value]
-        if isinstance(value, str):
-            for real in reals:
-                if value == real or value.startswith(real + "/"):
-                    return hosts[real] + value[len(real) :]
-        return value
-
-    ex.urls = move(ex.urls)
-    return ex
+    return point_at(ex, sim.endpoints()["gate"]["hosts"])
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ host replacement only, on spot and the linear perpetual."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.async_support as ccxt_async
@@ -13,6 +13,7 @@ import pytest
 
 from cryptolink.simulator import SimConfig, Simulator
 from cryptolink.simulator.htx import HtxServer
+from tests.simulator.ccxt_hosts import point_at
 
 pytestmark = pytest.mark.integration
 
@@ -23,24 +24,8 @@ async def htx_sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-def _to_local(urls: Any, hosts: Mapping[str, str], hostname: str) -> Any:
-    """``urls`` with every string whose prefix is a real host (``{hostname}`` filled in) moved to its local base."""
-    if isinstance(urls, dict):
-        return {k: _to_local(v, hosts, hostname) for k, v in urls.items()}
-    if isinstance(urls, list):
-        return [_to_local(v, hosts, hostname) for v in urls]
-    if isinstance(urls, str):
-        url = urls.replace("{hostname}", hostname)
-        for real in sorted(hosts, key=len, reverse=True):
-            if url == real or url.startswith(real + "/"):
-                return hosts[real] + url[len(real) :]
-    return urls
-
-
 def _htx(cls: type, sim: Simulator) -> Any:
-    ex = cls()
-    ex.urls = _to_local(ex.urls, sim.endpoints()["htx"]["hosts"], ex.hostname)
-    return ex
+    return point_at(cls(), sim.endpoints()["htx"]["hosts"])
 
 
 @pytest.mark.timeout(90)
