@@ -70,7 +70,7 @@ from cryptolink.exchanges.base import (
     SymbolCache,
     decode_json,
 )
-from cryptolink.exchanges.registry import register
+from cryptolink.exchanges.registry import for_market, register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
 from cryptolink.symbols import SymbolShape, parse_unified, split_concatenated
 
@@ -703,20 +703,20 @@ def _no_bytes(sub: Subscription) -> int:
 
 
 # ------------------------------------------------------------------------------------------- registrations
-def _bitget_spot(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> BitgetAdapter:
-    return BitgetAdapter(Market.SPOT, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
-def _bitget_perp(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> BitgetAdapter:
-    return BitgetAdapter(Market.PERPETUAL, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
 # Demo trading: ``wss://wspap.bitget.com/v2/ws/public`` (docs/protocols/bitget.md "URLs"); public REST market
 # data has no separate demo host.
 _BITGET_DEMO = ("wss://wspap.bitget.com", "https://api.bitget.com")
-register("bitget", Market.SPOT, _bitget_spot, shapes=(SymbolShape.SPOT,), testnet=_BITGET_DEMO)
-register("bitget", Market.PERPETUAL, _bitget_perp, shapes=(SymbolShape.LINEAR,), testnet=_BITGET_DEMO)
+register(
+    "bitget",
+    Market.SPOT,
+    for_market(BitgetAdapter, Market.SPOT),
+    shapes=(SymbolShape.SPOT,),
+    testnet=_BITGET_DEMO,
+)
+register(
+    "bitget",
+    Market.PERPETUAL,
+    for_market(BitgetAdapter, Market.PERPETUAL),
+    shapes=(SymbolShape.LINEAR,),
+    testnet=_BITGET_DEMO,
+)

@@ -72,7 +72,7 @@ from cryptolink.exchanges.base import (
     SymbolCache,
     decode_json,
 )
-from cryptolink.exchanges.registry import register
+from cryptolink.exchanges.registry import for_market, register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
 from cryptolink.symbols import SymbolShape, parse_unified, split_concatenated
 
@@ -863,25 +863,19 @@ class BybitAdapter(ExchangeAdapter):
 
 
 # ------------------------------------------------------------------------------------------- registrations
-def _bybit_spot(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> BybitAdapter:
-    return BybitAdapter(Market.SPOT, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
-def _bybit_perp(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> BybitAdapter:
-    return BybitAdapter(Market.PERPETUAL, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
 # Testnet (https://bybit-exchange.github.io/docs/v5/ws/connect and https://bybit-exchange.github.io/docs/v5/guide)
 _BYBIT_TESTNET = ("wss://stream-testnet.bybit.com", "https://api-testnet.bybit.com")
-register("bybit", Market.SPOT, _bybit_spot, shapes=(SymbolShape.SPOT,), testnet=_BYBIT_TESTNET)
+register(
+    "bybit",
+    Market.SPOT,
+    for_market(BybitAdapter, Market.SPOT),
+    shapes=(SymbolShape.SPOT,),
+    testnet=_BYBIT_TESTNET,
+)
 register(
     "bybit",
     Market.PERPETUAL,
-    _bybit_perp,
+    for_market(BybitAdapter, Market.PERPETUAL),
     shapes=(SymbolShape.LINEAR, SymbolShape.INVERSE),
     testnet=_BYBIT_TESTNET,
 )

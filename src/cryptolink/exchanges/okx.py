@@ -65,7 +65,7 @@ from cryptolink.exchanges.base import (
     decode_json,
     uint,
 )
-from cryptolink.exchanges.registry import register
+from cryptolink.exchanges.registry import for_market, register
 from cryptolink.models import AmountUnit, Channel, Market, Side, Subscription, Ticker, Trade
 from cryptolink.symbols import SymbolShape, parse_unified
 
@@ -628,26 +628,16 @@ class OkxAdapter(ExchangeAdapter):
 
 
 # ------------------------------------------------------------------------------------------- registrations
-def _okx_spot(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> OkxAdapter:
-    return OkxAdapter(Market.SPOT, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
-def _okx_swap(
-    *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
-) -> OkxAdapter:
-    return OkxAdapter(Market.PERPETUAL, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
-
-
 # Demo trading (https://www.okx.com/docs-v5/en/#overview-demo-trading-services): ``wss://wspap.okx.com:8443``;
 # demo REST needs the header ``x-simulated-trading: 1``, not needed for public market data.
 _OKX_DEMO = ("wss://wspap.okx.com:8443", "https://www.okx.com")
-register("okx", Market.SPOT, _okx_spot, shapes=(SymbolShape.SPOT,), testnet=_OKX_DEMO)
+register(
+    "okx", Market.SPOT, for_market(OkxAdapter, Market.SPOT), shapes=(SymbolShape.SPOT,), testnet=_OKX_DEMO
+)
 register(
     "okx",
     Market.PERPETUAL,
-    _okx_swap,
+    for_market(OkxAdapter, Market.PERPETUAL),
     shapes=(SymbolShape.LINEAR, SymbolShape.INVERSE),
     testnet=_OKX_DEMO,
 )

@@ -29,6 +29,7 @@ __all__ = [
     "Registration",
     "check_symbol",
     "exchanges",
+    "for_market",
     "get_adapter",
     "register",
     "resolve",
@@ -41,6 +42,30 @@ class AdapterFactory(Protocol):
     def __call__(
         self, *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
     ) -> ExchangeAdapter: ...
+
+
+class MarketAdapter(Protocol):
+    """An adapter class serving several markets: the market is its first argument (OKX, Bybit, Bitget)."""
+
+    def __call__(
+        self,
+        market: Market,
+        *,
+        ws_base_url: str | None = None,
+        rest_base_url: str | None = None,
+        feed: str | None = None,
+    ) -> ExchangeAdapter: ...
+
+
+def for_market(adapter: MarketAdapter, market: Market) -> AdapterFactory:
+    """The factory of ``adapter`` bound to ``market``, for :func:`register`."""
+
+    def make(
+        *, ws_base_url: str | None = None, rest_base_url: str | None = None, feed: str | None = None
+    ) -> ExchangeAdapter:
+        return adapter(market, ws_base_url=ws_base_url, rest_base_url=rest_base_url, feed=feed)
+
+    return make
 
 
 @dataclass(frozen=True, slots=True)
