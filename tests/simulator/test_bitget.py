@@ -1,7 +1,7 @@
 """Bitget v2 protocol conformance of the simulator with a raw aiohttp client (docs/protocols/bitget.md).
 
-Books and checksums are verified with a book and a CRC written here (tests.simulator.sim_helpers.crc32_ref), not
-with the client adapter."""
+Books and checksums are verified with the test-side book and CRC of tests.simulator.sim_helpers (OkxClientBook, same
+interleaved signed CRC32 rule), not with the client adapter."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from cryptolink.clock import FakeClock
 from cryptolink.simulator import Fault, SimConfig, Simulator
 from cryptolink.simulator.bitget import BITGET_RULES, HOSTS, BitgetServer
-from tests.simulator.sim_helpers import crc32_ref, recv_close, recv_until
+from tests.simulator.sim_helpers import OkxClientBook, recv_close, recv_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,36 +56,16 @@ def event(f: Any) -> bool:
     return isinstance(f, dict) and "event" in f
 
 
-class ClientBook:
-    """A Bitget ``books`` client as the Depth-Channel page describes it: absolute sizes, 0 deletes; the checksum
-    is the signed CRC32 of the interleaved top 25 ``price:size`` strings."""
+class ClientBook(OkxClientBook):
+    """A Bitget ``books`` client as the Depth-Channel page describes it: absolute sizes, 0 deletes, a snapshot
+    replaces the book; the checksum is the signed CRC32 of the interleaved top 25 ``price:size`` strings, the same
+    rule as OKX's (the shared test book, independent of the adapters)."""
 
-    def __init__(self) -> None:
-        self.bids: dict[Decimal, tuple[str, str]] = {}
-        self.asks: dict[Decimal, tuple[str, str]] = {}
-
-    def apply(self, data: dict[str, Any], snapshot: bool) -> None:
+    def apply(self, data: dict[str, Any], snapshot: bool = False) -> None:
         if snapshot:
             self.bids.clear()
             self.asks.clear()
-        for side, book in (("bids", self.bids), ("asks", self.asks)):
-            for p, sz in data[side]:
-                if Decimal(sz) == 0:
-                    book.pop(Decimal(p), None)
-                else:
-                    book[Decimal(p)] = (p, sz)
-
-    def checksum(self) -> int:
-        bids = [self.bids[k] for k in sorted(self.bids, reverse=True)[:25]]
-        asks = [self.asks[k] for k in sorted(self.asks)[:25]]
-        parts: list[str] = []
-        for i in range(25):
-            if i < len(bids):
-                parts += bids[i]
-            if i < len(asks):
-                parts += asks[i]
-        v = crc32_ref(":".join(parts).encode())
-        return v - 2**32 if v >= 2**31 else v
+        super().apply(data)
 
 
 def server(sim: Simulator) -> BitgetServer:
