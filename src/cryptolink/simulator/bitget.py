@@ -60,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -561,10 +561,16 @@ class BitgetServer(ExchangeServer):
         r("/api/v2/spot/market/tickers", self._rest_spot_tickers)
         r("/api/v2/mix/market/ticker", self._rest_mix_ticker)
         r("/api/v2/mix/market/tickers", self._rest_mix_tickers)
-        r("/api/v2/spot/market/fills", self._rest_spot_fills)
-        r("/api/v2/mix/market/fills", self._rest_mix_fills)
-        r("/api/v2/spot/market/fills-history", self._rest_spot_history)
-        r("/api/v2/mix/market/fills-history", self._rest_mix_history)
+        r("/api/v2/spot/market/fills", self._fills("spot-fills", False, 100, 500, history=False, title=False))
+        r("/api/v2/mix/market/fills", self._fills("mix-fills", True, 100, 100, history=False, title=False))
+        r(
+            "/api/v2/spot/market/fills-history",
+            self._fills("fills-history", False, 500, 1000, history=True, title=False),
+        )
+        r(
+            "/api/v2/mix/market/fills-history",
+            self._fills("fills-history", True, 500, 1000, history=True, title=True),
+        )
 
     def unknown_path(self, request: web.Request, status: int) -> web.Response:
         """``{"code":"40404","msg":"Request URL NOT FOUND",...}`` (our choice for 405 too: code ``40405``)."""
@@ -932,47 +938,25 @@ class BitgetServer(ExchangeServer):
             )  # fmt: skip
         return self._ok(data)
 
-    async def _rest_spot_fills(self, request: web.Request) -> web.Response:
-        limited = self._limited(request, "spot-fills")
-        if limited:
-            return limited
-        feed = self._feed(request, "SPOT")
-        if isinstance(feed, web.Response):
-            return feed
-        return self._trades(request, feed, 100, 500, history=False, title=False)
+    def _fills(
+        self, endpoint: str, mix: bool, default: int, most: int, *, history: bool, title: bool
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The handler of one recent-trades endpoint: its rate-limit key, spot (``SPOT``) or mix (``productType``),
+        default and largest ``limit``, ``idLessThan`` paging (history) and capitalised sides (mix history)."""
 
-    async def _rest_mix_fills(self, request: web.Request) -> web.Response:
-        limited = self._limited(request, "mix-fills")
-        if limited:
-            return limited
-        product = self._product(request)
-        if isinstance(product, web.Response):
-            return product
-        feed = self._feed(request, product)
-        if isinstance(feed, web.Response):
-            return feed
-        return self._trades(request, feed, 100, 100, history=False, title=False)
+        async def handle(request: web.Request) -> web.Response:
+            limited = self._limited(request, endpoint)
+            if limited:
+                return limited
+            product = self._product(request) if mix else "SPOT"
+            if isinstance(product, web.Response):
+                return product
+            feed = self._feed(request, product)
+            if isinstance(feed, web.Response):
+                return feed
+            return self._trades(request, feed, default, most, history=history, title=title)
 
-    async def _rest_spot_history(self, request: web.Request) -> web.Response:
-        limited = self._limited(request, "fills-history")
-        if limited:
-            return limited
-        feed = self._feed(request, "SPOT")
-        if isinstance(feed, web.Response):
-            return feed
-        return self._trades(request, feed, 500, 1000, history=True, title=False)
-
-    async def _rest_mix_history(self, request: web.Request) -> web.Response:
-        limited = self._limited(request, "fills-history")
-        if limited:
-            return limited
-        product = self._product(request)
-        if isinstance(product, web.Response):
-            return product
-        feed = self._feed(request, product)
-        if isinstance(feed, web.Response):
-            return feed
-        return self._trades(request, feed, 500, 1000, history=True, title=True)
+        return handle
 
 
 register(ServerSpec("bitget", BitgetServer, port_offset=5, rules=BITGET_RULES, symbols=DEFAULT_SYMBOLS))
