@@ -55,8 +55,10 @@ __all__ = [
     "OutputConfig",
     "OverflowPolicy",
     "ReconnectConfig",
+    "StatusConfig",
     "WatchdogConfig",
     "env_var_name",
+    "is_loopback",
     "load_config",
 ]
 
@@ -204,6 +206,70 @@ class OutputConfig(_Section):
     max_total_bytes: int | None = Field(default=None, ge=0)
 
 
+def _check_url(schemes: tuple[str, ...]) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return AfterValidator(check)
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1`` or ``localhost``)."""
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class StatusConfig(_Section):
+    """The status service: HTTP API, WebSocket push, dashboard and Prometheus metrics
+    (:mod:`cryptolink.status`), and the cross-instance status in Redis.
+
+    Attributes:
+        enabled: serve it (``cryptolink run --no-status`` turns it off).
+        host / port: listening address; binding anything but loopback requires ``token``. Port 0 picks a free
+            port (logged at start).
+        token: bearer token every request must carry (``Authorization: Bearer <token>``; the WebSocket also
+            accepts ``?token=``); required off loopback, optional on it. Never logged or served.
+        snapshot_interval_s: how often a statistics snapshot is taken for every view, s.
+        push_interval_s: ``/ws/status`` push period, s (a state change pushes at once).
+        report_interval_s: the connection report is logged this often, s (0: never).
+        events_kept: connection events kept for ``/api/events`` (bounded ring).
+        per_symbol_metrics: Prometheus series per subscription (data age); off keeps cardinality to
+            exchange, market and connection.
+        redis_url: write this instance's snapshot to Redis (``redis://host:port/db``) for
+            ``/api/cluster/status`` and ``cryptolink status --redis``; ``None``: no Redis.
+        instance_id: this instance's name in Redis (default ``<hostname>-<pid>``).
+        redis_ttl_s: lifetime of the snapshot in Redis, s; an instance silent for longer shows as unknown.
+        redis_prefix: key prefix in Redis.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8766, ge=0, le=65535)
+    token: SecretStr | None = None
+    snapshot_interval_s: float = Field(default=1.0, gt=0, le=60)
+    push_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    report_interval_s: float = Field(default=600.0, ge=0)
+    events_kept: int = Field(default=1000, ge=1, le=1_000_000)
+    per_symbol_metrics: bool = False
+    redis_url: Annotated[str | None, _check_url(("redis", "rediss", "unix"))] = None
+    instance_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    redis_ttl_s: float = Field(default=15.0, ge=1, le=86_400)
+    redis_prefix: str = Field(default="cryptolink", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> StatusConfig:
+        if self.enabled and not is_loopback(self.host) and self.token is None:
+            raise ValueError(
+                f"status.host {self.host!r} is not loopback: set status.token (or CRYPTOLINK__STATUS__TOKEN) "
+                "so that every request must carry it"
+            )
+        return self
+
+
 # -------------------------------------------------------------------------------------------- exchange entry
 
 
@@ -234,15 +300,6 @@ def _check_symbol(value: str, info: ValidationInfo) -> str:
 
 def _registered_pairs() -> set[tuple[str, Market]]:
     return {(ex, m) for ex, markets in SUPPORTED.items() for m in markets}
-
-
-def _check_url(schemes: tuple[str, ...]) -> Any:
-    def check(value: str | None) -> str | None:
-        if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
-            raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)}")
-        return value
-
-    return AfterValidator(check)
 
 
 class ExchangeConfig(_Section):
@@ -350,6 +407,7 @@ class CryptolinkConfig(_Section):
         exchanges: feeds keyed by a user-chosen name (``[A-Za-z0-9][A-Za-z0-9_-]*``, at most 64 chars); at
             least one.
         output: JSONL output.
+        status: the status service (API, push, dashboard, metrics, Redis status).
         consumer_queue_size: default bound of each consumer's queue, events (1..10_000_000).
         overflow_policy: default overflow policy of consumer queues.
         log_level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (case-insensitive).
@@ -359,6 +417,7 @@ class CryptolinkConfig(_Section):
 
     exchanges: Annotated[dict[str, ExchangeConfig], Field(min_length=1)]
     output: OutputConfig = OutputConfig()
+    status: StatusConfig = StatusConfig()
     consumer_queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
     overflow_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -509,7 +568,7 @@ def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> Mapping[str, 
     return {**data, "exchanges": fixed}
 
 
-_SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+_SECRET_FIELDS = frozenset({"api_key", "api_secret", "token"})
 _ALL_DISABLED = "every exchange entry is disabled (enabled: false): there is nothing to stream"
 
 

@@ -141,6 +141,9 @@ class ExchangeManager:
         self._entries: dict[str, ExchangeConfig] = {}
         self._known: set[str] = set(config.exchanges)
         self._last_event: dict[str, ConnectionEvent] = {}
+        self._listeners: list[Callable[[ConnectionEvent], None]] = []
+        self.listener_errors = 0
+        """Calls of :meth:`add_event_listener` listeners that raised."""
         self._http: aiohttp.ClientSession | None = None
         self._gates = ConnectGates(self._clock, seed=seed)
         self._rest: dict[tuple[str, str], RestClient] = {}
@@ -442,10 +445,31 @@ class ExchangeManager:
             return list(self._final[1])
         return self._live_rows()
 
+    def snapshot(self) -> tuple[ManagerStats, list[ReportRow]]:
+        """Statistics and report rows taken together from one pass over the feeds (what the status service
+        reads once per interval); after :meth:`stop`, the last ones taken."""
+        if not self._feeds and self._final is not None:
+            return self._final[0], list(self._final[1])
+        stats = self._live_stats()
+        return stats, self._rows_of(stats)
+
+    def add_event_listener(self, listener: Callable[[ConnectionEvent], None]) -> None:
+        """Call ``listener(event)`` synchronously for every connection event of every entry (before the bus;
+        never dropped). It must be quick and must not raise: an exception is logged and counted in
+        :attr:`listener_errors`."""
+        self._listeners.append(listener)
+
+    def remove_event_listener(self, listener: Callable[[ConnectionEvent], None]) -> None:
+        """Stop calling ``listener`` (unknown ones are ignored)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _live_rows(self) -> list[ReportRow]:
+        return self._rows_of(self._live_stats())
+
+    def _rows_of(self, stats: ManagerStats) -> list[ReportRow]:
         rows = []
-        for feed in self._feeds.values():
-            fs = feed.stats()
+        for fs in stats.feeds:
             for cs in fs.connections:
                 last = self._last_event.get(cs.connection_id)
                 books = [b for b in fs.books if b.connection_id == cs.connection_id]
@@ -468,6 +492,12 @@ class ExchangeManager:
 
     def _on_event(self, event: ConnectionEvent) -> None:
         self._last_event[event.connection_id] = event
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("connection event listener failed on %s", event.type)
         self.bus.publish(event)
 
 

@@ -31,6 +31,8 @@ from cryptolink.manager import ExchangeManager
 from cryptolink.report import Section, config_summary
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
+from cryptolink.status.server import StatusBindError
+from cryptolink.status.surface import StatusSurface
 
 __all__ = [
     "EXIT_DATA_LOST",
@@ -150,6 +152,15 @@ async def _serve(
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager = manager or ExchangeManager(config)
+    status: StatusSurface | None = None
+    if config.status.enabled:
+        status = StatusSurface(manager, config.status, disk_path=out.dir if out.enabled else ".")
+        try:
+            await status.start()
+        except StatusBindError as exc:
+            log.error("refusing to start: %s", exc)
+            await status.stop()
+            return RunResult("", EXIT_REFUSED, error=str(exc))
     if sink is not None:
         sinks.insert(0, sink)
     tasks: list[asyncio.Task[None]] = []
@@ -174,6 +185,8 @@ async def _serve(
         await stop.wait()
     finally:
         await manager.stop()
+        if status is not None:
+            await status.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

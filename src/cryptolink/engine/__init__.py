@@ -56,7 +56,7 @@ from cryptolink.engine.errors import (
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, EventLog, Severity
 from cryptolink.engine.quality import ConnectionQuality, QualityConfig, QualityTracker
 from cryptolink.engine.state import ConnectionState, StateMachine
-from cryptolink.engine.stats import ConnectionStats, TotalStats, combine
+from cryptolink.engine.stats import ConnectionStats, StreamStatus, TotalStats, combine
 from cryptolink.engine.subscriptions import SubscriptionRegistry
 from cryptolink.engine.timer_core import TimerCore
 from cryptolink.engine.transport import Transport, TransportSession, WebsocketsTransport, default_transport
@@ -87,6 +87,7 @@ __all__ = [
     "Severity",
     "StaleReport",
     "StateMachine",
+    "StreamStatus",
     "SubscriptionRegistry",
     "TimerCore",
     "TotalStats",

@@ -58,7 +58,7 @@ from cryptolink.engine.quality import (
 from cryptolink.engine.rotation import rotation_deadline, wait_any
 from cryptolink.engine.session import ROTATED, STOPPED, MarketData, Session, SessionCounters
 from cryptolink.engine.state import ACTIVE_STATES, ConnectionState, StateMachine
-from cryptolink.engine.stats import ConnectionStats
+from cryptolink.engine.stats import ConnectionStats, StreamStatus
 from cryptolink.engine.subscriptions import SubscriptionRegistry
 from cryptolink.engine.tasks import TaskOwner
 from cryptolink.engine.timer_core import (
@@ -235,6 +235,9 @@ class ManagedConnection:
         self._uptime_s = 0.0
         self._downtime_s = 0.0
         self._connected_since_ns: int | None = None
+        self._last_connected_ns: int | None = None
+        self._last_disconnected_ns: int | None = None
+        self._last_error: tuple[str, int] | None = None
         self._disconnected_at: float | None = None
         self._ever_connected = False
         self._last_retry_log = -math.inf  # when a failed connect was last logged above DEBUG (monotonic s)
@@ -402,7 +405,34 @@ class ManagedConnection:
             quality=self.quality(),
             adapter_errors=c.adapter_errors,
             inflate_refused=c.inflate_refused,
+            last_connected_ns=self._last_connected_ns,
+            last_disconnected_ns=self._last_disconnected_ns,
+            last_error=None if self._last_error is None else self._last_error[0],
+            last_error_ns=None if self._last_error is None else self._last_error[1],
+            streams=self._stream_statuses(now),
         )
+
+    def _stream_statuses(self, now: float) -> tuple[StreamStatus, ...]:
+        reg = self._registry
+        confirmed = {s.key for s in reg.confirmed}
+        pending = {s.key for s in reg.pending_subscribe}
+        watchdog = self._core.watchdog
+        out = []
+        for sub in reg.desired:
+            key = sub.key
+            try:
+                age, threshold = watchdog.silence(key, now)
+            except KeyError:
+                age = threshold = None
+            state = "confirmed" if key in confirmed else "pending" if key in pending else "unsent"
+            out.append(StreamStatus(key[0].value, key[1], state, age, threshold, self._core.is_stale(key)))
+        for rej in reg.rejected:
+            out.append(
+                StreamStatus(
+                    rej.subscription.channel.value, rej.subscription.symbol, "rejected", None, None, False
+                )
+            )
+        return tuple(out)
 
     async def start(self) -> None:
         """Start connecting in the background (returns at once; see :meth:`wait_for_state`).
@@ -688,11 +718,14 @@ class ManagedConnection:
         attempt: int | None = None,
         key: tuple[Channel, str] | None = None,
     ) -> None:
+        time_ns = self._clock.time_ns()
+        if severity >= Severity.ERROR:
+            self._last_error = (error or description, time_ns)
         self._log.append(
             ConnectionEvent(
                 type=type_,
                 severity=severity,
-                time_ns=self._clock.time_ns(),
+                time_ns=time_ns,
                 monotonic_s=self._clock.monotonic(),
                 connection_id=self.conn_id,
                 exchange=self.adapter.exchange,
@@ -899,7 +932,7 @@ class ManagedConnection:
     def _on_open(self, sess: Session, attempt: int) -> None:
         now = self._clock.monotonic()
         self._primary = sess
-        self._connected_since_ns = self._clock.time_ns()
+        self._connected_since_ns = self._last_connected_ns = self._clock.time_ns()
         if sess.alive:
             self._core.set_primary(sess.sid, self._registry, now, rearm=True)
         self._core.set_rotation_deadline(self._rotation_deadline(sess))
@@ -943,6 +976,7 @@ class ManagedConnection:
         self._requested_end = False
         self._disconnected_at = now
         self._connected_since_ns = None
+        self._last_disconnected_ns = self._clock.time_ns()
         self._last_end_reason = reason
         self.disconnections += 1
         if not requested:

@@ -13,7 +13,30 @@ from dataclasses import dataclass
 from cryptolink.engine.quality import ConnectionQuality
 from cryptolink.engine.state import ACTIVE_STATES, ConnectionState
 
-__all__ = ["ConnectionStats", "TotalStats", "combine"]
+__all__ = ["ConnectionStats", "StreamStatus", "TotalStats", "combine"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """One subscription of a connection at one instant.
+
+    Attributes:
+        channel / symbol: the subscription (``trades``/``ticker``/``book``, unified symbol).
+        state: ``confirmed`` (acknowledged), ``pending`` (asked, no answer yet), ``unsent`` (waiting for a
+            socket) or ``rejected`` (refused by the exchange).
+        data_age_s: seconds since its last market data on the current socket (``None``: none since the socket
+            opened, or not watched).
+        threshold_s: the silence its data watchdog allows now, learned from the stream's own rhythm
+            (:mod:`cryptolink.engine.watchdog`), s (``None``: not watched).
+        stale: the watchdog fired and no data came since.
+    """
+
+    channel: str
+    symbol: str
+    state: str
+    data_age_s: float | None
+    threshold_s: float | None
+    stale: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +74,12 @@ class ConnectionStats:
         rotations: completed make-before-break rotations.
         last_disconnect_reason: why the last session ended (``""``: none ended yet).
         quality: the quality snapshot.
+        adapter_errors / inflate_refused: see above.
+        last_connected_ns / last_disconnected_ns: wall time (epoch ns) a session last opened / ended (``None``:
+            never).
+        last_error / last_error_ns: the latest event of severity error or critical (its error text, else its
+            description) and its wall time (epoch ns); ``None``: none yet.
+        streams: every desired or rejected subscription (:class:`StreamStatus`).
     """
 
     connection_id: str
@@ -87,6 +116,11 @@ class ConnectionStats:
     quality: ConnectionQuality
     adapter_errors: int = 0
     inflate_refused: int = 0
+    last_connected_ns: int | None = None
+    last_disconnected_ns: int | None = None
+    last_error: str | None = None
+    last_error_ns: int | None = None
+    streams: tuple[StreamStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,16 @@ class Watchdog:
         start = s.armed_at if s.last is None else s.last
         return start + t
 
+    def silence(self, key: Hashable, now: float) -> tuple[float | None, float]:
+        """``(seconds since the last data of key, its threshold)`` at ``now``; the age is ``None`` while the
+        stream has had no data since it was (re)armed (its threshold is then the first-data timeout).
+
+        Raises:
+            KeyError: ``key`` is not watched.
+        """
+        s = self._streams[key]
+        return (None if s.last is None else now - s.last), self._threshold(s)
+
     def is_stale(self, key: Hashable) -> bool:
         """Whether ``key`` was reported and has had no data since."""
         s = self._streams.get(key)

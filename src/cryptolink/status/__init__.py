@@ -1,0 +1,11 @@
+"""The operating surface: status documents, HTTP API and WebSocket push, dashboard, Prometheus metrics and
+Redis status across instances, all fed from one immutable :class:`~cryptolink.status.snapshot.StatusSnapshot`
+taken per interval (never on the hot path).
+
+- :mod:`cryptolink.status.snapshot`: the snapshot.
+- :mod:`cryptolink.status.documents`: the JSON documents built from it (``/api/system/status`` and the rest).
+- :mod:`cryptolink.status.service`: :class:`StatusService`, which takes snapshots, keeps the event ring,
+  pushes to WebSocket clients and logs the periodic report.
+- :mod:`cryptolink.status.app` / :mod:`cryptolink.status.server`: the FastAPI application and the uvicorn
+  server run in the caller's event loop.
+"""

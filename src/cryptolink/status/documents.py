@@ -1,0 +1,384 @@
+"""The JSON documents of the status service, built from one :class:`~cryptolink.status.snapshot.StatusSnapshot`
+(pure functions: no I/O, no clock).
+
+``/api/system/status`` returns :func:`system_status`: the monitoring document existing dashboards read
+(``cpu_usage``, ``memory_usage``, ``disk_space``, ``exchange_connections`` with ``summary`` and
+``connections``...). Its keys are fixed; extra keys are added beside them, never instead of them.
+
+**Engine state -> monitoring status** (:data:`STATUS_OF`), and the colours (:data:`COLOR_OF`):
+
+================  ================  ======  ================================================================
+engine state      status            colour  why
+================  ================  ======  ================================================================
+``connected``     ``connected``     green   socket open, data flowing
+``unstable``      ``error``         red     socket open but *no* subscription delivers data: a page that
+                                            showed it green would lie (``unstable: true`` says which case)
+``connecting``    ``connecting``    yellow  first connect in progress
+``reconnecting``  ``reconnecting``  orange  between sessions: waiting out the backoff or opening a socket
+``failed``        ``error``         red     gave up after ``reconnect.max_attempts``; needs ``reconnect()``
+``disconnected``  ``disconnected``  gray    not started yet
+``stopped``       ``disconnected``  gray    stopped on purpose
+================  ================  ======  ================================================================
+
+``summary.healthy`` is true only when every enabled entry is running, every one of its connections is
+``connected`` (not unstable) and every book is live. Times are ISO 8601 in UTC (``2026-12-02T03:50:12.345Z``);
+``latency_ms`` is the keepalive round trip's mean over the last samples (``null`` until one was measured);
+``reconnect_count`` counts reconnect attempts (successful ones are ``reconnect_successes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptolink.engine import ConnectionState
+from cryptolink.engine.stats import ConnectionStats
+from cryptolink.feed import BookHealth, FeedStats
+from cryptolink.manager import report_sections
+from cryptolink.report import ReportRow, render_report
+from cryptolink.status.host import format_bytes
+from cryptolink.status.snapshot import EventRecord, StatusSnapshot
+
+__all__ = [
+    "COLOR_OF",
+    "STATUS_OF",
+    "connections_detail",
+    "event_doc",
+    "events_doc",
+    "exchange_connections",
+    "health",
+    "iso",
+    "push_message",
+    "readiness",
+    "report_doc",
+    "system_status",
+]
+
+_S = ConnectionState
+
+STATUS_OF: Mapping[ConnectionState, str] = {
+    _S.CONNECTED: "connected",
+    _S.UNSTABLE: "error",
+    _S.CONNECTING: "connecting",
+    _S.RECONNECTING: "reconnecting",
+    _S.FAILED: "error",
+    _S.DISCONNECTED: "disconnected",
+    _S.STOPPED: "disconnected",
+}
+"""Monitoring status of each engine state (see the module docstring)."""
+
+COLOR_OF: Mapping[str, str] = {
+    "connected": "green",
+    "disconnected": "gray",
+    "connecting": "yellow",
+    "error": "red",
+    "reconnecting": "orange",
+}
+"""Colour of each monitoring status."""
+
+
+def iso(time_ns: int | None) -> str | None:
+    """Epoch ns -> ISO 8601 UTC with milliseconds and ``Z`` (``None`` stays ``None``)."""
+    if time_ns is None:
+        return None
+    dt = datetime.fromtimestamp(time_ns / 1e9, tz=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _books_of(fs: FeedStats, connection_id: str) -> list[BookHealth]:
+    return [b for b in fs.books if b.connection_id == connection_id]
+
+
+def _book_doc(b: BookHealth) -> dict[str, Any]:
+    return {
+        "symbol": b.symbol,
+        "state": b.state,
+        "last_sequence": b.last_sequence,
+        "resyncs": b.resyncs,
+        "resyncs_by_cause": dict(b.resyncs_by_cause),
+        "last_resync_cause": b.last_resync_cause,
+        "gaps": b.gaps,
+        "checksum_failures": b.checksum_failures,
+        "failed_retries": b.failed_retries,
+    }
+
+
+def _connection(fs: FeedStats, cs: ConnectionStats, row: ReportRow | None) -> dict[str, Any]:
+    status = STATUS_OF[cs.state]
+    books = _books_of(fs, cs.connection_id)
+    q = cs.quality
+    return {
+        # the monitoring keys (fixed)
+        "exchange_name": fs.name,
+        "status": status,
+        "status_color": COLOR_OF[status],
+        "last_connected_at": iso(cs.last_connected_ns),
+        "last_disconnected_at": iso(cs.last_disconnected_ns),
+        "last_error": cs.last_error,
+        "last_error_at": iso(cs.last_error_ns),
+        "reconnect_count": cs.reconnect_attempts,
+        "latency_ms": _round(q.latency_mean_ms),
+        "message_count": cs.messages,
+        # extras
+        "exchange": cs.exchange,
+        "market": fs.market,
+        "connection_id": cs.connection_id,
+        "state": cs.state.value,
+        "unstable": cs.state is _S.UNSTABLE,
+        "reconnect_successes": cs.successful_reconnects,
+        "quality_score": _round(q.score, 1),
+        "messages_per_s": _round(q.throughput_msgs_s, 1),
+        "uptime_pct": _round(q.uptime_pct, 2),
+        "last_message_age_s": _round(cs.last_message_age_s, 3),
+        "books": {"total": len(books), "live": sum(1 for b in books if b.state == "live")},
+        "subscriptions": [
+            {
+                "channel": st.channel,
+                "symbol": st.symbol,
+                "state": st.state,
+                "data_age_s": _round(st.data_age_s, 3),
+                "threshold_s": _round(st.threshold_s, 3),
+                "stale": st.stale,
+            }
+            for st in cs.streams
+        ],
+        "book_states": [{"symbol": b.symbol, "state": b.state} for b in books],
+        "last_event": row.last_event if row is not None else "",
+    }
+
+
+def _pairs(snap: StatusSnapshot) -> Iterable[tuple[FeedStats, ConnectionStats]]:
+    for fs in snap.stats.feeds:
+        for cs in fs.connections:
+            yield fs, cs
+
+
+def health(snap: StatusSnapshot) -> tuple[bool, list[str]]:
+    """``(healthy, reasons)``: healthy only when every enabled entry runs, every connection is ``connected``
+    (not unstable) and every book is live; ``reasons`` names each thing that is not."""
+    reasons: list[str] = []
+    running = {fs.name for fs in snap.stats.feeds}
+    reasons += [f"{name}: not running" for name in snap.enabled if name not in running]
+    for _fs, cs in _pairs(snap):
+        if cs.state is not _S.CONNECTED:
+            reasons.append(f"{cs.connection_id}: {cs.state.value}")
+    for fs in snap.stats.feeds:
+        if not fs.connections:
+            reasons.append(f"{fs.name}: no connection")
+        reasons += [f"{fs.name} {b.symbol}: book {b.state}" for b in fs.books if b.state != "live"]
+    return not reasons, reasons
+
+
+def readiness(snap: StatusSnapshot) -> tuple[bool, list[str]]:
+    """``(ready, reasons)`` for ``/readyz``: every enabled entry runs and delivers: each of its connections is
+    ``connected`` (data flowing; ``unstable`` means nothing flows) with no stale subscription."""
+    reasons: list[str] = []
+    running = {fs.name: fs for fs in snap.stats.feeds}
+    for name in snap.enabled:
+        fs = running.get(name)
+        if fs is None:
+            reasons.append(f"{name}: not running")
+            continue
+        if not fs.connections:
+            reasons.append(f"{name}: no connection")
+        for cs in fs.connections:
+            if cs.state is not _S.CONNECTED:
+                reasons.append(f"{cs.connection_id}: {cs.state.value}")
+            elif cs.subscriptions_stale:
+                reasons.append(f"{cs.connection_id}: {cs.subscriptions_stale} stale subscription(s)")
+    return not reasons, reasons
+
+
+def exchange_connections(snap: StatusSnapshot) -> dict[str, Any]:
+    """The ``exchange_connections`` document: ``summary`` (total, connected, disconnected, error,
+    reconnecting, healthy; extras connecting, unstable, books), ``connections`` (one per engine connection,
+    sorted by entry then connection id) and ``timestamp``."""
+    rows = {r.connection_id: r for r in snap.rows}
+    conns = [
+        _connection(fs, cs, rows.get(cs.connection_id))
+        for fs, cs in sorted(_pairs(snap), key=lambda p: (p[0].name, p[1].connection_id))
+    ]
+    counts = {s: 0 for s in COLOR_OF}
+    for c in conns:
+        counts[c["status"]] += 1
+    healthy, reasons = health(snap)
+    books = [b for fs in snap.stats.feeds for b in fs.books]
+    return {
+        "summary": {
+            "total": len(conns),
+            "connected": counts["connected"],
+            "disconnected": counts["disconnected"],
+            "error": counts["error"],
+            "reconnecting": counts["reconnecting"],
+            "healthy": healthy,
+            "connecting": counts["connecting"],
+            "unstable": sum(1 for c in conns if c["unstable"]),
+            "books": {"total": len(books), "live": sum(1 for b in books if b.state == "live")},
+            "unhealthy_reasons": reasons,
+        },
+        "connections": conns,
+        "timestamp": iso(snap.taken_ns),
+    }
+
+
+def _host_doc(snap: StatusSnapshot) -> dict[str, Any]:
+    h = snap.host
+    return {
+        "cpu_usage": round(h.cpu_percent, 1),
+        "cpu_usage_percent": round(h.cpu_percent, 1),
+        "memory_usage": f"{format_bytes(h.memory_used)} / {format_bytes(h.memory_total)}",
+        "memory_usage_percent": round(h.memory_percent, 1),
+        "disk_space": f"{format_bytes(h.disk_used)} / {format_bytes(h.disk_total)}",
+        "disk_space_percent": round(h.disk_percent, 1),
+        "timestamp": iso(snap.taken_ns),
+    }
+
+
+def system_status(snap: StatusSnapshot) -> dict[str, Any]:
+    """The ``/api/system/status`` document (keys in the module docstring), host figures from psutil."""
+    return {
+        **_host_doc(snap),
+        "exchange_connections": exchange_connections(snap),
+        # extras
+        "instance_id": snap.instance_id,
+        "started_at": iso(snap.started_ns),
+        "process": {
+            "rss_bytes": snap.host.process_rss,
+            "cpu_percent": round(snap.host.process_cpu_percent, 1),
+        },
+    }
+
+
+def event_doc(rec: EventRecord) -> dict[str, Any]:
+    """One connection event as JSON (``seq``, ``type``, ``severity`` name and level, ``time``...)."""
+    e = rec.event
+    return {
+        "seq": rec.seq,
+        "type": e.type.value,
+        "severity": e.severity.name.lower(),
+        "level": int(e.severity),
+        "time": iso(e.time_ns),
+        "time_ms": e.time_ns // 1_000_000,
+        "exchange": e.exchange,
+        "feed": e.feed,
+        "connection_id": e.connection_id,
+        "description": e.description,
+        "error": e.error,
+        "latency_ms": _round(e.latency_ms),
+        "attempt": e.attempt,
+        "stream": e.stream,
+        "symbol": e.symbol,
+    }
+
+
+def events_doc(records: Iterable[EventRecord], since: int = 0, *, dropped: int = 0) -> dict[str, Any]:
+    """``{"events": [...], "last_seq": N, "dropped": n}``: the kept events after ``since`` (oldest first);
+    ``last_seq`` is the cursor for the next call; ``dropped`` counts events pushed out of the ring unread."""
+    out = [event_doc(r) for r in records if r.seq > since]
+    kept = list(records)
+    last = kept[-1].seq if kept else since
+    return {"events": out, "last_seq": max(last, since), "dropped": dropped}
+
+
+def connections_detail(snap: StatusSnapshot) -> dict[str, Any]:
+    """``/api/connections``: per connection its state, quality score and every part of it, latency and lag,
+    subscriptions with their data age, books with their state, and its last events."""
+    rows = {r.connection_id: r for r in snap.rows}
+    by_conn: dict[str, list[dict[str, Any]]] = {}
+    for rec in snap.events:
+        by_conn.setdefault(rec.event.connection_id, []).append(event_doc(rec))
+    out = []
+    for fs, cs in sorted(_pairs(snap), key=lambda p: (p[0].name, p[1].connection_id)):
+        q = cs.quality
+        doc = _connection(fs, cs, rows.get(cs.connection_id))
+        doc.update(
+            {
+                "url": cs.url,
+                "quality": {
+                    "score": _round(q.score, 1),
+                    "availability": _round(q.availability, 1),
+                    "reliability": _round(q.reliability, 1),
+                    "data": _round(q.data, 1),
+                    "stability": _round(q.stability, 1),
+                    "loss_rate": q.loss_rate,
+                    "error_rate_per_min": _round(q.error_rate_per_min, 2),
+                    "poor": q.poor,
+                },
+                "latency": {
+                    "rtt_mean_ms": _round(q.latency_mean_ms),
+                    "rtt_p99_ms": _round(q.latency_p99_ms),
+                    "lag_mean_ms": _round(q.lag_mean_ms),
+                    "lag_p99_ms": _round(q.lag_p99_ms),
+                },
+                "counters": {
+                    "messages": cs.messages,
+                    "bytes": cs.bytes,
+                    "market_events": cs.market_events,
+                    "errors": cs.errors,
+                    "decode_errors": cs.decode_errors,
+                    "reconnect_attempts": cs.reconnect_attempts,
+                    "successful_reconnects": cs.successful_reconnects,
+                    "failed_connects": cs.failed_connects,
+                    "disconnections": cs.disconnections,
+                    "unexpected_disconnections": cs.unexpected_disconnections,
+                    "rotations": cs.rotations,
+                },
+                "uptime_s": round(cs.uptime_s, 3),
+                "downtime_s": round(cs.downtime_s, 3),
+                "last_disconnect_reason": cs.last_disconnect_reason,
+                "books_detail": [_book_doc(b) for b in _books_of(fs, cs.connection_id)],
+                "events": by_conn.get(cs.connection_id, [])[-10:],
+            }
+        )
+        out.append(doc)
+    return {"connections": out, "timestamp": iso(snap.taken_ns), "instance_id": snap.instance_id}
+
+
+def report_doc(snap: StatusSnapshot) -> dict[str, Any]:
+    """``/api/report``: the connection report's rows (state, quality score, latency, stability, error rate,
+    connections, disconnections, reconnect success rate, uptime, downtime) and its text."""
+    stability = {cs.connection_id: cs.quality.stability for _, cs in _pairs(snap)}
+    attempts = {cs.connection_id: (cs.reconnect_attempts, cs.successful_reconnects) for _, cs in _pairs(snap)}
+    rows = []
+    for r in sorted(snap.rows, key=lambda r: r.connection_id):
+        tried, ok = attempts.get(r.connection_id, (0, 0))
+        rows.append(
+            {
+                "feed": r.feed,
+                "exchange": r.exchange,
+                "connection_id": r.connection_id,
+                "state": r.state,
+                "quality_score": _round(r.quality_score, 1),
+                "latency_mean_ms": _round(r.latency_mean_ms),
+                "latency_p99_ms": _round(r.latency_p99_ms),
+                "stability": _round(stability.get(r.connection_id), 1),
+                "error_rate_per_min": _round(r.error_rate, 2),
+                "connections": r.connections,
+                "disconnections": r.disconnections,
+                "reconnect_attempts": tried,
+                "reconnect_success_rate": None if tried == 0 else round(100.0 * ok / tried, 1),
+                "uptime_pct": _round(r.uptime_pct, 2),
+                "downtime_s": round(r.downtime_s, 3),
+                "messages": r.messages,
+                "books": r.book_health,
+            }
+        )
+    text = render_report(snap.rows, sections=report_sections(snap.stats))
+    return {"timestamp": iso(snap.taken_ns), "rows": rows, "text": text}
+
+
+def push_message(snap: StatusSnapshot) -> dict[str, Any]:
+    """The ``/ws/status`` message: ``{"type": "exchange_status", "id": "exchange_status_<ms>", "timestamp":
+    <ms>, "data": <exchange_connections>}``; ``data`` also carries ``host`` (the system figures) and
+    ``events`` (the latest connection events) for the dashboard."""
+    ms = snap.taken_ns // 1_000_000
+    data = exchange_connections(snap)
+    data["host"] = _host_doc(snap)
+    data["events"] = [event_doc(r) for r in snap.events[-20:]]
+    data["instance_id"] = snap.instance_id
+    return {"type": "exchange_status", "id": f"exchange_status_{ms}", "timestamp": ms, "data": data}

@@ -1,0 +1,61 @@
+"""One immutable status snapshot: everything every status view shows (HTTP documents, WebSocket push,
+dashboard, Prometheus, Redis), taken once per interval from the engine's statistics snapshots.
+
+Nothing here holds a live reference into the engine: a :class:`StatusSnapshot` is frozen, and the views
+read only it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptolink.engine import ConnectionEvent
+from cryptolink.manager import ManagerStats
+from cryptolink.report import ReportRow
+from cryptolink.status.host import HostFigures
+
+__all__ = ["EventRecord", "StatusSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A connection event with its position in the status service's event ring (``seq`` starts at 1 and
+    grows by one per event, so ``/api/events?since=N`` returns the events after ``N``)."""
+
+    seq: int
+    event: ConnectionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """The state of one cryptolink instance at one instant.
+
+    Attributes:
+        instance_id: the instance's name (``status.instance_id``, default ``<hostname>-<pid>``).
+        taken_ns: wall time of the snapshot, epoch ns.
+        started_ns: wall time the instance started, epoch ns.
+        enabled: the enabled entry names of the configuration (an enabled entry that is not running is
+            unhealthy).
+        stats: the manager's statistics snapshot (per feed, connection, book; gates; REST budgets).
+        rows: the connection report's rows (quality, latency, uptime per connection).
+        events: the latest connection events, oldest first (at most :data:`RECENT_EVENTS`).
+        host: CPU, memory and disk.
+        push_dropped: push messages dropped for WebSocket clients too slow to read them.
+        events_evicted: connection events pushed out of the service's bounded event ring by newer ones (no
+            longer served by ``/api/events``).
+    """
+
+    instance_id: str
+    taken_ns: int
+    started_ns: int
+    enabled: tuple[str, ...]
+    stats: ManagerStats
+    rows: tuple[ReportRow, ...]
+    events: tuple[EventRecord, ...]
+    host: HostFigures
+    push_dropped: int = 0
+    events_evicted: int = 0
+
+
+RECENT_EVENTS = 50
+"""Connection events carried by every snapshot (the dashboard's list; ``/api/events`` has more)."""

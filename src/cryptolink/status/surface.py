@@ -1,0 +1,66 @@
+""":class:`StatusSurface`: the whole operating surface of one process, started and stopped as one piece:
+the :class:`~cryptolink.status.service.StatusService` (snapshots, events, push, periodic report), the HTTP
+server with the API, dashboard and ``/metrics``, and (with ``status.redis_url``) the Redis status publisher
+and cluster reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cryptolink.config import StatusConfig
+from cryptolink.manager import ExchangeManager
+from cryptolink.status.app import ClusterReader, MetricsRenderer, create_app
+from cryptolink.status.host import HostSampler
+from cryptolink.status.server import StatusServer
+from cryptolink.status.service import StatusService
+
+__all__ = ["StatusSurface"]
+
+log = logging.getLogger("cryptolink.status")
+
+
+class StatusSurface:
+    """See the module docstring.
+
+    Args:
+        manager: the manager whose connections are shown.
+        config: the ``status`` section.
+        disk_path: the filesystem whose space is reported (the output directory).
+        serve_http: start the HTTP server (``False``: snapshots, report and Redis only).
+    """
+
+    def __init__(
+        self,
+        manager: ExchangeManager,
+        config: StatusConfig,
+        *,
+        disk_path: str | os.PathLike[str] = ".",
+        serve_http: bool = True,
+    ) -> None:
+        self.config = config
+        self.service = StatusService(manager, config, host=HostSampler(disk_path))
+        self.metrics: MetricsRenderer | None = None
+        self.cluster: ClusterReader | None = None
+        self.server: StatusServer | None = None
+        self._serve_http = serve_http
+
+    async def start(self) -> None:
+        """Start the snapshot loop, then the server.
+
+        Raises:
+            StatusBindError: the address cannot be bound (nothing is left running; call :meth:`stop`).
+        """
+        await self.service.start()
+        if self._serve_http:
+            token = self.config.token.get_secret_value() if self.config.token is not None else None
+            app = create_app(self.service, token=token, metrics=self.metrics, cluster=self.cluster)
+            self.server = StatusServer(app, self.config.host, self.config.port)
+            await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop the server and the loop (idempotent)."""
+        if self.server is not None:
+            await self.server.stop()
+        await self.service.stop()
