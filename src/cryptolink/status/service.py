@@ -150,6 +150,7 @@ class StatusService:
             rows=tuple(rows),
             events=tuple(self._events)[-RECENT_EVENTS:],
             host=self._host.sample(),
+            bus=self.manager.bus.stats(),
             push_dropped=self.push_dropped,
             events_evicted=self.events_evicted,
         )

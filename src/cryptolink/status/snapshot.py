@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptolink.bus import BusStats
 from cryptolink.engine import ConnectionEvent
 from cryptolink.manager import ManagerStats
 from cryptolink.report import ReportRow
@@ -40,6 +41,7 @@ class StatusSnapshot:
         rows: the connection report's rows (quality, latency, uptime per connection).
         events: the latest connection events, oldest first (at most :data:`RECENT_EVENTS`).
         host: CPU, memory and disk.
+        bus: the event bus's counters (published, per consumer delivered and dropped).
         push_dropped: push messages dropped for WebSocket clients too slow to read them.
         events_evicted: connection events pushed out of the service's bounded event ring by newer ones (no
             longer served by ``/api/events``).
@@ -53,6 +55,7 @@ class StatusSnapshot:
     rows: tuple[ReportRow, ...]
     events: tuple[EventRecord, ...]
     host: HostFigures
+    bus: BusStats
     push_dropped: int = 0
     events_evicted: int = 0
 
