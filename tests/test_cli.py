@@ -132,3 +132,27 @@ def test_validate_says_all_disabled_entries_stream_nothing(tmp_path: Path) -> No
     result = runner.invoke(app, ["validate-config", str(cfg)])
     assert result.exit_code == 2
     assert "nothing to stream" in result.output + (result.stderr or "")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--status-addr", "0.0.0.0:8766"], "not loopback: set status.token"),
+        (["--status-addr", "127.0.0.1"], "expected HOST:PORT"),
+        (["--status-addr", "127.0.0.1:70000"], "expected HOST:PORT"),
+    ],
+)
+def test_a_bad_status_address_is_refused_before_starting(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    for command in (["run", str(write(tmp_path, GOOD))], ["demo", "--out", str(tmp_path / "demo")]):
+        result = runner.invoke(app, [*command, *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    assert not (tmp_path / "demo").exists()  # refused before the demo touched anything
+
+
+def test_status_address_options_are_documented() -> None:
+    for cmd in ("run", "demo"):
+        text = runner.invoke(app, [cmd, "--help"]).output
+        assert "--status-addr" in text and "--no-status" in text

@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 def config(sim: Simulator, out: Path | None, symbols: tuple[str, ...] = ("BTC/USDT",)) -> CryptolinkConfig:
     ep = sim.endpoints()["okx"]
     data: dict[str, Any] = {
-        "exchanges": {"okx": {"symbols": list(symbols), "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}}
+        "exchanges": {"okx": {"symbols": list(symbols), "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}},
+        "status": {"port": 0},  # any free port: tests never take the default 8766
     }
     if out is not None:
         data["output"] = {"enabled": True, "dir": str(out), "flush_interval_s": 0.1}
@@ -96,6 +97,7 @@ async def test_sighup_stops_gracefully_flushes_and_reports(tmp_path: Path) -> No
             f"  okx: {{symbols: [BTC/USDT], ws_url: '{ep['ws_url']}', rest_url: '{ep['rest_url']}'}}\n"
             # nothing is flushed on a timer during this test: every line on disk was written by the stop
             f"output: {{enabled: true, dir: '{out}', flush_interval_s: 60}}\n"
+            "status: {port: 0}\n"
         )
         sent = asyncio.Event()
         count = 0

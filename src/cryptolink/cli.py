@@ -3,8 +3,8 @@
 Commands::
 
     cryptolink [--version]
-    cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults]
-    cryptolink run CONFIG.yaml
+    cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults] [--status-addr HOST:PORT | --no-status]
+    cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status]
     cryptolink record CONFIG.yaml --out FILE [--duration SECONDS]
     cryptolink simulate [--exchange binance|binanceusdm|okx|binancecoinm ...] [--host 127.0.0.1] [--port N]
                         [--mode replay|synthetic] [--speed X] [--faults SPEC] [--seed N]
@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from cryptolink import __version__
-from cryptolink.config import ConfigError, CryptolinkConfig, load_config
+from cryptolink.config import ConfigError, CryptolinkConfig, StatusConfig, load_config
 
 __all__ = ["app", "main"]
 
@@ -104,6 +105,36 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def _parse_addr(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8766`` for IPv6) -> ``(host, port)``; exit 2 on a malformed address."""
+    host, sep, port = addr.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        _fail(f"error: --status-addr {addr!r}: expected HOST:PORT, e.g. 127.0.0.1:8766", EXIT_BAD_CONFIG)
+    return host, int(port)
+
+
+def _status_config(base: StatusConfig, addr: str | None, off: bool) -> StatusConfig:
+    """``base`` with ``--status-addr`` / ``--no-status`` applied and validated again (a non-loopback address
+    without a token is refused: exit 2)."""
+    if off:
+        return base.model_copy(update={"enabled": False})
+    if addr is None:
+        return base
+    host, port = _parse_addr(addr)
+    try:
+        return StatusConfig.model_validate({**base.model_dump(), "host": host, "port": port})
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        _fail(f"error: --status-addr {addr}: {problems}", EXIT_BAD_CONFIG)
+
+
+_STATUS_ADDR_HELP = (
+    "Serve the status API, dashboard and /metrics on HOST:PORT (default 127.0.0.1:8766; "
+    "off loopback a token is required: status.token or CRYPTOLINK__STATUS__TOKEN)."
+)
+
+
 @app.command()
 def demo(
     duration: Annotated[
@@ -116,12 +147,18 @@ def demo(
     no_faults: Annotated[
         bool, typer.Option("--no-faults", help="Run the simulator without injected faults.")
     ] = False,
+    status_addr: Annotated[
+        str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_STATUS_ADDR_HELP)
+    ] = None,
+    no_status: Annotated[bool, typer.Option("--no-status", help="Do not serve the status API.")] = False,
 ) -> None:
-    """Run the simulator and a client against it on loopback, show live status, then write a report."""
+    """Run the simulator and a client against it on loopback, show live status (also on the dashboard,
+    http://127.0.0.1:8766/), then write a report."""
     run_demo = _lazy("cryptolink.demo", "run_demo")
+    status = _status_config(StatusConfig(), status_addr, no_status)
     _setup_logging("WARNING")
     try:
-        code = int(run_demo(duration or None, out, not no_faults))
+        code = int(run_demo(duration or None, out, not no_faults, status))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -131,9 +168,15 @@ def demo(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
+    status_addr: Annotated[
+        str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_STATUS_ADDR_HELP)
+    ] = None,
+    no_status: Annotated[bool, typer.Option("--no-status", help="Do not serve the status API.")] = False,
 ) -> None:
-    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM, SIGHUP...: graceful, report printed)."""
+    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM, SIGHUP...: graceful, report printed);
+    serves the status API, dashboard and metrics on 127.0.0.1:8766 unless told otherwise."""
     cfg = _load(config)
+    cfg = cfg.model_copy(update={"status": _status_config(cfg.status, status_addr, no_status)})
     run_config = _lazy("cryptolink.service", "run_config")
     _setup_logging(cfg.log_level)
     raise typer.Exit(int(run_config(cfg)))

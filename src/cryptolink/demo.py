@@ -32,6 +32,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from cryptolink.config import StatusConfig
 from cryptolink.errors import CryptolinkError
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import BookUpdate, Gap, Ticker, Trade
@@ -40,6 +41,8 @@ from cryptolink.service import output_section
 from cryptolink.simulator import Fault, Simulator
 from cryptolink.simulator import registry as sim_registry
 from cryptolink.sinks.jsonl import JsonlSink
+from cryptolink.status.server import StatusBindError
+from cryptolink.status.surface import StatusSurface
 
 __all__ = [
     "DEMO_ENTRIES",
@@ -243,9 +246,11 @@ async def demo_main(
     quiet_end_s: float = QUIET_END_S,
     console: Console | None = None,
     seed: int = 7,
+    status: StatusConfig | None = None,
 ) -> int:
     """The demo as a coroutine (see the module docstring); returns the process exit code (0; 1 when JSONL
-    lines were lost; 2 when the output directory is refused)."""
+    lines were lost; 2 when the output directory or the status address is refused). ``status``: serve the status
+    API and dashboard (``None`` or ``enabled: false``: not)."""
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=WIDTH, force_terminal=False, file=console.file)
@@ -268,6 +273,16 @@ async def demo_main(
         sink.attach(manager.bus)
         for channel in ("trades", "book", "ticker", "gaps"):
             manager.on(channel, _count(counts))  # type: ignore[arg-type]
+        surface = None
+        if status is not None and status.enabled:
+            surface = StatusSurface(manager, status, disk_path=out_dir)
+            try:
+                await surface.start()
+            except StatusBindError as exc:
+                await surface.stop()
+                console.print(f"error: {exc}", style="bold red")
+                return 2
+        dashboard = f" — dashboard {surface.server.url}/" if surface is not None and surface.server else ""
         sink_task = asyncio.create_task(sink.run())
         await manager.start()
         fault_task = (
@@ -289,7 +304,7 @@ async def demo_main(
             head = _line(
                 f"cryptolink demo — simulator replaying real recordings — {elapsed:5.1f}s"
                 + (f" / {duration_s:g}s" if duration_s else " (Ctrl-C to stop)")
-                + f" — out: {out_dir}",
+                + f" — out: {out_dir}{dashboard}",
                 "bold",
             )
             totals = _line(" | ".join(f"{k}: {v:,}" for k, v in sorted(counts.items())) or "waiting for data")
@@ -325,6 +340,8 @@ async def demo_main(
                 with contextlib.suppress(asyncio.CancelledError):
                     await fault_task
             await manager.stop()
+            if surface is not None:
+                await surface.stop()
             sink_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sink_task
@@ -346,6 +363,8 @@ async def demo_main(
     return 1 if lost else 0
 
 
-def run_demo(duration_s: float | None, out_dir: Path, faults: bool) -> int:
+def run_demo(
+    duration_s: float | None, out_dir: Path, faults: bool, status: StatusConfig | None = None
+) -> int:
     """Entry point of ``cryptolink demo`` (blocking); returns the exit code."""
-    return asyncio.run(demo_main(duration_s, out_dir, faults))
+    return asyncio.run(demo_main(duration_s, out_dir, faults, status=status))

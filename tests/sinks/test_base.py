@@ -63,7 +63,8 @@ class MemorySink:
 def _config(sim: Simulator) -> CryptolinkConfig:
     ep = sim.endpoints()["okx"]
     data: dict[str, Any] = {
-        "exchanges": {"okx": {"symbols": ["BTC/USDT"], "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}}
+        "exchanges": {"okx": {"symbols": ["BTC/USDT"], "ws_url": ep["ws_url"], "rest_url": ep["rest_url"]}},
+        "status": {"enabled": False},
     }
     return CryptolinkConfig.from_dict(data, env={})
 
