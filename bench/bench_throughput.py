@@ -31,9 +31,9 @@ import pstats
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -44,7 +44,10 @@ from cryptolink.exchanges.base import BookMessage
 from cryptolink.exchanges.binance import BinanceSpotAdapter
 from cryptolink.models import Channel, Subscription
 
-__all__ = ["main", "run"]
+if TYPE_CHECKING:
+    from cryptolink.manager import ExchangeManager
+
+__all__ = ["Attach", "end_to_end", "main", "run"]
 
 SYMBOL = "BTC/USDT"
 
@@ -144,7 +147,14 @@ def make_transport(name: str) -> Any:
     raise ValueError(f"unknown transport {name!r}; known: {TRANSPORTS}")
 
 
-async def _client(info: dict[str, Any], timeout_s: float, transport: str) -> dict[str, Any]:
+Attach = Callable[["ExchangeManager"], Awaitable[Callable[[], Awaitable[None]]]]
+"""Starts something beside the client's manager (the status service, in :mod:`bench.bench_status`) and returns
+the coroutine function that stops it."""
+
+
+async def _client(
+    info: dict[str, Any], timeout_s: float, transport: str, attach: Attach | None = None
+) -> dict[str, Any]:
     from cryptolink.manager import ExchangeManager
 
     url = f"ws://127.0.0.1:{info['port']}"
@@ -167,6 +177,7 @@ async def _client(info: dict[str, Any], timeout_s: float, transport: str) -> dic
         m.on(name, counter(name))
     total = int(info["frames"])
     start_at = int(info["pre_frames"]) + min(2000, total // 10)
+    detach = await attach(m) if attach is not None else None
     await m.start()
     conn = next(iter(m.feeds["binance"].connections.values()))
     loop = asyncio.get_running_loop()
@@ -192,6 +203,8 @@ async def _client(info: dict[str, Any], timeout_s: float, transport: str) -> dic
         }
     finally:
         await m.stop()
+        if detach is not None:
+            await detach()
     if sample0 is None or sample1 is None:
         raise RuntimeError(f"stream did not complete in {timeout_s} s: {conn.messages}/{total} frames")
     cpu = sample1[0] - sample0[0]
@@ -209,7 +222,11 @@ async def _client(info: dict[str, Any], timeout_s: float, transport: str) -> dic
 
 
 def end_to_end(
-    passes: int, profile: bool = False, timeout_s: float = 120.0, transport: str = "picows"
+    passes: int,
+    profile: bool = False,
+    timeout_s: float = 120.0,
+    transport: str = "picows",
+    attach: Attach | None = None,
 ) -> dict[str, Any]:
     """Run the blast server in a child process and the client here; returns the client's figures."""
     proc = subprocess.Popen(
@@ -227,7 +244,7 @@ def end_to_end(
         prof = cProfile.Profile() if profile else None
         if prof is not None:
             prof.enable()
-        result = asyncio.run(_client(info, timeout_s, transport))
+        result = asyncio.run(_client(info, timeout_s, transport, attach))
         if prof is not None:
             prof.disable()
             s = io.StringIO()

@@ -17,6 +17,7 @@ from bench import (
     bench_reconnect,
     bench_recovery,
     bench_stall,
+    bench_status,
     bench_throughput,
 )
 
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "reconnect": lambda quick: bench_reconnect.run(quick=quick),
     "stall": lambda quick: bench_stall.run(quick=quick),
     "recovery": lambda quick: bench_recovery.run(quick=quick),
+    "status": lambda quick: bench_status.run(quick=quick),
 }
 
 
