@@ -8,7 +8,8 @@ most ``status.snapshot_interval_s`` old):
 - ``GET /api/connections``: per connection state, quality parts, latency, subscriptions, books, events.
 - ``GET /api/events?since=N``: connection events after cursor ``N`` (``last_seq`` of the previous answer).
 - ``GET /api/report``: the connection report (rows and text).
-- ``GET /api/cluster/status``: every instance's status from Redis (``status.redis_url``).
+- ``GET /api/cluster/status``: every instance's status from Redis (``status.redis_url``); 503 with ``error``
+  when Redis cannot be read.
 - ``GET /healthz``: the process is alive. ``GET /readyz``: 200 when every enabled entry delivers, else 503
   with the reasons.
 - ``GET /metrics``: Prometheus text format.
@@ -173,7 +174,8 @@ def create_app(
     async def cluster_status() -> Response:
         if cluster is None:
             return _json({"redis": None, "instances": [], "detail": "status.redis_url is not set"})
-        return _json(await cluster.read())
+        doc = await cluster.read()
+        return _json(doc, 503 if "error" in doc else 200)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> Response:

@@ -12,6 +12,7 @@ import os
 from cryptolink.config import StatusConfig
 from cryptolink.manager import ExchangeManager
 from cryptolink.status.app import ClusterReader, MetricsRenderer, create_app
+from cryptolink.status.cluster import ClusterStatus, RedisStatusPublisher
 from cryptolink.status.host import HostSampler
 from cryptolink.status.server import StatusServer
 from cryptolink.status.service import StatusService
@@ -45,13 +46,25 @@ class StatusSurface:
         self.cluster: ClusterReader | None = None
         self.server: StatusServer | None = None
         self._serve_http = serve_http
+        # Redis (status.redis_url): this instance's snapshot out, every instance's status in
+        self.redis_publisher: RedisStatusPublisher | None = None
+        self._cluster_status: ClusterStatus | None = None
+        if config.redis_url is not None:
+            url = config.redis_url.get_secret_value()
+            self.redis_publisher = RedisStatusPublisher(
+                self.service, url, prefix=config.redis_prefix, ttl_s=config.redis_ttl_s
+            )
+            self._cluster_status = ClusterStatus(url, prefix=config.redis_prefix, ttl_s=config.redis_ttl_s)
+            self.cluster = self._cluster_status
 
     async def start(self) -> None:
-        """Start the snapshot loop, then the server.
+        """Start the Redis publisher (with ``status.redis_url``), the snapshot loop, then the server.
 
         Raises:
             StatusBindError: the address cannot be bound (nothing is left running; call :meth:`stop`).
         """
+        if self.redis_publisher is not None:  # before the loop: its first snapshot is written too
+            await self.redis_publisher.start()
         await self.service.start()
         if self._serve_http:
             token = self.config.token.get_secret_value() if self.config.token is not None else None
@@ -60,7 +73,11 @@ class StatusSurface:
             await self.server.start()
 
     async def stop(self) -> None:
-        """Stop the server and the loop (idempotent)."""
+        """Stop the server, the loop, then the Redis publisher and reader (idempotent)."""
         if self.server is not None:
             await self.server.stop()
         await self.service.stop()
+        if self.redis_publisher is not None:  # after the loop: its last snapshot is written too
+            await self.redis_publisher.aclose()
+        if self._cluster_status is not None:
+            await self._cluster_status.aclose()

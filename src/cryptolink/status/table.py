@@ -1,0 +1,294 @@
+"""What ``cryptolink status`` shows: one instance's ``/api/system/status`` (over HTTP) or every instance in
+Redis, as rich tables, and the exit code that goes with it.
+
+One row per connection: entry, connection id, status (coloured as the dashboard), quality score, latency
+(ms), messages, messages per second, reconnect attempts, books live/total and the last error; above it a
+header line with the instance, its health, CPU, memory and disk.
+
+Exit codes: :data:`EXIT_HEALTHY` (0) every instance shown is healthy; :data:`EXIT_UNHEALTHY` (1) one is not,
+one is ``unknown`` (its snapshot expired in Redis) or Redis lists none; :data:`EXIT_UNREACHABLE` (2) the
+endpoint or Redis cannot be read (:class:`View.error` says why in one line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cryptolink.status.cluster import ClusterStatus
+
+__all__ = [
+    "DEFAULT_URL",
+    "EXIT_HEALTHY",
+    "EXIT_UNHEALTHY",
+    "EXIT_UNREACHABLE",
+    "HTTP_TIMEOUT_S",
+    "View",
+    "cluster_code",
+    "cluster_view",
+    "instance_code",
+    "instance_view",
+    "load_cluster",
+    "load_instance",
+    "watch",
+]
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_UNREACHABLE = 2
+
+DEFAULT_URL = "http://127.0.0.1:8766"
+"""The status API of a local ``cryptolink run`` with the default ``status`` section."""
+
+HTTP_TIMEOUT_S = 5.0
+"""Timeout of the ``/api/system/status`` request, s."""
+
+MAX_REASONS = 10
+"""Unhealthy reasons listed under an instance's table (the rest are counted)."""
+
+_RICH_COLOR = {"green": "green", "red": "red", "yellow": "yellow", "orange": "dark_orange", "gray": "grey50"}
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One look at the status: what to print and the exit code.
+
+    Attributes:
+        renderable: the tables (or the error line when ``error`` is set).
+        code: :data:`EXIT_HEALTHY`, :data:`EXIT_UNHEALTHY` or :data:`EXIT_UNREACHABLE`.
+        error: why the status could not be read (one line), ``None`` when it was.
+    """
+
+    renderable: RenderableType
+    code: int
+    error: str | None = None
+
+
+def _unreachable(message: str) -> View:
+    return View(Text(f"error: {message}", style="bold red"), EXIT_UNREACHABLE, message)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_instance(url: str, token: str | None = None, *, timeout_s: float = HTTP_TIMEOUT_S) -> View:
+    """GET ``<url>/api/system/status`` (with ``Authorization: Bearer <token>`` when given) and render it.
+
+    Never raises on a network or protocol failure: the view then has :data:`EXIT_UNREACHABLE` and ``error``.
+    """
+    endpoint = url.rstrip("/") + "/api/system/status"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(endpoint, headers=headers, timeout=timeout_s)
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        return _unreachable(f"cannot reach {endpoint}: {type(exc).__name__}: {exc}")
+    if response.status_code == 401:
+        return _unreachable(
+            f"{endpoint} answered 401: missing or wrong token (--token or CRYPTOLINK__STATUS__TOKEN)"
+        )
+    if response.status_code not in (200, 503):
+        return _unreachable(f"{endpoint} answered HTTP {response.status_code}")
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("exchange_connections"), dict):
+        return _unreachable(f"{endpoint} did not answer a cryptolink status document")
+    return View(instance_view(doc), instance_code(doc))
+
+
+def load_cluster(redis_url: str, prefix: str) -> View:
+    """Read every instance under ``prefix`` from Redis (:class:`~cryptolink.status.cluster.ClusterStatus`)
+    and render them. Never raises on a Redis failure (:data:`EXIT_UNREACHABLE` with ``error``)."""
+
+    async def read() -> dict[str, Any]:
+        reader = ClusterStatus(redis_url, prefix=prefix, log_failures=False)
+        try:
+            return await reader.read()
+        finally:
+            await reader.aclose()
+
+    doc = asyncio.run(read())
+    if "error" in doc:
+        return _unreachable(f"cannot read Redis {doc['redis']}: {doc['error']}")
+    return View(cluster_view(doc), cluster_code(doc))
+
+
+# ------------------------------------------------------------------------------------------- exit codes
+def _section(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _summary(status: dict[str, Any]) -> dict[str, Any]:
+    return _section(_section(status, "exchange_connections"), "summary")
+
+
+def _healthy(status: dict[str, Any]) -> bool:
+    return _summary(status).get("healthy") is True
+
+
+def instance_code(doc: dict[str, Any]) -> int:
+    """0 when the ``/api/system/status`` document says healthy, else 1."""
+    return EXIT_HEALTHY if _healthy(doc) else EXIT_UNHEALTHY
+
+
+def cluster_code(doc: dict[str, Any]) -> int:
+    """0 when Redis lists at least one instance and every one is live and healthy, else 1 (2 for an error
+    document)."""
+    if "error" in doc:
+        return EXIT_UNREACHABLE
+    instances = doc.get("instances") or []
+    if instances and all(i.get("healthy") is True for i in instances):
+        return EXIT_HEALTHY
+    return EXIT_UNHEALTHY
+
+
+# ------------------------------------------------------------------------------------------------ views
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _connections_table(connections: list[dict[str, Any]]) -> Table:
+    table = Table(show_lines=False, header_style="bold", expand=False)
+    table.add_column("entry", overflow="fold")
+    table.add_column("connection", overflow="fold")
+    table.add_column("status", min_width=12, overflow="fold")
+    table.add_column("quality", justify="right")
+    table.add_column("latency ms", justify="right")
+    table.add_column("messages", justify="right")
+    table.add_column("msg/s", justify="right")
+    table.add_column("reconnects", justify="right")
+    table.add_column("books", justify="right")
+    table.add_column("last error", overflow="fold")
+    for c in connections:
+        status = str(c.get("status", "?"))
+        colour = _RICH_COLOR.get(str(c.get("status_color")), "white")
+        label = f"{status} (unstable)" if c.get("unstable") else status
+        books = c.get("books") or {}
+        table.add_row(
+            str(c.get("exchange_name", "-")),
+            str(c.get("connection_id", "-")),
+            Text(label, style=colour),
+            _num(c.get("quality_score")),
+            _num(c.get("latency_ms"), 2),
+            _num(c.get("message_count")),
+            _num(c.get("messages_per_s")),
+            _num(c.get("reconnect_count")),
+            f"{books.get('live', 0)}/{books.get('total', 0)}",
+            str(c.get("last_error") or ""),
+        )
+    return table
+
+
+def _header(status: dict[str, Any]) -> Text:
+    healthy = _healthy(status)
+    text = Text()
+    text.append(str(status.get("instance_id", "?")), style="bold")
+    text.append("  healthy: ")
+    text.append("yes" if healthy else "NO", style="green" if healthy else "bold red")
+    text.append(f"  cpu {_num(status.get('cpu_usage'))}%")
+    text.append(f"  memory {status.get('memory_usage', '-')} ({_num(status.get('memory_usage_percent'))}%)")
+    text.append(f"  disk {status.get('disk_space', '-')} ({_num(status.get('disk_space_percent'))}%)")
+    if status.get("timestamp"):
+        text.append(f"  at {status['timestamp']}", style="dim")
+    return text
+
+
+def _reasons(status: dict[str, Any]) -> Text | None:
+    reasons = _summary(status).get("unhealthy_reasons") or []
+    if not reasons:
+        return None
+    shown = [f"  - {r}" for r in reasons[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        shown.append(f"  ... and {len(reasons) - MAX_REASONS} more")
+    return Text("unhealthy:\n" + "\n".join(shown), style="red")
+
+
+def instance_view(status: dict[str, Any]) -> RenderableType:
+    """One instance: header line, connection table and (when unhealthy) the reasons."""
+    parts: list[RenderableType] = [_header(status)]
+    parts.append(_connections_table(_section(status, "exchange_connections").get("connections") or []))
+    reasons = _reasons(status)
+    if reasons is not None:
+        parts.append(reasons)
+    return Group(*parts)
+
+
+def cluster_view(doc: dict[str, Any]) -> RenderableType:
+    """Every instance of a :meth:`ClusterStatus.read` document: a live one as :func:`instance_view`, an
+    unknown one as a red ``UNKNOWN`` line with its last-seen time; then a summary line."""
+    parts: list[RenderableType] = []
+    for inst in doc.get("instances") or []:
+        status = inst.get("status")
+        if inst.get("state") == "live" and isinstance(status, dict):
+            parts.append(instance_view(status))
+        else:
+            line = Text()
+            line.append(str(inst.get("instance_id", "?")), style="bold")
+            line.append("  UNKNOWN", style="bold red")
+            line.append(f"  last seen {inst.get('last_seen', '-')} ({_num(inst.get('age_s'))} s ago)")
+            if inst.get("error"):
+                line.append(f"  {inst['error']}", style="red")
+            parts.append(line)
+        parts.append(Text(""))
+    summary = doc.get("summary") or {}
+    total = int(summary.get("instances", 0))
+    line = Text(f"Redis {doc.get('redis')} prefix {doc.get('prefix')!r}: ")
+    line.append(f"{total} instance(s), {summary.get('live', 0)} live, ")
+    unknown = int(summary.get("unknown", 0))
+    line.append(f"{unknown} unknown", style="bold red" if unknown else "")
+    line.append(f", {summary.get('healthy', 0)} healthy")
+    if summary.get("omitted"):
+        line.append(f" ({summary['omitted']} more not read)")
+    if total == 0:
+        line.append(" (no instance publishes under this prefix)", style="bold red")
+    parts.append(line)
+    return Group(*parts)
+
+
+# ------------------------------------------------------------------------------------------------ watch
+def _frame(view: View, interval_s: float) -> RenderableType:
+    stamp = datetime.now().strftime("%H:%M:%S")
+    footer = Text(f"updated {stamp}; refreshing every {interval_s:g} s; Ctrl-C to stop", style="dim")
+    return Group(view.renderable, footer)
+
+
+def watch(
+    load: Callable[[], View],
+    interval_s: float,
+    console: Console,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Show ``load()`` and refresh it every ``interval_s`` seconds in place (rich live display) until Ctrl-C
+    (:class:`KeyboardInterrupt`); an unreachable endpoint is shown and retried, not fatal.
+
+    Returns:
+        The exit code of the last view shown.
+    """
+    view = load()
+    try:
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            live.update(_frame(view, interval_s), refresh=True)
+            while True:
+                sleep(interval_s)
+                view = load()
+                live.update(_frame(view, interval_s), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return view.code
