@@ -114,3 +114,48 @@ def test_hysteresis_degraded_once_improved_only_at_good() -> None:
     assert changes.count(QualityChange.IMPROVED) == 1 and not q.poor
     first_good = changes.index(QualityChange.IMPROVED)
     assert q.snapshot(float(4 + first_good)).score >= 80.0
+
+
+# --------------------------------------------------------------------------------------------- histograms
+
+
+def test_round_trips_fill_cumulative_buckets_with_inclusive_upper_bounds() -> None:
+    """Each bound is inclusive (``le``); larger values only reach the implicit +Inf bucket (the count)."""
+    from cryptolink.engine.quality import LATENCY_BUCKETS_MS
+
+    q = QualityTracker()
+    for ms in (0.5, 1.0, 1.5, 100.0, 100.1, 20_000.0):
+        q.record_rtt(ms)
+    snap = q.snapshot(0.0)
+    counts = dict(zip(LATENCY_BUCKETS_MS, snap.rtt_buckets, strict=True))
+    assert counts[1.0] == 2  # 0.5 and exactly 1.0
+    assert counts[2.5] == 3
+    assert counts[50.0] == 3
+    assert counts[100.0] == 4  # exactly 100.0 is in the 100 ms bucket
+    assert counts[250.0] == 5
+    assert counts[10_000.0] == 5  # 20 s is beyond every bound
+    assert snap.rtt_count == 6
+    assert snap.rtt_sum_ms == pytest.approx(0.5 + 1.0 + 1.5 + 100.0 + 100.1 + 20_000.0)
+    assert list(snap.rtt_buckets) == sorted(snap.rtt_buckets)  # cumulative: never decreasing
+    assert (snap.lag_count, snap.lag_sum_ms, set(snap.lag_buckets)) == (0, 0.0, {0})  # lag is its own
+
+
+def test_histograms_count_since_start_beyond_the_sample_window() -> None:
+    """The p99 window keeps ``samples`` values; the histogram keeps counting every one."""
+    q = QualityTracker(QualityConfig(samples=4))
+    for _ in range(10):
+        q.record_rtt(30.0)
+    snap = q.snapshot(0.0)
+    assert snap.rtt_count == 10 and snap.rtt_sum_ms == pytest.approx(300.0)
+    assert snap.rtt_buckets[:4] == (0, 0, 0, 0) and snap.rtt_buckets[4] == 0 and snap.rtt_buckets[5] == 10
+
+
+def test_negative_lag_counts_as_zero_in_the_histogram_only() -> None:
+    """Exchange clock ahead of ours: the histogram never sees a negative value (its sum must not decrease)."""
+    q = QualityTracker()
+    q.record_lag(-40.0)
+    q.record_lag(7.0)
+    snap = q.snapshot(0.0)
+    assert snap.lag_count == 2 and snap.lag_sum_ms == pytest.approx(7.0)
+    assert snap.lag_buckets[0] == 1 and snap.lag_buckets[3] == 2  # le=1 ms: the clamped one; le=10 ms: both
+    assert snap.lag_mean_ms == pytest.approx(-16.5)  # the window keeps the signed values

@@ -258,6 +258,7 @@ class ManagedConnection:
         self.disconnections = 0
         self.unexpected_disconnections = 0
         self.rotations = 0
+        self.stall_detections = 0  # data watchdog reports: stale subscriptions + silent connection
 
     # public API ------------------------------------------------------------
 
@@ -410,6 +411,7 @@ class ManagedConnection:
             last_error=None if self._last_error is None else self._last_error[0],
             last_error_ns=None if self._last_error is None else self._last_error[1],
             streams=self._stream_statuses(now),
+            stall_detections=self.stall_detections,
         )
 
     def _stream_statuses(self, now: float) -> tuple[StreamStatus, ...]:
@@ -433,6 +435,25 @@ class ManagedConnection:
                 )
             )
         return tuple(out)
+
+    def stream_status(self, key: tuple[Channel, str], now: float | None = None) -> StreamStatus | None:
+        """The :class:`StreamStatus` of the one subscription ``key`` at ``now`` (monotonic s, default the
+        clock's now), built without :meth:`stats` (what the trading guard reads on every check): ``None`` when
+        the connection neither wants nor has rejected ``key``. The state is ``pending`` for a subscription
+        waiting for its ack or for a socket, else ``confirmed``."""
+        reg = self._registry
+        if not reg.is_desired(key):
+            for rej in reg.rejected:
+                if rej.subscription.key == key:
+                    return StreamStatus(key[0].value, key[1], "rejected", None, None, False)
+            return None
+        try:
+            age, threshold = self._core.watchdog.silence(key, self._clock.monotonic() if now is None else now)
+        except KeyError:
+            age = threshold = None
+        pending = any(s.key == key for s in reg.pending_subscribe)  # empty between reconnects
+        state = "pending" if pending else "confirmed"
+        return StreamStatus(key[0].value, key[1], state, age, threshold, self._core.is_stale(key))
 
     async def start(self) -> None:
         """Start connecting in the background (returns at once; see :meth:`wait_for_state`).
@@ -1039,6 +1060,7 @@ class ManagedConnection:
                         s.end(f"keepalive: {why}")
                 case ConnectionSilent(sid=sid, report=r):
                     if (s := self._session(sid)) is not None:
+                        self.stall_detections += 1
                         what = "no market data since connecting" if r.first_data else "no market data"
                         text = f"{what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"
                         self._emit(
@@ -1049,6 +1071,7 @@ class ManagedConnection:
                         _log.warning("%s: connection silent: %s; resetting the session", self.conn_id, text)
                         s.end(f"data watchdog: {text}")
                 case StreamStale(key=key, report=r):
+                    self.stall_detections += 1
                     what = "no first message" if r.first_data else "silent"
                     text = (
                         f"{key[0]} {key[1]} {what} for {r.silence_s:.1f} s (threshold {r.threshold_s:.1f} s)"

@@ -37,15 +37,49 @@ Hysteresis: the tracker reports ``degraded`` when the score falls below ``poor_b
 only when it climbs back to ``good_at`` (80) or more, so a score hovering around one threshold does not flap.
 Nothing is reported before the connection was first connected (its score is 0 until then, truthfully, but a
 connection that is still starting is not "degraded").
+
+**Histograms.** Besides the bounded sample windows above, every round trip and every lag sample is counted
+since start in fixed buckets (:data:`LATENCY_BUCKETS_MS`, upper bounds in ms: 1, 2.5, 5, 10, 25, 50, 100,
+250, 500, 1000, 2500, 5000, 10000; larger values fall in the implicit ``+Inf`` bucket) with their sum and
+count, so a Prometheus histogram (``cryptolink_ping_rtt_seconds``, ``cryptolink_exchange_lag_seconds``) can be
+built from a snapshot. Recording is a binary search and three additions (no allocation). A negative lag (the
+exchange's clock ahead of ours) is counted as 0 ms in the histogram, so its sum never decreases; the sample
+windows keep the signed value.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ConnectionQuality", "QualityChange", "QualityConfig", "QualityTracker", "StreamHealth"]
+__all__ = [
+    "LATENCY_BUCKETS_MS",
+    "ConnectionQuality",
+    "LatencyHistogram",
+    "QualityChange",
+    "QualityConfig",
+    "QualityTracker",
+    "StreamHealth",
+]
+
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+)
+"""Upper bounds (inclusive, ms) of the round-trip and lag histogram buckets; ``+Inf`` is implicit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +127,12 @@ class ConnectionQuality:
         error_rate_per_min: errors per minute over the recent window.
         uptime_pct: connected time / time since first start, percent.
         score: overall 0-100; poor: the tracker is in the degraded band.
+        rtt_buckets: keepalive round trips since start at or below each bound of :data:`LATENCY_BUCKETS_MS`,
+            cumulative (one count per bound, non-decreasing; the ``+Inf`` bucket is ``rtt_count``); ``()`` when
+            not filled in.
+        rtt_sum_ms / rtt_count: sum (ms) and number of those round trips.
+        lag_buckets / lag_sum_ms / lag_count: the same for exchange-time lag samples (negative lags counted as
+            0 ms).
     """
 
     latency_mean_ms: float | None
@@ -110,6 +150,42 @@ class ConnectionQuality:
     uptime_pct: float
     score: float
     poor: bool
+    rtt_buckets: tuple[int, ...] = ()
+    rtt_sum_ms: float = 0.0
+    rtt_count: int = 0
+    lag_buckets: tuple[int, ...] = ()
+    lag_sum_ms: float = 0.0
+    lag_count: int = 0
+
+
+class LatencyHistogram:
+    """Counts of ms values since creation in the fixed buckets of :data:`LATENCY_BUCKETS_MS` (plus ``+Inf``),
+    with their sum and count. :meth:`observe` is O(log buckets) and allocates nothing."""
+
+    __slots__ = ("_counts", "count", "sum_ms")
+
+    def __init__(self) -> None:
+        self._counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; last is +Inf
+        self.sum_ms = 0.0
+        self.count = 0
+
+    def observe(self, ms: float) -> None:
+        """Count one value, ms (negative values count as 0)."""
+        if ms < 0.0:
+            ms = 0.0
+        self._counts[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.sum_ms += ms
+        self.count += 1
+
+    def cumulative(self) -> tuple[int, ...]:
+        """Values at or below each bound of :data:`LATENCY_BUCKETS_MS` (``len(LATENCY_BUCKETS_MS)`` counts,
+        non-decreasing; the ``+Inf`` bucket is :attr:`count`)."""
+        out: list[int] = []
+        running = 0
+        for n in self._counts[:-1]:
+            running += n
+            out.append(running)
+        return tuple(out)
 
 
 def _mean_p99(values: deque[float]) -> tuple[float | None, float | None]:
@@ -131,6 +207,8 @@ class QualityTracker:
         self.config = c = config or QualityConfig()
         self._rtt: deque[float] = deque(maxlen=c.samples)
         self._lag: deque[float] = deque(maxlen=c.samples)
+        self.rtt_histogram = LatencyHistogram()
+        self.lag_histogram = LatencyHistogram()
         self._disconnects: deque[float] = deque(maxlen=256)
         self._failed: deque[float] = deque(maxlen=256)
         # (time, active) at every change; the oldest entries beyond the window are folded into _state0
@@ -166,10 +244,12 @@ class QualityTracker:
     def record_rtt(self, ms: float) -> None:
         """A keepalive round trip, ms."""
         self._rtt.append(ms)
+        self.rtt_histogram.observe(ms)
 
     def record_lag(self, ms: float) -> None:
         """An exchange-time-to-receipt lag sample, ms."""
         self._lag.append(ms)
+        self.lag_histogram.observe(ms)
 
     def record_gap(self, n: int = 1) -> None:
         """``n`` sequence gaps were detected downstream."""
@@ -259,6 +339,7 @@ class QualityTracker:
             parts.append((0.15, latency_score))
         service = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
         score = service * availability / 100.0
+        rtt, lag = self.rtt_histogram, self.lag_histogram
         return ConnectionQuality(
             latency_mean_ms=lat_mean,
             latency_p99_ms=lat_p99,
@@ -275,6 +356,12 @@ class QualityTracker:
             uptime_pct=uptime_pct,
             score=round(score, 2),
             poor=self.poor,
+            rtt_buckets=rtt.cumulative(),
+            rtt_sum_ms=rtt.sum_ms,
+            rtt_count=rtt.count,
+            lag_buckets=lag.cumulative(),
+            lag_sum_ms=lag.sum_ms,
+            lag_count=lag.count,
         )
 
     def tick(

@@ -80,6 +80,9 @@ class ConnectionStats:
         last_error / last_error_ns: the latest event of severity error or critical (its error text, else its
             description) and its wall time (epoch ns); ``None``: none yet.
         streams: every desired or rejected subscription (:class:`StreamStatus`).
+        stall_detections: data watchdog reports since start: a subscription found silent past its threshold
+            (each report counts; a still-silent one is re-reported with exponential backoff) plus the whole
+            connection found silent (which resets the session).
     """
 
     connection_id: str
@@ -121,6 +124,7 @@ class ConnectionStats:
     last_error: str | None = None
     last_error_ns: int | None = None
     streams: tuple[StreamStatus, ...] = ()
+    stall_detections: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from cryptolink.manager import ExchangeManager
 from cryptolink.status.app import ClusterReader, MetricsRenderer, create_app
 from cryptolink.status.cluster import ClusterStatus, RedisStatusPublisher
 from cryptolink.status.host import HostSampler
+from cryptolink.status.metrics import MetricsExporter
 from cryptolink.status.server import StatusServer
 from cryptolink.status.service import StatusService
 
@@ -42,7 +43,9 @@ class StatusSurface:
     ) -> None:
         self.config = config
         self.service = StatusService(manager, config, host=HostSampler(disk_path))
-        self.metrics: MetricsRenderer | None = None
+        self.metrics: MetricsRenderer | None = MetricsExporter(
+            self.service, per_symbol=config.per_symbol_metrics
+        )
         self.cluster: ClusterReader | None = None
         self.server: StatusServer | None = None
         self._serve_http = serve_http

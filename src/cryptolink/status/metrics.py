@@ -1,0 +1,717 @@
+"""Prometheus metrics of one cryptolink instance, built at scrape time from the latest
+:class:`~cryptolink.status.snapshot.StatusSnapshot`.
+
+:class:`MetricsExporter` owns a private :class:`~prometheus_client.CollectorRegistry` holding one collector
+(:class:`SnapshotCollector`, plus prometheus_client's process collector: ``process_*``). A scrape reads
+``service.latest`` (a frozen snapshot) and turns it into metric families; nothing is updated on the hot path,
+and two scrapes of the same snapshot give the same samples (except ``cryptolink_status_snapshot_age_seconds``
+and the process figures).
+
+**Labels.** ``exchange`` (ccxt id), ``market`` (``spot``/``perpetual``...), ``feed`` (the configuration entry
+name) and ``connection`` (the engine's connection id) on connection metrics; ``exchange``, ``market``,
+``feed`` on feed metrics; ``consumer`` (registration name) on bus metrics; ``exchange`` and ``endpoint``
+(REST base URL, or ``host:port`` of a connect gate) on REST and gate metrics. The per-symbol labels
+``symbol`` and ``channel`` appear only with ``per_symbol=True``.
+
+**Cardinality.** Without ``per_symbol`` the number of series is bounded by
+``70 * connections + 34 * feeds + 5 * bus consumer names + 9 * REST hosts + 8 * connect gates + 16`` (plus
+one per non-zero adapter counter and the ``process_*`` series): it does not grow with the number of symbols.
+With ``per_symbol`` each subscription adds two series (data age, stale) and each book 13 (live, four book
+counters, eight resync causes) in place of the feed's aggregates. Every family and its meaning are listed in
+:data:`SPECS` (and in ``docs/metrics.md``).
+
+**Counters and resets.** Counters are the engine's cumulative counters. A counter summed over several objects
+(book counters per feed, bus counters of consumers sharing a name) goes down when one of those objects goes
+away (an unsubscribed book, a closed consumer); Prometheus' ``rate()`` treats that as a reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from cryptolink import __version__
+from cryptolink.book.sync import ResyncCause
+from cryptolink.bus import BusStats
+from cryptolink.clock import Clock, SystemClock
+from cryptolink.engine import ConnectionState
+from cryptolink.engine.gate import GateStats
+from cryptolink.engine.quality import LATENCY_BUCKETS_MS
+from cryptolink.engine.stats import ConnectionStats
+from cryptolink.feed import FeedStats
+from cryptolink.models import Channel
+from cryptolink.rest import RestStats
+from cryptolink.status import documents
+from cryptolink.status.snapshot import StatusSnapshot
+
+__all__ = ["ERROR_KINDS", "SPECS", "MetricSpec", "MetricsExporter", "SnapshotCollector", "SnapshotSource"]
+
+log = logging.getLogger("cryptolink.status")
+
+Kind = Literal["counter", "gauge", "histogram", "info"]
+
+CONN = ("exchange", "market", "feed", "connection")
+FEED = ("exchange", "market", "feed")
+HOST = ("exchange", "endpoint")
+
+ERROR_KINDS = ("decode", "adapter", "inflate_refused", "exchange", "callback", "transport", "book")
+"""Values of the ``kind`` label of ``cryptolink_errors_total``; their sum is ``ConnectionStats.errors``."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric family.
+
+    Attributes:
+        name: the exposed name (counters with their ``_total``, info with its ``_info``).
+        kind: ``counter``, ``gauge``, ``histogram`` or ``info``.
+        help: the HELP text (meaning and unit).
+        labels: label names always present.
+        symbol_labels: label names added with ``per_symbol=True`` (the family is then per subscription or per
+            book instead of aggregated).
+        per_symbol_only: the family exists only with ``per_symbol=True``.
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    symbol_labels: tuple[str, ...] = ()
+    per_symbol_only: bool = False
+
+    def label_names(self, per_symbol: bool) -> tuple[str, ...]:
+        """The family's label names with or without the per-symbol ones."""
+        return self.labels + self.symbol_labels if per_symbol else self.labels
+
+
+def _c(name: str, help_: str, labels: tuple[str, ...] = CONN, symbol: tuple[str, ...] = ()) -> MetricSpec:
+    return MetricSpec(name, "counter", help_, labels, symbol)
+
+
+def _g(name: str, help_: str, labels: tuple[str, ...] = CONN, symbol: tuple[str, ...] = ()) -> MetricSpec:
+    return MetricSpec(name, "gauge", help_, labels, symbol)
+
+
+_SYM = ("symbol",)
+_SUB = ("channel", "symbol")
+
+SPECS: tuple[MetricSpec, ...] = (
+    # ---- connections
+    _g(
+        "cryptolink_connection_state",
+        "1 for the connection's current engine state, 0 for the six others (disconnected, connecting, "
+        "connected, unstable, reconnecting, failed, stopped).",
+        (*CONN, "state"),
+    ),
+    _g(
+        "cryptolink_connection_up", "1 while the connection is connected (socket open, data flowing), else 0."
+    ),
+    _c("cryptolink_messages_received_total", "Frames received on every session of the connection."),
+    _c("cryptolink_received_bytes_total", "Size of the frames received, bytes (UTF-8 bytes of text frames)."),
+    _c("cryptolink_market_events_total", "Trades, tickers and book messages decoded and delivered."),
+    _c(
+        "cryptolink_ignored_frames_total",
+        "Well-formed frames carrying nothing handled (e.g. unknown streams).",
+    ),
+    _c(
+        "cryptolink_errors_total",
+        "Errors by kind: decode (malformed frame), adapter (adapter bug), inflate_refused (bad or oversized "
+        "compressed frame), exchange (error frames, rejections), callback (data callback raised), transport "
+        "(failed connects and sends, oversized frames), book (checksum mismatches).",
+        (*CONN, "kind"),
+    ),
+    _c("cryptolink_oversized_frames_total", "Frames over the size limit (each resets the session)."),
+    _c("cryptolink_reconnect_attempts_total", "Reconnect attempts (every attempt after the first connect)."),
+    _c("cryptolink_reconnect_successes_total", "Reconnect attempts that opened a socket."),
+    _c("cryptolink_connect_failures_total", "Attempts (the first included) that could not open a socket."),
+    _c("cryptolink_disconnections_total", "Sessions that ended, asked for or not (rotations excluded)."),
+    _c("cryptolink_unexpected_disconnections_total", "Sessions that ended without being asked to."),
+    _c(
+        "cryptolink_stall_detections_total",
+        "Data watchdog reports: a subscription silent past its learned threshold, or the whole connection "
+        "silent (which resets the session).",
+    ),
+    _c("cryptolink_rotations_total", "Completed make-before-break connection rotations."),
+    _c("cryptolink_connected_seconds_total", "Time spent connected (incl. unstable) since start, seconds."),
+    _c("cryptolink_disconnected_seconds_total", "Time spent not connected since start, seconds."),
+    _g("cryptolink_quality_score", "Connection quality score, 0 (unusable) to 100 (perfect)."),
+    _g("cryptolink_uptime_ratio", "Connected time / time since the connection first started, 0 to 1."),
+    _g(
+        "cryptolink_last_message_age_seconds",
+        "Seconds since the connection's last frame (absent before the first frame).",
+    ),
+    _g(
+        "cryptolink_session_start_time_seconds",
+        "Wall time the current session opened, seconds since the epoch (absent when not connected).",
+    ),
+    _g(
+        "cryptolink_subscriptions",
+        "Subscriptions by registry state: confirmed, pending (asked, no answer) and rejected.",
+        (*CONN, "state"),
+    ),
+    _g(
+        "cryptolink_stale_subscriptions",
+        "Subscriptions whose data watchdog fired and that had no data since.",
+    ),
+    _g(
+        "cryptolink_data_age_seconds",
+        "Seconds since the last market data of the connection's most silent subscription (per subscription "
+        "with per-symbol labels); absent until a subscription received data on the current socket.",
+        CONN,
+        _SUB,
+    ),
+    MetricSpec(
+        "cryptolink_subscription_stale",
+        "gauge",
+        "1 when the subscription's data watchdog fired and no data came since, else 0.",
+        CONN,
+        _SUB,
+        per_symbol_only=True,
+    ),
+    MetricSpec(
+        "cryptolink_ping_rtt_seconds",
+        "histogram",
+        "Keepalive round trips (ping to pong) since start, seconds.",
+        CONN,
+    ),
+    MetricSpec(
+        "cryptolink_exchange_lag_seconds",
+        "histogram",
+        "Exchange event time to local receipt, sampled, seconds (negative lags, clock skew, count as 0).",
+        CONN,
+    ),
+    # ---- feeds and books
+    _g(
+        "cryptolink_feed_running",
+        "1 when the enabled configuration entry runs, 0 when it is enabled but not running.",
+        ("feed",),
+    ),
+    _c(
+        "cryptolink_book_resyncs_total",
+        "Order book resyncs by cause: gap, checksum, reconnect, stale, snapshot, malformed, overflow, restart.",
+        (*FEED, "cause"),
+        _SYM,
+    ),
+    _g("cryptolink_books", "Order books maintained by the feed.", FEED),
+    _g("cryptolink_books_live", "Order books in state live (synced, every check passing).", FEED),
+    MetricSpec(
+        "cryptolink_book_live",
+        "gauge",
+        "1 when the symbol's order book is live, else 0.",
+        FEED,
+        _SYM,
+        per_symbol_only=True,
+    ),
+    _c("cryptolink_book_gaps_total", "Sequence gaps found in order book updates.", FEED, _SYM),
+    _c("cryptolink_book_checksum_failures_total", "Order book checksum mismatches.", FEED, _SYM),
+    _c(
+        "cryptolink_book_messages_dropped_total",
+        "Order book messages dropped as duplicates or older than the book.",
+        FEED,
+        _SYM,
+    ),
+    _c(
+        "cryptolink_book_id_restarts_total",
+        "Times the exchange's book update ids went back and a new chain was started.",
+        FEED,
+        _SYM,
+    ),
+    _c(
+        "cryptolink_gaps_total",
+        "Gap events published, by stream (trades, ticker, book).",
+        (*FEED, "stream"),
+    ),
+    _c("cryptolink_gaps_recovered_total", "Trade gaps whose missing trades were all backfilled.", FEED),
+    _c(
+        "cryptolink_published_events_total",
+        "Events published to the bus (trades, tickers, books, gaps).",
+        FEED,
+    ),
+    _c(
+        "cryptolink_duplicates_dropped_total",
+        "Identical trades and tickers dropped (overlap, resends).",
+        FEED,
+    ),
+    _c("cryptolink_stale_tickers_dropped_total", "Tickers older than one already delivered, dropped.", FEED),
+    _c("cryptolink_out_of_order_trades_total", "Trades delivered late (lower id, not a duplicate).", FEED),
+    _c("cryptolink_id_regressions_total", "Trade or ticker id sequences that restarted lower.", FEED),
+    _c("cryptolink_backfilled_trades_total", "Trades recovered over REST after a trade gap.", FEED),
+    _c("cryptolink_backfill_requests_total", "REST trade backfill requests.", FEED),
+    _c("cryptolink_backfill_failures_total", "REST trade backfill requests that failed.", FEED),
+    _g("cryptolink_backfills_running", "Symbols whose trade backfill runs now.", FEED),
+    _g("cryptolink_trades_held", "Live trades held while their symbol's backfill runs.", FEED),
+    _c("cryptolink_book_snapshots_fetched_total", "REST order book snapshots fetched.", FEED),
+    _c("cryptolink_book_snapshot_errors_total", "REST order book snapshot requests that failed.", FEED),
+    _c(
+        "cryptolink_book_snapshot_rate_limited_total",
+        "REST order book snapshot requests answered 429 or 418.",
+        FEED,
+    ),
+    _g(
+        "cryptolink_unknown_symbols", "Configured symbols the exchange's instrument list does not have.", FEED
+    ),
+    _g("cryptolink_instruments_loaded", "1 when the instrument list was loaded, else 0.", FEED),
+    _c(
+        "cryptolink_adapter_events_total",
+        "Exchange adapter protocol-state counters by name (e.g. symbol_cache_evicted); only non-zero ones.",
+        (*FEED, "event"),
+    ),
+    # ---- bus
+    _c("cryptolink_bus_published_total", "Events published on the bus.", ()),
+    _c("cryptolink_bus_unrouted_total", "Events published that matched no consumer.", ()),
+    _c("cryptolink_bus_delivered_total", "Events handed to the consumer.", ("consumer",)),
+    _c(
+        "cryptolink_bus_dropped_total",
+        "Events the consumer's overflow policy discarded (it did not keep up).",
+        ("consumer",),
+    ),
+    _c("cryptolink_bus_callback_errors_total", "Callback calls of the consumer that raised.", ("consumer",)),
+    _g("cryptolink_bus_queued", "Events waiting in the consumer's queue.", ("consumer",)),
+    _g(
+        "cryptolink_bus_queue_capacity",
+        "Bound of the consumer's queue, events (0: sync callback).",
+        ("consumer",),
+    ),
+    # ---- REST clients
+    _c("cryptolink_rest_requests_total", "REST requests sent.", HOST),
+    _c("cryptolink_rest_weight_used_total", "Summed request weight of the REST requests sent.", HOST),
+    _c("cryptolink_rest_errors_total", "REST requests that failed (any reason).", HOST),
+    _c("cryptolink_rest_rate_limited_total", "REST answers 429 (rate limited) or 418 (IP banned).", HOST),
+    _g("cryptolink_rest_weight_budget", "Request weight allowed per window (absent: no budget).", HOST),
+    _g(
+        "cryptolink_rest_window_seconds",
+        "Length of the REST weight window, seconds (absent: no budget).",
+        HOST,
+    ),
+    _g("cryptolink_rest_weight_in_window", "Request weight used in the current window.", HOST),
+    _g("cryptolink_rest_paused_seconds", "Seconds left of a Retry-After pause (0: none).", HOST),
+    _g("cryptolink_rest_waiting_requests", "REST requests waiting for budget, pause or a slot.", HOST),
+    # ---- connect gates
+    _g("cryptolink_connect_gate_up", "0 while the exchange host is judged down (probing), else 1.", HOST),
+    _g("cryptolink_connect_gate_down_seconds", "How long the host has been down, seconds (0 when up).", HOST),
+    _g("cryptolink_connect_gate_consecutive_failures", "Failed socket opens since the last success.", HOST),
+    _c("cryptolink_connect_gate_permits_total", "Connect permits handed out.", HOST),
+    _c(
+        "cryptolink_connect_gate_probes_total",
+        "Connect permits handed out as probes while the host was down.",
+        HOST,
+    ),
+    _c("cryptolink_connect_gate_outages_total", "Times the host was judged down.", HOST),
+    _c("cryptolink_connect_gate_rate_waits_total", "Permits that waited for room in the rate window.", HOST),
+    _g("cryptolink_connect_gate_waiting", "Connections waiting for a connect permit.", HOST),
+    # ---- the instance and its status service
+    MetricSpec(
+        "cryptolink_instance_info",
+        "info",
+        "The instance's name and cryptolink version.",
+        ("instance_id", "version"),
+    ),
+    _g(
+        "cryptolink_healthy",
+        "1 when every enabled entry runs, every connection is connected and every book live.",
+        (),
+    ),
+    _g("cryptolink_start_time_seconds", "Wall time the instance started, seconds since the epoch.", ()),
+    _g(
+        "cryptolink_status_snapshot_age_seconds",
+        "Age of the status snapshot this scrape was built from, seconds.",
+        (),
+    ),
+    _g(
+        "cryptolink_status_snapshot_timestamp_seconds",
+        "Wall time the status snapshot was taken, seconds since the epoch.",
+        (),
+    ),
+    _c(
+        "cryptolink_status_push_dropped_total",
+        "Status push messages dropped for WebSocket clients too slow to read.",
+        (),
+    ),
+    _c(
+        "cryptolink_status_events_evicted_total",
+        "Connection events pushed out of the bounded event ring.",
+        (),
+    ),
+    _g("cryptolink_status_websocket_clients", "WebSocket clients of /ws/status.", ()),
+    _c(
+        "cryptolink_metrics_render_errors_total",
+        "Scrapes of /metrics that failed (logged with a traceback).",
+        (),
+    ),
+    _g("cryptolink_host_cpu_usage_ratio", "System-wide CPU use since the previous snapshot, 0 to 1.", ()),
+    _g("cryptolink_host_memory_used_bytes", "Host memory in use (total - available), bytes.", ()),
+    _g("cryptolink_host_memory_total_bytes", "Host memory, bytes.", ()),
+    _g("cryptolink_host_disk_used_bytes", "Used space of the output directory's filesystem, bytes.", ()),
+    _g("cryptolink_host_disk_total_bytes", "Size of the output directory's filesystem, bytes.", ()),
+)
+"""Every family :class:`SnapshotCollector` exposes, in exposition order."""
+
+
+class SnapshotSource(Protocol):
+    """What the exporter reads (:class:`~cryptolink.status.service.StatusService` is one)."""
+
+    @property
+    def latest(self) -> StatusSnapshot:
+        """The latest status snapshot."""
+        ...
+
+    @property
+    def clients(self) -> int:
+        """Connected ``/ws/status`` clients."""
+        ...
+
+
+_SPEC_BY_NAME: Mapping[str, MetricSpec] = {s.name: s for s in SPECS}
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """``"binance https://api.binance.com"`` -> ``("binance", "https://api.binance.com")``."""
+    exchange, _, endpoint = key.partition(" ")
+    return exchange, endpoint
+
+
+class _Families:
+    """The families of one scrape, keyed by name, filled in any order and yielded in :data:`SPECS` order."""
+
+    def __init__(self, per_symbol: bool) -> None:
+        self.per_symbol = per_symbol
+        self._order: list[Metric] = []
+        self._simple: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        self._hist: dict[str, HistogramMetricFamily] = {}
+        self._info: dict[str, InfoMetricFamily] = {}
+        self._arity: dict[str, int] = {}
+        for spec in SPECS:
+            if spec.per_symbol_only and not per_symbol:
+                continue
+            labels = spec.label_names(per_symbol)
+            self._arity[spec.name] = len(labels)
+            fam: Metric
+            if spec.kind == "counter":
+                fam = self._simple[spec.name] = CounterMetricFamily(spec.name, spec.help, labels=labels)
+            elif spec.kind == "gauge":
+                fam = self._simple[spec.name] = GaugeMetricFamily(spec.name, spec.help, labels=labels)
+            elif spec.kind == "histogram":
+                fam = self._hist[spec.name] = HistogramMetricFamily(spec.name, spec.help, labels=labels)
+            else:  # the info's labels are its value
+                fam = self._info[spec.name] = InfoMetricFamily(spec.name.removesuffix("_info"), spec.help)
+            self._order.append(fam)
+
+    def _values(self, name: str, labels: Iterable[str]) -> list[str]:
+        values = list(labels)
+        if len(values) != self._arity[name]:  # prometheus_client would silently drop the extra values
+            raise ValueError(f"{name}: {len(values)} label values for {self._arity[name]} labels")
+        return values
+
+    def add(self, name: str, labels: Iterable[str], value: float) -> None:
+        """One sample of counter or gauge ``name`` (label values in the family's label order).
+
+        Raises:
+            ValueError: the number of label values is not the family's number of labels.
+        """
+        self._simple[name].add_metric(self._values(name, labels), value)
+
+    def histogram(
+        self, name: str, labels: Iterable[str], cumulative: tuple[int, ...], count: int, sum_ms: float
+    ) -> None:
+        """One histogram sample from cumulative ms-bucket counts (:data:`LATENCY_BUCKETS_MS`); skipped when
+        the counts do not match the bounds (a quality snapshot built without histograms)."""
+        if len(cumulative) != len(LATENCY_BUCKETS_MS):
+            return
+        buckets = [
+            (str(bound / 1000.0), float(n)) for bound, n in zip(LATENCY_BUCKETS_MS, cumulative, strict=True)
+        ]
+        buckets.append(("+Inf", float(count)))
+        self._hist[name].add_metric(self._values(name, labels), buckets, sum_ms / 1000.0)
+
+    def info(self, name: str, labels: Iterable[str]) -> None:
+        """The info sample of ``name`` (its label values)."""
+        names = _SPEC_BY_NAME[name].labels
+        self._info[name].add_metric([], dict(zip(names, labels, strict=True)))
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self._order)
+
+
+def _connection(out: _Families, fs: FeedStats, cs: ConnectionStats) -> None:
+    base = (cs.exchange, fs.market, fs.name, cs.connection_id)
+    for state in ConnectionState:
+        out.add("cryptolink_connection_state", (*base, state.value), 1.0 if cs.state is state else 0.0)
+    out.add("cryptolink_connection_up", base, 1.0 if cs.state is ConnectionState.CONNECTED else 0.0)
+    plain = {
+        "cryptolink_messages_received_total": cs.messages,
+        "cryptolink_received_bytes_total": cs.bytes,
+        "cryptolink_market_events_total": cs.market_events,
+        "cryptolink_ignored_frames_total": cs.ignored_frames,
+        "cryptolink_oversized_frames_total": cs.oversized_frames,
+        "cryptolink_reconnect_attempts_total": cs.reconnect_attempts,
+        "cryptolink_reconnect_successes_total": cs.successful_reconnects,
+        "cryptolink_connect_failures_total": cs.failed_connects,
+        "cryptolink_disconnections_total": cs.disconnections,
+        "cryptolink_unexpected_disconnections_total": cs.unexpected_disconnections,
+        "cryptolink_stall_detections_total": cs.stall_detections,
+        "cryptolink_rotations_total": cs.rotations,
+        "cryptolink_connected_seconds_total": cs.uptime_s,
+        "cryptolink_disconnected_seconds_total": cs.downtime_s,
+        "cryptolink_quality_score": cs.quality.score,
+        "cryptolink_uptime_ratio": cs.quality.uptime_pct / 100.0,
+        "cryptolink_stale_subscriptions": cs.subscriptions_stale,
+    }
+    for name, value in plain.items():
+        out.add(name, base, float(value))
+    errors = (
+        cs.decode_errors,
+        cs.adapter_errors,
+        cs.inflate_refused,
+        cs.exchange_errors,
+        cs.callback_errors,
+        cs.transport_errors,
+        cs.book_errors,
+    )
+    for kind, n in zip(ERROR_KINDS, errors, strict=True):
+        out.add("cryptolink_errors_total", (*base, kind), float(n))
+    if cs.last_message_age_s is not None:
+        out.add("cryptolink_last_message_age_seconds", base, cs.last_message_age_s)
+    if cs.connected_since_ns is not None:
+        out.add("cryptolink_session_start_time_seconds", base, cs.connected_since_ns / 1e9)
+    for registry_state, n in (
+        ("confirmed", cs.subscriptions_confirmed),
+        ("pending", cs.subscriptions_pending),
+        ("rejected", cs.subscriptions_rejected),
+    ):
+        out.add("cryptolink_subscriptions", (*base, registry_state), float(n))
+    if out.per_symbol:
+        for st in cs.streams:
+            sub = (*base, st.channel, st.symbol)
+            out.add("cryptolink_subscription_stale", sub, 1.0 if st.stale else 0.0)
+            if st.data_age_s is not None:
+                out.add("cryptolink_data_age_seconds", sub, st.data_age_s)
+    else:
+        ages = [st.data_age_s for st in cs.streams if st.data_age_s is not None]
+        if ages:
+            out.add("cryptolink_data_age_seconds", base, max(ages))
+    q = cs.quality
+    out.histogram("cryptolink_ping_rtt_seconds", base, q.rtt_buckets, q.rtt_count, q.rtt_sum_ms)
+    out.histogram("cryptolink_exchange_lag_seconds", base, q.lag_buckets, q.lag_count, q.lag_sum_ms)
+
+
+_BOOK_COUNTERS = (
+    ("cryptolink_book_gaps_total", "gaps"),
+    ("cryptolink_book_checksum_failures_total", "checksum_failures"),
+    ("cryptolink_book_messages_dropped_total", "dropped"),
+    ("cryptolink_book_id_restarts_total", "id_restarts"),
+)
+
+
+def _books(out: _Families, fs: FeedStats) -> None:
+    base = (fs.exchange, fs.market, fs.name)
+    out.add("cryptolink_books", base, float(len(fs.books)))
+    out.add("cryptolink_books_live", base, float(sum(1 for b in fs.books if b.state == "live")))
+    causes = [c.value for c in ResyncCause]
+    if out.per_symbol:
+        for b in fs.books:
+            out.add("cryptolink_book_live", (*base, b.symbol), 1.0 if b.state == "live" else 0.0)
+            for name, attr in _BOOK_COUNTERS:
+                out.add(name, (*base, b.symbol), float(getattr(b, attr)))
+            extra = [c for c in b.resyncs_by_cause if c not in causes]
+            for cause in causes + extra:
+                n = b.resyncs_by_cause.get(cause, 0)
+                out.add("cryptolink_book_resyncs_total", (*base, cause, b.symbol), float(n))
+        return
+    for name, attr in _BOOK_COUNTERS:
+        out.add(name, base, float(sum(getattr(b, attr) for b in fs.books)))
+    totals = dict.fromkeys(causes, 0)
+    for b in fs.books:
+        for cause, n in b.resyncs_by_cause.items():
+            totals[cause] = totals.get(cause, 0) + n
+    for cause, n in totals.items():
+        out.add("cryptolink_book_resyncs_total", (*base, cause), float(n))
+
+
+def _feed(out: _Families, fs: FeedStats) -> None:
+    base = (fs.exchange, fs.market, fs.name)
+    _books(out, fs)
+    streams = dict.fromkeys((c.value for c in Channel), 0)
+    streams.update(fs.gaps_by_stream)
+    for stream, n in streams.items():
+        out.add("cryptolink_gaps_total", (*base, stream), float(n))
+    plain = {
+        "cryptolink_gaps_recovered_total": fs.gaps_recovered,
+        "cryptolink_published_events_total": fs.published,
+        "cryptolink_duplicates_dropped_total": fs.duplicates_dropped,
+        "cryptolink_stale_tickers_dropped_total": fs.stale_dropped,
+        "cryptolink_out_of_order_trades_total": fs.out_of_order,
+        "cryptolink_id_regressions_total": fs.id_regressions,
+        "cryptolink_backfilled_trades_total": fs.backfilled_trades,
+        "cryptolink_backfill_requests_total": fs.backfill_requests,
+        "cryptolink_backfill_failures_total": fs.backfill_failures,
+        "cryptolink_backfills_running": fs.backfills_running,
+        "cryptolink_trades_held": fs.trades_held,
+        "cryptolink_book_snapshots_fetched_total": fs.snapshots_fetched,
+        "cryptolink_book_snapshot_errors_total": fs.snapshot_errors,
+        "cryptolink_book_snapshot_rate_limited_total": fs.rate_limited,
+        "cryptolink_unknown_symbols": len(fs.unknown_symbols),
+        "cryptolink_instruments_loaded": 1 if fs.instruments_loaded else 0,
+    }
+    for name, value in plain.items():
+        out.add(name, base, float(value))
+    for event, n in sorted(fs.adapter_counters.items()):
+        out.add("cryptolink_adapter_events_total", (*base, event), float(n))
+    for cs in fs.connections:
+        _connection(out, fs, cs)
+
+
+def _bus(out: _Families, bus: BusStats) -> None:
+    out.add("cryptolink_bus_published_total", (), float(bus.published))
+    out.add("cryptolink_bus_unrouted_total", (), float(bus.unrouted))
+    by_name: dict[str, list[int]] = {}  # consumers sharing a name are summed (one series per name)
+    for c in bus.consumers:
+        row = by_name.setdefault(c.name, [0, 0, 0, 0, 0])
+        for i, v in enumerate((c.delivered, c.dropped, c.errors, c.queued, c.maxsize)):
+            row[i] += v
+    names = (
+        "cryptolink_bus_delivered_total",
+        "cryptolink_bus_dropped_total",
+        "cryptolink_bus_callback_errors_total",
+        "cryptolink_bus_queued",
+        "cryptolink_bus_queue_capacity",
+    )
+    for consumer, row in sorted(by_name.items()):
+        for name, v in zip(names, row, strict=True):
+            out.add(name, (consumer,), float(v))
+
+
+def _rest(out: _Families, rest: Iterable[RestStats]) -> None:
+    for r in rest:
+        key = _split_key(r.key)
+        out.add("cryptolink_rest_requests_total", key, float(r.requests))
+        out.add("cryptolink_rest_weight_used_total", key, float(r.weight))
+        out.add("cryptolink_rest_errors_total", key, float(r.errors))
+        out.add("cryptolink_rest_rate_limited_total", key, float(r.rate_limited))
+        if r.budget is not None:
+            out.add("cryptolink_rest_weight_budget", key, float(r.budget))
+        if r.window_s is not None:
+            out.add("cryptolink_rest_window_seconds", key, r.window_s)
+        out.add("cryptolink_rest_weight_in_window", key, float(r.in_window))
+        out.add("cryptolink_rest_paused_seconds", key, r.paused_for_s)
+        out.add("cryptolink_rest_waiting_requests", key, float(r.waiting))
+
+
+def _gates(out: _Families, gates: Iterable[GateStats]) -> None:
+    for g in gates:
+        key = _split_key(g.key)
+        out.add("cryptolink_connect_gate_up", key, 1.0 if g.up else 0.0)
+        out.add("cryptolink_connect_gate_down_seconds", key, g.down_for_s or 0.0)
+        out.add("cryptolink_connect_gate_consecutive_failures", key, float(g.consecutive_failures))
+        out.add("cryptolink_connect_gate_permits_total", key, float(g.granted))
+        out.add("cryptolink_connect_gate_probes_total", key, float(g.probes))
+        out.add("cryptolink_connect_gate_outages_total", key, float(g.outages))
+        out.add("cryptolink_connect_gate_rate_waits_total", key, float(g.rate_waits))
+        out.add("cryptolink_connect_gate_waiting", key, float(g.waiting))
+
+
+def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, render_errors: int) -> None:
+    out.info("cryptolink_instance_info", (snap.instance_id, __version__))
+    healthy, _ = documents.health(snap)
+    running = {fs.name for fs in snap.stats.feeds}
+    for name in sorted(running | set(snap.enabled)):
+        out.add("cryptolink_feed_running", (name,), 1.0 if name in running else 0.0)
+    h = snap.host
+    plain = {
+        "cryptolink_healthy": 1.0 if healthy else 0.0,
+        "cryptolink_start_time_seconds": snap.started_ns / 1e9,
+        "cryptolink_status_snapshot_age_seconds": max(0.0, (now_ns - snap.taken_ns) / 1e9),
+        "cryptolink_status_snapshot_timestamp_seconds": snap.taken_ns / 1e9,
+        "cryptolink_status_push_dropped_total": float(snap.push_dropped),
+        "cryptolink_status_events_evicted_total": float(snap.events_evicted),
+        "cryptolink_status_websocket_clients": float(clients),
+        "cryptolink_metrics_render_errors_total": float(render_errors),
+        "cryptolink_host_cpu_usage_ratio": h.cpu_percent / 100.0,
+        "cryptolink_host_memory_used_bytes": float(h.memory_used),
+        "cryptolink_host_memory_total_bytes": float(h.memory_total),
+        "cryptolink_host_disk_used_bytes": float(h.disk_used),
+        "cryptolink_host_disk_total_bytes": float(h.disk_total),
+    }
+    for name, value in plain.items():
+        out.add(name, (), value)
+
+
+class SnapshotCollector:
+    """A prometheus_client collector building every family of :data:`SPECS` from ``service.latest``.
+
+    Args:
+        service: the status service (only its latest snapshot and its WebSocket client count are read).
+        per_symbol: add the ``symbol``/``channel`` labels (see the module docstring on cardinality).
+        clock: wall clock for the snapshot's age.
+    """
+
+    def __init__(
+        self, service: SnapshotSource, *, per_symbol: bool = False, clock: Clock | None = None
+    ) -> None:
+        self.service = service
+        self.per_symbol = per_symbol
+        self._clock: Clock = clock or SystemClock()
+        self.render_errors = 0
+        """Failed scrapes (set by :class:`MetricsExporter`)."""
+
+    def collect(self) -> Iterable[Metric]:
+        """The families of the latest snapshot (:data:`SPECS` order; families with no sample keep their
+        HELP and TYPE)."""
+        snap = self.service.latest
+        out = _Families(self.per_symbol)
+        for fs in sorted(snap.stats.feeds, key=lambda f: f.name):
+            _feed(out, fs)
+        _bus(out, snap.bus)
+        _rest(out, snap.stats.rest)
+        _gates(out, snap.stats.gates)
+        _instance(out, snap, self._clock.time_ns(), self.service.clients, self.render_errors)
+        return list(out)
+
+
+class MetricsExporter:
+    """What ``/metrics`` serves: the Prometheus text exposition of the latest status snapshot.
+
+    Args:
+        service: the status service.
+        per_symbol: add per-symbol labels (``symbol``, ``channel``); off by default (bounded cardinality).
+        clock: wall clock for ``cryptolink_status_snapshot_age_seconds`` (default the system clock).
+        process: include prometheus_client's ``process_*`` metrics (CPU seconds, memory, open files).
+    """
+
+    def __init__(
+        self,
+        service: SnapshotSource,
+        *,
+        per_symbol: bool = False,
+        clock: Clock | None = None,
+        process: bool = True,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = SnapshotCollector(service, per_symbol=per_symbol, clock=clock)
+        self.registry.register(self.collector)
+        if process:
+            ProcessCollector(registry=self.registry)
+
+    def render(self) -> tuple[bytes, str]:
+        """``(body, content type)``: the Prometheus text exposition (``CONTENT_TYPE_LATEST`` of prometheus_client).
+
+        Raises:
+            Exception: whatever building the families raised (logged and counted in
+                ``cryptolink_metrics_render_errors_total``, visible on the next successful scrape).
+        """
+        try:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        except Exception:
+            self.collector.render_errors += 1
+            log.exception("rendering /metrics failed")
+            raise
