@@ -67,7 +67,7 @@ def test_version() -> None:
 
 
 def test_validate_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CRYPTOLINK_BINANCE_API_SECRET", raising=False)
+    monkeypatch.delenv("CRYPTOLINK__EXCHANGES__BINANCE__API_SECRET", raising=False)
     result = runner.invoke(app, ["validate-config", str(write(tmp_path, GOOD))])
     assert result.exit_code == 0, result.output
     assert "OK:" in result.output

@@ -3,9 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from cryptolink.bus import OverflowPolicy
 from cryptolink.config import (
+    ENV_PREFIX,
     SUPPORTED,
     ConfigError,
     CryptolinkConfig,
@@ -275,29 +277,100 @@ def test_secrets_never_leak() -> None:
     assert "exchanges.binance.api_key" in str(info.value)
 
 
-def test_env_overrides_secrets(tmp_path: Path) -> None:
+def test_env_overrides_any_key_nested_with_double_underscores(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(VALID_YAML, encoding="utf-8")
     env = {
-        "CRYPTOLINK_BINANCE_API_KEY": "env-key",
-        "CRYPTOLINK_OKX_PERP_API_SECRET": "env-secret",
-        "CRYPTOLINK_KRAKEN_API_KEY": "ignored",
+        "CRYPTOLINK__EXCHANGES__BINANCE__API_KEY": "env-key",
+        "CRYPTOLINK__EXCHANGES__OKX_PERP__API_SECRET": "env-secret",  # entry okx-perp
+        "cryptolink__exchanges__okx_perp__reconnect__max_attempts": "7",  # names are case-insensitive
+        "CRYPTOLINK__EXCHANGES__BINANCE__RECONNECT__MAX_ATTEMPTS": "null",  # null is None
+        "CRYPTOLINK__EXCHANGES__BINANCE__SYMBOLS": '["SOL/USDT"]',  # lists are JSON
+        "CRYPTOLINK__STATUS__PORT": "9000",
+        "CRYPTOLINK__STATUS__TOKEN": "env-token",
+        "CRYPTOLINK__LOG_LEVEL": "warning",
+        "CRYPTOLINK__OUTPUT": '{"enabled": false, "max_files": 3}',  # a section as JSON ...
+        "CRYPTOLINK__OUTPUT__MAX_FILES": "5",  # ... and one of its keys: the key wins
+        "CRYPTOLINK__CONSUMER_QUEUE_SIZE": "",  # empty: ignored
+        "CRYPTOLINK_PROPERTY_SCALE": "3",  # not the prefix: ignored
     }
     cfg = load_config(path, env=env)
     bn = cfg.exchanges["binance"]
     assert bn.api_key is not None and bn.api_key.get_secret_value() == "env-key"
     assert bn.api_secret is not None and bn.api_secret.get_secret_value() == "file-secret-binance"
+    assert bn.reconnect.max_attempts is None and bn.reconnect.initial_delay_s == 0.5  # the rest of the file
+    assert bn.symbols == ["SOL/USDT"]
     okx = cfg.exchanges["okx-perp"]
     assert okx.api_secret is not None and okx.api_secret.get_secret_value() == "env-secret"
-    assert okx.api_key is None
-    assert env_var_name("okx-perp", "API_SECRET") == "CRYPTOLINK_OKX_PERP_API_SECRET"
+    assert okx.api_key is None and okx.reconnect.max_attempts == 7
+    assert cfg.status.port == 9000
+    assert cfg.status.token is not None and cfg.status.token.get_secret_value() == "env-token"
+    assert cfg.log_level == "WARNING"
+    assert cfg.output.enabled is False and cfg.output.max_files == 5 and cfg.output.dir == Path("/tmp/out")
+    assert cfg.consumer_queue_size == 500
+
+
+def test_env_var_name() -> None:
+    assert env_var_name("okx-perp", "api_secret") == "CRYPTOLINK__EXCHANGES__OKX_PERP__API_SECRET"
+    assert (
+        env_var_name("binance", "reconnect.max_attempts")
+        == "CRYPTOLINK__EXCHANGES__BINANCE__RECONNECT__MAX_ATTEMPTS"
+    )
+    assert env_var_name("Bin.ance") == "CRYPTOLINK__EXCHANGES__BIN_ANCE"
+    assert ENV_PREFIX == "CRYPTOLINK__"
+
+
+def test_the_old_single_underscore_variables_are_not_read() -> None:
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env={"CRYPTOLINK_BINANCE_API_KEY": "old-style"})
+    key = cfg.exchanges["binance"].api_key
+    assert key is not None and key.get_secret_value() == "file-key-binance"
 
 
 def test_env_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CRYPTOLINK_BINANCE_API_SECRET", "from-os-environ")
+    monkeypatch.setenv("CRYPTOLINK__EXCHANGES__BINANCE__API_SECRET", "from-os-environ")
     cfg = CryptolinkConfig.from_yaml_text("exchanges:\n  binance: {symbols: [BTC/USDT]}\n")
     secret = cfg.exchanges["binance"].api_secret
     assert secret is not None and secret.get_secret_value() == "from-os-environ"
+    ignored = CryptolinkConfig.from_yaml_text("exchanges:\n  binance: {symbols: [BTC/USDT]}\n", env={})
+    assert ignored.exchanges["binance"].api_secret is None
+
+
+def test_env_problems_name_the_variable_and_never_the_value() -> None:
+    env = {
+        "CRYPTOLINK__EXCHANGES__KRAKEN__API_KEY": "secret-value-1",  # no such entry: not created
+        "CRYPTOLINK__EXCHANGES": '{"kraken": {"api_key": "secret-value-2"}}',  # entries are not set whole
+        "CRYPTOLINK__LOGLEVEL": "secret-value-3",  # no such key
+        "CRYPTOLINK__LOG_LEVEL__X": "secret-value-4",  # log_level has no sub-keys
+        "CRYPTOLINK__EXCHANGES__BINANCE__SYMBOLS": "BTC/USDT secret-value-5",  # a list that is not JSON
+        "CRYPTOLINK__STATUS__PORT": "secret-value-6",  # wrong type
+        "CRYPTOLINK__STATUS__PROT": "secret-value-7",  # unknown key inside a section
+        "CRYPTOLINK__EXCHANGES__OKX_PERP__RECONNECT__MAX_ATTEMPTS": "0",  # out of range
+        "CRYPTOLINK__STATUS__TOKEN": '{"x": "secret-value-8"}',
+    }
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(VALID_YAML, env=env, source="c.yaml")
+    text = str(info.value)
+    assert "secret-value" not in text
+    problems = dict(info.value.problems)
+    assert "entries: binance, okx-perp" in problems["CRYPTOLINK__EXCHANGES__KRAKEN__API_KEY"]
+    assert "cannot add entries" in problems["CRYPTOLINK__EXCHANGES"]
+    assert "no configuration key" in problems["CRYPTOLINK__LOGLEVEL"]
+    assert "no configuration key" in problems["CRYPTOLINK__LOG_LEVEL__X"]
+    assert "JSON" in problems["CRYPTOLINK__EXCHANGES__BINANCE__SYMBOLS"]
+    assert problems["status.port"].endswith("(from environment variable CRYPTOLINK__STATUS__PORT)")
+    assert problems["status.prot"] == "unknown key (from environment variable CRYPTOLINK__STATUS__PROT)"
+    attempts = problems["exchanges.okx-perp.reconnect.max_attempts"]
+    assert attempts.endswith(
+        "(from environment variable CRYPTOLINK__EXCHANGES__OKX_PERP__RECONNECT__MAX_ATTEMPTS)"
+    )
+    assert len(info.value.problems) == 8  # the token is a valid (odd) string
+
+
+def test_file_problems_do_not_blame_the_environment() -> None:
+    bad = VALID_YAML.replace("consumer_queue_size: 500", "consumer_queue_size: 0")
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(bad, env={"CRYPTOLINK__STATUS__PORT": "9000"})
+    assert info.value.problems == [("consumer_queue_size", "Input should be greater than or equal to 1")]
 
 
 def test_config_is_immutable() -> None:
@@ -316,16 +389,38 @@ def test_documented_example_is_valid() -> None:
 
 
 def test_documented_keys_match_the_models() -> None:
-    from cryptolink.config import ChannelsConfig, OutputConfig, ReconnectConfig, WatchdogConfig
+    """Every key of every section is in its section's table of docs/configuration.md."""
+    from cryptolink.config import ChannelsConfig, OutputConfig, ReconnectConfig, StatusConfig, WatchdogConfig
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
-    for model in (
-        CryptolinkConfig,
-        ExchangeConfig,
-        ChannelsConfig,
-        ReconnectConfig,
-        WatchdogConfig,
-        OutputConfig,
-    ):
+    sections: dict[str, type[BaseModel]] = {
+        "## Top level": CryptolinkConfig,
+        "## Exchange entry": ExchangeConfig,
+        "### Channels": ChannelsConfig,
+        "### Reconnect": ReconnectConfig,
+        "### Watchdog": WatchdogConfig,
+        "## Output": OutputConfig,
+        "## Status": StatusConfig,
+    }
+    for heading, model in sections.items():
+        assert f"\n{heading}\n" in doc, heading
+        body = doc.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
         for key in model.model_fields:
-            assert f"| `{key}` |" in doc, f"{model.__name__}.{key} is not documented"
+            assert f"| `{key}` |" in body, f"{model.__name__}.{key} is not documented under {heading!r}"
+
+
+def test_documented_environment_examples_are_applied() -> None:
+    """The variables the environment section shows as examples set the keys they say they set."""
+    env = {
+        "CRYPTOLINK__LOG_LEVEL": "DEBUG",
+        "CRYPTOLINK__STATUS__PORT": "9000",
+        "CRYPTOLINK__OUTPUT": '{"enabled": true, "dir": "/data"}',
+        "CRYPTOLINK__EXCHANGES__OKX_PERP__RECONNECT__MAX_ATTEMPTS": "20",
+    }
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for var in env:
+        assert f"`{var}=" in doc, var
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env=env)
+    assert cfg.log_level == "DEBUG" and cfg.status.port == 9000
+    assert cfg.output.enabled and cfg.output.dir == Path("/data")
+    assert cfg.exchanges["okx-perp"].reconnect.max_attempts == 20

@@ -4,18 +4,19 @@ Commands::
 
     cryptolink [--version]
     cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults] [--status-addr HOST:PORT | --no-status]
-    cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status]
+    cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status] [--log-format json|console]
     cryptolink record CONFIG.yaml --out FILE [--duration SECONDS]
     cryptolink simulate [--exchange binance|binanceusdm|okx|binancecoinm ...] [--host 127.0.0.1] [--port N]
                         [--mode replay|synthetic] [--speed X] [--faults SPEC] [--seed N]
                         [--rest-limit EXCHANGE=WEIGHT/SECONDS ...] [--replay FILE]
+    cryptolink status [--url URL | --redis URL] [--token TOKEN] [--prefix P] [--watch SECONDS]
     cryptolink validate-config CONFIG.yaml
     cryptolink version
 
 Exit codes: 0 success (also after a stop signal on ``run`` and ``simulate``), 1 runtime failure, data lost
 (JSONL lines that could not be written) or a component missing from this build, 2 bad configuration or
 arguments, an unwritable output directory or a symbol the exchange does not list (refused at start), 130
-interrupted (``demo``). The heavy parts are imported inside each command, so ``--help``, ``--version`` and
+interrupted (``demo``); ``status``: 0 healthy, 1 unhealthy or an instance unknown, 2 unreachable. The heavy parts are imported inside each command, so ``--help``, ``--version`` and
 ``validate-config`` start fast and work on their own.
 """
 
@@ -23,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
-import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -68,6 +67,13 @@ def _root(
     """Healthy, gap-free crypto exchange market-data connections, and a loopback exchange simulator."""
 
 
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
 class SimMode(StrEnum):
     """Where the simulator's market data comes from."""
 
@@ -95,14 +101,14 @@ def _load(path: Path) -> CryptolinkConfig:
         _fail(f"error: {exc}", EXIT_BAD_CONFIG)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access and client logs add nothing to a service log
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _setup_logging(
+    level: str, mode: Literal["json", "console"], config: CryptolinkConfig | None = None
+) -> None:
+    """Send every log record to stderr through structlog (:mod:`cryptolink.logs`): one JSON object per line
+    (``json``) or readable lines (``console``); the secrets of ``config`` are written as ``***``."""
+    from cryptolink.logs import config_secrets, configure_logging
+
+    configure_logging(mode, level, secrets=config_secrets(config) if config is not None else ())
 
 
 def _parse_addr(addr: str) -> tuple[str, int]:
@@ -156,7 +162,7 @@ def demo(
     http://127.0.0.1:8766/), then write a report."""
     run_demo = _lazy("cryptolink.demo", "run_demo")
     status = _status_config(StatusConfig(), status_addr, no_status)
-    _setup_logging("WARNING")
+    _setup_logging("WARNING", "console")
     try:
         code = int(run_demo(duration or None, out, not no_faults, status))
     except KeyboardInterrupt:
@@ -172,13 +178,16 @@ def run(
         str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_STATUS_ADDR_HELP)
     ] = None,
     no_status: Annotated[bool, typer.Option("--no-status", help="Do not serve the status API.")] = False,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="Log lines as JSON objects (default) or readable lines.")
+    ] = LogFormat.JSON,
 ) -> None:
     """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM, SIGHUP...: graceful, report printed);
     serves the status API, dashboard and metrics on 127.0.0.1:8766 unless told otherwise."""
     cfg = _load(config)
     cfg = cfg.model_copy(update={"status": _status_config(cfg.status, status_addr, no_status)})
     run_config = _lazy("cryptolink.service", "run_config")
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg.log_level, "console" if log_format is LogFormat.CONSOLE else "json", cfg)
     raise typer.Exit(int(run_config(cfg)))
 
 
@@ -240,7 +249,6 @@ def simulate(
     run_simulator = _lazy("cryptolink.simulator", "run_simulator")
     registry = _lazy("cryptolink.simulator", "registry")
     parse_rest_limit = _lazy("cryptolink.simulator.runner", "parse_rest_limit")
-    _setup_logging("INFO")
     known = registry.names()
     names = list(exchange) if exchange else ([] if replay is not None else list(known))
     unknown = [n for n in names if n not in known]
@@ -252,6 +260,7 @@ def simulate(
         limits = dict(parse_rest_limit(item) for item in rest_limit or ())
     except ValueError as exc:
         _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    _setup_logging("INFO", "console")  # after the arguments are checked: a refusal leaves logging as it was
     try:
         asyncio.run(run_simulator(names, host, port, mode.value, speed, faults, seed, limits, replay=replay))
     except KeyboardInterrupt:
@@ -307,8 +316,75 @@ def record(
     (an unwritable --out is refused: exit 2); prints what was recorded."""
     cfg = _load(config)
     record_config = _lazy("cryptolink.record", "record_config")
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg.log_level, "json", cfg)
     raise typer.Exit(int(record_config(cfg, out, duration or None)))
+
+
+@app.command()
+def status(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Status API of one instance; reads its /api/system/status (default http://127.0.0.1:8766).",
+        ),
+    ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            metavar="URL",
+            help="Show every instance that publishes to this Redis (redis://[:password@]host:port/db) instead.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            envvar="CRYPTOLINK__STATUS__TOKEN",
+            help="Bearer token of the status API (default: $CRYPTOLINK__STATUS__TOKEN).",
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option("--prefix", metavar="P", help="Key prefix in Redis (status.redis_prefix).")
+    ] = "cryptolink",
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch", min=0.1, metavar="SECONDS", help="Refresh the table every SECONDS until Ctrl-C."
+        ),
+    ] = None,
+) -> None:
+    """Show every connection of a running instance (or of every instance in Redis) as a table. Exit 0 when all
+    are healthy, 1 when one is not or an instance is unknown (its snapshot expired), 2 when the endpoint or
+    Redis cannot be read."""
+    if url is not None and redis is not None:
+        _fail("error: use --url or --redis, not both", EXIT_BAD_CONFIG)
+    if redis is not None:
+        load_cluster = _lazy("cryptolink.status.table", "load_cluster")
+
+        def load() -> Any:
+            return load_cluster(redis, prefix)
+    else:
+        load_instance = _lazy("cryptolink.status.table", "load_instance")
+        target = url or _lazy("cryptolink.status.table", "DEFAULT_URL")
+
+        def load() -> Any:
+            return load_instance(target, token)
+
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if watch is not None:
+        watch_views = _lazy("cryptolink.status.table", "watch")
+        raise typer.Exit(int(watch_views(load, watch, console)))
+    view = load()
+    if view.error is not None:
+        _fail(f"error: {view.error}", int(view.code))
+    console.print(view.renderable)
+    raise typer.Exit(int(view.code))
 
 
 def main() -> None:

@@ -12,18 +12,25 @@ path (``exchanges.binance.symbols[1]: ...``), one per line. Unknown keys are err
 (``api_key``, ``api_secret``) are :class:`pydantic.SecretStr`: they print as ``**********`` in ``repr``,
 ``str`` and ``model_dump_json`` and never appear in error messages.
 
-Environment: ``CRYPTOLINK_<NAME>_API_KEY`` and ``CRYPTOLINK_<NAME>_API_SECRET`` override the secrets of the
-exchange entry named ``<NAME>`` (the entry's key upper-cased, every character other than ``A-Z0-9`` replaced
-by ``_``).
+Environment: every key can be set by a variable ``CRYPTOLINK__<KEY>``, levels separated by ``__``
+(``CRYPTOLINK__STATUS__TOKEN``, ``CRYPTOLINK__LOG_LEVEL``, ``CRYPTOLINK__EXCHANGES__BINANCE_PERP__API_KEY``:
+:func:`env_var_name`), read with pydantic-settings and merged over the file (the environment wins) before
+validation. Names are case-insensitive; lists and mappings are JSON; ``null`` is ``None``; empty variables are
+ignored. An exchange entry is named as its key upper-cased with every character other than ``A-Z0-9``
+replaced by ``_``; a variable for an entry that is not in the file, or for no key, is an error naming the
+variable. Errors about a value from the environment name its variable; secret values never appear in them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -34,9 +41,11 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
 
 from cryptolink.bus import OverflowPolicy
 from cryptolink.errors import ConfigError
@@ -66,8 +75,12 @@ SUPPORTED: Mapping[str, tuple[Market, ...]] = _ADAPTERS_SUPPORTED
 """Exchange ids cryptolink can stream (ccxt's, and the alias ``binance`` + ``perpetual`` for ``binanceusdm``),
 with the markets each supports; derived from the adapters' registrations (:mod:`cryptolink.exchanges`)."""
 
-ENV_PREFIX = "CRYPTOLINK_"
-"""Prefix of every environment variable cryptolink reads."""
+ENV_PREFIX = "CRYPTOLINK__"
+"""Prefix of every environment variable cryptolink reads; ``__`` also separates the levels of a key
+(``CRYPTOLINK__STATUS__PORT`` is ``status.port``)."""
+
+_ENV_DELIMITER = "__"
+_ENV_NULL = "null"
 
 _SUPPORTED_CONTEXT_KEY = "supported"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -237,10 +250,12 @@ class StatusConfig(_Section):
         push_interval_s: ``/ws/status`` push period, s (a state change pushes at once).
         report_interval_s: the connection report is logged this often, s (0: never).
         events_kept: connection events kept for ``/api/events`` (bounded ring).
-        per_symbol_metrics: Prometheus series per subscription (data age); off keeps cardinality to
-            exchange, market and connection.
-        redis_url: write this instance's snapshot to Redis (``redis://host:port/db``) for
-            ``/api/cluster/status`` and ``cryptolink status --redis``; ``None``: no Redis.
+        per_symbol_metrics: Prometheus series per subscription (data age, stale) and per book (live, resyncs by
+            cause, gaps, checksum failures, drops, id restarts); off keeps the labels to exchange, market, feed and
+            connection, so the series count does not grow with the symbols (``docs/metrics.md``).
+        redis_url: write this instance's snapshot to Redis (``redis://[user:password@]host:port/db``,
+            ``rediss://``, ``unix://``) for ``/api/cluster/status`` and ``cryptolink status --redis``; ``None``:
+            no Redis. A secret (it may hold a password): never printed.
         instance_id: this instance's name in Redis (default ``<hostname>-<pid>``).
         redis_ttl_s: lifetime of the snapshot in Redis, s; an instance silent for longer shows as unknown.
         redis_prefix: key prefix in Redis.
@@ -255,10 +270,27 @@ class StatusConfig(_Section):
     report_interval_s: float = Field(default=600.0, ge=0)
     events_kept: int = Field(default=1000, ge=1, le=1_000_000)
     per_symbol_metrics: bool = False
-    redis_url: Annotated[str | None, _check_url(("redis", "rediss", "unix"))] = None
+    redis_url: SecretStr | None = None
     instance_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     redis_ttl_s: float = Field(default=15.0, ge=1, le=86_400)
     redis_prefix: str = Field(default="cryptolink", min_length=1, max_length=64)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        url = value.get_secret_value()
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number in 0..65535
+        except ValueError:
+            raise ValueError("the port is not a number in 0..65535") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("no host")
+        return value
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> StatusConfig:
@@ -468,8 +500,8 @@ class CryptolinkConfig(_Section):
 
         Args:
             data: the configuration mapping.
-            env: environment to read ``CRYPTOLINK_<NAME>_API_KEY``/``_API_SECRET`` from; ``None`` means
-                :data:`os.environ`. Pass ``{}`` to ignore the environment.
+            env: the environment whose ``CRYPTOLINK__...`` variables override the mapping (see the module
+                docstring); ``None`` means :data:`os.environ`. Pass ``{}`` to ignore the environment.
             supported: exchange id -> supported markets; ``None`` means :data:`SUPPORTED`.
             source: where the data came from, for error messages.
 
@@ -479,18 +511,19 @@ class CryptolinkConfig(_Section):
         if not isinstance(data, Mapping):
             kind = "empty" if data is None else f"a {type(data).__name__}"
             raise ConfigError([("", f"the configuration must be a mapping at top level, got {kind}")], source)
-        data = _apply_env(data, os.environ if env is None else env)
+        overrides = _apply_env(data, os.environ if env is None else env)
+        data = overrides.data
         context = {_SUPPORTED_CONTEXT_KEY: SUPPORTED if supported is None else supported}
-        problems = _cross_field_problems(data)
+        problems = overrides.problems + _cross_field_problems(data)
         try:
             config = cls.model_validate(data, context=context)
         except ValidationError as exc:
             for problem in _problems(exc):
                 if problem not in problems:
                     problems.append(problem)
-            raise ConfigError(problems, source) from None
+            raise ConfigError(overrides.attribute(problems), source) from None
         if problems:
-            raise ConfigError(problems, source)
+            raise ConfigError(overrides.attribute(problems), source)
         return config
 
     @classmethod
@@ -540,35 +573,161 @@ def load_config(
     return CryptolinkConfig.from_yaml_text(text, env=env, supported=supported, source=source)
 
 
-def env_var_name(entry_name: str, suffix: str) -> str:
-    """Environment variable for an exchange entry: ``env_var_name("binance", "API_KEY")`` ->
-    ``CRYPTOLINK_BINANCE_API_KEY``; characters other than ``A-Z0-9`` become ``_``."""
+def env_var_name(entry_name: str, key: str = "") -> str:
+    """Environment variable of a key of an exchange entry:
+    ``env_var_name("binance-perp", "api_key")`` -> ``CRYPTOLINK__EXCHANGES__BINANCE_PERP__API_KEY``.
+
+    The entry's name is upper-cased with every character other than ``A-Z0-9`` replaced by ``_``; a nested key
+    is dotted (``"reconnect.max_attempts"``). Without ``key``: the prefix shared by the entry's variables
+    (``CRYPTOLINK__EXCHANGES__BINANCE_PERP``).
+    """
     token = re.sub(r"[^A-Z0-9]", "_", entry_name.upper())
-    return f"{ENV_PREFIX}{token}_{suffix}" if suffix else f"{ENV_PREFIX}{token}"
+    base = f"{ENV_PREFIX}EXCHANGES{_ENV_DELIMITER}{token}"
+    return f"{base}{_ENV_DELIMITER}{_ENV_DELIMITER.join(key.upper().split('.'))}" if key else base
 
 
-def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> Mapping[str, Any]:
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source reading the given variables instead of :data:`os.environ`:
+    names are case-insensitive, ``__`` separates nesting levels, lists and mappings are JSON."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str], prefix: str) -> None:
+        super().__init__(
+            settings_cls, case_sensitive=False, env_prefix=prefix, env_nested_delimiter=_ENV_DELIMITER
+        )
+        self.env_vars = {k.lower(): v for k, v in env.items()}
+
+
+def _settings_shape(
+    model: type[BaseModel], name: str, skip: frozenset[str] = frozenset()
+) -> type[BaseSettings]:
+    """A settings class with ``model``'s fields, all optional: it tells the environment source which names
+    exist and which values are lists or mappings. Never instantiated (the real model validates)."""
+    fields: dict[str, Any] = {k: (f.annotation, None) for k, f in model.model_fields.items() if k not in skip}
+    shape: type[BaseSettings] = create_model(name, __base__=BaseSettings, **fields)
+    return shape
+
+
+@functools.cache
+def _env_shapes() -> tuple[type[BaseSettings], type[BaseSettings]]:
+    """(the top level without ``exchanges``, one exchange entry), built once."""
+    return (
+        _settings_shape(CryptolinkConfig, "_EnvTopLevel", frozenset({"exchanges"})),
+        _settings_shape(ExchangeConfig, "_EnvExchangeEntry"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvOverrides:
+    """What the environment did to a configuration mapping.
+
+    Attributes:
+        data: the mapping with the environment's values merged in.
+        problems: variables that could not be applied, as ``(variable, message)``; never a value.
+        origins: configuration path (``status.port``, ``exchanges.okx-perp.api_key``) -> the variable that set
+            it.
+    """
+
+    data: Mapping[str, Any]
+    problems: list[tuple[str, str]]
+    origins: dict[str, str]
+
+    def attribute(self, problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``problems`` with the variable named on each one about a value that came from the environment."""
+        out: list[tuple[str, str]] = []
+        for path, msg in problems:
+            keys = [k for k in self.origins if path == k or path.startswith((f"{k}.", f"{k}["))]
+            var = self.origins[max(keys, key=len)] if keys else None
+            out.append((path, f"{msg} (from environment variable {var})" if var else msg))
+        return out
+
+
+def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> _EnvOverrides:
+    """Read the ``CRYPTOLINK__...`` variables of ``env`` with pydantic-settings and deep-merge them over
+    ``data`` (the environment wins). The rule is in ``docs/configuration.md`` ("Environment variables")."""
+    ours = {k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX) and v != ""}
+    if not ours:
+        return _EnvOverrides(data, [], {})
+    top_shape, entry_shape = _env_shapes()
     exchanges = data.get("exchanges")
-    if not isinstance(exchanges, Mapping) or not env:
-        return data
-    fixed: dict[Any, Any] = {}
-    for name, entry in exchanges.items():
-        if isinstance(entry, Mapping) and isinstance(name, str):
-            overrides = {
-                field: env[var]
-                for field, var in (
-                    ("api_key", env_var_name(name, "API_KEY")),
-                    ("api_secret", env_var_name(name, "API_SECRET")),
-                )
-                if env.get(var)
-            }
-            if overrides:
-                entry = {**entry, **overrides}
-        fixed[name] = entry
-    return {**data, "exchanges": fixed}
+    entries = [n for n in exchanges if isinstance(n, str)] if isinstance(exchanges, Mapping) else []
+    entry_vars = f"{ENV_PREFIX}EXCHANGES"
+    problems: list[tuple[str, str]] = []
+    origins: dict[str, str] = {}
+    merged: Mapping[str, Any] = data
+    where: tuple[str, ...]
+    # one variable at a time (a JSON value first, the keys below it after) so that each value, each
+    # problem and each origin belongs to exactly one variable
+    for var in sorted(ours, key=lambda k: (k.upper().count(_ENV_DELIMITER), k.upper())):
+        upper = var.upper()
+        if upper == entry_vars or upper.startswith(entry_vars + _ENV_DELIMITER):
+            matches = [n for n in entries if upper.startswith(env_var_name(n) + _ENV_DELIMITER)]
+            if not matches:
+                known = ", ".join(entries) or "none"
+                problems.append((var, f"not applied: {_ENTRY_RULE}; the configuration's entries: {known}"))
+                continue
+            name = max(matches, key=len)  # names are checked to map to distinct variables
+            shape, prefix, where = entry_shape, env_var_name(name) + _ENV_DELIMITER, ("exchanges", name)
+        else:
+            shape, prefix, where = top_shape, ENV_PREFIX, ()
+        try:
+            values = _nulls_to_none(_MappingEnvSource(shape, {var: ours[var]}, prefix)())
+        except SettingsError:  # its message names the field, not the value
+            problems.append(
+                (var, "not applied: a list or mapping must be given as JSON (e.g. '[\"BTC/USDT\"]')")
+            )
+            continue
+        if not values:
+            problems.append(
+                (var, "not applied: no configuration key of that name (see docs/configuration.md)")
+            )
+            continue
+        for path in _leaf_paths(values):
+            origins[_format_loc((*where, *path))] = var
+        for key in reversed(where):
+            values = {key: values}
+        merged = _deep_merge(merged, values)
+    return _EnvOverrides(merged, problems, origins)
 
 
-_SECRET_FIELDS = frozenset({"api_key", "api_secret", "token"})
+_ENTRY_RULE = (
+    "an exchange entry's variables are CRYPTOLINK__EXCHANGES__<NAME>__<KEY> for an entry <NAME> of the "
+    "configuration file (the environment cannot add entries)"
+)
+
+
+def _nulls_to_none(value: Any) -> Any:
+    """The string ``null`` (any case) means ``None`` in a variable."""
+    if isinstance(value, str):
+        return None if value.lower() == _ENV_NULL else value
+    if isinstance(value, Mapping):
+        return {k: _nulls_to_none(v) for k, v in value.items()}
+    return value
+
+
+def _leaf_paths(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in values.items():
+        here = (*path, str(key))
+        out.extend(_leaf_paths(value, here) if isinstance(value, Mapping) and value else [here])
+    return out
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings merge key by key, anything else in ``over`` replaces."""
+    out: dict[str, Any] = dict(base)
+    for key, value in over.items():
+        current = out.get(key)
+        out[key] = (
+            _deep_merge(current, value)
+            if isinstance(value, Mapping) and isinstance(current, Mapping)
+            else value
+        )
+    return out
+
+
+_SECRET_FIELDS = frozenset({"api_key", "api_secret", "token", "redis_url"})
+_OWN_MESSAGES = frozenset({"redis_url"})
+"""Secret fields whose validators write messages that never quote the value (kept as they are)."""
 _ALL_DISABLED = "every exchange entry is disabled (enabled: false): there is nothing to stream"
 
 
@@ -632,7 +791,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             msg = "required key is missing"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if _SECRET_FIELDS.intersection(p for p in loc if isinstance(p, str)):
+        secret = _SECRET_FIELDS.intersection(p for p in loc if isinstance(p, str))
+        if secret and not (kind == "value_error" and secret <= _OWN_MESSAGES):
             msg = f"invalid secret ({kind})"  # never echo anything derived from a secret value
         problems.append((_format_loc(loc), msg))
     return problems

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from cryptolink.config import CryptolinkConfig
 from cryptolink.feed import BadSymbol
+from cryptolink.logs import log_connection_event
 from cryptolink.manager import ExchangeManager
 from cryptolink.report import Section, config_summary
 from cryptolink.sinks.base import Sink
@@ -152,6 +153,7 @@ async def _serve(
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager = manager or ExchangeManager(config)
+    manager.add_event_listener(log_connection_event)  # every connection event as a structured log record
     status: StatusSurface | None = None
     if config.status.enabled:
         status = StatusSurface(manager, config.status, disk_path=out.dir if out.enabled else ".")
@@ -185,6 +187,7 @@ async def _serve(
         await stop.wait()
     finally:
         await manager.stop()
+        manager.remove_event_listener(log_connection_event)  # after the stop: its events are logged too
         if status is not None:
             await status.stop()
         for task in tasks:
