@@ -291,6 +291,23 @@ class Feed:
         """The exchange's instruments of this market by unified symbol (``None``: not loaded)."""
         return None if self._instruments is None else dict(self._instruments)
 
+    def connection_of(self, channel: Channel, symbol: str) -> ManagedConnection | None:
+        """The connection carrying the feed's ``channel`` stream of unified ``symbol`` (``None``: not
+        subscribed). A dict lookup, cheap enough for every check of a trading guard."""
+        if channel is _TRADES:
+            if symbol not in self._trades:
+                return None
+        elif channel is _TICKER:
+            if symbol not in self._tickers:
+                return None
+        else:
+            sub = self._book_subs.get(symbol)
+            return None if sub is None else self._conn_of.get(sub)
+        conn = self._conn_of.get(Subscription(channel, symbol))
+        if conn is None:  # subscribed with an explicit depth (ignored for trades and tickers): rare
+            conn = next((c for s, c in self._conn_of.items() if s.key == (channel, symbol)), None)
+        return conn
+
     def book(self, symbol: str) -> OrderBook | None:
         """The maintained L2 book of unified ``symbol`` (``None``: not subscribed). Check ``book.state``."""
         sync = self._books.get(symbol)

@@ -11,7 +11,7 @@ connections (:class:`~cryptolink.engine.ManagedConnection`). Checked events go t
 
 **Names.** Every method that selects data takes the configuration entry's name (``binance-perp``), never the
 exchange id: ``trades``, ``tickers``, ``book_updates``, ``gaps``, ``connection_events``, ``on``, ``book``,
-``resync``, ``reconnect``, ``subscribe``... Every event carries that name as ``feed``. A name that is neither
+``guard``, ``resync``, ``reconnect``, ``subscribe``... Every event carries that name as ``feed``. A name that is neither
 configured nor added raises :class:`KeyError` at once, listing the known names.
 
 The manager shares one connect gate per exchange host (documented connection-rate limits, outage probing:
@@ -49,6 +49,7 @@ from cryptolink.exchanges import get_adapter
 from cryptolink.exchanges.base import ExchangeAdapter
 from cryptolink.feed import BookHealth, Feed, FeedStats
 from cryptolink.gateway import RestGateway
+from cryptolink.guard import GuardKey, GuardRegistry, GuardStats, TradingGuard, check_selection, feeds_probe
 from cryptolink.models import GAPS_CHANNEL, Channel, Market, Subscription
 from cryptolink.report import ReportRow, Section, render_report
 from cryptolink.rest import RestClient, RestStats
@@ -62,13 +63,14 @@ _UNHEALTHY = frozenset({ConnectionState.FAILED, ConnectionState.UNSTABLE, Connec
 
 @dataclass(frozen=True, slots=True)
 class ManagerStats:
-    """Everything the manager counts, as one immutable snapshot: per feed, in total, per connect gate and
-    per REST client."""
+    """Everything the manager counts, as one immutable snapshot: per feed, in total, per connect gate, per
+    REST client and the trading guards' counters."""
 
     feeds: tuple[FeedStats, ...]
     total: TotalStats
     gates: tuple[GateStats, ...] = ()
     rest: tuple[RestStats, ...] = ()
+    guards: GuardStats | None = None
 
 
 def engine_config_for(
@@ -149,6 +151,9 @@ class ExchangeManager:
         self._rest: dict[tuple[str, str], RestClient] = {}
         self._final: tuple[ManagerStats, list[ReportRow]] | None = None
         self._started = False
+        self._guards = GuardRegistry(self._clock, feeds_probe(self._feeds))
+        """Trading guards (:meth:`guard`): judged on every connection event and by one check task."""
+        self.add_event_listener(self._guards.on_event)
 
     @staticmethod
     def builder() -> ManagerBuilder:
@@ -168,6 +173,7 @@ class ExchangeManager:
             return
         self._started = True
         self._final = None
+        self._guards.start()
         try:
             for name, entry in self.config.enabled_exchanges().items():
                 await self.add_exchange(name, entry)
@@ -182,6 +188,7 @@ class ExchangeManager:
         feeds = list(self._feeds.values())
         rows = self._live_rows()  # connection states as they were while running
         await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)
+        await self._guards.stop()  # every safe guard halts ("manager stopped") before the bus closes
         if feeds or self._final is None:
             self._final = (self._live_stats(), rows)
         self._feeds.clear()
@@ -380,6 +387,45 @@ class ExchangeManager:
             overflow=overflow,
         )
 
+    def guard(
+        self,
+        name: str,
+        symbol: str,
+        *,
+        channels: Sequence[Channel | str] | None = None,
+        max_data_age_s: float | None = None,
+    ) -> TradingGuard:
+        """The trading guard of ``symbol`` in entry ``name``: whether a bot may trade it now, with halt and
+        resume events (:mod:`cryptolink.guard`). The same object for the same arguments until it is closed.
+
+        Args:
+            channels: the streams it covers (default: every channel the entry streams for ``symbol``).
+            max_data_age_s: the longest data age allowed on each stream (s), instead of the silence each
+                stream's watchdog learned from its rhythm.
+
+        Raises:
+            KeyError: ``name`` is not a known entry (the message lists them), or the entry does not stream
+                ``symbol`` (or one of ``channels``) (its running subscriptions, else its configuration).
+            ValueError: an unknown channel name, empty ``channels``, or ``max_data_age_s`` not positive.
+            RuntimeError: too many guards are open (:data:`cryptolink.guard.MAX_GUARDS`).
+        """
+        self._check_name(name)
+        if max_data_age_s is not None and not max_data_age_s > 0:
+            raise ValueError(f"max_data_age_s must be > 0, got {max_data_age_s}")
+        try:
+            chans = None if channels is None else frozenset(Channel(c) for c in channels)
+        except ValueError:
+            raise ValueError(
+                f"unknown channel in {list(channels or ())}; channels: {[c.value for c in Channel]}"
+            ) from None
+        if chans is not None and not chans:
+            raise ValueError("channels must name at least one channel (None: every streamed channel)")
+        key = GuardKey(name, symbol, chans, max_data_age_s)
+        check_selection(
+            key, self._feeds.get(name), self._entries.get(name) or self.config.exchanges.get(name)
+        )
+        return self._guards.get(key)
+
     def book(self, name: str, symbol: str) -> OrderBook | None:
         """The maintained L2 book of ``symbol`` in entry ``name`` (``None``: not subscribed there).
 
@@ -436,6 +482,7 @@ class ExchangeManager:
             total=combine([c for f in feeds for c in f.connections]),
             gates=self._gates.stats(),
             rest=tuple(r.stats() for r in self._rest.values()),
+            guards=self._guards.stats(),
         )
 
     def report_rows(self) -> list[ReportRow]:

@@ -251,6 +251,9 @@ def system_status(snap: StatusSnapshot) -> dict[str, Any]:
             "rss_bytes": snap.host.process_rss,
             "cpu_percent": round(snap.host.process_cpu_percent, 1),
         },
+        "guards": None
+        if (g := snap.stats.guards) is None
+        else {"open": g.guards, "safe": g.safe, "halts": g.halts},
     }
 
 

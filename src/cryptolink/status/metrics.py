@@ -344,6 +344,21 @@ SPECS: tuple[MetricSpec, ...] = (
         (),
     ),
     _g("cryptolink_status_websocket_clients", "WebSocket clients of /ws/status.", ()),
+    _g("cryptolink_guards_open", "Trading guards open (manager.guard).", ()),
+    _g("cryptolink_guards_safe", "Open trading guards that say it is safe to trade now.", ()),
+    _c(
+        "cryptolink_guard_halts_total", "Trading guard halts (safe -> not safe), every guard ever opened.", ()
+    ),
+    _c(
+        "cryptolink_guard_resumes_total",
+        "Trading guard resumes (not safe -> safe), every guard ever opened.",
+        (),
+    ),
+    _c(
+        "cryptolink_guard_callback_errors_total",
+        "Halt/resume callbacks that raised, plus async ones dropped over the bound.",
+        (),
+    ),
     _c(
         "cryptolink_metrics_render_errors_total",
         "Scrapes of /metrics that failed (logged with a traceback).",
@@ -642,6 +657,13 @@ def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, r
         "cryptolink_host_disk_used_bytes": float(h.disk_used),
         "cryptolink_host_disk_total_bytes": float(h.disk_total),
     }
+    g = snap.stats.guards
+    if g is not None:
+        plain["cryptolink_guards_open"] = float(g.guards)
+        plain["cryptolink_guards_safe"] = float(g.safe)
+        plain["cryptolink_guard_halts_total"] = float(g.halts)
+        plain["cryptolink_guard_resumes_total"] = float(g.resumes)
+        plain["cryptolink_guard_callback_errors_total"] = float(g.callback_errors + g.callbacks_dropped)
     for name, value in plain.items():
         out.add(name, (), value)
 
