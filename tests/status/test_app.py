@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -115,8 +116,9 @@ async def test_every_request_needs_the_token_and_it_is_compared_exactly(
 
 
 async def test_the_websocket_handshake_is_refused_without_the_token(
-    locked_api: tuple[str, StatusService],
+    locked_api: tuple[str, StatusService], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
     url, service = locked_api
     ws_url = url.replace("http://", "ws://") + "/ws/status"
     with pytest.raises(InvalidStatus) as refused:
@@ -124,6 +126,9 @@ async def test_the_websocket_handshake_is_refused_without_the_token(
             pass
     assert refused.value.response.status_code == 401
     assert service.clients == 0
+    # an expected refusal, not an error in the log (uvicorn reports it as one)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "WebSocket handshake refused (401" in caplog.text
     async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert message["type"] == "exchange_status" and message["id"] == f"exchange_status_{message['timestamp']}"

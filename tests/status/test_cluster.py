@@ -19,6 +19,7 @@ import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from cryptolink.config import CryptolinkConfig, StatusConfig
 from cryptolink.manager import ExchangeManager
@@ -346,7 +347,7 @@ async def test_writes_resume_when_redis_comes_back_and_the_recovery_is_logged(
 async def test_the_surface_publishes_and_serves_the_cluster_document(prefix: str) -> None:
     config = StatusConfig(
         port=0,
-        redis_url=REDIS_URL,
+        redis_url=SecretStr(REDIS_URL),
         redis_prefix=prefix,
         redis_ttl_s=5.0,
         instance_id="surface-1",

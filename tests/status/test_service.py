@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def _manager(sim: Simulator | None = None) -> ExchangeManager:
     return ExchangeManager(CryptolinkConfig.from_dict({"exchanges": {"okx": entry}}, env={}))
 
 
-async def _next_status(client: PushClient, status: str) -> dict[str, object]:
+async def _next_status(client: PushClient, status: str) -> dict[str, Any]:
     """The next push whose okx connection shows ``status``."""
     while True:
         msg = await client.get()
@@ -48,12 +49,13 @@ async def test_a_state_change_is_pushed_at_once_not_on_the_period() -> None:
             await asyncio.wait_for(_next_status(client, "connected"), 20)
             sim.inject(Fault("outage", duration_s=2.0), exchange="okx")
             down = await asyncio.wait_for(_next_status(client, "reconnecting"), 20)
-            assert down["data"]["summary"]["healthy"] is False  # type: ignore[index]
+            assert down["data"]["summary"]["healthy"] is False
             await asyncio.wait_for(_next_status(client, "connected"), 30)
         finally:
             await manager.stop()
             await service.stop()
     assert service.pushes >= 3
+    assert down["data"]["push_interval_s"] == 3600  # the page's staleness bound
     kinds = {r.event.type for r in service.events()}
     assert ConnectionEventType.STATE_CHANGED in kinds and ConnectionEventType.DATA_RECEIVED not in kinds
 

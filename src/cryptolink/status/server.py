@@ -20,6 +20,25 @@ __all__ = ["StatusBindError", "StatusServer"]
 log = logging.getLogger("cryptolink.status")
 
 
+_NO_HANDSHAKE = "ASGI callable returned without completing handshake."
+
+
+class _RefusedHandshake(logging.Filter):
+    """uvicorn's sans-I/O WebSocket protocol logs a refused handshake (our 401 for a missing token, sent with the
+    ASGI denial response) as an ERROR; it is an expected refusal: logged at INFO, saying so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage() == _NO_HANDSHAKE:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "status: WebSocket handshake refused (401: missing or wrong token)", ()
+        return True
+
+
+_UVICORN_ERRORS = logging.getLogger("uvicorn.error")
+if not any(isinstance(f, _RefusedHandshake) for f in _UVICORN_ERRORS.filters):
+    _UVICORN_ERRORS.addFilter(_RefusedHandshake())
+
+
 class StatusBindError(CryptolinkError):
     """The status address cannot be bound (in use, not local, no permission)."""
 

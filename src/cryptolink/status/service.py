@@ -182,8 +182,13 @@ class StatusService:
         """Register a push client; it receives the latest message at once, then every push."""
         client = PushClient()
         self._clients.add(client)
-        client.offer(push_message(self.latest))
+        client.offer(self._message(self.latest))
         return client
+
+    def _message(self, snap: StatusSnapshot) -> dict[str, Any]:
+        message = push_message(snap)
+        message["data"]["push_interval_s"] = self.config.push_interval_s  # the page's staleness bound
+        return message
 
     def disconnect_client(self, client: PushClient) -> None:
         """Stop pushing to ``client``."""
@@ -198,7 +203,7 @@ class StatusService:
         """Send ``snap``'s push message to every client."""
         if not self._clients:
             return
-        message = push_message(snap)
+        message = self._message(snap)
         self.pushes += 1
         for client in tuple(self._clients):
             self.push_dropped += client.offer(message)
