@@ -18,6 +18,7 @@ The whole tree (each class lives in the module named on its right)::
     ├── OutputDirError (also OSError)        an output directory cannot be written                     sinks.outdir
     ├── CaptureWriteError (also OSError)     a capture file cannot be created or written               record
     ├── SubscriberClosed                     reading a closed, drained bus subscriber                  bus
+    ├── StatusBindError                      the status API's address cannot be bound                  status.server
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 
 Library errors (``websockets``, ``aiohttp``, ``OSError``, ``TimeoutError``, ``msgspec``) are mapped onto this
