@@ -377,6 +377,8 @@ def status(
     from rich.console import Console
 
     console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: the full table (rich would fold it to 80 columns)
+        console = Console(highlight=False, width=160)
     if watch is not None:
         watch_views = _lazy("cryptolink.status.table", "watch")
         raise typer.Exit(int(watch_views(load, watch, console)))
