@@ -1,11 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.console import Console
 
 from cryptolink.config import CryptolinkConfig
-from cryptolink.engine.quality import ConnectionQuality
-from cryptolink.engine.state import ConnectionState
-from cryptolink.engine.stats import ConnectionStats
 from cryptolink.report import (
     WIDTH,
     ReportRow,
@@ -15,6 +14,7 @@ from cryptolink.report import (
     render_report_table,
     render_status_table,
 )
+from tests.status.factories import QUALITY, conn
 
 ROWS = [
     ReportRow(
@@ -107,40 +107,28 @@ def test_live_table_fits_120_columns_without_wrapping_or_cutting_the_state() -> 
 
 
 def test_from_engine_stats() -> None:
-    quality = ConnectionQuality(
+    quality = replace(
+        QUALITY,
         latency_mean_ms=3.0,
         latency_p99_ms=9.0,
         lag_mean_ms=None,
         lag_p99_ms=None,
-        gaps=0,
-        loss_rate=0.0,
         stability=75.0,
         availability=99.0,
         reliability=70.0,
-        data=100.0,
         throughput_msgs_s=120.0,
         error_rate_per_min=0.5,
         uptime_pct=99.0,
         score=88.0,
-        poor=False,
     )
-    stats = ConnectionStats(
-        connection_id="c1",
+    stats = conn(
+        "c1",
         exchange="binance",
-        url="ws://127.0.0.1:1/ws",
-        route="",
-        state=ConnectionState.CONNECTED,
         messages=1000,
         bytes=50_000,
         market_events=990,
         errors=1,
         decode_errors=1,
-        oversized_frames=0,
-        callback_errors=0,
-        exchange_errors=0,
-        transport_errors=0,
-        book_errors=0,
-        ignored_frames=0,
         reconnect_attempts=4,
         successful_reconnects=3,
         failed_connects=1,
@@ -151,10 +139,7 @@ def test_from_engine_stats() -> None:
         connected_since_ns=1,
         last_message_age_s=0.1,
         subscriptions_confirmed=3,
-        subscriptions_pending=0,
-        subscriptions_rejected=0,
         subscriptions_stale=1,
-        rotations=0,
         last_disconnect_reason="connection lost without a close frame (code 1006)",
         quality=quality,
     )

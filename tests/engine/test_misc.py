@@ -8,6 +8,7 @@ from cryptolink.engine.quality import QualityTracker
 from cryptolink.engine.state import ConnectionState
 from cryptolink.engine.stats import ConnectionStats, TotalStats, combine
 from cryptolink.engine.throttle import HourlyQuota, TokenBucket
+from tests.status.factories import conn
 
 
 def ev(i: int) -> ConnectionEvent:
@@ -39,24 +40,17 @@ def test_severity_values() -> None:
 
 
 def stats(state: ConnectionState, messages: int) -> ConnectionStats:
-    q = QualityTracker().snapshot(0.0)
-    return ConnectionStats(
-        connection_id="c",
+    return conn(
+        "c",
+        state,
         exchange="x",
         url="ws://",
         route="",
-        state=state,
         messages=messages,
         bytes=0,
         market_events=0,
         errors=1,
-        decode_errors=0,
-        oversized_frames=0,
-        callback_errors=0,
-        exchange_errors=0,
         transport_errors=1,
-        book_errors=0,
-        ignored_frames=0,
         reconnect_attempts=2,
         successful_reconnects=1,
         failed_connects=1,
@@ -67,12 +61,7 @@ def stats(state: ConnectionState, messages: int) -> ConnectionStats:
         connected_since_ns=None,
         last_message_age_s=None,
         subscriptions_confirmed=0,
-        subscriptions_pending=0,
-        subscriptions_rejected=0,
-        subscriptions_stale=0,
-        rotations=0,
-        last_disconnect_reason="",
-        quality=q,
+        quality=QualityTracker().snapshot(0.0),
     )
 
 
