@@ -1,13 +1,15 @@
 """Status across instances through the real Redis on 127.0.0.1:6379: two instances publish and read as live and
-healthy, one whose snapshot expired reads as unknown and never healthy, a write during a write is skipped and
-counted, old index entries are pruned, an unreachable Redis is counted and logged once per outage (never with
-the password) and the reader answers an error document instead of raising; the surface wires it all to
-``/api/cluster/status``."""
+healthy, one whose snapshot expired (a crash) reads as unknown and never healthy, one stopped cleanly reads as
+stopped, two processes sharing an instance id are flagged, a write during a write is skipped and counted, old
+index entries are pruned, an unreachable Redis is counted and logged once per outage (never with the password)
+and the reader answers an error document instead of raising; concurrent reads share one Redis read; the
+surface wires it all to ``/api/cluster/status``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -19,6 +21,7 @@ import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from cryptolink.config import CryptolinkConfig, StatusConfig
@@ -26,12 +29,18 @@ from cryptolink.manager import ExchangeManager
 from cryptolink.simulator import Simulator
 from cryptolink.status import documents
 from cryptolink.status.cluster import (
+    MAX_CONNECTIONS,
+    REDIS_TIMEOUT_S,
     ClusterStatus,
     RedisStatusPublisher,
+    collision_key,
     index_key,
     redact_url,
+    scrub,
     status_key,
+    url_secrets,
 )
+from cryptolink.status.metrics import MetricsExporter
 from cryptolink.status.service import StatusService
 from cryptolink.status.snapshot import StatusSnapshot
 from cryptolink.status.surface import StatusSurface
@@ -148,6 +157,9 @@ async def test_two_instances_publish_and_both_read_live_and_healthy(prefix: str)
             for s, p in zip(services, publishers, strict=True):
                 await publish(s, p)
             doc = await reader.read()
+            async with redis_client() as client:
+                ttl_ms = await client.pttl(status_key(prefix, "inst-a"))
+                seen = await client.zrange(index_key(prefix), 0, -1)
         finally:
             await manager.stop()
             for p in publishers:
@@ -155,26 +167,33 @@ async def test_two_instances_publish_and_both_read_live_and_healthy(prefix: str)
             await reader.aclose()
 
     assert "error" not in doc
-    assert doc["summary"] == {"instances": 2, "live": 2, "unknown": 0, "healthy": 2, "omitted": 0}
+    assert doc["summary"] == {
+        "instances": 2,
+        "live": 2,
+        "unknown": 0,
+        "stopped": 0,
+        "healthy": 2,
+        "collisions": 0,
+        "omitted": 0,
+    }
     instances = by_id(doc)
     assert sorted(instances) == ["inst-a", "inst-b"]
     for iid, inst in instances.items():
-        assert inst["state"] == "live" and inst["healthy"] is True
+        assert inst["state"] == "live" and inst["healthy"] is True and inst["collision"] is False
         assert inst["status"]["instance_id"] == iid
+        assert "writer" not in inst["status"]  # the publisher's token stays out of the status document
         conns = inst["status"]["exchange_connections"]["connections"]
         assert [c["exchange_name"] for c in conns] == ["okx"] and conns[0]["status"] == "connected"
         assert inst["last_seen"].endswith("Z") and inst["age_s"] >= 0
     for p in publishers:
         st = p.stats()
         assert st.writes >= 1 and st.errors == 0 and st.connected and st.last_error is None
-    async with redis_client() as client:
-        ttl_ms = await client.pttl(status_key(prefix, "inst-a"))
-        assert 0 < ttl_ms <= 5000  # written with the snapshot lifetime
-        seen = await client.zrange(index_key(prefix), 0, -1)
-        assert sorted(seen) == [b"inst-a", b"inst-b"]
+    assert 0 < ttl_ms <= 5000  # written with the snapshot lifetime
+    assert sorted(seen) == [b"inst-a", b"inst-b"]
 
 
 async def test_an_instance_whose_snapshot_expired_is_unknown_and_never_healthy(prefix: str) -> None:
+    """A crash: the publisher stops writing without aclose() and its snapshot expires."""
     manager = okx_manager()  # never started: published as live but unhealthy
     live, gone = status_service(manager, "live-1"), status_service(manager, "gone-1")
     pub_live = RedisStatusPublisher(live, REDIS_URL, prefix=prefix, ttl_s=1.0)
@@ -184,16 +203,14 @@ async def test_an_instance_whose_snapshot_expired_is_unknown_and_never_healthy(p
         for s, p in ((live, pub_live), (gone, pub_gone)):
             await p.start()
             await publish(s, p)
-        await pub_gone.aclose()
         async with redis_client() as client:
             assert 0 < await client.pttl(status_key(prefix, "gone-1")) <= 1000
             # expire it now rather than waiting out the 1 s lifetime: a timeout <= 0 expires the key at once
             await client.pexpire(status_key(prefix, "gone-1"), 0)
         doc = await reader.read()
-        gone.refresh()  # a snapshot after aclose() is not written
-        assert pub_gone.stats().writes == 1
     finally:
         await pub_live.aclose()
+        await pub_gone.aclose()
         await reader.aclose()
 
     instances = by_id(doc)
@@ -202,7 +219,60 @@ async def test_an_instance_whose_snapshot_expired_is_unknown_and_never_healthy(p
     assert instances["gone-1"]["last_seen"] is not None
     assert instances["live-1"]["state"] == "live"
     assert instances["live-1"]["healthy"] is False  # okx is enabled but not running
-    assert doc["summary"] == {"instances": 2, "live": 1, "unknown": 1, "healthy": 0, "omitted": 0}
+    assert doc["summary"] == {
+        "instances": 2,
+        "live": 1,
+        "unknown": 1,
+        "stopped": 0,
+        "healthy": 0,
+        "collisions": 0,
+        "omitted": 0,
+    }
+
+
+async def test_a_clean_stop_leaves_a_stopped_tombstone_and_nothing_is_written_after(prefix: str) -> None:
+    manager = okx_manager()
+    live, stopping = status_service(manager, "live-1"), status_service(manager, "stop-1")
+    pub_live = RedisStatusPublisher(live, REDIS_URL, prefix=prefix, ttl_s=1.0)
+    pub_stop = RedisStatusPublisher(stopping, REDIS_URL, prefix=prefix, ttl_s=1.0, forget_after_s=60.0)
+    reader = ClusterStatus(REDIS_URL, prefix=prefix, ttl_s=1.0)
+    try:
+        for s, p in ((live, pub_live), (stopping, pub_stop)):
+            await p.start()
+            await publish(s, p)
+        await pub_stop.aclose()
+        async with redis_client() as client:
+            tombstone = await client.get(status_key(prefix, "stop-1"))
+            lifetime_ms = await client.pttl(status_key(prefix, "stop-1"))
+        stopping.refresh()  # a snapshot after aclose() is not written: the tombstone stays
+        await asyncio.wait_for(pub_stop.wait_idle(), 5)
+        async with redis_client() as client:
+            assert await client.get(status_key(prefix, "stop-1")) == tombstone
+        doc = await reader.read()
+    finally:
+        await pub_live.aclose()
+        await reader.aclose()
+
+    assert tombstone is not None
+    stone = json.loads(tombstone)
+    assert (
+        stone["state"] == "stopped" and stone["instance_id"] == "stop-1" and stone["stopped_at"].endswith("Z")
+    )
+    assert 1000 < lifetime_ms <= 60_000  # kept as long as the index remembers the instance, not ttl_s
+    st = pub_stop.stats()
+    assert (st.writes, st.errors) == (1, 0)
+    inst = by_id(doc)["stop-1"]
+    assert inst["state"] == "stopped" and inst["healthy"] is False and inst["status"] is None
+    assert inst["stopped_at"] == stone["stopped_at"] and inst["collision"] is False
+    assert doc["summary"] == {
+        "instances": 2,
+        "live": 1,
+        "unknown": 0,
+        "stopped": 1,
+        "healthy": 0,
+        "collisions": 0,
+        "omitted": 0,
+    }
 
 
 async def test_a_snapshot_taken_while_a_write_is_in_flight_is_skipped_and_counted(prefix: str) -> None:
@@ -349,7 +419,7 @@ async def test_the_surface_publishes_and_serves_the_cluster_document(prefix: str
         port=0,
         redis_url=SecretStr(REDIS_URL),
         redis_prefix=prefix,
-        redis_ttl_s=5.0,
+        redis_ttl_s=120.0,  # at least 2 snapshot intervals + 2 s
         instance_id="surface-1",
         push_interval_s=3600,
         snapshot_interval_s=30,
@@ -372,3 +442,213 @@ async def test_the_surface_publishes_and_serves_the_cluster_document(prefix: str
     assert [i["instance_id"] for i in doc["instances"]] == ["surface-1"]
     assert doc["instances"][0]["state"] == "live"
     assert surface.redis_publisher.stats().writes >= 2  # the first snapshot and the last one at stop
+
+
+# ---------------------------------------------------------------------------------- one id, two processes
+def collision_warnings(caplog: pytest.LogCaptureFixture, instance_id: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "same instance id" in r.message and repr(instance_id) in r.message
+    ]
+
+
+async def test_two_processes_writing_one_instance_id_are_counted_flagged_and_both_keep_writing(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = okx_manager()
+    a, b = status_service(manager, "twin-1"), status_service(manager, "twin-1")
+    pub_a = RedisStatusPublisher(a, REDIS_URL, prefix=prefix, ttl_s=5.0)
+    pub_b = RedisStatusPublisher(b, REDIS_URL, prefix=prefix, ttl_s=5.0)
+    reader = ClusterStatus(REDIS_URL, prefix=prefix, ttl_s=5.0)
+    caplog.set_level(logging.INFO, logger="cryptolink.status")
+    assert pub_a.writer != pub_b.writer
+    try:
+        await pub_a.start()
+        await pub_b.start()
+        await publish(a, pub_a)
+        await publish(b, pub_b)  # b's first write: it may be a restart of a, not counted
+        assert (pub_a.stats().collisions, pub_b.stats().collisions) == (0, 0)
+        await publish(a, pub_a)  # a finds b's snapshot where its own was
+        await publish(b, pub_b)
+        await publish(a, pub_a)
+        doc = await reader.read()
+        await publish(b, pub_b)  # b wrote last: a's stop must not mark b's live snapshot stopped
+        await pub_a.aclose()
+        async with redis_client() as client:
+            raw = await client.get(status_key(prefix, "twin-1"))
+            assert raw is not None
+            kept = json.loads(raw)
+            marker_ttl = await client.pttl(collision_key(prefix, "twin-1"))
+    finally:
+        await pub_a.aclose()
+        await pub_b.aclose()
+        await reader.aclose()
+
+    assert (pub_a.stats().collisions, pub_b.stats().collisions) == (2, 2)
+    assert pub_a.stats().writes == 3 and pub_b.stats().writes == 3  # both kept writing
+    assert len(collision_warnings(caplog, "twin-1")) == 2  # once per publisher, not once per collision
+    (inst,) = doc["instances"]
+    assert inst["state"] == "live" and inst["collision"] is True
+    assert inst["healthy"] is False  # whose status is this? never vouched for
+    assert doc["summary"]["collisions"] == 1
+    assert kept["writer"] == pub_b.writer and kept.get("state") != "stopped"
+    assert 0 < marker_ttl <= 5000
+    refused = [r for r in caplog.records if "not marked stopped" in r.message]
+    assert len(refused) == 1
+
+
+async def test_a_restart_under_the_same_instance_id_is_not_a_collision(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a crash (the dead process's snapshot still there) and after a clean stop (its tombstone)."""
+    caplog.set_level(logging.INFO, logger="cryptolink.status")
+    crashed = b'{"writer":"0123456789abcdef","instance_id":"node-1"}'  # what a crashed process leaves
+    async with redis_client() as client:
+        await client.set(status_key(prefix, "node-1"), crashed, px=5000)
+    service = status_service(okx_manager(), "node-1")
+    first = RedisStatusPublisher(service, REDIS_URL, prefix=prefix, ttl_s=5.0)
+    await first.start()
+    try:
+        for _ in range(3):
+            await publish(service, first)
+    finally:
+        await first.aclose()  # a clean stop: the tombstone
+    second = RedisStatusPublisher(service, REDIS_URL, prefix=prefix, ttl_s=5.0)
+    await second.start()
+    try:
+        for _ in range(3):
+            await publish(service, second)
+    finally:
+        await second.aclose()
+    assert first.stats().collisions == 0 and second.stats().collisions == 0
+    assert collision_warnings(caplog, "node-1") == []
+    async with redis_client() as client:
+        assert await client.exists(collision_key(prefix, "node-1")) == 0
+
+
+# ------------------------------------------------------------------------------------ shared reads, pool
+async def test_concurrent_reads_share_one_redis_read_and_reuse_it_briefly(prefix: str) -> None:
+    now = [100.0]
+    reader = ClusterStatus(REDIS_URL, prefix=prefix, ttl_s=2.0, monotonic=lambda: now[0])
+    assert reader.cache_s == 0.5  # min(1 s, ttl / 4)
+    try:
+        docs = await asyncio.gather(*(reader.read() for _ in range(20)))
+        assert (reader.reads, reader.shared) == (1, 19)
+        assert all(d is docs[0] for d in docs)
+        now[0] += 0.4
+        assert await reader.read() is docs[0] and reader.reads == 1  # still fresh enough
+        now[0] += 0.2
+        fresh = await reader.read()
+        assert fresh is not docs[0] and reader.reads == 2
+        # a caller that goes away does not cancel the read the others wait for
+        now[0] += 1.0
+        leaving = asyncio.create_task(reader.read())
+        staying = asyncio.create_task(reader.read())
+        await asyncio.sleep(0)  # both are now waiting on the same read
+        leaving.cancel()
+        assert "error" not in await asyncio.wait_for(staying, 10) and reader.reads == 3
+        assert reader._client is not None
+        pool = reader._client.connection_pool
+        assert isinstance(pool, aioredis.BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == (MAX_CONNECTIONS, REDIS_TIMEOUT_S)
+    finally:
+        await reader.aclose()
+    assert reader.stats().shared == 21  # 19 + the cached answer + the caller that stayed
+
+
+async def test_a_hung_redis_sees_one_connection_for_many_concurrent_requests(prefix: str) -> None:
+    """A server that accepts and never answers: 50 concurrent reads cost one read (one connection and its
+    one retry at most), not 50, and all of them get the same error answer."""
+    accepted: list[asyncio.StreamWriter] = []
+    release = asyncio.Event()
+
+    async def hole(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader = ClusterStatus(f"redis://127.0.0.1:{port}/0", prefix=prefix, log_failures=False)
+    try:
+        docs = await asyncio.wait_for(asyncio.gather(*(reader.read() for _ in range(50))), 30)
+    finally:
+        await reader.aclose()
+        release.set()
+        server.close()
+        await server.wait_closed()
+    assert all(d is docs[0] for d in docs) and "Timeout" in docs[0]["error"]
+    assert (reader.errors, reader.shared) == (1, 49)
+    assert 1 <= len(accepted) <= 2
+
+
+async def test_a_quiet_reader_forgets_its_error_when_redis_comes_back(prefix: str) -> None:
+    port = closed_port()
+    now = [0.0]
+    reader = ClusterStatus(
+        f"redis://127.0.0.1:{port}/0", prefix=prefix, log_failures=False, monotonic=lambda: now[0]
+    )
+    started, stop = asyncio.Event(), asyncio.Event()
+    forwarder: asyncio.Task[None] | None = None
+    try:
+        failed = await reader.read()
+        assert "error" in failed and reader.last_error is not None
+        forwarder = asyncio.create_task(_forward(port, started, stop))
+        await asyncio.wait_for(started.wait(), 5)
+        now[0] += 10.0  # past the answer cache
+        recovered = await reader.read()
+    finally:
+        await reader.aclose()
+        stop.set()
+        if forwarder is not None:
+            await asyncio.wait_for(forwarder, 5)
+    assert "error" not in recovered
+    assert reader.last_error is None and reader.stats().last_error is None
+    assert (reader.reads, reader.errors) == (1, 1)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+async def test_the_exporter_shows_the_publishers_and_the_readers_counters(prefix: str) -> None:
+    service = status_service(okx_manager(), "metered-1")
+    publisher = RedisStatusPublisher(service, REDIS_URL, prefix=prefix, ttl_s=5.0)
+    down = RedisStatusPublisher(
+        status_service(okx_manager(), "down-1"),
+        f"redis://127.0.0.1:{closed_port()}/0",
+        prefix=prefix,
+        ttl_s=5.0,
+    )
+    reader = ClusterStatus(REDIS_URL, prefix=prefix)
+    await publisher.start()
+    await down.start()
+    try:
+        await publish(service, publisher)
+        await publish(service, publisher)
+        await publish(down.service, down)
+        await reader.read()
+        up_body = MetricsExporter(service, process=False, redis=publisher, cluster=reader).render()[0]
+        down_body = MetricsExporter(down.service, process=False, redis=down).render()[0]
+    finally:
+        await publisher.aclose()
+        await down.aclose()
+        await reader.aclose()
+    up = {s.name: s.value for fam in text_string_to_metric_families(up_body.decode()) for s in fam.samples}
+    assert up["cryptolink_status_redis_writes_total"] == 2
+    assert up["cryptolink_status_redis_write_errors_total"] == 0
+    assert up["cryptolink_status_redis_connected"] == 1
+    assert up["cryptolink_status_redis_reads_total"] == 1
+    assert up["cryptolink_status_redis_read_errors_total"] == 0
+    dn = {s.name: s.value for fam in text_string_to_metric_families(down_body.decode()) for s in fam.samples}
+    assert dn["cryptolink_status_redis_write_errors_total"] == 1
+    assert dn["cryptolink_status_redis_connected"] == 0
+    assert "cryptolink_status_redis_reads_total" not in dn  # no reader given
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+def test_secrets_are_found_raw_and_percent_decoded_and_scrubbed() -> None:
+    url = "redis://ops:p%40ss-w0rd@10.0.0.1:6379/0?password=other-secret"
+    secrets = url_secrets(url)
+    assert set(secrets) == {"p%40ss-w0rd", "p@ss-w0rd", "other-secret"}
+    text = scrub("auth p@ss-w0rd failed for p%40ss-w0rd; other-secret", secrets)
+    assert text == "auth *** failed for ***; ***"
+    assert url_secrets("redis://lonely-secret@host:6379") == ["lonely-secret"]

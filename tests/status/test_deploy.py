@@ -140,6 +140,9 @@ def test_the_dashboard_shape() -> None:
         "REST 429 / 418",
     ):
         assert wanted in titles
+    (rate,) = [p for p in doc["panels"] if p["title"] == "Messages per second"]
+    assert rate["fieldConfig"]["defaults"]["unit"] == "short"  # messages, not requests ("reqps")
+    assert rate["fieldConfig"]["defaults"]["custom"]["axisLabel"] == "msg/s"
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
     for p in doc["panels"]:
@@ -170,3 +173,101 @@ def test_the_metrics_page_documents_every_family_alert_and_bucket() -> None:
     assert [r["alert"] for r in rules() if f"`{r['alert']}`" not in page] == []
     bounds = ", ".join(f"{b / 1000:g}" for b in LATENCY_BUCKETS_MS)
     assert f"`{bounds}, +Inf`" in page
+
+
+# ------------------------------------------------------------------------------------------- label names
+SCRAPE_LABELS = frozenset({"job", "instance"})
+"""Labels Prometheus adds to every scraped series."""
+
+SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+TEMPLATE_LABEL = re.compile(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)")
+LEGEND_LABEL = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+LABEL_VALUES = re.compile(r"^label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$")
+
+
+def labels_of(series: str) -> frozenset[str] | None:
+    """The label names a series named ``series`` can carry (per-symbol ones included), ``None`` for a name
+    this project does not expose. ``up`` is Prometheus' own."""
+    if series == "up":
+        return SCRAPE_LABELS
+    by_name = {s.name: s for s in SPECS}
+    for suffix, extra in (("", ()), ("_bucket", ("le",)), ("_count", ()), ("_sum", ())):
+        spec = by_name.get(series.removesuffix(suffix)) if series.endswith(suffix) else None
+        if spec is not None and (suffix == "" or spec.kind == "histogram"):
+            return SCRAPE_LABELS | set(spec.labels) | set(spec.symbol_labels) | set(extra)
+    return None
+
+
+def label_problems(expr: str, used_elsewhere: tuple[str, ...] = ()) -> list[str]:
+    """Label names in ``expr`` (selectors, grouping clauses) and in ``used_elsewhere`` (annotations, legends)
+    that the metrics they go with do not have."""
+    problems: list[str] = []
+    union: set[str] = set(SCRAPE_LABELS)
+    for m in NAME.finditer(expr):
+        known = labels_of(m.group(0))
+        if known is None:
+            problems.append(f"{m.group(0)}: not an exposed series")
+        else:
+            union |= known
+    for m in SELECTOR.finditer(expr):
+        known = labels_of(m.group(1))
+        for label in MATCHER.findall(m.group(2)):
+            if known is not None and label not in known:
+                problems.append(f"{m.group(1)} has no label {label!r}")
+    grouped = [label.strip() for m in GROUPING.finditer(expr) for label in m.group(1).split(",")]
+    for label in [g for g in grouped if g] + list(used_elsewhere):
+        if label not in union:
+            problems.append(f"no metric of {expr!r} has the label {label!r}")
+    return problems
+
+
+def test_the_label_check_finds_wrong_labels() -> None:
+    """The checks below can fail: a misspelt grouping label, a label of another metric, an annotation label."""
+    assert label_problems('sum by (feed) (cryptolink_books{feed=~"x"})') == []
+    assert label_problems("sum by (symbl) (cryptolink_books)") != []
+    assert label_problems('cryptolink_books{cause="gap"}') != []  # cause exists, but not on books
+    assert label_problems("cryptolink_books > 1", ("connection",)) != []
+    assert label_problems("cryptolink_renamed_metric > 1") != []
+    assert label_problems('cryptolink_ping_rtt_seconds_bucket{le="0.1"}') == []
+
+
+def test_every_label_the_rules_use_exists_on_their_metrics() -> None:
+    for rule in rules():
+        annotations = " ".join(rule["annotations"].values())
+        used = tuple(TEMPLATE_LABEL.findall(annotations))
+        assert label_problems(rule["expr"], used) == [], rule["alert"]
+
+
+def test_every_label_the_dashboard_uses_exists_on_its_metrics() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    for p in doc["panels"]:
+        for t in p.get("targets", ()):
+            legend = tuple(LEGEND_LABEL.findall(t.get("legendFormat", "")))
+            assert label_problems(t["expr"], legend) == [], (p["title"], t["expr"])
+            kept = re.search(r"\bby\s*\(([^)]*)\)", t["expr"])  # the outer aggregation keeps only these
+            if kept is not None:
+                names = {label.strip() for label in kept.group(1).split(",")}
+                assert set(legend) <= names, (p["title"], t["expr"], legend)
+
+
+def test_the_dashboard_variables_query_exposed_labels(tmp_path: Path) -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    used = {m for e in dashboard_exprs() for m in re.findall(r"\$([a-zA-Z_]+)", e)} - {"__rate_interval"}
+    assert used <= set(variables), used - set(variables)
+    selectors = []
+    for name, var in variables.items():
+        query = var["query"]["query"]
+        assert var["definition"] == query, name
+        m = LABEL_VALUES.match(query)
+        assert m is not None, f"{name}: {query!r} is not label_values(<selector>, <label>)"
+        selector, label = m.group(1), m.group(2)
+        assert label_problems(selector, (label,)) == [], name
+        selectors.append(re.sub(r"\$[a-zA-Z_]+", ".*", selector))
+    path = tmp_path / "variables.yml"
+    rules_doc = [{"record": f"v:{i}", "expr": s} for i, s in enumerate(selectors)]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "variables", "rules": rules_doc}]}))
+    res = promtool("check", "rules", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr

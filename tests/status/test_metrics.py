@@ -8,14 +8,19 @@ real exposition; hand-made snapshots check the aggregation rules and the bounded
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -30,10 +35,13 @@ from cryptolink.engine.stats import ConnectionStats, StreamStatus
 from cryptolink.engine.watchdog import WatchdogConfig
 from cryptolink.exchanges.base import ConnectionSpec
 from cryptolink.feed import BookHealth, FeedStats
+from cryptolink.guard import GuardStats
 from cryptolink.models import Subscription
 from cryptolink.simulator import Fault
 from cryptolink.status import documents
 from cryptolink.status.app import create_app
+from cryptolink.status.cluster import PublisherStats, ReaderStats
+from cryptolink.status.counters import MonotonicSum
 from cryptolink.status.metrics import ERROR_KINDS, SPECS, MetricsExporter
 from cryptolink.status.server import StatusServer
 from cryptolink.status.service import StatusService
@@ -53,6 +61,14 @@ from tests.status import factories as f
 pytestmark = [pytest.mark.timeout(60)]
 
 Labels = dict[str, str]
+
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+
+
+def rules_of(path: Path) -> list[dict[str, Any]]:
+    """Every rule of a Prometheus rules file."""
+    doc = yaml.safe_load(path.read_text())
+    return [r for group in doc["groups"] for r in group["rules"]]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -260,6 +276,7 @@ async def test_bus_drops_and_status_push_drops_are_per_consumer_and_visible() ->
 
         await r.until(dropping, 10.0, "the unread consumer drops")
         client = run.service.connect_client()  # never reads: keeps the newest PUSH_QUEUE_SIZE messages
+        assert client is not None
         for _ in range(6):
             run.service.push(run.service.latest)
         snap, samples, _ = await run.scrape()
@@ -499,7 +516,7 @@ def _many_symbols(n: int) -> StatusSnapshot:
 
 def test_series_do_not_grow_with_symbols_unless_per_symbol() -> None:
     few, many = _many_symbols(2), _many_symbols(40)
-    assert len(render(few)) == len(render(many)) <= 70 + 34 + 16
+    assert len(render(few)) == len(render(many)) <= 70 + 34 + 20
     assert value(render(many), "cryptolink_data_age_seconds") == pytest.approx(39.1)  # the most silent one
     grown = len(render(many, per_symbol=True)) - len(render(few, per_symbol=True))
     assert grown == 38 * (2 + 13)  # per subscription: age, stale; per book: live, 4 counters, 8 causes
@@ -534,3 +551,276 @@ def test_book_counters_are_summed_per_feed() -> None:
     assert value(samples, "cryptolink_book_checksum_failures_total") == 23
     assert value(samples, "cryptolink_book_messages_dropped_total") == 35
     assert value(samples, "cryptolink_book_id_restarts_total") == 46
+
+
+# ------------------------------------------------------------------- sums that never go down (monotonic)
+
+
+def _books_of(n: int, resyncs_by_cause: dict[str, int]) -> tuple[BookHealth, ...]:
+    return tuple(
+        replace(f.book(f"S{i}/USDT", "okx-ws-1"), resyncs_by_cause=dict(resyncs_by_cause)) for i in range(n)
+    )
+
+
+def _exporter(snap: StatusSnapshot) -> tuple[FixedSource, MetricsExporter]:
+    source = FixedSource(snap)
+    return source, MetricsExporter(source, clock=FixedClock(snap.taken_ns), process=False)
+
+
+def _scrape(exporter: MetricsExporter) -> list[Sample]:
+    return parse(exporter.render()[0].decode())
+
+
+def test_a_book_that_goes_away_keeps_its_counts_in_the_feed_sums() -> None:
+    a = BookHealth("A/USDT", "live", 1, gaps=2, checksum_failures=1, resyncs=3, dropped=3, id_restarts=1)
+    a = replace(a, resyncs_by_cause={"restart": 1, "gap": 2})
+    b = BookHealth("B/USDT", "live", 1, gaps=5, checksum_failures=4, resyncs=6, dropped=7, id_restarts=2)
+    b = replace(b, resyncs_by_cause={"restart": 1, "checksum": 4, "exotic": 1})
+    conn = f.conn("okx-ws-1")
+    source, exporter = _exporter(f.snapshot(f.feed("okx", conn, books=(a, b))))
+    before = _scrape(exporter)
+    assert value(before, "cryptolink_book_resyncs_total", cause="restart") == 2
+    # B is unsubscribed; A goes on counting
+    a2 = replace(a, gaps=3, resyncs_by_cause={"restart": 1, "gap": 3})
+    source.latest = f.snapshot(f.feed("okx", conn, books=(a2,)))
+    after = _scrape(exporter)
+    assert value(after, "cryptolink_books", feed="okx") == 1  # gauges follow the books present
+    assert value(after, "cryptolink_book_resyncs_total", cause="restart") == 2  # not 1
+    assert value(after, "cryptolink_book_resyncs_total", cause="gap") == 3
+    assert value(after, "cryptolink_book_resyncs_total", cause="checksum") == 4  # all of them B's
+    assert value(after, "cryptolink_book_resyncs_total", cause="exotic") == 1
+    assert value(after, "cryptolink_book_gaps_total") == 3 + 5
+    assert value(after, "cryptolink_book_checksum_failures_total") == 1 + 4
+    assert value(after, "cryptolink_book_messages_dropped_total") == 3 + 7
+    assert value(after, "cryptolink_book_id_restarts_total") == 1 + 2
+    for sample in find(before, "cryptolink_book_resyncs_total") + find(before, "cryptolink_book_gaps_total"):
+        (now,) = find(after, sample.name, **sample.labels)
+        assert now.value >= sample.value, sample
+    # a second scrape of the same snapshot gives the same samples
+    assert _scrape(exporter) == after
+
+
+def test_a_book_resubscribed_between_scrapes_keeps_the_old_counts() -> None:
+    """The same symbol comes back as a new book (counters restarted lower): the old counts stay in."""
+    old = replace(f.book("A/USDT", "okx-ws-1"), gaps=9, resyncs_by_cause={"restart": 1, "gap": 9})
+    new = replace(f.book("A/USDT", "okx-ws-1"), gaps=1, resyncs_by_cause={"restart": 1})
+    conn = f.conn("okx-ws-1")
+    source, exporter = _exporter(f.snapshot(f.feed("okx", conn, books=(old,))))
+    _scrape(exporter)
+    source.latest = f.snapshot(f.feed("okx", conn, books=(new,)))
+    samples = _scrape(exporter)
+    assert value(samples, "cryptolink_book_gaps_total") == 9 + 1
+    assert value(samples, "cryptolink_book_resyncs_total", cause="restart") == 2
+    assert value(samples, "cryptolink_book_resyncs_total", cause="gap") == 9
+
+
+def test_a_closed_consumer_keeps_its_counts_in_its_name_sums() -> None:
+    both = (consumer("algo", 1, 5, 10), consumer("algo", 2, 1000, 20))
+    snap = f.snapshot(f.feed("okx", f.conn("okx-ws-1")))
+    source, exporter = _exporter(replace(snap, bus=BusStats(published=9, unrouted=0, consumers=both)))
+    assert value(_scrape(exporter), "cryptolink_bus_dropped_total", consumer="algo") == 1005
+    # consumer 1 closes; consumer 2 drops 10 more; a third one with another name appears
+    left = (consumer("algo", 2, 1010, 25), consumer("other", 3, 1, 1))
+    source.latest = replace(snap, bus=BusStats(published=9, unrouted=0, consumers=left))
+    samples = _scrape(exporter)
+    assert value(samples, "cryptolink_bus_dropped_total", consumer="algo") == 1015
+    assert value(samples, "cryptolink_bus_delivered_total", consumer="algo") == 35
+    assert value(samples, "cryptolink_bus_queue_capacity", consumer="algo") == 8  # gauges: present ones only
+    assert value(samples, "cryptolink_bus_dropped_total", consumer="other") == 1
+    # every consumer of "algo" gone: its series goes away and nothing is kept for it
+    source.latest = replace(snap, bus=BusStats(published=9, unrouted=0, consumers=left[1:]))
+    samples = _scrape(exporter)
+    assert find(samples, "cryptolink_bus_dropped_total", consumer="algo") == []
+    assert len(exporter.collector._bus_sums) == 1
+
+
+def test_monotonic_sums_keep_no_memory_per_vanished_member() -> None:
+    acc = MonotonicSum()
+    for i in range(1000):  # a thousand short-lived members, one at a time
+        totals = acc.update([(i, {"n": 1, "m": 2})])
+    assert totals == {"n": 1000, "m": 2000}
+    assert acc.members == 1
+    assert acc.update([]) == {"n": 1000, "m": 2000}
+    assert acc.members == 0
+
+
+def test_the_resync_alert_does_not_fire_when_a_book_goes_away(tmp_path: Path) -> None:
+    """The reviewer's case through promtool: 30 books with one initial resync each, one unsubscribed at minute
+    3. The exported series stays at 30 and CryptolinkBookResyncLoop stays silent; the plain sum (30 -> 29,
+    what the exporter exposed before) fires it."""
+    conn = f.conn("okx-ws-1")
+    books = _books_of(30, resyncs_by_cause={"restart": 1})
+    source, exporter = _exporter(f.snapshot(f.feed("okx", conn, books=books)))
+    exported: list[float] = []
+    plain: list[float] = []
+    for minute in range(10):
+        present = books if minute < 3 else books[1:]
+        source.latest = f.snapshot(f.feed("okx", conn, books=present))
+        exported.append(value(_scrape(exporter), "cryptolink_book_resyncs_total", cause="restart"))
+        plain.append(float(len(present)))
+    assert exported == [30.0] * 10
+    (rule,) = [r for r in rules_of(ALERTS) if r["alert"] == "CryptolinkBookResyncLoop"]
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "g", "rules": [{k: rule[k] for k in ("alert", "expr", "labels")}]}]}
+        )
+    )
+    labels = 'job="cryptolink", exchange="okx", market="spot", feed="okx", cause="restart"'
+    test = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'cryptolink_book_resyncs_total{{{labels}, instance="{name}"}}',
+                        "values": " ".join(f"{v:g}" for v in values),
+                    }
+                    for name, values in (("exported", exported), ("plain", plain))
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "4m",
+                        "alertname": "CryptolinkBookResyncLoop",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "job": "cryptolink",
+                                    "instance": "plain",
+                                    "exchange": "okx",
+                                    "market": "spot",
+                                    "feed": "okx",
+                                }
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed"
+    res = subprocess.run(
+        [promtool, "test", "rules", "test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------------------- status service and Redis
+
+
+@dataclass(frozen=True, slots=True)
+class _LaterSnapshot(StatusSnapshot):
+    """A snapshot with the status service's later counters (whether or not StatusSnapshot has them yet)."""
+
+    snapshot_errors: int = 0
+    push_clients_dropped: int = 0
+    push_clients_refused: int = 0
+    host_timeouts: int = 0
+
+
+def test_status_service_counters_are_exported_and_zero_by_default() -> None:
+    snap = f.snapshot(f.feed("okx", f.conn("okx-ws-1")))
+    plain = render(snap)
+    for name in (
+        "cryptolink_status_snapshot_errors_total",
+        "cryptolink_status_push_clients_dropped_total",
+        "cryptolink_status_push_clients_refused_total",
+        "cryptolink_status_host_timeouts_total",
+    ):
+        assert value(plain, name) == 0, name
+    fields = {f_.name: getattr(snap, f_.name) for f_ in dataclasses.fields(StatusSnapshot)}
+    later = _LaterSnapshot(
+        **{
+            **fields,
+            "snapshot_errors": 3,
+            "push_clients_dropped": 2,
+            "push_clients_refused": 5,
+            "host_timeouts": 7,
+        }
+    )
+    samples = render(later)
+    assert value(samples, "cryptolink_status_snapshot_errors_total") == 3
+    assert value(samples, "cryptolink_status_push_clients_dropped_total") == 2
+    assert value(samples, "cryptolink_status_push_clients_refused_total") == 5
+    assert value(samples, "cryptolink_status_host_timeouts_total") == 7
+
+
+def test_guard_callback_errors_and_drops_are_two_counters() -> None:
+    guards = GuardStats(
+        guards=2,
+        checks=10,
+        check_errors=0,
+        halts=3,
+        resumes=2,
+        callback_errors=4,
+        callbacks_dropped=9,
+        safe=1,
+    )
+    snap = f.snapshot(f.feed("okx", f.conn("okx-ws-1")))
+    samples = render(replace(snap, stats=replace(snap.stats, guards=guards)))
+    assert value(samples, "cryptolink_guard_callback_errors_total") == 4
+    assert value(samples, "cryptolink_guard_callbacks_dropped_total") == 9
+    assert value(samples, "cryptolink_guard_halts_total") == 3
+
+
+@dataclass
+class _Publisher:
+    figures: PublisherStats
+
+    def stats(self) -> PublisherStats:
+        return self.figures
+
+
+@dataclass
+class _Reader:
+    figures: ReaderStats
+
+    def stats(self) -> ReaderStats:
+        return self.figures
+
+
+def test_redis_publisher_and_reader_counters_are_exported_only_with_their_sources() -> None:
+    snap = f.snapshot(f.feed("okx", f.conn("okx-ws-1")))
+    without = render(snap)
+    assert [s for s in without if s.name.startswith("cryptolink_status_redis_")] == []
+    publisher = _Publisher(PublisherStats(12, 3, 2, "ConnectionError: x", False, None, collisions=4))
+    reader = _Reader(ReaderStats(reads=7, errors=1, shared=30, last_error=None))
+    exporter = MetricsExporter(
+        FixedSource(snap), clock=FixedClock(snap.taken_ns), process=False, redis=publisher, cluster=reader
+    )
+    samples = parse(exporter.render()[0].decode())
+    assert value(samples, "cryptolink_status_redis_writes_total") == 12
+    assert value(samples, "cryptolink_status_redis_write_errors_total") == 3
+    assert value(samples, "cryptolink_status_redis_writes_skipped_total") == 2
+    assert value(samples, "cryptolink_status_redis_connected") == 0
+    assert value(samples, "cryptolink_status_redis_collisions_total") == 4
+    assert value(samples, "cryptolink_status_redis_reads_total") == 7
+    assert value(samples, "cryptolink_status_redis_read_errors_total") == 1
+    publisher.figures = replace(publisher.figures, connected=True, writes=13)
+    samples = parse(exporter.render()[0].decode())
+    assert value(samples, "cryptolink_status_redis_connected") == 1
+    assert value(samples, "cryptolink_status_redis_writes_total") == 13
+
+
+def test_a_nan_round_trip_is_ignored_by_the_histogram() -> None:
+    tracker = QualityTracker()
+    tracker.record_rtt(30.0)
+    tracker.record_rtt(math.nan)
+    tracker.record_rtt(400.0)
+    assert tracker.rtt_histogram.nan == 1
+    h = tracker.rtt_histogram
+    quality = replace(f.QUALITY, rtt_buckets=h.cumulative(), rtt_sum_ms=h.sum_ms, rtt_count=h.count)
+    cs = f.conn("okx-ws-1", quality=quality)
+    samples = render(f.snapshot(f.feed("okx", cs)))
+    assert value(samples, "cryptolink_ping_rtt_seconds_count") == 2
+    assert value(samples, "cryptolink_ping_rtt_seconds_sum") == pytest.approx(0.43)
+    assert value(samples, "cryptolink_ping_rtt_seconds_bucket", le="0.001") == 0  # NaN fell in no bucket

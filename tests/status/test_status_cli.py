@@ -1,7 +1,8 @@
 """``cryptolink status`` against a real status server on loopback and the real Redis: the table lists every
-connection, exit 0 healthy / 1 unhealthy or an unknown instance / 2 unreachable (one line, no traceback), the
-token from ``--token`` or ``CRYPTOLINK__STATUS__TOKEN``, ``--watch`` refreshing until Ctrl-C, and ``--help``
-without the heavy imports."""
+connection, exit 0 healthy (stopped instances do not count) / 1 unhealthy, an unknown instance or a collision /
+2 unreachable or a bad argument (one line, no traceback, never the token or a password), the token from
+``--token`` or ``CRYPTOLINK__STATUS__TOKEN``, data shown as text and never as rich markup, ``--watch``
+refreshing until Ctrl-C, and ``--help`` without the heavy imports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,10 +25,10 @@ from cryptolink.config import StatusConfig
 from cryptolink.manager import ExchangeManager
 from cryptolink.simulator import Fault, Simulator
 from cryptolink.status import documents
-from cryptolink.status.cluster import RedisStatusPublisher, status_key
+from cryptolink.status.cluster import RedisStatusPublisher, collision_key, index_key, status_key
 from cryptolink.status.snapshot import StatusSnapshot
 from cryptolink.status.surface import StatusSurface
-from cryptolink.status.table import View, watch
+from cryptolink.status.table import View, load_instance, watch
 from tests.status.test_cluster import (
     REDIS_URL,
     closed_port,
@@ -155,7 +157,7 @@ async def test_url_and_redis_together_are_refused() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- Redis
-async def test_redis_lists_every_instance_and_an_unknown_one_fails(prefix: str) -> None:
+async def test_redis_lists_every_instance_a_stopped_one_passes_and_an_unknown_one_fails(prefix: str) -> None:
     async with Simulator(exchanges=["okx"], speed=1.0) as sim:
         manager = okx_manager(sim)
         services = [status_service(manager, "cli-a"), status_service(manager, "cli-b")]
@@ -168,23 +170,26 @@ async def test_redis_lists_every_instance_and_an_unknown_one_fails(prefix: str) 
             for s, p in zip(services, publishers, strict=True):
                 await publish(s, p)
             conn_id = services[0].latest.stats.feeds[0].connections[0].connection_id
+            healthy = await cli("--redis", REDIS_URL, "--prefix", prefix)
+            await publishers[1].aclose()  # cli-b stops cleanly
+            one_stopped = await cli("--redis", REDIS_URL, "--prefix", prefix)
+            async with redis_client() as client:
+                await client.pexpire(status_key(prefix, "cli-a"), 0)  # cli-a "crashed": its snapshot expires
+            one_unknown = await cli("--redis", REDIS_URL, "--prefix", prefix)
         finally:
             await manager.stop()
             for p in publishers:
                 await p.aclose()
 
-    healthy = await cli("--redis", REDIS_URL, "--prefix", prefix)
-    async with redis_client() as client:
-        await client.pexpire(status_key(prefix, "cli-b"), 0)  # cli-b's snapshot expires now
-    one_unknown = await cli("--redis", REDIS_URL, "--prefix", prefix)
-
     assert healthy.exit_code == 0, healthy.output
     assert "cli-a  healthy: yes" in healthy.stdout and "cli-b  healthy: yes" in healthy.stdout
-    assert (
-        healthy.stdout.count(conn_id) == 2 and "2 instance(s), 2 live, 0 unknown, 2 healthy" in healthy.stdout
-    )
+    assert healthy.stdout.count(conn_id) == 2
+    assert "2 instance(s), 2 live, 0 unknown, 0 stopped, 2 healthy" in healthy.stdout
+    assert one_stopped.exit_code == 0, one_stopped.output
+    assert "cli-b  STOPPED" in one_stopped.stdout and "cli-a  healthy: yes" in one_stopped.stdout
+    assert "2 instance(s), 1 live, 0 unknown, 1 stopped, 1 healthy" in one_stopped.stdout
     assert one_unknown.exit_code == 1, one_unknown.output
-    assert "cli-b  UNKNOWN" in one_unknown.stdout and "1 unknown, 1 healthy" in one_unknown.stdout
+    assert "cli-a  UNKNOWN" in one_unknown.stdout and "1 unknown, 1 stopped, 0 healthy" in one_unknown.stdout
 
 
 async def test_no_instance_in_redis_exits_1(prefix: str) -> None:
@@ -198,6 +203,102 @@ async def test_an_unreachable_redis_exits_2_with_one_line_and_no_password() -> N
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot read Redis redis://:***@")
     assert "hunter2-secret" not in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------- documents planted in Redis
+def status_doc(instance_id: str, *, healthy: bool = True, last_error: str = "") -> dict[str, Any]:
+    """A small ``/api/system/status`` document with one okx connection."""
+    connection = {
+        "exchange_name": "okx",
+        "connection_id": "okx-ws-1",
+        "status": "connected",
+        "status_color": "green",
+        "last_error": last_error,
+    }
+    summary = {"healthy": healthy, "unhealthy_reasons": [] if healthy else ["okx: down"]}
+    return {
+        "instance_id": instance_id,
+        "exchange_connections": {"summary": summary, "connections": [connection]},
+    }
+
+
+async def plant(prefix: str, instance_id: str, doc: dict[str, Any], *, collision: bool = False) -> None:
+    """Write ``doc`` as ``instance_id``'s status (as a publisher would) and list it in the index."""
+    now_ms = time.time_ns() // 1_000_000
+    async with redis_client() as client:
+        await client.set(status_key(prefix, instance_id), json.dumps(doc), px=30_000)
+        await client.zadd(index_key(prefix), {instance_id: now_ms})
+        if collision:
+            await client.set(collision_key(prefix, instance_id), now_ms, px=30_000)
+
+
+async def test_exchange_text_is_shown_as_text_never_as_markup(prefix: str) -> None:
+    """An exchange error quoting a path in brackets used to crash rich; ``[b]`` used to vanish; escape
+    sequences would reach the terminal."""
+    await plant(prefix, "i-1", status_doc("i-1", last_error="e [/ws/v5/public] [b]x[/b] \x1b[2Jz"))
+    result = await cli("--redis", REDIS_URL, "--prefix", prefix)
+    assert result.exit_code == 0, result.output
+    assert "e [/ws/v5/public] [b]x[/b] \\x1b[2Jz" in result.stdout
+    assert "\x1b" not in result.stdout
+
+
+async def test_stopped_instances_do_not_fail_but_nothing_running_does(prefix: str) -> None:
+    stopped = {"state": "stopped", "stopped_at": "2026-12-02T03:50:11.998Z", "instance_id": "old-1"}
+    await plant(prefix, "old-1", stopped)
+    only_stopped = await cli("--redis", REDIS_URL, "--prefix", prefix)
+    await plant(prefix, "new-1", status_doc("new-1"))
+    with_live = await cli("--redis", REDIS_URL, "--prefix", prefix)
+    assert only_stopped.exit_code == 1, only_stopped.output
+    assert "every instance is stopped" in " ".join(only_stopped.stdout.split())  # may wrap
+    assert with_live.exit_code == 0, with_live.output
+    assert "old-1  STOPPED  at 2026-12-02T03:50:11.998Z" in with_live.stdout
+    assert "2 instance(s), 1 live, 0 unknown, 1 stopped, 1 healthy" in with_live.stdout
+
+
+async def test_an_instance_id_written_by_two_processes_fails(prefix: str) -> None:
+    await plant(prefix, "twin-1", status_doc("twin-1"), collision=True)
+    result = await cli("--redis", REDIS_URL, "--prefix", prefix)
+    assert result.exit_code == 1, result.output
+    assert "COLLISION: two processes write this instance id" in result.stdout
+    assert "1 live, 0 unknown, 0 stopped, 0 healthy, 1 collision(s)" in result.stdout
+
+
+# --------------------------------------------------------------------------------------- secrets
+@pytest.mark.parametrize(
+    "token", ["tok\x01en-sekrit-1", "t\u00f6k\u00e9n-sekrit-2", "tok\x1b[2Jen-sekrit-3", "a\nb-sekrit-4"]
+)
+async def test_a_token_with_control_or_non_ascii_characters_is_refused_without_echo(token: str) -> None:
+    by_option = await cli("--url", "http://127.0.0.1:1", "--token", token)
+    by_env = await cli("--url", "http://127.0.0.1:1", env={"CRYPTOLINK__STATUS__TOKEN": token})
+    for result in (by_option, by_env):
+        assert result.exit_code == 2, result.output
+        assert "printable ASCII" in result.stderr and "Traceback" not in result.output
+        assert "sekrit" not in result.output
+
+
+def test_the_table_module_refuses_and_never_quotes_a_bad_token() -> None:
+    """Called directly (not through the command line), a header-breaking token is not sent either."""
+    view = load_instance("http://127.0.0.1:1", "a\nb-sekrit-5")
+    assert view.code == 2 and view.error is not None
+    assert "sekrit" not in view.error and "printable ASCII" in view.error
+
+
+async def test_surrounding_whitespace_of_the_token_is_ignored(surface_of: Callable[..., Any]) -> None:
+    surface = await surface_of(okx_manager(), token=TOKEN)
+    result = await cli("--url", url_of(surface), "--token", f"  {TOKEN}\n")
+    assert result.exit_code == 1 and "okx: not running" in result.stdout  # reachable, unhealthy
+
+
+async def test_a_password_in_the_url_is_never_printed(surface_of: Callable[..., Any]) -> None:
+    unreachable = await cli("--url", f"http://ops:pw-sekrit-6@127.0.0.1:{closed_port()}")
+    surface = await surface_of(okx_manager(), token=TOKEN)
+    host_port = url_of(surface).removeprefix("http://")
+    refused = await cli("--url", f"http://ops:pw-sekrit-6@{host_port}")
+    for result in (unreachable, refused):
+        assert result.exit_code == 2, result.output
+        assert "sekrit" not in result.output
+        assert "http://ops:***@127.0.0.1:" in result.stderr
+    assert "answered 401" in refused.stderr
 
 
 # ------------------------------------------------------------------------------------------------- watch

@@ -53,6 +53,7 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+from math import isnan
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -160,17 +161,23 @@ class ConnectionQuality:
 
 class LatencyHistogram:
     """Counts of ms values since creation in the fixed buckets of :data:`LATENCY_BUCKETS_MS` (plus ``+Inf``),
-    with their sum and count. :meth:`observe` is O(log buckets) and allocates nothing."""
+    with their sum and count. :meth:`observe` is O(log buckets) and allocates nothing. A NaN is not counted
+    in any bucket, the sum or the count (it would poison the sum forever); it is counted in :attr:`nan`."""
 
-    __slots__ = ("_counts", "count", "sum_ms")
+    __slots__ = ("_counts", "count", "nan", "sum_ms")
 
     def __init__(self) -> None:
         self._counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # per bucket, not cumulative; last is +Inf
         self.sum_ms = 0.0
         self.count = 0
+        self.nan = 0
+        """NaN values ignored."""
 
     def observe(self, ms: float) -> None:
-        """Count one value, ms (negative values count as 0)."""
+        """Count one value, ms (negative values count as 0; NaN is ignored and counted in :attr:`nan`)."""
+        if isnan(ms):
+            self.nan += 1
+            return
         if ms < 0.0:
             ms = 0.0
         self._counts[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1

@@ -14,23 +14,32 @@ name) and ``connection`` (the engine's connection id) on connection metrics; ``e
 ``symbol`` and ``channel`` appear only with ``per_symbol=True``.
 
 **Cardinality.** Without ``per_symbol`` the number of series is bounded by
-``70 * connections + 34 * feeds + 5 * bus consumer names + 9 * REST hosts + 8 * connect gates + 16`` (plus
-one per non-zero adapter counter and the ``process_*`` series): it does not grow with the number of symbols.
+``70 * connections + 34 * feeds + 5 * bus consumer names + 9 * REST hosts + 8 * connect gates + 20`` (plus
+6 with trading guards, 7 with the Redis status, one per non-zero adapter counter and the ``process_*``
+series): it does not grow with the number of symbols.
 With ``per_symbol`` each subscription adds two series (data age, stale) and each book 13 (live, four book
 counters, eight resync causes) in place of the feed's aggregates. Every family and its meaning are listed in
 :data:`SPECS` (and in ``docs/metrics.md``).
 
 **Counters and resets.** Counters are the engine's cumulative counters. A counter summed over several objects
-(book counters per feed, bus counters of consumers sharing a name) goes down when one of those objects goes
-away (an unsubscribed book, a closed consumer); Prometheus' ``rate()`` treats that as a reset.
+(book counters per feed, bus counters of consumers sharing a name) keeps the last counts of an object that went
+away (an unsubscribed book, a closed consumer) in a retired total per series
+(:class:`~cryptolink.status.counters.MonotonicSum`), so it never goes down and Prometheus never reads a false
+reset. The collector is therefore stateful: the sums grow from scrape to scrape (a group that disappears, a
+whole feed or every consumer of a name, is forgotten with its series).
+
+**Redis.** With a ``redis`` source (:class:`~cryptolink.status.cluster.RedisStatusPublisher`) and a ``cluster``
+source (:class:`~cryptolink.status.cluster.ClusterStatus`), the ``cryptolink_status_redis_*`` families carry
+their counters; without them those families have no sample.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -43,19 +52,32 @@ from prometheus_client.core import (
 
 from cryptolink import __version__
 from cryptolink.book.sync import ResyncCause
-from cryptolink.bus import BusStats
+from cryptolink.bus import BusStats, ConsumerStats
 from cryptolink.clock import Clock, SystemClock
 from cryptolink.engine import ConnectionState
 from cryptolink.engine.gate import GateStats
 from cryptolink.engine.quality import LATENCY_BUCKETS_MS
 from cryptolink.engine.stats import ConnectionStats
-from cryptolink.feed import FeedStats
+from cryptolink.feed import BookHealth, FeedStats
 from cryptolink.models import Channel
 from cryptolink.rest import RestStats
 from cryptolink.status import documents
+from cryptolink.status.counters import MonotonicSums
 from cryptolink.status.snapshot import StatusSnapshot
 
-__all__ = ["ERROR_KINDS", "SPECS", "MetricSpec", "MetricsExporter", "SnapshotCollector", "SnapshotSource"]
+if TYPE_CHECKING:  # the exporter itself does not need redis-py
+    from cryptolink.status.cluster import PublisherStats, ReaderStats
+
+__all__ = [
+    "ERROR_KINDS",
+    "SPECS",
+    "MetricSpec",
+    "MetricsExporter",
+    "PublisherSource",
+    "ReaderSource",
+    "SnapshotCollector",
+    "SnapshotSource",
+]
 
 log = logging.getLogger("cryptolink.status")
 
@@ -344,6 +366,50 @@ SPECS: tuple[MetricSpec, ...] = (
         (),
     ),
     _g("cryptolink_status_websocket_clients", "WebSocket clients of /ws/status.", ()),
+    _c(
+        "cryptolink_status_snapshot_errors_total",
+        "Status snapshot passes that failed (logged; the previous snapshot stays served).",
+        (),
+    ),
+    _c(
+        "cryptolink_status_push_clients_dropped_total",
+        "WebSocket clients of /ws/status closed because a push could not be sent in time (not reading).",
+        (),
+    ),
+    _c(
+        "cryptolink_status_push_clients_refused_total",
+        "WebSocket clients of /ws/status refused because the client limit was reached.",
+        (),
+    ),
+    _c(
+        "cryptolink_status_host_timeouts_total",
+        "Host figure readings (CPU, memory, disk) that timed out; the previous figures were kept.",
+        (),
+    ),
+    # ---- Redis status (status.redis_url)
+    _c("cryptolink_status_redis_writes_total", "Status snapshots written to Redis.", ()),
+    _c(
+        "cryptolink_status_redis_write_errors_total",
+        "Status writes to Redis that failed (unreachable, timeout, refused), the stop tombstone included.",
+        (),
+    ),
+    _c(
+        "cryptolink_status_redis_writes_skipped_total",
+        "Status snapshots not written to Redis because the previous write was still in flight.",
+        (),
+    ),
+    _g("cryptolink_status_redis_connected", "1 when the latest status write to Redis succeeded, else 0.", ()),
+    _c(
+        "cryptolink_status_redis_collisions_total",
+        "Status writes that found another process's snapshot under this instance id.",
+        (),
+    ),
+    _c("cryptolink_status_redis_reads_total", "Cluster status reads answered by Redis.", ()),
+    _c(
+        "cryptolink_status_redis_read_errors_total",
+        "Cluster status reads from Redis that failed (answered with an error).",
+        (),
+    ),
     _g("cryptolink_guards_open", "Trading guards open (manager.guard).", ()),
     _g("cryptolink_guards_safe", "Open trading guards that say it is safe to trade now.", ()),
     _c(
@@ -354,9 +420,10 @@ SPECS: tuple[MetricSpec, ...] = (
         "Trading guard resumes (not safe -> safe), every guard ever opened.",
         (),
     ),
+    _c("cryptolink_guard_callback_errors_total", "Halt/resume callbacks that raised.", ()),
     _c(
-        "cryptolink_guard_callback_errors_total",
-        "Halt/resume callbacks that raised, plus async ones dropped over the bound.",
+        "cryptolink_guard_callbacks_dropped_total",
+        "Async halt/resume callbacks not run because too many were running already.",
         (),
     ),
     _c(
@@ -384,6 +451,22 @@ class SnapshotSource(Protocol):
     @property
     def clients(self) -> int:
         """Connected ``/ws/status`` clients."""
+        ...
+
+
+class PublisherSource(Protocol):
+    """A Redis status publisher (:class:`~cryptolink.status.cluster.RedisStatusPublisher`)."""
+
+    def stats(self) -> PublisherStats:
+        """Its counters."""
+        ...
+
+
+class ReaderSource(Protocol):
+    """A Redis cluster status reader (:class:`~cryptolink.status.cluster.ClusterStatus`)."""
+
+    def stats(self) -> ReaderStats:
+        """Its counters."""
         ...
 
 
@@ -528,7 +611,18 @@ _BOOK_COUNTERS = (
 )
 
 
-def _books(out: _Families, fs: FeedStats) -> None:
+_RESYNC = "resyncs:"
+"""Prefix of the per-cause resync counters in a book's :class:`MonotonicSum` counts."""
+
+
+def _book_counts(b: BookHealth) -> dict[str, int]:
+    counts = {name: int(getattr(b, attr)) for name, attr in _BOOK_COUNTERS}
+    for cause, n in b.resyncs_by_cause.items():
+        counts[_RESYNC + cause] = int(n)
+    return counts
+
+
+def _books(out: _Families, fs: FeedStats, sums: MonotonicSums) -> None:
     base = (fs.exchange, fs.market, fs.name)
     out.add("cryptolink_books", base, float(len(fs.books)))
     out.add("cryptolink_books_live", base, float(sum(1 for b in fs.books if b.state == "live")))
@@ -543,19 +637,21 @@ def _books(out: _Families, fs: FeedStats) -> None:
                 n = b.resyncs_by_cause.get(cause, 0)
                 out.add("cryptolink_book_resyncs_total", (*base, cause, b.symbol), float(n))
         return
-    for name, attr in _BOOK_COUNTERS:
-        out.add(name, base, float(sum(getattr(b, attr) for b in fs.books)))
-    totals = dict.fromkeys(causes, 0)
-    for b in fs.books:
-        for cause, n in b.resyncs_by_cause.items():
-            totals[cause] = totals.get(cause, 0) + n
-    for cause, n in totals.items():
+    # summed per feed: the counts of books that went away stay in (the sums never go down)
+    totals = sums.update(base, ((b.symbol, _book_counts(b)) for b in fs.books))
+    for name, _ in _BOOK_COUNTERS:
+        out.add(name, base, float(totals.get(name, 0)))
+    by_cause = dict.fromkeys(causes, 0)
+    for key, n in totals.items():
+        if key.startswith(_RESYNC):
+            by_cause[key.removeprefix(_RESYNC)] = n
+    for cause, n in by_cause.items():
         out.add("cryptolink_book_resyncs_total", (*base, cause), float(n))
 
 
-def _feed(out: _Families, fs: FeedStats) -> None:
+def _feed(out: _Families, fs: FeedStats, book_sums: MonotonicSums) -> None:
     base = (fs.exchange, fs.market, fs.name)
-    _books(out, fs)
+    _books(out, fs, book_sums)
     streams = dict.fromkeys((c.value for c in Channel), 0)
     streams.update(fs.gaps_by_stream)
     for stream, n in streams.items():
@@ -586,24 +682,28 @@ def _feed(out: _Families, fs: FeedStats) -> None:
         _connection(out, fs, cs)
 
 
-def _bus(out: _Families, bus: BusStats) -> None:
+_BUS_COUNTERS = (
+    ("cryptolink_bus_delivered_total", "delivered"),
+    ("cryptolink_bus_dropped_total", "dropped"),
+    ("cryptolink_bus_callback_errors_total", "errors"),
+)
+_BUS_GAUGES = (("cryptolink_bus_queued", "queued"), ("cryptolink_bus_queue_capacity", "maxsize"))
+
+
+def _bus(out: _Families, bus: BusStats, sums: MonotonicSums) -> None:
     out.add("cryptolink_bus_published_total", (), float(bus.published))
     out.add("cryptolink_bus_unrouted_total", (), float(bus.unrouted))
-    by_name: dict[str, list[int]] = {}  # consumers sharing a name are summed (one series per name)
+    by_name: dict[str, list[ConsumerStats]] = {}  # consumers sharing a name: one series per name
     for c in bus.consumers:
-        row = by_name.setdefault(c.name, [0, 0, 0, 0, 0])
-        for i, v in enumerate((c.delivered, c.dropped, c.errors, c.queued, c.maxsize)):
-            row[i] += v
-    names = (
-        "cryptolink_bus_delivered_total",
-        "cryptolink_bus_dropped_total",
-        "cryptolink_bus_callback_errors_total",
-        "cryptolink_bus_queued",
-        "cryptolink_bus_queue_capacity",
-    )
-    for consumer, row in sorted(by_name.items()):
-        for name, v in zip(names, row, strict=True):
-            out.add(name, (consumer,), float(v))
+        by_name.setdefault(c.name, []).append(c)
+    for consumer, members in sorted(by_name.items()):
+        counts = ((c.consumer_id, {a: int(getattr(c, a)) for _, a in _BUS_COUNTERS}) for c in members)
+        totals = sums.update(consumer, counts)  # a closed consumer's counts stay in: never goes down
+        for name, attr in _BUS_COUNTERS:
+            out.add(name, (consumer,), float(totals.get(attr, 0)))
+        for name, attr in _BUS_GAUGES:
+            out.add(name, (consumer,), float(sum(getattr(c, attr) for c in members)))
+    sums.keep_only(by_name)
 
 
 def _rest(out: _Families, rest: Iterable[RestStats]) -> None:
@@ -635,6 +735,20 @@ def _gates(out: _Families, gates: Iterable[GateStats]) -> None:
         out.add("cryptolink_connect_gate_waiting", key, float(g.waiting))
 
 
+def _redis(out: _Families, publisher: PublisherSource | None, reader: ReaderSource | None) -> None:
+    if publisher is not None:
+        p = publisher.stats()
+        out.add("cryptolink_status_redis_writes_total", (), float(p.writes))
+        out.add("cryptolink_status_redis_write_errors_total", (), float(p.errors))
+        out.add("cryptolink_status_redis_writes_skipped_total", (), float(p.skipped))
+        out.add("cryptolink_status_redis_connected", (), 1.0 if p.connected else 0.0)
+        out.add("cryptolink_status_redis_collisions_total", (), float(p.collisions))
+    if reader is not None:
+        r = reader.stats()
+        out.add("cryptolink_status_redis_reads_total", (), float(r.reads))
+        out.add("cryptolink_status_redis_read_errors_total", (), float(r.errors))
+
+
 def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, render_errors: int) -> None:
     out.info("cryptolink_instance_info", (snap.instance_id, __version__))
     healthy, _ = documents.health(snap)
@@ -650,6 +764,11 @@ def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, r
         "cryptolink_status_push_dropped_total": float(snap.push_dropped),
         "cryptolink_status_events_evicted_total": float(snap.events_evicted),
         "cryptolink_status_websocket_clients": float(clients),
+        # fields added to StatusSnapshot later than the others: read with a default
+        "cryptolink_status_snapshot_errors_total": float(getattr(snap, "snapshot_errors", 0)),
+        "cryptolink_status_push_clients_dropped_total": float(getattr(snap, "push_clients_dropped", 0)),
+        "cryptolink_status_push_clients_refused_total": float(getattr(snap, "push_clients_refused", 0)),
+        "cryptolink_status_host_timeouts_total": float(getattr(snap, "host_timeouts", 0)),
         "cryptolink_metrics_render_errors_total": float(render_errors),
         "cryptolink_host_cpu_usage_ratio": h.cpu_percent / 100.0,
         "cryptolink_host_memory_used_bytes": float(h.memory_used),
@@ -663,7 +782,8 @@ def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, r
         plain["cryptolink_guards_safe"] = float(g.safe)
         plain["cryptolink_guard_halts_total"] = float(g.halts)
         plain["cryptolink_guard_resumes_total"] = float(g.resumes)
-        plain["cryptolink_guard_callback_errors_total"] = float(g.callback_errors + g.callbacks_dropped)
+        plain["cryptolink_guard_callback_errors_total"] = float(g.callback_errors)
+        plain["cryptolink_guard_callbacks_dropped_total"] = float(g.callbacks_dropped)
     for name, value in plain.items():
         out.add(name, (), value)
 
@@ -671,33 +791,53 @@ def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, r
 class SnapshotCollector:
     """A prometheus_client collector building every family of :data:`SPECS` from ``service.latest``.
 
+    Stateful: it keeps the retired totals of the summed counters (see the module docstring), bounded by the
+    feeds and consumer names present; collections are serialized by a lock.
+
     Args:
         service: the status service (only its latest snapshot and its WebSocket client count are read).
         per_symbol: add the ``symbol``/``channel`` labels (see the module docstring on cardinality).
         clock: wall clock for the snapshot's age.
+        redis: the Redis status publisher whose counters are exported (``None``: no samples).
+        cluster: the Redis cluster status reader whose counters are exported (``None``: no samples).
     """
 
     def __init__(
-        self, service: SnapshotSource, *, per_symbol: bool = False, clock: Clock | None = None
+        self,
+        service: SnapshotSource,
+        *,
+        per_symbol: bool = False,
+        clock: Clock | None = None,
+        redis: PublisherSource | None = None,
+        cluster: ReaderSource | None = None,
     ) -> None:
         self.service = service
         self.per_symbol = per_symbol
+        self.redis = redis
+        self.cluster = cluster
         self._clock: Clock = clock or SystemClock()
+        self._book_sums = MonotonicSums()
+        self._bus_sums = MonotonicSums()
+        self._lock = threading.Lock()
         self.render_errors = 0
         """Failed scrapes (set by :class:`MetricsExporter`)."""
 
     def collect(self) -> Iterable[Metric]:
         """The families of the latest snapshot (:data:`SPECS` order; families with no sample keep their
         HELP and TYPE)."""
-        snap = self.service.latest
-        out = _Families(self.per_symbol)
-        for fs in sorted(snap.stats.feeds, key=lambda f: f.name):
-            _feed(out, fs)
-        _bus(out, snap.bus)
-        _rest(out, snap.stats.rest)
-        _gates(out, snap.stats.gates)
-        _instance(out, snap, self._clock.time_ns(), self.service.clients, self.render_errors)
-        return list(out)
+        with self._lock:
+            snap = self.service.latest
+            out = _Families(self.per_symbol)
+            feeds = sorted(snap.stats.feeds, key=lambda f: f.name)
+            for fs in feeds:
+                _feed(out, fs, self._book_sums)
+            self._book_sums.keep_only((fs.exchange, fs.market, fs.name) for fs in feeds)
+            _bus(out, snap.bus, self._bus_sums)
+            _rest(out, snap.stats.rest)
+            _gates(out, snap.stats.gates)
+            _redis(out, self.redis, self.cluster)
+            _instance(out, snap, self._clock.time_ns(), self.service.clients, self.render_errors)
+            return list(out)
 
 
 class MetricsExporter:
@@ -708,6 +848,9 @@ class MetricsExporter:
         per_symbol: add per-symbol labels (``symbol``, ``channel``); off by default (bounded cardinality).
         clock: wall clock for ``cryptolink_status_snapshot_age_seconds`` (default the system clock).
         process: include prometheus_client's ``process_*`` metrics (CPU seconds, memory, open files).
+        redis: the Redis status publisher (``StatusSurface.redis_publisher``): its writes, errors, skips,
+            collisions and connected flag become ``cryptolink_status_redis_*``.
+        cluster: the Redis cluster status reader: its reads and read errors.
     """
 
     def __init__(
@@ -717,9 +860,13 @@ class MetricsExporter:
         per_symbol: bool = False,
         clock: Clock | None = None,
         process: bool = True,
+        redis: PublisherSource | None = None,
+        cluster: ReaderSource | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = SnapshotCollector(service, per_symbol=per_symbol, clock=clock)
+        self.collector = SnapshotCollector(
+            service, per_symbol=per_symbol, clock=clock, redis=redis, cluster=cluster
+        )
         self.registry.register(self.collector)
         if process:
             ProcessCollector(registry=self.registry)

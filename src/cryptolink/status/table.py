@@ -5,9 +5,14 @@ One row per connection: entry, connection id, status (coloured as the dashboard)
 (ms), messages, messages per second, reconnect attempts, books live/total and the last error; above it a
 header line with the instance, its health, CPU, memory and disk.
 
-Exit codes: :data:`EXIT_HEALTHY` (0) every instance shown is healthy; :data:`EXIT_UNHEALTHY` (1) one is not,
-one is ``unknown`` (its snapshot expired in Redis) or Redis lists none; :data:`EXIT_UNREACHABLE` (2) the
-endpoint or Redis cannot be read (:class:`View.error` says why in one line).
+Exit codes: :data:`EXIT_HEALTHY` (0) every running instance shown is healthy (instances ``stopped`` cleanly are
+listed, not counted); :data:`EXIT_UNHEALTHY` (1) one is not, one is ``unknown`` (its snapshot expired in
+Redis) or shares its instance id with another process, or Redis lists no running one;
+:data:`EXIT_UNREACHABLE` (2) the endpoint or Redis cannot be read (:class:`View.error` says why in one line).
+
+Every value shown comes from the instances or from Redis, so it is drawn as plain text, never as rich markup
+(an exchange error reading ``[/ws/v5/public]`` is shown as is), with control characters made visible. No
+message carries the bearer token or the password of a URL.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from rich.console import Console, Group, RenderableType
@@ -25,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cryptolink.status.cluster import ClusterStatus
+from cryptolink.status.cluster import ClusterStatus, redact_url, scrub, url_secrets
 
 __all__ = [
     "DEFAULT_URL",
@@ -75,33 +81,70 @@ class View:
 
 
 def _unreachable(message: str) -> View:
-    return View(Text(f"error: {message}", style="bold red"), EXIT_UNREACHABLE, message)
+    return View(_plain(f"error: {message}", "bold red"), EXIT_UNREACHABLE, message)
+
+
+def _visible(value: str) -> str:
+    """``value`` with control characters (escape sequences, carriage returns...) written as ``\\xNN``."""
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+
+
+def _header_safe(token: str) -> bool:
+    """Printable ASCII (space to ``~``): what an HTTP header value can carry as is."""
+    return all(" " <= ch <= "~" for ch in token)
+
+
+def _spellings(secret: str | None) -> list[str]:
+    """``secret`` as an error message may quote it: raw, and escaped as a str or bytes repr does."""
+    if not secret:
+        return []
+    return [secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "backslashreplace"))[2:-1]]
+
+
+def _plain(value: object, style: str = "") -> Text:
+    """A data value as plain text: never parsed as markup, control characters made visible."""
+    return Text(_visible(str(value)), style=style)
 
 
 # ------------------------------------------------------------------------------------------------ loading
 def load_instance(url: str, token: str | None = None, *, timeout_s: float = HTTP_TIMEOUT_S) -> View:
     """GET ``<url>/api/system/status`` (with ``Authorization: Bearer <token>`` when given) and render it.
 
-    Never raises on a network or protocol failure: the view then has :data:`EXIT_UNREACHABLE` and ``error``.
+    Never raises on a network or protocol failure: the view then has :data:`EXIT_UNREACHABLE` and ``error``
+    (the URL's password and the token replaced by ``***``).
     """
     endpoint = url.rstrip("/") + "/api/system/status"
+    shown = redact_url(endpoint)
+    if token and not _header_safe(token):
+        return _unreachable(
+            "the token holds control or non-ASCII characters; a bearer token is printable ASCII"
+        )
+    secrets = url_secrets(endpoint) + _spellings(token)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # user info goes in httpx's auth, never in the URL it logs (httpx logs every request's URL at INFO)
+    parts = urlsplit(endpoint)
+    auth: tuple[str, str] | None = None
+    if parts.username is not None or parts.password is not None:
+        auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        endpoint = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     try:
-        response = httpx.get(endpoint, headers=headers, timeout=timeout_s)
+        response = httpx.get(endpoint, headers=headers, auth=auth, timeout=timeout_s)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        return _unreachable(f"cannot reach {endpoint}: {type(exc).__name__}: {exc}")
+        return _unreachable(scrub(f"cannot reach {shown}: {type(exc).__name__}: {exc}", secrets))
     if response.status_code == 401:
         return _unreachable(
-            f"{endpoint} answered 401: missing or wrong token (--token or CRYPTOLINK__STATUS__TOKEN)"
+            f"{shown} answered 401: missing or wrong token (--token or CRYPTOLINK__STATUS__TOKEN)"
         )
     if response.status_code not in (200, 503):
-        return _unreachable(f"{endpoint} answered HTTP {response.status_code}")
+        return _unreachable(f"{shown} answered HTTP {response.status_code}")
     try:
         doc = response.json()
     except ValueError:
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("exchange_connections"), dict):
-        return _unreachable(f"{endpoint} did not answer a cryptolink status document")
+        return _unreachable(f"{shown} did not answer a cryptolink status document")
     return View(instance_view(doc), instance_code(doc))
 
 
@@ -142,12 +185,12 @@ def instance_code(doc: dict[str, Any]) -> int:
 
 
 def cluster_code(doc: dict[str, Any]) -> int:
-    """0 when Redis lists at least one instance and every one is live and healthy, else 1 (2 for an error
-    document)."""
+    """0 when Redis lists at least one running instance (not ``stopped``) and every running one is live and
+    healthy (no collision), else 1 (2 for an error document). Instances stopped cleanly are ignored."""
     if "error" in doc:
         return EXIT_UNREACHABLE
-    instances = doc.get("instances") or []
-    if instances and all(i.get("healthy") is True for i in instances):
+    running = [i for i in doc.get("instances") or [] if i.get("state") != "stopped"]
+    if running and all(i.get("healthy") is True for i in running):
         return EXIT_HEALTHY
     return EXIT_UNHEALTHY
 
@@ -180,32 +223,37 @@ def _connections_table(connections: list[dict[str, Any]]) -> Table:
         colour = _RICH_COLOR.get(str(c.get("status_color")), "white")
         label = f"{status} (unstable)" if c.get("unstable") else status
         books = c.get("books") or {}
-        table.add_row(
-            str(c.get("exchange_name", "-")),
-            str(c.get("connection_id", "-")),
-            Text(label, style=colour),
-            _num(c.get("quality_score")),
-            _num(c.get("latency_ms"), 2),
-            _num(c.get("message_count")),
-            _num(c.get("messages_per_s")),
-            _num(c.get("reconnect_count")),
-            f"{books.get('live', 0)}/{books.get('total', 0)}",
-            str(c.get("last_error") or ""),
+        if not isinstance(books, dict):
+            books = {}
+        table.add_row(  # every cell a Text: data is never parsed as markup
+            _plain(c.get("exchange_name", "-")),
+            _plain(c.get("connection_id", "-")),
+            _plain(label, colour),
+            _plain(_num(c.get("quality_score"))),
+            _plain(_num(c.get("latency_ms"), 2)),
+            _plain(_num(c.get("message_count"))),
+            _plain(_num(c.get("messages_per_s"))),
+            _plain(_num(c.get("reconnect_count"))),
+            _plain(f"{books.get('live', 0)}/{books.get('total', 0)}"),
+            _plain(c.get("last_error") or ""),
         )
     return table
 
 
 def _header(status: dict[str, Any]) -> Text:
     healthy = _healthy(status)
-    text = Text()
-    text.append(str(status.get("instance_id", "?")), style="bold")
+    text = Text()  # Text.append takes plain strings (no markup); _visible shows control characters
+    text.append(_visible(str(status.get("instance_id", "?"))), style="bold")
     text.append("  healthy: ")
     text.append("yes" if healthy else "NO", style="green" if healthy else "bold red")
-    text.append(f"  cpu {_num(status.get('cpu_usage'))}%")
-    text.append(f"  memory {status.get('memory_usage', '-')} ({_num(status.get('memory_usage_percent'))}%)")
-    text.append(f"  disk {status.get('disk_space', '-')} ({_num(status.get('disk_space_percent'))}%)")
+    text.append(_visible(f"  cpu {_num(status.get('cpu_usage'))}%"))
+    memory = f"  memory {status.get('memory_usage', '-')} ({_num(status.get('memory_usage_percent'))}%)"
+    text.append(_visible(memory))
+    text.append(
+        _visible(f"  disk {status.get('disk_space', '-')} ({_num(status.get('disk_space_percent'))}%)")
+    )
     if status.get("timestamp"):
-        text.append(f"  at {status['timestamp']}", style="dim")
+        text.append(_visible(f"  at {status['timestamp']}"), style="dim")
     return text
 
 
@@ -213,7 +261,7 @@ def _reasons(status: dict[str, Any]) -> Text | None:
     reasons = _summary(status).get("unhealthy_reasons") or []
     if not reasons:
         return None
-    shown = [f"  - {r}" for r in reasons[:MAX_REASONS]]
+    shown = [f"  - {_visible(str(r))}" for r in reasons[:MAX_REASONS]]
     if len(reasons) > MAX_REASONS:
         shown.append(f"  ... and {len(reasons) - MAX_REASONS} more")
     return Text("unhealthy:\n" + "\n".join(shown), style="red")
@@ -229,8 +277,27 @@ def instance_view(status: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+_COLLISION = "COLLISION: two processes write this instance id (give each its own status.instance_id)"
+
+
+def _instance_line(inst: dict[str, Any]) -> Text:
+    """A stopped instance (dim ``STOPPED`` and when) or an unknown one (red ``UNKNOWN``, last seen)."""
+    line = Text()
+    line.append(_visible(str(inst.get("instance_id", "?"))), style="bold")
+    if inst.get("state") == "stopped":
+        line.append("  STOPPED", style="dim")
+        line.append(_visible(f"  at {inst.get('stopped_at') or inst.get('last_seen', '-')}"), style="dim")
+    else:
+        line.append("  UNKNOWN", style="bold red")
+        line.append(_visible(f"  last seen {inst.get('last_seen', '-')} ({_num(inst.get('age_s'))} s ago)"))
+    if inst.get("error"):
+        line.append(_visible(f"  {inst['error']}"), style="red")
+    return line
+
+
 def cluster_view(doc: dict[str, Any]) -> RenderableType:
-    """Every instance of a :meth:`ClusterStatus.read` document: a live one as :func:`instance_view`, an
+    """Every instance of a :meth:`ClusterStatus.read` document: a live one as :func:`instance_view` (with a
+    red ``COLLISION`` line when two processes write its id), a stopped one as a dim ``STOPPED`` line, an
     unknown one as a red ``UNKNOWN`` line with its last-seen time; then a summary line."""
     parts: list[RenderableType] = []
     for inst in doc.get("instances") or []:
@@ -238,25 +305,26 @@ def cluster_view(doc: dict[str, Any]) -> RenderableType:
         if inst.get("state") == "live" and isinstance(status, dict):
             parts.append(instance_view(status))
         else:
-            line = Text()
-            line.append(str(inst.get("instance_id", "?")), style="bold")
-            line.append("  UNKNOWN", style="bold red")
-            line.append(f"  last seen {inst.get('last_seen', '-')} ({_num(inst.get('age_s'))} s ago)")
-            if inst.get("error"):
-                line.append(f"  {inst['error']}", style="red")
-            parts.append(line)
+            parts.append(_instance_line(inst))
+        if inst.get("collision"):
+            parts.append(Text(_COLLISION, style="bold red"))
         parts.append(Text(""))
     summary = doc.get("summary") or {}
     total = int(summary.get("instances", 0))
-    line = Text(f"Redis {doc.get('redis')} prefix {doc.get('prefix')!r}: ")
+    line = Text(_visible(f"Redis {doc.get('redis')} prefix {doc.get('prefix')!r}: "))
     line.append(f"{total} instance(s), {summary.get('live', 0)} live, ")
     unknown = int(summary.get("unknown", 0))
     line.append(f"{unknown} unknown", style="bold red" if unknown else "")
-    line.append(f", {summary.get('healthy', 0)} healthy")
+    line.append(f", {summary.get('stopped', 0)} stopped, {summary.get('healthy', 0)} healthy")
+    collisions = int(summary.get("collisions", 0))
+    if collisions:
+        line.append(f", {collisions} collision(s)", style="bold red")
     if summary.get("omitted"):
         line.append(f" ({summary['omitted']} more not read)")
     if total == 0:
         line.append(" (no instance publishes under this prefix)", style="bold red")
+    elif total == int(summary.get("stopped", 0)):
+        line.append(" (every instance is stopped)", style="bold red")
     parts.append(line)
     return Group(*parts)
 
