@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from cryptolink.engine.events import Severity
 from cryptolink.exchanges.base import ExchangeAdapter, RestRequest
 from cryptolink.gateway import RestGateway
 from cryptolink.guard import (
+    GuardClosed,
     GuardEvent,
     GuardKey,
     GuardRegistry,
@@ -36,7 +38,7 @@ from cryptolink.guard import (
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import Channel, Subscription
 from cryptolink.rest import RestClient
-from cryptolink.simulator import Fault, Simulator
+from cryptolink.simulator import PORT_OFFSETS, Fault, Simulator
 from tests.integration.harness import FAST_RECONNECT, sim_config
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -155,8 +157,11 @@ class FakeFeeds:
         )
 
 
-def event(type_: ConnectionEventType, feed: str = "x") -> ConnectionEvent:
-    return ConnectionEvent(type_, Severity.INFO, 0, 0.0, "x-ws-1", "x", feed=feed)
+def event(
+    type_: ConnectionEventType, feed: str = "x", *, conn: str = "x-ws-1", symbol: str | None = None
+) -> ConnectionEvent:
+    stream = None if symbol is None else "trades"
+    return ConnectionEvent(type_, Severity.INFO, 0, 0.0, conn, "x", feed=feed, stream=stream, symbol=symbol)
 
 
 class Calls:
@@ -169,6 +174,15 @@ class Calls:
     def __call__(self, e: GuardEvent) -> None:
         self.events.append(e)
         self.seen.set()
+
+
+async def next_step() -> None:
+    """Return once every callback the event loop had scheduled so far has run (the judgment a connection event
+    asked for included): the loop runs its ready callbacks in the order they were scheduled."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await asyncio.wait_for(done, 1)
 
 
 @contextlib.asynccontextmanager
@@ -208,9 +222,7 @@ async def test_changes_that_are_no_event_are_seen_within_the_interval() -> None:
         assert guard.last_status().safe and guard.resumes == 1
 
 
-async def test_a_connection_event_judges_at_once_and_callbacks_run_once_per_transition_from_the_loop() -> (
-    None
-):
+async def test_connection_events_mark_guards_judged_once_in_the_next_loop_step_with_callbacks_once() -> None:
     clock, fake = FakeClock(), FakeFeeds()
     async with registry(fake, clock, interval=60.0) as reg:
         guard = reg.get(GuardKey("x", "BTC/USDT"))
@@ -221,14 +233,16 @@ async def test_a_connection_event_judges_at_once_and_callbacks_run_once_per_tran
         fake.state = _C.RECONNECTING
         checks = reg.checks
         reg.on_event(event(ConnectionEventType.STATE_CHANGED, feed="other"))
+        await next_step()
         assert reg.checks == checks  # another entry's event judges nothing
         reg.on_event(event(ConnectionEventType.STATE_CHANGED))
-        assert not guard.last_status().safe  # judged at once, no clock advance
-        assert halts.events == []  # never from inside the connection's event path
         for _ in range(3):
             reg.on_event(event(ConnectionEventType.RECONNECT_ATTEMPT))
-        await asyncio.wait_for(halts.seen.wait(), 1)
-        assert [e.reasons for e in halts.events] == [("connection x-ws-1 reconnecting",)]
+        assert reg.checks == checks and guard.last_status().safe  # never inside the connection's event path
+        await next_step()
+        assert reg.checks == checks + 1  # four events, one judgment
+        assert not guard.last_status().safe
+        assert [e.reasons for e in halts.events] == [("connection x-ws-1 reconnecting",)]  # in that same step
         assert guard.halts == 1
         fake.state = _C.CONNECTED
         fake.last = {TRADES: clock.monotonic(), BOOK: clock.monotonic()}
@@ -245,7 +259,9 @@ async def test_a_disconnected_event_counts_its_connection_as_down_before_its_sta
         guard = reg.get(GuardKey("x", "BTC/USDT"))
         assert guard.last_status().safe
         reg.on_event(event(ConnectionEventType.DISCONNECTED))  # the state still says connected
+        await next_step()
         assert guard.last_status().reasons == ("connection x-ws-1 disconnected",)
+        assert guard.safe  # the next judgment reads the state again: the mark held for one batch only
 
 
 async def test_callbacks_that_raise_are_counted_and_the_others_still_run() -> None:
@@ -349,7 +365,7 @@ async def test_stop_halts_safe_guards_and_gives_async_callbacks_a_bounded_grace(
     guard.on_halt(stuck)
     stopping = asyncio.ensure_future(reg.stop(grace_s=1.0))
     await asyncio.wait_for(quick_done.wait(), 1)
-    assert finished == [("manager stopped",)]
+    assert finished == [("manager stopping",)]
     await clock.advance(0.5)
     assert not stopping.done() and not stuck_cancelled.is_set()  # the stuck one has its grace
     await clock.advance(0.6)
@@ -382,14 +398,15 @@ async def test_a_flapping_guard_logs_ten_transitions_a_minute_and_counts_them_al
     async with registry(fake, clock, interval=60.0) as reg:
         guard = reg.get(GuardKey("x", "BTC/USDT"))  # resume 1
 
-        def flip(state: ConnectionState) -> None:
+        async def flip(state: ConnectionState) -> None:
             fake.state = state
             fake.last = {TRADES: clock.monotonic(), BOOK: clock.monotonic()}
             reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+            await next_step()
 
         for _ in range(6):  # 12 more transitions: 10 logged in the first minute in all, then quiet
-            flip(_C.UNSTABLE)
-            flip(_C.CONNECTED)
+            await flip(_C.UNSTABLE)
+            await flip(_C.CONNECTED)
 
         def loud() -> list[str]:
             return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
@@ -398,8 +415,260 @@ async def test_a_flapping_guard_logs_ten_transitions_a_minute_and_counts_them_al
         assert sum("HALT" in m or "RESUME" in m for m in loud()) == 10
         assert sum("flapping" in m for m in loud()) == 1
         await clock.advance(60.0)
-        flip(_C.UNSTABLE)  # a new minute: logged again
+        await flip(_C.UNSTABLE)  # a new minute: logged again
         assert "HALT" in loud()[-1]
+
+
+async def test_a_burst_of_events_judges_each_concerned_guard_once_per_loop_step(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="cryptolink.guard")
+    clock, fake = FakeClock(), FakeFeeds()
+    probed: list[GuardKey] = []
+
+    def probe(key: GuardKey, now: float) -> tuple[str | None, tuple[StreamView, ...]]:
+        probed.append(key)
+        return fake.probe(key, now)
+
+    reg = GuardRegistry(clock, probe, check_interval_s=60.0)
+    reg.start()
+    try:
+        guards = [reg.get(GuardKey("x", f"C{i:03d}/USDT")) for i in range(300)]
+        await clock.advance(0)  # the check task's first pass
+        assert reg.stats().safe == 300
+        caplog.clear()
+        probed.clear()
+
+        # 100 events of the connection every guard sits on: nothing judged inside the event path, then each
+        # guard once
+        fake.state = _C.RECONNECTING
+        for _ in range(100):
+            reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+        assert probed == []
+        await next_step()
+        assert len(probed) == 300 and len(set(probed)) == 300
+        assert reg.stats().halts == 300 and all(g.halts == 1 for g in guards)
+        loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert loud == ["guard: 300 guards of x halted: connection x-ws-1 reconnecting"]
+        quiet = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        assert sum(": HALT: connection x-ws-1 reconnecting" in m for m in quiet) == 300
+
+        # stream events (a symbol named): that symbol's guard only
+        probed.clear()
+        for _ in range(50):
+            reg.on_event(event(ConnectionEventType.STALE_SUBSCRIPTION, symbol="C007/USDT"))
+        await next_step()
+        assert probed == [GuardKey("x", "C007/USDT")]
+
+        # a connection no guard sits on (a new one): every guard of the entry, once
+        probed.clear()
+        for _ in range(20):
+            reg.on_event(event(ConnectionEventType.STATE_CHANGED, conn="x-ws-9"))
+        await next_step()
+        assert len(probed) == 300 and len(set(probed)) == 300
+
+        # sampled data and quality events change no verdict: nothing judged
+        probed.clear()
+        for kind in (ConnectionEventType.DATA_RECEIVED, ConnectionEventType.QUALITY_DEGRADED):
+            reg.on_event(event(kind))
+        await next_step()
+        assert probed == []
+
+        # the resume of all of them: one summary line too
+        caplog.clear()
+        fake.state = _C.CONNECTED
+        fake.last = {TRADES: clock.monotonic(), BOOK: clock.monotonic()}
+        reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+        await next_step()
+        loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert loud == ["guard: 300 guards of x resumed"] and reg.stats().safe == 300
+    finally:
+        await reg.stop(grace_s=0.0)
+
+
+async def test_a_few_transitions_in_one_step_are_each_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cryptolink.guard")
+    clock, fake = FakeClock(), FakeFeeds()
+    async with registry(fake, clock, interval=60.0) as reg:
+        for i in range(3):
+            reg.get(GuardKey("x", f"C{i}/USDT"))
+        await clock.advance(0)
+        caplog.clear()
+        fake.state = _C.FAILED
+        reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+        await next_step()
+        assert [r.getMessage() for r in caplog.records] == [
+            f"guard x C{i}/USDT: HALT: connection x-ws-1 failed" for i in range(3)
+        ]
+
+
+async def test_halt_callbacks_may_stop_the_registry_they_are_never_waited_for_nor_cancelled() -> None:
+    clock, fake = FakeClock(), FakeFeeds()
+    reg = GuardRegistry(clock, fake.probe, check_interval_s=60.0)
+    reg.start()
+    guard = reg.get(GuardKey("x", "BTC/USDT"))
+    outcome: list[str] = []
+    both_done = asyncio.Event()
+
+    async def kill_switch(e: GuardEvent) -> None:
+        try:
+            await reg.stop(grace_s=1.0)  # the fake clock never reaches the grace: a wait for a stopper hangs
+            outcome.append("completed")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        finally:
+            if len(outcome) == 2:
+                both_done.set()
+
+    guard.on_halt(kill_switch)
+    guard.on_halt(kill_switch)  # two of them: neither may wait for the other
+    fake.state = _C.FAILED
+    reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+    await asyncio.wait_for(both_done.wait(), 1)
+    assert outcome == ["completed", "completed"]
+    assert not reg.task_running and reg.stopping
+    assert guard.status().reasons == ("manager stopped",) and guard.callback_errors == 0
+
+
+async def test_wait_safe_raises_on_a_closed_guard_and_after_stop_and_wakes_those_waiting() -> None:
+    clock, fake = FakeClock(), FakeFeeds()
+    fake.state = _C.RECONNECTING
+    reg = GuardRegistry(clock, fake.probe, check_interval_s=60.0)
+    early = reg.get(GuardKey("x", "ETH/USDT"))
+    before_start = asyncio.ensure_future(early.wait_safe(timeout=5))  # before the start: waits for it
+    await next_step()
+    assert not before_start.done()
+    reg.start()
+    fake.state = _C.CONNECTED
+    reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+    await asyncio.wait_for(before_start, 1)
+
+    fake.state = _C.RECONNECTING
+    closing = reg.get(GuardKey("x", "BTC/USDT"))
+    waiting = asyncio.ensure_future(closing.wait_safe())  # no timeout: it would wait forever
+    await next_step()
+    assert not waiting.done()
+    closing.close()
+    with pytest.raises(GuardClosed, match="BTC/USDT is closed"):
+        await asyncio.wait_for(waiting, 1)
+    with pytest.raises(GuardClosed, match="closed"):
+        await closing.wait_safe(timeout=5)  # at once, not after the timeout
+
+    other = reg.get(GuardKey("x", "SOL/USDT"))
+    waiting = asyncio.ensure_future(other.wait_safe())
+    await next_step()
+    assert not waiting.done()
+    await reg.stop(grace_s=0.0)
+    with pytest.raises(GuardClosed, match="manager is stopping or stopped"):
+        await asyncio.wait_for(waiting, 1)
+    with pytest.raises(GuardClosed):
+        await other.wait_safe()
+    fake.state = _C.CONNECTED
+    reg.start()  # a new start: waiting works again
+    await asyncio.wait_for(other.wait_safe(), 1)
+
+
+def test_a_registry_reused_under_a_second_event_loop_wakes_its_waiters_and_its_task() -> None:
+    clock, fake = FakeClock(), FakeFeeds()
+    reg = GuardRegistry(clock, fake.probe, check_interval_s=60.0)
+    guard = reg.get(GuardKey("x", "BTC/USDT"))
+
+    async def once() -> tuple[bool, tuple[str, ...]]:
+        fake.state = _C.RECONNECTING
+        reg.start()
+        waiting = asyncio.ensure_future(guard.wait_safe(timeout=5))
+        await next_step()
+        fake.state = _C.CONNECTED
+        fake.last = {TRADES: clock.monotonic(), BOOK: clock.monotonic()}
+        reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+        await asyncio.wait_for(waiting, 1)
+        await clock.advance(0)  # the check task (woken by the resume) plans its next look: at 1.0 s
+        await clock.advance(1.01)  # the check task of this loop judges at the freshness deadline
+        status = guard.last_status()
+        await reg.stop(grace_s=0.0)
+        return status.safe, status.reasons
+
+    stale = tuple(f"{ch} BTC/USDT silent 1.001 s > 1.000 s learned bound" for ch in ("trades", "book"))
+    assert asyncio.run(once()) == (False, stale)
+    assert asyncio.run(once()) == (False, stale)
+    assert (guard.resumes, guard.halts) == (2, 2)  # each run: a resume, a stale halt; stop halts nothing new
+
+
+async def test_more_guards_than_allowed_are_refused_until_one_is_closed() -> None:
+    clock, fake = FakeClock(), FakeFeeds()
+    reg = GuardRegistry(clock, fake.probe, max_guards=2)
+    first = reg.get(GuardKey("x", "A/USDT"))
+    reg.get(GuardKey("x", "B/USDT"))
+    assert reg.get(GuardKey("x", "A/USDT")) is first  # an open guard's key is no new guard
+    with pytest.raises(RuntimeError, match="2 trading guards are open already"):
+        reg.get(GuardKey("x", "C/USDT"))
+    first.close()
+    assert reg.get(GuardKey("x", "C/USDT")).symbol == "C/USDT"
+    assert reg.stats().guards == 2
+
+
+async def test_a_callback_backlog_beyond_the_bound_drops_the_oldest_and_counts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard_mod, "MAX_OUTBOX", 4)
+    clock, fake = FakeClock(), FakeFeeds()
+    async with registry(fake, clock, interval=60.0) as reg:
+        guard = reg.get(GuardKey("x", "BTC/USDT"))
+        await next_step()  # the first resume is delivered (to no callback yet)
+        seen = Calls()
+        guard.on_halt(seen)
+        guard.on_resume(seen)
+        for state in (_C.FAILED, _C.CONNECTED) * 3:  # six transitions before the loop runs a callback
+            fake.state = state
+            guard.check()
+        assert (guard.halts, guard.resumes) == (3, 4)
+        await next_step()
+        assert [e.kind for e in seen.events] == ["halt", "resume", "halt", "resume"]  # the four newest
+        assert guard.callbacks_dropped == 2 and reg.stats().callbacks_dropped == 2
+
+
+async def test_a_check_that_raises_is_counted_and_logged_and_the_others_are_still_judged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, fake = FakeClock(), FakeFeeds()
+    broken: set[str] = set()
+
+    def probe(key: GuardKey, now: float) -> tuple[str | None, tuple[StreamView, ...]]:
+        if key.symbol in broken:
+            raise RuntimeError("probe bug")
+        return fake.probe(key, now)
+
+    reg = GuardRegistry(clock, probe, check_interval_s=60.0)
+    reg.start()
+    try:
+        bad = reg.get(GuardKey("x", "BAD/USDT"))
+        good = reg.get(GuardKey("x", "BTC/USDT"))
+        await clock.advance(0)
+        broken.add("BAD/USDT")
+        fake.state = _C.FAILED
+        reg.on_event(event(ConnectionEventType.STATE_CHANGED))
+        await next_step()
+        assert reg.stats().check_errors == 1
+        assert good.last_status().reasons == ("connection x-ws-1 failed",)
+        assert bad.last_status().safe  # its last verdict stands
+        failed = [r for r in caplog.records if "check failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None
+        reg.check_all(clock.monotonic())  # the check task's pass counts the same way
+        assert reg.stats().check_errors == 2
+    finally:
+        await reg.stop(grace_s=0.0)
+
+
+def test_the_report_has_a_guards_line_when_guards_exist() -> None:
+    m = offline_manager()
+    assert "trading guards" not in m.report()
+    m.guard("okx-spot", "BTC/USDT")
+    m.guard("okx-spot", "ETH/USDT")
+    (line,) = [ln for ln in m.report().splitlines() if "open," in ln]
+    assert line.strip() == (
+        "2 open, 0 safe | halts 0, resumes 0 | callback errors 0, dropped 0 | check errors 0"
+    )
 
 
 # ------------------------------------------------------------------------------------- the manager's rules
@@ -440,8 +709,9 @@ async def test_guard_selection_follows_the_manager_names_and_is_cached() -> None
     both = m.guard("okx-spot", "BTC/USDT", channels=["book", "trades"])
     assert m.guard("okx-spot", "BTC/USDT", channels=[TRADES, BOOK]) is both and both is not g
     assert m.guard("okx-spot", "BTC/USDT", max_data_age_s=1.0) is not g
-    assert isinstance(g, TradingGuard)
-    assert not g.safe and g.status().reasons == ("manager not started",)
+    assert (g.name, g.symbol, g.key.channels, g.key.max_data_age_s) == ("okx-spot", "BTC/USDT", None, None)
+    assert both.key.channels == frozenset({TRADES, BOOK})
+    assert g.safe is False and g.status().reasons == ("manager not started",)
 
 
 # ------------------------------------------------------------------------------------ against the simulator
@@ -674,6 +944,92 @@ async def test_a_rejected_subscription_and_a_removed_entry_are_not_safe() -> Non
         assert halt.reasons == ("entry okx not running",)
 
 
+@pytest.mark.integration
+async def test_a_halt_callback_that_stops_the_manager_leaves_everything_closed() -> None:
+    async with simulated("okx") as (sim, m):
+        guard = m.guard("okx", "BTC/USDT")
+        outcome: list[str] = []
+        done = asyncio.Event()
+
+        @guard.on_halt
+        async def kill_switch(e: GuardEvent) -> None:  # "on a halt, shut everything down"
+            try:
+                await m.stop()
+                outcome.append("completed")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+            finally:
+                done.set()
+
+        await m.start()
+        await asyncio.wait_for(guard.wait_safe(), 10)
+        (conn,) = m.feeds["okx"].connections.values()
+        sim.inject(Fault("drop"), exchange="okx")
+        await asyncio.wait_for(done.wait(), 10)
+        assert outcome == ["completed"]
+        assert m.feeds == {} and conn.state is _C.STOPPED
+        assert m._http is None and m.bus.closed  # the HTTP session and the bus were closed too
+        assert not m._guards.task_running and guard.status().reasons == ("manager stopped",)
+        assert guard.callback_errors == 0
+
+
+@pytest.mark.integration
+async def test_stop_halts_every_guard_while_its_connections_are_still_up() -> None:
+    async with simulated("okx") as (_sim, m):
+        guard = m.guard("okx", "BTC/USDT")
+        seen: list[tuple[tuple[str, ...], dict[str, ConnectionState]]] = []
+        guard.on_halt(lambda e: seen.append((e.reasons, m.states()["okx"])))
+        await m.start()
+        await asyncio.wait_for(guard.wait_safe(), 10)
+        await m.stop()
+        assert len(seen) == 1
+        reasons, states = seen[0]
+        assert reasons == ("manager stopping",)
+        assert states and set(states.values()) == {_C.CONNECTED}  # halted before the feeds stopped
+        assert guard.status().reasons == ("manager stopped",)
+
+
+def free_port_pair() -> int:
+    """A base port N whose okx port (N + 2, the simulator's offset) was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port - PORT_OFFSETS["okx"]
+
+
+@pytest.mark.integration
+def test_a_manager_reused_under_a_second_asyncio_run_guards_again() -> None:
+    port = free_port_pair()
+    made: list[tuple[ExchangeManager, TradingGuard]] = []
+
+    async def run() -> tuple[bool, int]:
+        async with Simulator(
+            exchanges=["okx"], mode="synthetic", seed=3, config=sim_config(), port=port
+        ) as sim:
+            if not made:
+                ep = sim.endpoints()["okx"]
+                entry = {
+                    "symbols": ["BTC/USDT"],
+                    "channels": ["trades"],
+                    "ws_url": ep["ws_url"],
+                    "rest_url": ep["rest_url"],
+                    "reconnect": FAST_RECONNECT,
+                }
+                manager = ExchangeManager(CryptolinkConfig.from_dict({"exchanges": {"okx": entry}}, env={}))
+                made.append((manager, manager.guard("okx", "BTC/USDT")))
+            m, guard = made[0]
+            await m.start()
+            try:
+                await asyncio.wait_for(guard.wait_safe(), 15)
+                return guard.safe, guard.resumes
+            finally:
+                await m.stop()
+
+    assert asyncio.run(run()) == (True, 1)
+    assert asyncio.run(run()) == (True, 2)  # the second loop's guard judged, waited for and resumed
+
+
 def test_the_docs_example_parses_and_names_real_api() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "guard.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
@@ -690,10 +1046,11 @@ def test_the_docs_example_parses_and_names_real_api() -> None:
         if isinstance(d, ast.Attribute)
     }
     assert {"guard", "wait_safe", "status"} <= called and {"on_halt", "on_resume"} <= decorators
-    assert callable(ExchangeManager.guard)
     for name in ("wait_safe", "status", "on_halt", "on_resume"):
         assert callable(getattr(TradingGuard, name)), name
-    assert isinstance(TradingGuard.safe, property)
+    guard = offline_manager().guard("okx-spot", "BTC/USDT")  # the names the example uses, on a real guard
+    assert guard.safe is False and guard.status().reasons == ("manager not started",)
+    assert guard.on_halt(print) is print and guard.on_resume(print) is print
 
 
 async def test_guard_counters_reach_the_manager_statistics_and_metrics() -> None:

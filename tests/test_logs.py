@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +21,11 @@ from cryptolink.logs import (
     EVENT_FIELDS,
     EVENTS_LOGGER,
     REDACTED,
+    LogFormat,
     config_secrets,
     configure_logging,
     log_connection_event,
+    redact_query_tokens,
 )
 from cryptolink.manager import ExchangeManager
 from cryptolink.service import serve
@@ -184,6 +187,77 @@ def test_secrets_are_redacted_in_console_mode_too() -> None:
     assert SECRET not in buf.getvalue() and REDACTED in buf.getvalue()
 
 
+ODD_SECRET = "Tk ab!c'd(e)*\"ö~/+"
+"""A secret with every character the encodings treat differently: space, ``!'()*~`` (kept by
+``encodeURIComponent``), a double quote, a non-ASCII letter, ``/`` and ``+``."""
+
+
+def odd_secret_encodings() -> dict[str, str]:
+    from urllib.parse import quote, quote_plus
+
+    def lower_hex(text: str) -> str:
+        return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+    browser = quote(ODD_SECRET, safe="-_.!~*'()")  # what encodeURIComponent gives
+    return {
+        "raw": ODD_SECRET,
+        "encodeURIComponent": browser,
+        "encodeURIComponent, lowercase hex": lower_hex(browser),
+        "quote(safe='')": quote(ODD_SECRET, safe=""),
+        "quote(safe=''), lowercase hex": lower_hex(quote(ODD_SECRET, safe="")),
+        "quote_plus": quote_plus(ODD_SECRET),
+        "repr": repr(ODD_SECRET)[1:-1],
+        "bytes repr": repr(ODD_SECRET.encode())[2:-1],
+        "json": json.dumps(ODD_SECRET)[1:-1],
+        "json, not ascii": json.dumps(ODD_SECRET, ensure_ascii=False)[1:-1],
+    }
+
+
+@pytest.mark.parametrize("mode", ["json", "console"])
+def test_every_encoding_of_a_secret_is_redacted(mode: LogFormat) -> None:
+    forms = odd_secret_encodings()
+    assert len(set(forms.values())) == len(forms)  # each encoding really differs
+    buf = io.StringIO()
+    configure_logging(mode, "INFO", secrets=[ODD_SECRET], stream=buf)
+    log = logging.getLogger("cryptolink.test")
+    for name, form in forms.items():
+        log.info("%s: [%s]", name, form)
+    log.info("as a field", extra={"secret": ODD_SECRET, "seen": [ODD_SECRET]})
+    log.info("as a repr: %r", {"secret": ODD_SECRET})
+    text = buf.getvalue()
+    for name, form in forms.items():
+        assert form not in text, (name, form)
+    lines = text.splitlines()
+    assert len(lines) == len(forms) + 2
+    for name, line in zip(forms, lines, strict=False):
+        assert f"{name}: [{REDACTED}]" in line, line
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('"WebSocket /ws/status?token=Tk%20ab!c" [accepted]', '"WebSocket /ws/status?token=***" [accepted]'),
+        ("GET /healthz?x=1&token=Tk+ab%21c&y=2 HTTP/1.1", "GET /healthz?x=1&token=***&y=2 HTTP/1.1"),
+        ("GET /?TOKEN=abc#top", "GET /?TOKEN=***#top"),
+        ("next=%2Fws%3Ftoken%3Dabc%26x%3D1", "next=%2Fws%3Ftoken%3D***%26x%3D1"),
+        ('{"event": "GET /?token=a\\"b"}', '{"event": "GET /?token=***\\"b"}'),
+        ("access_token=zz tokens=5 token= end", "access_token=*** tokens=5 token= end"),
+    ],
+)
+def test_query_tokens_are_redacted_whatever_their_encoding(line: str, expected: str) -> None:
+    assert redact_query_tokens(line) == expected
+
+
+def test_a_token_in_a_query_is_redacted_without_any_configured_secret() -> None:
+    buf = io.StringIO()
+    configure_logging("json", "INFO", stream=buf)  # no secrets: a wrong token is hidden too
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/ws?token=wr%20ong!"
+    )
+    (record,) = json_lines(buf)
+    assert record["event"] == '127.0.0.1:5 - "WebSocket /ws?token=***" [accepted]'
+
+
 def test_config_secrets_lists_every_secret_of_a_config() -> None:
     cfg = CryptolinkConfig.from_dict(
         {
@@ -191,11 +265,22 @@ def test_config_secrets_lists_every_secret_of_a_config() -> None:
                 "okx": {"symbols": ["BTC/USDT"], "api_key": "ak-1", "api_secret": "as-1"},
                 "binance": {"symbols": ["BTC/USDT"], "api_key": "ak-2"},
             },
-            "status": {"token": "tok-1", "redis_url": "redis://user:p%40ss@127.0.0.1:6379/0?password=q2"},
+            "status": {
+                "token": "tok-1-long-enough-4c1e",
+                "redis_url": "redis://user:p%40ss@127.0.0.1:6379/0?password=q2",
+            },
         },
         env={},
     )
-    assert set(config_secrets(cfg)) == {"ak-1", "as-1", "ak-2", "tok-1", "p%40ss", "p@ss", "q2"}
+    assert set(config_secrets(cfg)) == {
+        "ak-1",
+        "as-1",
+        "ak-2",
+        "tok-1-long-enough-4c1e",
+        "p%40ss",
+        "p@ss",
+        "q2",
+    }
     plain = CryptolinkConfig.from_dict({"exchanges": {"okx": {"symbols": ["BTC/USDT"]}}}, env={})
     assert config_secrets(plain) == []
 

@@ -1,9 +1,12 @@
 """Secrets never leave a real ``cryptolink run`` process: not in a log line, not in a response.
 
 A ``cryptolink run`` subprocess streams from the simulator with exchange credentials, a status token (in the
-file, overridden by ``CRYPTOLINK__STATUS__TOKEN``) and a Redis URL with a password, at DEBUG. Every status
-endpoint and the WebSocket are requested with the token (and refused without it); after SIGTERM every line
-the process wrote and every response body are scanned for the secret values. The responses are checked for
+file, overridden by ``CRYPTOLINK__STATUS__TOKEN``; it holds a space and a ``!``, which browsers and Python
+encode differently) and a Redis URL with a password, at DEBUG. Every status endpoint and the WebSocket are
+requested with the token in a header (and refused without it); the WebSocket and one endpoint also with the
+token in the query, as the dashboard sends it, and with a wrong one. After SIGTERM every line the process wrote
+and every response body are scanned for the secret values in every form they could be written in (percent-
+encoded in upper- or lowercase hex, as a repr, as a JSON string). The responses are checked for
 their expected content (the connection's id...) so that the scan is not of empty pages.
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -30,9 +35,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 API_KEY = "file-api-key-5b1f0c2d"
 API_SECRET = "file-api-secret-9d2e7a41"
 FILE_TOKEN = "file-status-token-3c8e4177"
-ENV_TOKEN = "env-status-token-a7f2d90e"
+ENV_TOKEN = "env-status token!a7f2d90e"  # a space and a '!': encoded differently by browsers and Python
+WRONG_TOKEN = "wrong token!probe-51b3c9"  # sent in a query: refused, and never logged either
 REDIS_PASSWORD = "redis-password-6e0b55c3"
-SECRETS = (API_KEY, API_SECRET, FILE_TOKEN, ENV_TOKEN, REDIS_PASSWORD)
+SECRETS = (API_KEY, API_SECRET, FILE_TOKEN, ENV_TOKEN, REDIS_PASSWORD, WRONG_TOKEN)
 
 CONNECTION = "okx-ws-1"
 EXPECTED = {  # path -> (status codes, text every answer must contain)
@@ -48,6 +54,31 @@ EXPECTED = {  # path -> (status codes, text every answer must contain)
     "/api/cluster/status": ({200}, '"instances"'),
 }
 METRICS = "/metrics"  # checked on its own: Prometheus text
+
+
+def browser_encoded(text: str) -> str:
+    """``text`` as JavaScript's ``encodeURIComponent`` encodes it (the dashboard passes its token so)."""
+    return quote(text, safe="-_.!~*'()")
+
+
+def written_forms(secret: str) -> dict[str, str]:
+    """The forms a secret could take in a log line or a body, spelled out here (not taken from the code under
+    test): as given, in a URL (Python's, browsers' and form encodings, upper- and lowercase hex), in a repr and
+    in a JSON string."""
+
+    def lower_hex(text: str) -> str:
+        return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+    forms = {
+        "raw": secret,
+        "quote": quote(secret, safe=""),
+        "encodeURIComponent": browser_encoded(secret),
+        "quote_plus": quote_plus(secret),
+        "repr": repr(secret)[1:-1],
+        "json": json.dumps(secret)[1:-1],
+    }
+    forms.update({f"{k}, lowercase hex": lower_hex(v) for k, v in list(forms.items()) if "%" in v})
+    return forms
 
 
 def free_port() -> int:
@@ -132,6 +163,13 @@ async def test_no_secret_in_any_log_line_or_response(tmp_path: Path) -> None:
             ws_url = f"ws://127.0.0.1:{port}/ws/status"
             async with websockets.connect(ws_url, additional_headers=auth) as ws:
                 bodies["/ws/status"] = await asyncio.wait_for(push_showing(ws, CONNECTION), 30)
+            # as the dashboard does it: the token in the address, encoded by the browser
+            async with websockets.connect(f"{ws_url}?token={browser_encoded(ENV_TOKEN)}") as ws:
+                bodies["/ws/status?token="] = await asyncio.wait_for(push_showing(ws, CONNECTION), 30)
+            with pytest.raises(InvalidStatus) as wrong:
+                async with websockets.connect(f"{ws_url}?token={browser_encoded(WRONG_TOKEN)}"):
+                    pass
+            assert wrong.value.response.status_code == 401
             with pytest.raises(InvalidStatus) as refused:
                 async with websockets.connect(ws_url):
                     pass
@@ -140,10 +178,22 @@ async def test_no_secret_in_any_log_line_or_response(tmp_path: Path) -> None:
                 for path in [*EXPECTED, METRICS]:
                     answer = await client.get(path, headers=auth)
                     statuses[path], bodies[path] = answer.status_code, answer.text
+                    if path == "/":  # the page's static HTML (no data) loads without it: a reload works
+                        continue
                     assert (await client.get(path)).status_code == 401, path
                     # the file's token was overridden by the environment's: it no longer opens anything
                     old = await client.get(path, headers={"Authorization": f"Bearer {FILE_TOKEN}"})
                     assert old.status_code == 401, path
+                # the token in the query: browser-encoded in the address, and form-encoded by httpx
+                by_query = await client.get(f"/api/connections?token={browser_encoded(ENV_TOKEN)}")
+                statuses["?token= (browser)"], bodies["?token= (browser)"] = (
+                    by_query.status_code,
+                    by_query.text,
+                )
+                by_params = await client.get("/api/connections", params={"token": ENV_TOKEN})
+                statuses["?token= (form)"], bodies["?token= (form)"] = by_params.status_code, by_params.text
+                wrong_query = await client.get("/healthz", params={"token": WRONG_TOKEN})
+                assert wrong_query.status_code == 401
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -161,7 +211,11 @@ async def test_no_secret_in_any_log_line_or_response(tmp_path: Path) -> None:
     for path, (codes, text) in EXPECTED.items():
         assert statuses[path] in codes, (path, statuses[path], bodies[path][:300])
         assert text in bodies[path], (path, bodies[path][:300])
-    assert '"exchange_status"' in bodies["/ws/status"]
+    assert '"exchange_status"' in bodies["/ws/status"] and '"exchange_status"' in bodies["/ws/status?token="]
+    for how in ("?token= (browser)", "?token= (form)"):
+        assert statuses[how] == 200 and CONNECTION in bodies[how], (how, statuses[how], bodies[how][:300])
+    # uvicorn logged the handshake with its query (DEBUG): the scan below looks at real request lines
+    assert any("/ws/status?token=" in line for line in err_lines), "no handshake line with a query logged"
     assert instance in bodies["/api/cluster/status"]  # the Redis status was written and read back
     assert statuses[METRICS] == 200 and "# TYPE cryptolink_" in bodies[METRICS], bodies[METRICS][:300]
 
@@ -177,8 +231,9 @@ async def test_no_secret_in_any_log_line_or_response(tmp_path: Path) -> None:
     stdout = "".join(out_lines)
     assert "cryptolink connection report" in stdout and CONNECTION in stdout
 
-    # no secret anywhere
+    # no secret anywhere, in any form
     for name, text in {"stderr": stderr, "stdout": stdout, **bodies}.items():
         for secret in SECRETS:
-            leaks = [line[:600] for line in text.splitlines() if secret in line]
-            assert not leaks, f"{secret!r} found in {name}: {leaks[0]}"
+            for form_name, form in written_forms(secret).items():
+                leaks = [line[:600] for line in text.splitlines() if form in line]
+                assert not leaks, f"{secret!r} ({form_name}: {form!r}) found in {name}: {leaks[0]}"

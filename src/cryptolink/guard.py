@@ -19,35 +19,46 @@ streams for it, or the ``channels`` asked for):
 
 Freshness is judged only while the connection is ``connected``; otherwise the connection is the reason.
 
-**When it is judged.** At once on every connection event of the entry (the manager's event listener), when
-:attr:`TradingGuard.safe`, :meth:`TradingGuard.status` or :meth:`TradingGuard.wait_safe` is called, and by one
-task per manager (:class:`GuardRegistry`) that wakes at the earliest moment a safe guard's freshest-to-expire
-stream passes its bound, and at least every ``check_interval_s`` (book state changes and the first data after
-a reconnect are not events). The task exists only while the manager runs and at least one guard is open.
+**When it is judged.** On connection events of the entry: the manager's event listener
+(:meth:`GuardRegistry.on_event`) only marks the guards an event concerns (O(1) per event: a stream event marks
+that symbol's guards, another event the guards on its connection, an event of a connection no guard sits on
+every guard of the entry) and asks the event loop for one judgment of every marked guard (``call_soon``,
+coalesced: however many events come in one loop step, each marked guard is judged once, in the next step,
+never inside the connection's own event path). Also when :attr:`TradingGuard.safe`,
+:meth:`TradingGuard.status` or :meth:`TradingGuard.wait_safe` is called, and by one task per manager
+(:class:`GuardRegistry`) that wakes at the earliest moment a safe guard's freshest-to-expire stream passes its
+bound, and at least every ``check_interval_s`` (book state changes and the first data after a reconnect are not
+events). The task exists only while the manager runs and at least one guard is open.
 
 **Transitions.** A guard starts halted (reason ``not checked yet``); each change of its verdict is one
 :class:`GuardEvent`: ``halt`` (safe -> not safe) or ``resume`` (not safe -> safe, the first safe verdict
-included). Each is logged once (halt WARNING, resume INFO; beyond :data:`LOUD_TRANSITIONS` a minute, at DEBUG),
-counted, kept in a bounded history and handed to
-the callbacks registered with :meth:`TradingGuard.on_halt` / :meth:`TradingGuard.on_resume`, in order, from
-the event loop (never from inside a connection's own event path). A callback that raises is logged and counted
-(``callback_errors``) and the others still run; an async callback runs as a task (at most
-``MAX_RUNNING_CALLBACKS`` per guard at once; more are dropped, logged and counted in ``callbacks_dropped``).
+included). Each is logged once (halt WARNING, resume INFO; beyond :data:`LOUD_TRANSITIONS` a minute, at DEBUG;
+when one judgment halts or resumes more than :data:`SUMMARY_OVER` guards, each at DEBUG and one summary line
+per entry), counted, kept in a bounded history and handed to the callbacks registered with
+:meth:`TradingGuard.on_halt` / :meth:`TradingGuard.on_resume`, in order, from the event loop (never from inside
+a connection's own event path). A callback that raises is logged and counted (``callback_errors``) and the
+others still run; an async callback runs as a task (at most ``MAX_RUNNING_CALLBACKS`` per guard at once; more
+are dropped, logged and counted in ``callbacks_dropped``).
+
+**Stopping.** :meth:`cryptolink.manager.ExchangeManager.stop` stops the guards first, while the connections are
+still up: every safe guard halts with ``manager stopping``, waiting :meth:`TradingGuard.wait_safe` calls raise
+:class:`GuardClosed`, and the async callbacks get :data:`STOP_GRACE_S` to finish (a callback may itself call
+``manager.stop()``: it is never waited for nor cancelled by it). Afterwards the reason is ``manager stopped``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptolink.clock import Clock
 from cryptolink.engine import ConnectionEvent, ConnectionEventType, ConnectionState
+from cryptolink.errors import CryptolinkError
 from cryptolink.models import Channel, Subscription
 
 if TYPE_CHECKING:
@@ -57,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECK_INTERVAL_S",
     "GuardCallback",
+    "GuardClosed",
     "GuardEvent",
     "GuardKey",
     "GuardProbe",
@@ -89,6 +101,9 @@ STOP_GRACE_S = 1.0
 LOUD_TRANSITIONS = 10
 """Transitions of one guard logged at WARNING (halt) / INFO (resume) per minute; more go to DEBUG (a flapping
 guard does not flood the log; its events, counters and callbacks still see every transition)."""
+SUMMARY_OVER = 10
+"""Beyond this many halts (resumes) in one judgment of many guards, each is logged at DEBUG and one summary line
+per entry says how many and why (``guard: 600 guards of okx halted: connection okx-ws-1 reconnecting``)."""
 _WAKE_EPS_S = 0.001
 """The check task wakes this long after a freshness deadline (fresh means ``age <= bound``) (s)."""
 
@@ -100,6 +115,11 @@ GuardCallback = Callable[["GuardEvent"], object]
 
 
 # ------------------------------------------------------------------------------------------------- records
+
+
+class GuardClosed(CryptolinkError, RuntimeError):
+    """:meth:`TradingGuard.wait_safe` on a guard that cannot become safe any more: it was closed, or its
+    manager is stopping or stopped (raised at once, also to a call that was already waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +141,8 @@ class StreamView:
     Attributes:
         channel / symbol: the stream.
         connection_id / connection_state: the connection carrying it (``None``: none does).
-        subscription: ``confirmed``, ``pending``, ``rejected`` or ``missing`` (not subscribed).
+        subscription: ``confirmed``, ``pending`` (asked, no answer yet), ``unsent`` (waiting for a socket),
+            ``rejected`` or ``missing`` (not subscribed).
         data_age_s: seconds since its last market data on the current socket (``None``: none yet).
         threshold_s: the silence its watchdog allows now, learned from its rhythm (s; ``None``: not watched).
         book_state: the book's :class:`~cryptolink.book.orderbook.BookState` value for a book stream
@@ -360,6 +381,63 @@ def check_selection(key: GuardKey, feed: Feed | None, entry: ExchangeConfig | No
         )
 
 
+# ----------------------------------------------------------------------------------------------- plumbing
+
+
+class _Soon:
+    """Calls ``fn()`` once from the running event loop soon after :meth:`request`; the requests made before it
+    ran are one call. A pending call belongs to the loop it was asked on: a request on another loop (a manager
+    reused under a second ``asyncio.run``) schedules anew there."""
+
+    __slots__ = ("_fn", "_handle", "_loop")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self) -> bool:
+        """Schedule the call unless it is pending; ``False``: no running event loop (nothing scheduled)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self._handle is not None and self._loop is loop:
+            return True
+        self._loop = loop
+        self._handle = loop.call_soon(self._run)
+        return True
+
+    def cancel(self) -> None:
+        """Forget a pending call."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop = None
+
+    def _run(self) -> None:
+        self._handle = self._loop = None
+        self._fn()
+
+
+class _LogBudget:
+    """The first :data:`LOUD_TRANSITIONS` lines of each minute are loud (WARNING/INFO); the rest go to DEBUG."""
+
+    __slots__ = ("_count", "_window")
+
+    def __init__(self, now: float) -> None:
+        self._window = now  # start of the current minute (monotonic s)
+        self._count = 0
+
+    def take(self, now: float) -> tuple[bool, bool]:
+        """``(loud, exhausted_now)``: whether this line is loud, and whether it is the first quiet one of its
+        minute (the moment to say so once)."""
+        if now - self._window >= 60.0:
+            self._window = now
+            self._count = 0
+        self._count += 1
+        return self._count <= LOUD_TRANSITIONS, self._count == LOUD_TRANSITIONS + 1
+
+
 # -------------------------------------------------------------------------------------------------- a guard
 
 
@@ -384,15 +462,15 @@ class TradingGuard:
         self._since_ns = self._clock.time_ns()
         self._since = self._clock.monotonic()
         self._fresh_until: float | None = None
+        self._conns: frozenset[str] = frozenset()  # connection ids its streams sat on at the last check
         self._history: deque[GuardEvent] = deque(maxlen=history)
         self._halt_cbs: list[GuardCallback] = []
         self._resume_cbs: list[GuardCallback] = []
         self._outbox: deque[GuardEvent] = deque()
-        self._drain_scheduled = False
-        self._log_window = self._since  # start of the current minute of logged transitions (monotonic s)
-        self._logged = 0
+        self._drain_soon = _Soon(self._drain)
+        self._budget = _LogBudget(self._since)
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._safe_event = asyncio.Event()
+        self._waiters: set[asyncio.Future[None]] = set()  # wait_safe calls, each on its own loop
         self.closed = False
         self.halts = 0
         """Safe -> not safe transitions."""
@@ -440,14 +518,48 @@ class TradingGuard:
         return self._registry.check(self, self._clock.monotonic())
 
     async def wait_safe(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (the asked-for API)
-        """Return once the guard is safe (at once if it is now).
+        """Return once the guard is safe (at once if it is now). A guard made before the manager starts waits
+        for the start.
 
         Raises:
             TimeoutError: not safe within ``timeout`` seconds (``None``: wait as long as it takes).
+            GuardClosed: the guard is closed or its manager is stopping or stopped: it cannot become safe. A
+                call already waiting when that happens raises at once.
         """
         if self.check().safe:
             return
-        await asyncio.wait_for(self._safe_event.wait(), timeout)
+        ended = self._ended()
+        if ended is not None:
+            raise GuardClosed(ended)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiters.discard(waiter)
+
+    def _ended(self) -> str | None:
+        """Why the guard cannot become safe any more (``None``: it can)."""
+        if self.closed:
+            return f"guard {self.name} {self.symbol} is closed"
+        if self._registry.stopping:
+            return f"guard {self.name} {self.symbol}: the manager is stopping or stopped"
+        return None
+
+    def _wake_waiters(self, error: str | None = None) -> None:
+        """Return from every :meth:`wait_safe` waiting now, or make them raise :class:`GuardClosed` (``error``)."""
+        waiters = tuple(self._waiters)
+        self._waiters.clear()
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            try:
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(GuardClosed(error))
+            except RuntimeError:  # its event loop is closed: nobody waits there any more
+                continue
 
     # -------------------------------------------------------------------------------------------- callbacks
 
@@ -468,19 +580,22 @@ class TradingGuard:
                 cbs.remove(callback)
 
     def close(self) -> None:
-        """Stop watching: the guard is not safe from now on (a safe guard halts with ``guard closed``) and
+        """Stop watching: the guard is not safe from now on (a safe guard halts with ``guard closed``), a
+        :meth:`wait_safe` waiting now raises :class:`GuardClosed`, and
         :meth:`~cryptolink.manager.ExchangeManager.guard` makes a new one for its key."""
         if self.closed:
             return
         self.closed = True
         self._record(Verdict(False, ("guard closed",)), self._clock.monotonic(), inline=False)
+        self._wake_waiters(self._ended())
         self._registry.discard(self)
 
     # ------------------------------------------------------------------------------------------ transitions
 
     def _record(self, verdict: Verdict, now: float, *, inline: bool) -> None:
-        """Keep ``verdict`` (judged at ``now``); a change of safety becomes a :class:`GuardEvent`. ``inline``:
-        run the callbacks now (the check task, stop) instead of from the event loop soon after."""
+        """Keep ``verdict`` (judged at ``now``); a change of safety becomes a :class:`GuardEvent`, handed to the
+        registry (logged, then to the callbacks). ``inline``: run the callbacks in this step (the check task, a
+        judgment of marked guards, stop) instead of from the event loop soon after."""
         self._reasons = verdict.reasons
         self._fresh_until = None if verdict.fresh_for_s is None else now + verdict.fresh_for_s
         if verdict.safe == self._safe:
@@ -492,29 +607,13 @@ class TradingGuard:
         kind: Literal["halt", "resume"] = "resume" if verdict.safe else "halt"
         event = GuardEvent(kind, self.name, self.symbol, self._since_ns, verdict.reasons, previous_s)
         self._history.append(event)
-        loud = self._loud(now)
         if verdict.safe:
             self.resumes += 1
             self._registry.resumes += 1
-            self._safe_event.set()
-            log.log(
-                logging.INFO if loud else logging.DEBUG,
-                "guard %s %s: RESUME (not safe for %.1f s)",
-                self.name,
-                self.symbol,
-                previous_s,
-            )
+            self._wake_waiters()
         else:
             self.halts += 1
             self._registry.halts += 1
-            self._safe_event.clear()
-            log.log(
-                logging.WARNING if loud else logging.DEBUG,
-                "guard %s %s: HALT: %s",
-                self.name,
-                self.symbol,
-                "; ".join(verdict.reasons),
-            )
         if len(self._outbox) >= MAX_OUTBOX:
             self._outbox.popleft()
             self._dropped()
@@ -522,18 +621,43 @@ class TradingGuard:
                 "guard %s %s: callback backlog full; oldest transition dropped", self.name, self.symbol
             )
         self._outbox.append(event)
-        if inline:
+        self._registry._transition(self, event, now, inline=inline)
+
+    def _log(self, event: GuardEvent, now: float, *, quiet: bool = False) -> None:
+        """Log ``event``: loud within this guard's budget (see :data:`LOUD_TRANSITIONS`), DEBUG beyond it or
+        when ``quiet`` (a registry summary line speaks for it)."""
+        loud = False
+        if not quiet:
+            loud, exhausted = self._budget.take(now)
+            if exhausted:
+                log.warning(
+                    "guard %s %s: flapping: more than %d transitions within a minute; the next ones this "
+                    "minute are logged at DEBUG (counted in halts/resumes)",
+                    self.name,
+                    self.symbol,
+                    LOUD_TRANSITIONS,
+                )
+        if event.kind == "resume":
+            log.log(
+                logging.INFO if loud else logging.DEBUG,
+                "guard %s %s: RESUME (not safe for %.1f s)",
+                self.name,
+                self.symbol,
+                event.previous_s,
+            )
+        else:
+            log.log(
+                logging.WARNING if loud else logging.DEBUG,
+                "guard %s %s: HALT: %s",
+                self.name,
+                self.symbol,
+                "; ".join(event.reasons),
+            )
+
+    def _deliver(self, *, inline: bool) -> None:
+        """Hand the waiting transitions to the callbacks: now (``inline``) or from the event loop soon after."""
+        if inline or not self._drain_soon.request():  # no event loop: the sync callbacks run now
             self._drain()
-            return
-        if self._drain_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # judged outside an event loop: run the sync callbacks now
-            self._drain()
-            return
-        self._drain_scheduled = True
-        loop.call_soon(self._drain)
 
     def _failed(self) -> None:
         self.callback_errors += 1
@@ -543,24 +667,8 @@ class TradingGuard:
         self.callbacks_dropped += 1
         self._registry.callbacks_dropped += 1
 
-    def _loud(self, now: float) -> bool:
-        """Whether this transition is logged above DEBUG: the first :data:`LOUD_TRANSITIONS` of each minute."""
-        if now - self._log_window >= 60.0:
-            self._log_window = now
-            self._logged = 0
-        self._logged += 1
-        if self._logged == LOUD_TRANSITIONS + 1:
-            log.warning(
-                "guard %s %s: flapping: %d transitions within a minute; the next ones this minute are logged "
-                "at DEBUG (counted in halts/resumes)",
-                self.name,
-                self.symbol,
-                self._logged,
-            )
-        return self._logged <= LOUD_TRANSITIONS
-
     def _drain(self) -> None:
-        self._drain_scheduled = False
+        self._drain_soon.cancel()
         while self._outbox:
             event = self._outbox.popleft()
             for cb in tuple(self._resume_cbs if event.kind == "resume" else self._halt_cbs):
@@ -607,8 +715,14 @@ class TradingGuard:
 # ------------------------------------------------------------------------------------------ the registry
 
 
+_Phase = Literal["not started", "running", "stopping", "stopped"]
+_ConnKey = tuple[str, str]
+"""(entry name, connection id)."""
+
+
 class GuardRegistry:
-    """A manager's guards and the one task that checks them (see the module docstring).
+    """A manager's guards, the marking of the ones a connection event concerns, and the one task that checks
+    them all (see the module docstring).
 
     Args:
         clock: the manager's clock (monotonic s for data ages and deadlines, wall ns for event times).
@@ -635,13 +749,24 @@ class GuardRegistry:
         self.check_interval_s = check_interval_s
         self._max_guards = max_guards
         self._guards: dict[GuardKey, TradingGuard] = {}
-        self._by_name: dict[str, list[TradingGuard]] = {}
+        self._by_name: dict[str, dict[TradingGuard, None]] = {}
+        self._by_symbol: dict[tuple[str, str], dict[TradingGuard, None]] = {}
+        self._by_conn: dict[_ConnKey, dict[TradingGuard, None]] = {}
+        # what connection events marked since the last judgment of marked guards (see on_event)
+        self._dirty_names: set[str] = set()
+        self._dirty_conns: set[_ConnKey] = set()
+        self._dirty_symbols: set[tuple[str, str]] = set()
+        self._ended: set[_ConnKey] = set()
+        self._judge_soon = _Soon(self._judge_marked)
+        self._batch: list[tuple[TradingGuard, GuardEvent]] | None = None
+        self._budgets: dict[tuple[str, str], _LogBudget] = {}  # (entry, kind) -> its summary lines' budget
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._stoppers: set[asyncio.Task[Any]] = set()  # tasks inside stop() now (callbacks among them)
+        self._wake: asyncio.Event | None = None  # made with the check task, on its event loop
         self._planned: float | None = None  # when the check task wakes next (monotonic s)
-        self._running = False
-        self._stopped = False
+        self._phase: _Phase = "not started"
         self.checks = 0
+        """Guard judgments made (one guard judged once is one)."""
         self.check_errors = 0
         self.halts = self.resumes = self.callback_errors = self.callbacks_dropped = 0
         """Totals over every guard ever opened (each guard counts into these as it counts its own)."""
@@ -661,7 +786,8 @@ class GuardRegistry:
             raise RuntimeError(f"{self._max_guards} trading guards are open already; close some first")
         guard = TradingGuard(key, self)
         self._guards[key] = guard
-        self._by_name.setdefault(key.name, []).append(guard)
+        self._by_name.setdefault(key.name, {})[guard] = None
+        self._by_symbol.setdefault((key.name, key.symbol), {})[guard] = None
         self.check(guard, self.clock.monotonic())
         self._ensure_task()
         return guard
@@ -671,12 +797,13 @@ class GuardRegistry:
         if self._guards.get(guard.key) is not guard:
             return
         del self._guards[guard.key]
-        same = self._by_name.get(guard.name, [])
-        if guard in same:
-            same.remove(guard)
-        if not same:
-            self._by_name.pop(guard.name, None)
-        self._wake.set()
+        _unindex(self._by_name, guard.name, guard)
+        _unindex(self._by_symbol, (guard.name, guard.symbol), guard)
+        for conn in guard._conns:
+            _unindex(self._by_conn, (guard.name, conn), guard)
+        guard._conns = frozenset()
+        if self._wake is not None:
+            self._wake.set()
 
     @property
     def guards(self) -> list[TradingGuard]:
@@ -687,6 +814,11 @@ class GuardRegistry:
     def task_running(self) -> bool:
         """Whether the check task exists (only while started with at least one open guard)."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the manager is stopping or stopped (no guard can become safe until it starts again)."""
+        return self._phase in ("stopping", "stopped")
 
     def stats(self) -> GuardStats:
         """Counters of every guard (closed ones included)."""
@@ -704,26 +836,32 @@ class GuardRegistry:
     # --------------------------------------------------------------------------------------------- checking
 
     def check(
-        self, guard: TradingGuard, now: float, *, inline: bool = False, ended: str | None = None
+        self,
+        guard: TradingGuard,
+        now: float,
+        *,
+        inline: bool = False,
+        ended: Collection[_ConnKey] = (),
     ) -> Verdict:
-        """Judge ``guard`` at ``now`` (monotonic s) and record the verdict. ``ended``: the id of a connection
-        whose session just ended (its ``disconnected`` event comes before its move to ``reconnecting``): it
-        counts as ``disconnected``."""
+        """Judge ``guard`` at ``now`` (monotonic s) and record the verdict. ``ended``: ``(entry, connection id)``
+        of connections whose session just ended (a ``disconnected`` event comes before the connection's move
+        to ``reconnecting``): they count as ``disconnected``."""
         if guard.closed:
             return Verdict(False, guard.last_status().reasons)
         self.checks += 1
-        if not self._running:
-            problem: str | None = "manager stopped" if self._stopped else "manager not started"
+        if self._phase != "running":
+            problem: str | None = f"manager {self._phase}"
             streams: tuple[StreamView, ...] = ()
         else:
             problem, streams = self._probe(guard.key, now)
-            if ended is not None:
+            if ended:
                 streams = tuple(
                     replace(s, connection_state=ConnectionState.DISCONNECTED)
-                    if s.connection_id == ended and s.connection_state is _CONNECTED
+                    if s.connection_state is _CONNECTED and (guard.name, s.connection_id) in ended
                     else s
                     for s in streams
                 )
+        self._index(guard, streams)
         verdict = decide(streams, max_data_age_s=guard.key.max_data_age_s, problem=problem)
         guard._record(verdict, now, inline=inline)
         planned = self._planned
@@ -731,6 +869,7 @@ class GuardRegistry:
             verdict.fresh_for_s is not None
             and planned is not None
             and now + verdict.fresh_for_s + _WAKE_EPS_S < planned
+            and self._wake is not None
         ):
             self._wake.set()  # this guard may flip before the check task would look again
         return verdict
@@ -738,62 +877,184 @@ class GuardRegistry:
     def check_all(self, now: float, *, inline: bool = True) -> float | None:
         """Judge every open guard at ``now``; return the earliest moment a safe one may flip (monotonic s).
         A check that raises is logged and counted (``check_errors``), the others still run."""
-        earliest: float | None = None
-        for guard in list(self._guards.values()):
-            try:
-                self.check(guard, now, inline=inline)
-            except Exception:
-                self.check_errors += 1
-                log.exception("trading guard %s %s: check failed", guard.name, guard.symbol)
-                continue
-            until = guard._fresh_until
-            if until is not None and (earliest is None or until < earliest):
-                earliest = until
-        return earliest
+        return self._judge(list(self._guards.values()), now, inline=inline)
 
     def on_event(self, event: ConnectionEvent) -> None:
-        """The manager's connection event listener: judge the guards of the event's entry at once."""
-        guards = self._by_name.get(event.feed)
-        if not guards:
+        """The manager's connection event listener. Costs O(1) whatever the number of guards: it marks the
+        guards the event may concern and asks for one judgment of every marked guard from the event loop
+        (:meth:`_judge_marked`, once per loop step however many events came).
+
+        Marked: a stream event (one naming a symbol: stale or rejected subscription) marks that symbol's guards
+        of the entry; another event marks the guards whose streams sat on its connection at their last check,
+        or every guard of the entry when none did (a new connection). Sampled ``data_received`` and quality
+        events change no verdict and mark nothing."""
+        if self._phase != "running" or event.type in _NO_VERDICT_EVENTS:
             return
-        now = self.clock.monotonic()
-        ended = event.connection_id if event.type is ConnectionEventType.DISCONNECTED else None
-        for guard in tuple(guards):
-            try:
-                self.check(guard, now, ended=ended)
-            except Exception:
-                self.check_errors += 1
-                log.exception("trading guard %s %s: check failed", guard.name, guard.symbol)
+        name = event.feed
+        if name not in self._by_name:
+            return
+        conn: _ConnKey = (name, event.connection_id)
+        if event.type is ConnectionEventType.DISCONNECTED:
+            self._ended.add(conn)
+        elif event.type is ConnectionEventType.STATE_CHANGED:
+            self._ended.discard(conn)  # its state says it from now on
+        if event.symbol is not None:
+            self._dirty_symbols.add((name, event.symbol))
+        elif conn in self._by_conn:
+            self._dirty_conns.add(conn)
+        else:
+            self._dirty_names.add(name)
+        if not self._judge_soon.request():
+            self._judge_marked()  # no event loop: judge now
+
+    def _judge_marked(self) -> None:
+        """Judge each guard marked by :meth:`on_event` since the last call once, running their callbacks."""
+        names, conns, symbols, ended = self._dirty_names, self._dirty_conns, self._dirty_symbols, self._ended
+        self._dirty_names, self._dirty_conns, self._dirty_symbols, self._ended = set(), set(), set(), set()
+        if self._phase != "running":
+            return
+        marked: dict[TradingGuard, None] = {}
+        for name in names:
+            marked.update(self._by_name.get(name, {}))
+        for index, keys in ((self._by_conn, conns), (self._by_symbol, symbols)):
+            for key in keys:
+                if key[0] not in names:
+                    marked.update(index.get(key, {}))
+        if marked:
+            self._judge(list(marked), self.clock.monotonic(), inline=True, ended=ended)
+
+    def _judge(
+        self,
+        guards: Sequence[TradingGuard],
+        now: float,
+        *,
+        inline: bool,
+        ended: Collection[_ConnKey] = (),
+    ) -> float | None:
+        """Judge ``guards`` as one batch: their transitions are logged together (one summary line per entry
+        beyond :data:`SUMMARY_OVER`), then handed to their callbacks. Returns the earliest moment a safe one
+        may flip (monotonic s)."""
+        outer, self._batch = self._batch, []
+        earliest: float | None = None
+        try:
+            for guard in guards:
+                try:
+                    self.check(guard, now, ended=ended)
+                except Exception:
+                    self.check_errors += 1
+                    log.exception("trading guard %s %s: check failed", guard.name, guard.symbol)
+                    continue
+                until = guard._fresh_until
+                if until is not None and (earliest is None or until < earliest):
+                    earliest = until
+        finally:
+            batch, self._batch = self._batch, outer
+            self._log_batch(batch, now)
+            for guard in dict.fromkeys(g for g, _ in batch):
+                guard._deliver(inline=inline)
+        return earliest
+
+    def _transition(self, guard: TradingGuard, event: GuardEvent, now: float, *, inline: bool) -> None:
+        """A guard changed: log it and hand it to its callbacks, or keep it for the end of the batch."""
+        if self._batch is not None:
+            self._batch.append((guard, event))
+            return
+        guard._log(event, now)
+        guard._deliver(inline=inline)
+
+    def _log_batch(self, batch: list[tuple[TradingGuard, GuardEvent]], now: float) -> None:
+        """Each transition on its own line, or, beyond :data:`SUMMARY_OVER` halts (resumes) in the batch, each
+        at DEBUG and one summary line per entry (within a per-entry budget, like a guard's)."""
+        for kind in ("halt", "resume"):
+            of_kind = [(g, e) for g, e in batch if e.kind == kind]
+            if len(of_kind) <= SUMMARY_OVER:
+                for guard, event in of_kind:
+                    guard._log(event, now)
+                continue
+            by_name: dict[str, list[GuardEvent]] = {}
+            for guard, event in of_kind:
+                guard._log(event, now, quiet=True)
+                by_name.setdefault(guard.name, []).append(event)
+            for name, events in by_name.items():
+                budget = self._budgets.setdefault((name, kind), _LogBudget(now))
+                loud, _ = budget.take(now)
+                if kind == "resume":
+                    log.log(
+                        logging.INFO if loud else logging.DEBUG,
+                        "guard: %d guards of %s resumed",
+                        len(events),
+                        name,
+                    )
+                else:
+                    log.log(
+                        logging.WARNING if loud else logging.DEBUG,
+                        "guard: %d guards of %s halted: %s",
+                        len(events),
+                        name,
+                        _common_reasons(events),
+                    )
+
+    def _index(self, guard: TradingGuard, streams: Sequence[StreamView]) -> None:
+        """Keep ``guard`` listed under the connections its streams sit on now."""
+        conns = frozenset(s.connection_id for s in streams if s.connection_id is not None)
+        if conns == guard._conns or guard.closed:
+            return
+        for conn in guard._conns - conns:
+            _unindex(self._by_conn, (guard.name, conn), guard)
+        for conn in conns - guard._conns:
+            self._by_conn.setdefault((guard.name, conn), {})[guard] = None
+        guard._conns = conns
 
     # -------------------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
         """The manager started: judge the feeds from now on; the check task runs while guards exist."""
-        self._running = True
-        self._stopped = False
+        self._phase = "running"
         self._ensure_task()
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """The manager stops: end the check task, halt every safe guard (``manager stopped``), run the
+        """The manager stops (before it stops its feeds): end the check task, halt every safe guard
+        (``manager stopping``), make every :meth:`TradingGuard.wait_safe` raise :class:`GuardClosed`, run the
         callbacks and wait up to ``grace_s`` (clock s) for the async ones; those still running are cancelled
-        (logged)."""
-        self._running = False
-        self._stopped = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._planned = None
-        self.check_all(self.clock.monotonic(), inline=True)
-        pending = {t for g in self._guards.values() for t in g._tasks}
+        (logged). Safe to call from a callback (it never waits for nor cancels the task calling it). Then the
+        guards' reason is ``manager stopped``."""
+        self._phase = "stopping"
+        self._judge_soon.cancel()
+        self._dirty_names.clear()
+        self._dirty_conns.clear()
+        self._dirty_symbols.clear()
+        self._ended.clear()
+        current = asyncio.current_task()
+        if current is not None:
+            self._stoppers.add(current)
+        try:
+            task, self._task = self._task, None
+            if task is not None and task is not current:
+                task.cancel()
+                await asyncio.wait({task})  # our own cancellation still propagates
+            self._planned = None
+            self.check_all(self.clock.monotonic(), inline=True)
+            for guard in self._guards.values():
+                guard._wake_waiters(guard._ended())
+            pending = {t for g in self._guards.values() for t in g._tasks}
+            await self._wait_callbacks(pending, grace_s)
+        finally:
+            if current is not None:
+                self._stoppers.discard(current)
+        self._phase = "stopped"
+
+    async def _wait_callbacks(self, pending: set[asyncio.Future[Any]], grace_s: float) -> None:
+        """Wait up to ``grace_s`` for ``pending`` callback tasks, never for one that is itself stopping (this
+        call's own task, or another callback's that called stop too: each would wait for the other), then
+        cancel those left."""
+        pending = {t for t in pending if not t.done() and t not in self._stoppers}
         if not pending:
             return
         sleeper = asyncio.ensure_future(self.clock.sleep(grace_s))
         try:
             while pending and not sleeper.done():
                 await asyncio.wait({*pending, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-                pending = {t for t in pending if not t.done()}
+                pending = {t for t in pending if not t.done() and t not in self._stoppers}
         finally:
             sleeper.cancel()
         if pending:
@@ -804,36 +1065,67 @@ class GuardRegistry:
                 t.cancel()
 
     def _ensure_task(self) -> None:
-        if not self._running or not self._guards:
+        if self._phase != "running" or not self._guards:
             return
         if self._task is not None and not self._task.done():
             return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="trading-guards")
+        self._wake = asyncio.Event()  # on the loop of the task (a manager may run under several loops)
+        self._task = asyncio.get_running_loop().create_task(self._run(self._wake), name="trading-guards")
 
-    async def _run(self) -> None:
-        """Check every guard, then sleep until the earliest freshness deadline (at most ``check_interval_s``);
-        ends when the last guard is closed."""
+    async def _run(self, wake: asyncio.Event) -> None:
+        """Check every guard, then sleep until the earliest freshness deadline (at most ``check_interval_s``)
+        or until woken; ends when the last guard is closed."""
         clock = self.clock
         try:
-            while self._running and self._guards:
+            while self._phase == "running" and self._guards:
                 now = clock.monotonic()
                 earliest = self.check_all(now)
                 delay = self.check_interval_s
                 if earliest is not None:
                     delay = min(delay, max(earliest - now, 0.0) + _WAKE_EPS_S)
                 self._planned = now + delay
-                await self._sleep_or_wake(delay)
+                await self._sleep_or_wake(wake, delay)
         finally:
             self._planned = None
             if self._task is asyncio.current_task():
                 self._task = None
 
-    async def _sleep_or_wake(self, delay: float) -> None:
-        self._wake.clear()
+    async def _sleep_or_wake(self, wake: asyncio.Event, delay: float) -> None:
+        wake.clear()
         sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        waker = asyncio.ensure_future(self._wake.wait())
+        waker = asyncio.ensure_future(wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
             waker.cancel()
+
+
+_NO_VERDICT_EVENTS = frozenset(
+    {
+        ConnectionEventType.DATA_RECEIVED,
+        ConnectionEventType.QUALITY_DEGRADED,
+        ConnectionEventType.QUALITY_IMPROVED,
+    }
+)
+"""Connection events that change no guard's verdict (a state change caused by them has its own event)."""
+
+
+def _unindex(index: dict[Any, dict[TradingGuard, None]], key: Any, guard: TradingGuard) -> None:
+    same = index.get(key)
+    if same is None:
+        return
+    same.pop(guard, None)
+    if not same:
+        del index[key]
+
+
+def _common_reasons(events: Sequence[GuardEvent], shown: int = 3) -> str:
+    """The most frequent reasons of ``events``, each with its count unless every event has it:
+    ``"connection okx-ws-1 reconnecting"``, ``"connection okx-ws-1 reconnecting (300); ... (2 more reasons)"``."""
+    counts = Counter(r for e in events for r in dict.fromkeys(e.reasons))
+    top = counts.most_common(shown)
+    parts = [r if n == len(events) else f"{r} ({n})" for r, n in top]
+    if len(counts) > shown:
+        parts.append(f"{len(counts) - shown} more reasons")
+    return "; ".join(parts) or "no reason given"

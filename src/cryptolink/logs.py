@@ -12,7 +12,11 @@ the code base and of its libraries (uvicorn, aiohttp) and every structlog logger
 
 Every configured secret (:func:`config_secrets`: exchange ``api_key``/``api_secret``, ``status.token``, a
 password in ``status.redis_url``) is replaced by ``***`` in every field, the message and the traceback
-included, before rendering, and once more in the rendered line.
+included, before rendering, and once more in the rendered line, in each form it may take there
+(:func:`secret_forms`: as given, percent-encoded as Python and browsers encode it, in upper- or lowercase hex,
+as a ``repr`` and as a JSON string). Whatever the secrets, the value of any ``token=`` query parameter in a
+rendered line becomes ``***`` (:func:`redact_query_tokens`): a token a client sent in an address (the
+dashboard's ``?token=``), right or wrong, however it was encoded.
 
 :func:`log_connection_event` turns a :class:`~cryptolink.engine.events.ConnectionEvent` into one record of the
 ``cryptolink.events`` logger with the fields ``exchange``, ``feed``, ``connection``, ``event_type``,
@@ -23,11 +27,13 @@ included, before rendering, and once more in the rendered line.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -47,6 +53,8 @@ __all__ = [
     "configure_logging",
     "event_fields",
     "log_connection_event",
+    "redact_query_tokens",
+    "secret_forms",
 ]
 
 LogFormat = Literal["json", "console"]
@@ -92,13 +100,55 @@ _events_log = logging.getLogger(EVENTS_LOGGER)
 # ----------------------------------------------------------------------------------------------- redaction
 
 
+_URI_COMPONENT_SAFE: Final = "-_.!~*'()"
+"""What JavaScript's ``encodeURIComponent`` leaves as it is (the dashboard encodes its token with it)."""
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every form ``secret`` may take in a log line: as given; percent-encoded as ``quote(s, safe="")``,
+    ``quote(s)``, ``quote_plus(s)`` and JavaScript's ``encodeURIComponent`` (``!~*'()`` kept), each with upper-
+    and lowercase hex; the inside of its ``repr``, of its UTF-8 bytes' ``repr`` (``\\xc3\\xb6``) and of its JSON
+    string (ASCII-escaped or not). Empty for an empty secret."""
+    if not secret:
+        return set()
+    forms = {secret}
+    for encoded in (
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret, safe=""),
+        quote(secret, safe=_URI_COMPONENT_SAFE),
+    ):
+        forms.add(encoded)
+        forms.add(_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), encoded))
+    forms.add(repr(secret)[1:-1])
+    forms.add(repr(secret.encode())[2:-1])
+    forms.add(json.dumps(secret)[1:-1])
+    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    forms.discard("")
+    return forms
+
+
+_QUERY_TOKEN: Final = re.compile(r"(token(?:=|%3d))(?:(?!%26)[^&\s\"#\\])+", re.IGNORECASE)
+"""A ``token`` query parameter (``token=``, or ``token%3D`` inside an encoded address) and its value, up to the
+next parameter (``&``, ``%26``), fragment, whitespace, double quote or backslash (a JSON escape)."""
+
+
+def redact_query_tokens(text: str) -> str:
+    """``text`` with the value of every ``token=`` query parameter (``access_token=`` too) replaced by
+    :data:`REDACTED`, whatever its encoding: ``GET /ws/status?token=Tk%20ab!c`` -> ``GET /ws/status?token=***``.
+    """
+    return _QUERY_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
+
+
 class Redactor:
     """Replaces secret values by :data:`REDACTED` in strings and, as a structlog processor, in every value of
     an event dict (nested mappings and sequences included; other objects are replaced by their redacted
     ``repr``, which is what the renderers would print).
 
-    Each secret is matched as given and percent-encoded (as it would appear in a URL). Empty secrets are
-    ignored; longer secrets are replaced first so that a secret containing another is hidden whole.
+    Each secret is matched in every form of :func:`secret_forms` (percent-encoded as in a URL, escaped as in a
+    ``repr`` or JSON). Empty secrets are ignored; longer needles are replaced first so that a secret
+    containing another is hidden whole.
 
     Args:
         secrets: the values to hide.
@@ -109,9 +159,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         needles: set[str] = set()
         for secret in secrets:
-            if secret:
-                needles.add(secret)
-                needles.add(quote(secret, safe=""))
+            needles.update(secret_forms(secret))
         self._needles = tuple(sorted(needles, key=len, reverse=True))
 
     def __bool__(self) -> bool:
@@ -209,7 +257,7 @@ def _renderer(mode: LogFormat, redactor: Redactor, stream: TextIO) -> Processor:
 
     def rendered(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
         line = render(logger, method_name, event_dict)
-        return redactor.text(line) if isinstance(line, str) else str(line)
+        return redact_query_tokens(redactor.text(line if isinstance(line, str) else str(line)))
 
     return rendered
 

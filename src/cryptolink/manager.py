@@ -152,7 +152,8 @@ class ExchangeManager:
         self._final: tuple[ManagerStats, list[ReportRow]] | None = None
         self._started = False
         self._guards = GuardRegistry(self._clock, feeds_probe(self._feeds))
-        """Trading guards (:meth:`guard`): judged on every connection event and by one check task."""
+        """Trading guards (:meth:`guard`): marked by connection events, judged once per loop step, and by one
+        check task."""
         self.add_event_listener(self._guards.on_event)
 
     @staticmethod
@@ -182,13 +183,15 @@ class ExchangeManager:
             raise
 
     async def stop(self) -> None:
-        """Stop gracefully: unsubscribe and close every connection, publish the gaps still open, then close
-        the bus (consumers end). The last statistics and report stay available (:meth:`stats`,
-        :meth:`report`)."""
+        """Stop gracefully: halt every trading guard (``manager stopping``, while the connections are still up;
+        their async callbacks get up to 1 s), unsubscribe and close every connection, publish the gaps still
+        open, then close the bus (consumers end). The last statistics and report stay available
+        (:meth:`stats`, :meth:`report`). A guard callback may call it (the stop is then completed by that call;
+        the outer one finds nothing left to do)."""
+        await self._guards.stop()  # bots halt before their connections close
         feeds = list(self._feeds.values())
         rows = self._live_rows()  # connection states as they were while running
         await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)
-        await self._guards.stop()  # every safe guard halts ("manager stopped") before the bus closes
         if feeds or self._final is None:
             self._final = (self._live_stats(), rows)
         self._feeds.clear()
@@ -533,8 +536,8 @@ class ExchangeManager:
     def report(self, extra: Sequence[Section] = ()) -> str:
         """A readable connection report (see :func:`cryptolink.report.render_report`): one line per
         connection, then books (state, resyncs by cause), data integrity (duplicates, stale, late and
-        regressed ids, gaps and backfills), connect gates and REST budgets, then ``extra``; after
-        :meth:`stop`, the final one."""
+        regressed ids, gaps and backfills), connect gates and REST budgets, trading guards (when any), then
+        ``extra``; after :meth:`stop`, the final one."""
         return render_report(self.report_rows(), sections=[*report_sections(self.stats()), *extra])
 
     def _on_event(self, event: ConnectionEvent) -> None:
@@ -632,11 +635,23 @@ def report_sections(stats: ManagerStats) -> list[Section]:
         + (f" (budget {r.budget} per {r.window_s:g} s)" if r.budget is not None and r.window_s else "")
         for r in stats.rest
     ]
-    return [
+    sections = [
         Section("books", books),
         Section("data integrity", data),
         Section("connect gates and REST budgets", hosts),
     ]
+    g = stats.guards
+    if g is not None and (g.guards or g.checks):
+        sections.append(
+            Section(
+                "trading guards",
+                [
+                    f"  {g.guards} open, {g.safe} safe | halts {g.halts:,}, resumes {g.resumes:,} | callback "
+                    f"errors {g.callback_errors:,}, dropped {g.callbacks_dropped:,} | check errors {g.check_errors:,}"
+                ],
+            )
+        )
+    return sections
 
 
 class ManagerBuilder:
