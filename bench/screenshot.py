@@ -7,8 +7,11 @@ connection is connected and every book live, it injects faults so the page shows
 - ``okx``: a 60 s outage (default backoff: the row stays ``reconnecting``, orange);
 - ``gate``: a 60 s outage on an entry that gives up after 2 attempts (``error``, red: it needs a restart).
 
-It then opens the page in chromium (``/usr/bin/chromium`` through playwright, viewport 1400 x 900 CSS
-pixels), waits until the page shows the outages, and writes the PNG.
+It opens the page in chromium (``/usr/bin/chromium`` through playwright, viewport 1400 x 900 CSS pixels) and,
+before the faults, waits until the latency column is filled for all rows but at most one (the keepalive round
+trip arrives after the first ping: up to ~30 s on some exchanges; the wait is capped at :data:`LATENCY_WAIT_S`,
+then the photograph is taken with what there is). After the faults it waits until the page shows them, checks
+that the instances section is hidden (this run has no Redis), and writes the PNG.
 
 ``python -m bench.screenshot [--out docs/dashboard.png] [--viewport-only]`` (default: the whole page, 1400 px
 wide).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -44,6 +48,15 @@ CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = ViewportSize(width=1400, height=900)
 SETTLE_S = 3.0
 """Seconds between the faults showing and the photograph."""
+LATENCY_WAIT_S = 60.0
+"""Longest wait for the latency column to fill, s."""
+
+_LATENCY_FILLED = """(missing) => {
+  const cells = [...document.querySelectorAll('tr[data-connection] [data-field="latency"]')];
+  return cells.length > 0 && cells.filter((c) => c.textContent === "—").length <= missing;
+}"""
+_LATENCY_COUNT = """() => [...document.querySelectorAll('tr[data-connection] [data-field="latency"]')]
+  .map((c) => c.textContent !== "—")"""
 
 ENTRIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("binance", "binance", "spot", ("BTC/USDT", "ETH/USDT")),
@@ -83,17 +96,28 @@ async def _photograph(
     sections = page.locator("section[data-exchange]")
     await expect(sections).to_have_count(len(ENTRIES), timeout=timeout_ms)
     await expect(page.locator("#healthy")).to_have_attribute("data-healthy", "true", timeout=timeout_ms)
-    log.info("every connection connected and every book live; injecting faults")
+    log.info("every connection connected and every book live; waiting for the latencies")
+    await _wait_for_latency(page)
+    log.info("injecting faults")
     sim.inject(Fault("outage", duration_s=60.0), exchange="okx")
     sim.inject(Fault("outage", duration_s=60.0), exchange="gate")
     for name, status in (("okx", "reconnecting"), ("gate", "error")):
         section = page.locator(f'section[data-exchange="{name}"]')
         await expect(section.locator('tr[data-status="connected"]')).to_have_count(0, timeout=timeout_ms)
         await expect(section.locator(f'tr[data-status="{status}"]').first).to_be_visible(timeout=timeout_ms)
+    await expect(page.locator("#cluster")).to_be_hidden()  # no Redis in this run: no instances section
     await asyncio.sleep(SETTLE_S)  # a few more pushes: retries counted, ages grown
     out.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(out), full_page=full_page)
     log.info("wrote %s", out)
+
+
+async def _wait_for_latency(page: Page) -> None:
+    """Wait (at most :data:`LATENCY_WAIT_S`) until every row but at most one shows a latency; log how many do."""
+    with contextlib.suppress(PlaywrightError):  # the cap: photograph what there is (the log says how much)
+        await page.wait_for_function(_LATENCY_FILLED, arg=1, timeout=LATENCY_WAIT_S * 1000)
+    filled: list[bool] = await page.evaluate(_LATENCY_COUNT)
+    log.info("latency shown on %d of %d rows", sum(filled), len(filled))
 
 
 async def shoot(out: Path, *, full_page: bool = False, ready_s: float = 60.0) -> None:
@@ -114,8 +138,8 @@ async def shoot(out: Path, *, full_page: bool = False, ready_s: float = 60.0) ->
         status = StatusConfig(push_interval_s=1.0, snapshot_interval_s=0.5)
         service = StatusService(manager, status, instance_id="demo-host-1")
         server = StatusServer(create_app(service), "127.0.0.1", 0)
+        await service.start()  # first, as cryptolink.service.serve does: it sees the first connects
         await manager.start()
-        await service.start()
         await server.start()
         try:
             async with async_playwright() as pw:
