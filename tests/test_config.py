@@ -287,7 +287,7 @@ def test_env_overrides_any_key_nested_with_double_underscores(tmp_path: Path) ->
         "CRYPTOLINK__EXCHANGES__BINANCE__RECONNECT__MAX_ATTEMPTS": "null",  # null is None
         "CRYPTOLINK__EXCHANGES__BINANCE__SYMBOLS": '["SOL/USDT"]',  # lists are JSON
         "CRYPTOLINK__STATUS__PORT": "9000",
-        "CRYPTOLINK__STATUS__TOKEN": "env-token",
+        "CRYPTOLINK__STATUS__TOKEN": "env-token-9f3b61d2",
         "CRYPTOLINK__LOG_LEVEL": "warning",
         "CRYPTOLINK__OUTPUT": '{"enabled": false, "max_files": 3}',  # a section as JSON ...
         "CRYPTOLINK__OUTPUT__MAX_FILES": "5",  # ... and one of its keys: the key wins
@@ -304,7 +304,7 @@ def test_env_overrides_any_key_nested_with_double_underscores(tmp_path: Path) ->
     assert okx.api_secret is not None and okx.api_secret.get_secret_value() == "env-secret"
     assert okx.api_key is None and okx.reconnect.max_attempts == 7
     assert cfg.status.port == 9000
-    assert cfg.status.token is not None and cfg.status.token.get_secret_value() == "env-token"
+    assert cfg.status.token is not None and cfg.status.token.get_secret_value() == "env-token-9f3b61d2"
     assert cfg.log_level == "WARNING"
     assert cfg.output.enabled is False and cfg.output.max_files == 5 and cfg.output.dir == Path("/tmp/out")
     assert cfg.consumer_queue_size == 500
@@ -364,6 +364,43 @@ def test_env_problems_name_the_variable_and_never_the_value() -> None:
         "(from environment variable CRYPTOLINK__EXCHANGES__OKX_PERP__RECONNECT__MAX_ATTEMPTS)"
     )
     assert len(info.value.problems) == 8  # the token is a valid (odd) string
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "path"),
+    [
+        ("CRYPTOLINK__STATUS__TOKEN", "null", "status.token"),
+        ("CRYPTOLINK__STATUS__TOKEN", "NULL", "status.token"),
+        ("CRYPTOLINK__STATUS", '{"token": null}', "status.token"),  # a JSON null in a section
+        ("CRYPTOLINK__STATUS", '{"port": 9000, "token": "Null"}', "status.token"),
+        ("CRYPTOLINK__STATUS__REDIS_URL", "null", "status.redis_url"),
+        ("CRYPTOLINK__EXCHANGES__BINANCE__API_KEY", "null", "exchanges.binance.api_key"),
+        ("CRYPTOLINK__EXCHANGES__OKX_PERP__API_SECRET", "null", "exchanges.okx-perp.api_secret"),
+    ],
+)
+def test_null_cannot_unset_a_secret_from_the_environment(var: str, value: str, path: str) -> None:
+    text = VALID_YAML + "status: {token: file-token-4b0d2e9a71, redis_url: 'redis://127.0.0.1:6379/0'}\n"
+    assert CryptolinkConfig.from_yaml_text(text, env={}).status.token is not None
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={var: value})
+    assert len(info.value.problems) == 1
+    (where, message) = info.value.problems[0]
+    assert where == var  # the variable is named...
+    assert message.startswith(f"not applied: {path} is a secret, which the environment cannot unset")
+    # ... and nothing else of it is applied (the port of the section's JSON neither)
+
+
+def test_null_still_unsets_other_keys_and_a_secret_may_be_the_word_in_a_longer_value() -> None:
+    env = {
+        "CRYPTOLINK__EXCHANGES__BINANCE__RECONNECT__MAX_ATTEMPTS": "null",
+        "CRYPTOLINK__STATUS__TOKEN": "null-is-not-the-whole-value",
+    }
+    cfg = CryptolinkConfig.from_yaml_text(VALID_YAML, env=env)
+    assert cfg.exchanges["binance"].reconnect.max_attempts is None
+    assert (
+        cfg.status.token is not None
+        and cfg.status.token.get_secret_value() == env["CRYPTOLINK__STATUS__TOKEN"]
+    )
 
 
 def test_file_problems_do_not_blame_the_environment() -> None:

@@ -1,20 +1,24 @@
 """The demo end to end (short): simulator replaying recordings, faults, fresh JSONL output per run, gap events
-and the final report (also written to report.txt)."""
+and the final report (also written to report.txt); refusals (a foreign directory, a status address in use)
+that leave the directory as it was."""
 
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from cryptolink.config import StatusConfig
 from cryptolink.demo import (
     DEMO_ENTRIES,
     DEMO_EXCHANGES,
     DEMO_FAULTS,
     MARKER,
     DemoOutputError,
+    check_out_dir,
     demo_main,
     prepare_out_dir,
 )
@@ -125,3 +129,32 @@ def test_fault_cycle_and_entries_derive_from_the_registries() -> None:
     for e in DEMO_ENTRIES:
         for symbol in e.symbols:
             check_symbol(e.exchange, e.market, symbol)
+
+
+async def test_a_refused_status_address_leaves_the_last_output_untouched(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_out_dir(out)  # the previous run's output
+    (out / "report.txt").write_text("the previous run's report\n")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    console = Console(file=io.StringIO(), width=120)
+    try:
+        code = await demo_main(3.0, out, False, console=console, status=StatusConfig(port=port))
+    finally:
+        holder.close()
+    assert code == 2
+    assert f"127.0.0.1:{port}" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert (out / "report.txt").read_text() == "the previous run's report\n"
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "report.txt"]
+
+
+async def test_a_foreign_directory_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("mine")
+    console = Console(file=io.StringIO(), width=120)
+    assert await demo_main(3.0, tmp_path, False, console=console) == 2
+    assert "not written by the demo" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+    with pytest.raises(DemoOutputError, match="not a directory"):
+        check_out_dir(tmp_path / "precious.txt")

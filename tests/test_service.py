@@ -1,19 +1,28 @@
 """``cryptolink run``'s service loop against the simulator: JSONL written and reported, refused starts (an
-unwritable output directory, an unknown symbol), a full disk made loud (exit code 1), and stop signals that
-lose nothing (a real ``cryptolink run`` process stopped with SIGHUP)."""
+unwritable output directory, an unknown symbol, a status port in use, a Redis URL redis-py refuses), a full
+disk made loud (exit code 1), stop signals that lose nothing (a real ``cryptolink run`` process stopped with
+SIGHUP), the status API served, the report kept without it, and a status stop that fails without costing the
+sinks or the report."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from cryptolink.config import CryptolinkConfig
+from cryptolink.logs import log_connection_event
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import Trade
 from cryptolink.service import EXIT_DATA_LOST, EXIT_OK, EXIT_REFUSED, serve
@@ -21,6 +30,7 @@ from cryptolink.simulator import Simulator
 from cryptolink.simulator.market import Event
 from cryptolink.simulator.market import Trade as SimTrade
 from cryptolink.sinks.jsonl import read_jsonl
+from cryptolink.status.surface import StatusSurface
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -129,3 +139,113 @@ async def test_sighup_stops_gracefully_flushes_and_reports(tmp_path: Path) -> No
     assert "cryptolink connection report" in text and "okx-ws-1" in text and "lines" in text
     trades = list(read_jsonl(out / "okx" / "trades.jsonl"))
     assert trades and all(t.symbol == "BTC/USDT" for t in trades)
+
+
+async def _serve_with_status(
+    cfg: CryptolinkConfig, manager: ExchangeManager
+) -> tuple[asyncio.Task[Any], StatusSurface, asyncio.Event]:
+    """Start ``serve(cfg)``; return its task, its status surface (once started) and its stop event."""
+    stop = asyncio.Event()
+    started: asyncio.Future[StatusSurface] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(cfg, stop, manager=manager, on_status=started.set_result))
+    waiting: set[asyncio.Future[Any]] = {task, started}
+    done, _ = await asyncio.wait(waiting, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    assert started in done, task.result() if task in done else "the status surface did not start"
+    return task, started.result(), stop
+
+
+async def test_serve_starts_the_status_api(tmp_path: Path) -> None:
+    async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        cfg = config(sim, None)
+        task, surface, stop = await _serve_with_status(cfg, ExchangeManager(cfg))
+        try:
+            assert surface.server is not None and surface.server.port != 0
+            async with httpx.AsyncClient(base_url=surface.server.url) as http:
+                doc = (await http.get("/api/system/status")).json()
+            assert doc["instance_id"] == surface.service.instance_id
+            assert "okx" in json.dumps(doc["exchange_connections"])  # the run's entry, running or not yet
+        finally:
+            stop.set()
+            result = await asyncio.wait_for(task, 20)
+    assert result.exit_code == EXIT_OK and "okx-ws-1" in result.report
+
+
+async def test_a_status_port_in_use_is_refused_and_nothing_is_left_attached(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        async with Simulator(exchanges=["okx"]) as sim:
+            cfg = config(sim, tmp_path / "out")
+            cfg = cfg.model_copy(update={"status": cfg.status.model_copy(update={"port": port})})
+            manager = ExchangeManager(cfg)
+            result = await serve(cfg, manager=manager)
+            assert sim.okx.all_connections() == []  # nothing was started
+    finally:
+        holder.close()
+    assert result.exit_code == EXIT_REFUSED
+    assert result.error is not None and f"127.0.0.1:{port}" in result.error
+    assert (
+        log_connection_event not in manager._listeners
+    )  # the event logger was taken off the caller's manager
+    assert "jsonl-writer-out" not in {t.name for t in threading.enumerate()}  # the sink was closed
+
+
+async def test_a_redis_url_redis_py_refuses_is_a_refused_start_not_a_crash() -> None:
+    async with Simulator(exchanges=["okx"]) as sim:
+        cfg = config(sim, None)
+        # past the config's own check (which refuses it: tests/test_cli.py): what start() does with it
+        bad = cfg.status.model_copy(
+            update={"redis_url": SecretStr("redis://127.0.0.1:6379/0?socket_timeout=abc")}
+        )
+        cfg = cfg.model_copy(update={"status": bad})
+        manager = ExchangeManager(cfg)
+        result = await serve(cfg, manager=manager)
+    assert result.exit_code == EXIT_REFUSED
+    assert result.error is not None and "socket_timeout" in result.error
+    assert log_connection_event not in manager._listeners
+
+
+async def test_without_the_status_api_the_report_is_still_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        cfg = config(sim, None)
+        status = cfg.status.model_copy(
+            update={"enabled": False, "report_interval_s": 0.05, "snapshot_interval_s": 0.05}
+        )
+        cfg = cfg.model_copy(update={"status": status})
+        task, surface, stop = await _serve_with_status(cfg, ExchangeManager(cfg))
+        try:
+            assert surface.server is None  # no HTTP server
+            logged = asyncio.Event()
+            surface.service.add_snapshot_listener(
+                lambda _: logged.set() if surface.service.reports_logged >= 1 else None
+            )
+            await asyncio.wait_for(logged.wait(), 20)
+        finally:
+            stop.set()
+            result = await asyncio.wait_for(task, 20)
+    assert result.exit_code == EXIT_OK
+    assert any(r.getMessage().startswith("connection report") for r in caplog.records)
+    assert "status API on" not in caplog.text
+
+
+async def test_a_failing_status_stop_still_closes_the_sinks_and_reports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        cfg = config(sim, tmp_path)
+        task, surface, stop = await _serve_with_status(cfg, ExchangeManager(cfg))
+
+        async def broken_stop() -> None:
+            raise RuntimeError("status stop failed")
+
+        surface.stop = broken_stop  # type: ignore[method-assign]
+        stop.set()
+        result = await asyncio.wait_for(task, 20)
+        assert surface.server is not None
+        await StatusSurface.stop(surface)  # the real stop, for the test's own cleanup
+    assert result.exit_code == EXIT_OK and "output" in result.report  # the sinks closed, the report was made
+    assert result.output is not None
+    assert "stopping the status service failed" in caplog.text and "status stop failed" in caplog.text

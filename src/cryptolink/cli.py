@@ -16,7 +16,8 @@ Commands::
 Exit codes: 0 success (also after a stop signal on ``run`` and ``simulate``), 1 runtime failure, data lost
 (JSONL lines that could not be written) or a component missing from this build, 2 bad configuration or
 arguments, an unwritable output directory or a symbol the exchange does not list (refused at start), 130
-interrupted (``demo``); ``status``: 0 healthy, 1 unhealthy or an instance unknown, 2 unreachable. The heavy parts are imported inside each command, so ``--help``, ``--version`` and
+interrupted (``demo``); ``status``: 0 healthy (stopped instances ignored), 1 unhealthy, an instance unknown or every instance stopped, 2
+unreachable or a bad argument. The heavy parts are imported inside each command, so ``--help``, ``--version`` and
 ``validate-config`` start fast and work on their own.
 """
 
@@ -32,7 +33,7 @@ import typer
 from pydantic import ValidationError
 
 from cryptolink import __version__
-from cryptolink.config import ConfigError, CryptolinkConfig, StatusConfig, load_config
+from cryptolink.config import ConfigError, CryptolinkConfig, StatusConfig, load_config, status_from_env
 
 __all__ = ["app", "main"]
 
@@ -121,15 +122,18 @@ def _parse_addr(addr: str) -> tuple[str, int]:
 
 
 def _status_config(base: StatusConfig, addr: str | None, off: bool) -> StatusConfig:
-    """``base`` with ``--status-addr`` / ``--no-status`` applied and validated again (a non-loopback address
-    without a token is refused: exit 2)."""
+    """``base`` with ``--status-addr`` / ``--no-status`` applied and validated again. An explicit
+    ``--status-addr`` serves the API even when the configuration says ``enabled: false``; a non-loopback address
+    without a token, or both options at once, are refused (exit 2)."""
+    if off and addr is not None:
+        _fail("error: --status-addr and --no-status contradict each other; give one of them", EXIT_BAD_CONFIG)
     if off:
         return base.model_copy(update={"enabled": False})
     if addr is None:
         return base
     host, port = _parse_addr(addr)
     try:
-        return StatusConfig.model_validate({**base.model_dump(), "host": host, "port": port})
+        return StatusConfig.model_validate({**base.model_dump(), "host": host, "port": port, "enabled": True})
     except ValidationError as exc:
         problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         _fail(f"error: --status-addr {addr}: {problems}", EXIT_BAD_CONFIG)
@@ -138,6 +142,12 @@ def _status_config(base: StatusConfig, addr: str | None, off: bool) -> StatusCon
 _STATUS_ADDR_HELP = (
     "Serve the status API, dashboard and /metrics on HOST:PORT (default 127.0.0.1:8766; "
     "off loopback a token is required: status.token or CRYPTOLINK__STATUS__TOKEN)."
+)
+_RUN_STATUS_ADDR_HELP = (
+    _STATUS_ADDR_HELP + " Given, it serves the API even when the configuration says status.enabled: false."
+)
+_NO_STATUS_HELP = (
+    "Do not serve the status API (the periodic connection report and the Redis status still run)."
 )
 
 
@@ -161,7 +171,11 @@ def demo(
     """Run the simulator and a client against it on loopback, show live status (also on the dashboard,
     http://127.0.0.1:8766/), then write a report."""
     run_demo = _lazy("cryptolink.demo", "run_demo")
-    status = _status_config(StatusConfig(), status_addr, no_status)
+    try:
+        base = status_from_env()  # the demo has no file: CRYPTOLINK__STATUS__... (the token) still apply
+    except ConfigError as exc:
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    status = _status_config(base, status_addr, no_status)
     _setup_logging("WARNING", "console")
     try:
         code = int(run_demo(duration or None, out, not no_faults, status))
@@ -175,9 +189,9 @@ def demo(
 def run(
     config: Annotated[Path, typer.Argument(help="YAML configuration file.", metavar="CONFIG.yaml")],
     status_addr: Annotated[
-        str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_STATUS_ADDR_HELP)
+        str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_RUN_STATUS_ADDR_HELP)
     ] = None,
-    no_status: Annotated[bool, typer.Option("--no-status", help="Do not serve the status API.")] = False,
+    no_status: Annotated[bool, typer.Option("--no-status", help=_NO_STATUS_HELP)] = False,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Log lines as JSON objects (default) or readable lines.")
     ] = LogFormat.JSON,
@@ -358,10 +372,19 @@ def status(
     ] = None,
 ) -> None:
     """Show every connection of a running instance (or of every instance in Redis) as a table. Exit 0 when all
-    are healthy, 1 when one is not or an instance is unknown (its snapshot expired), 2 when the endpoint or
-    Redis cannot be read."""
+    are healthy (instances stopped cleanly do not count), 1 when one is not or an instance is unknown (its
+    snapshot expired), 2 when the endpoint or Redis cannot be read or an argument is wrong. Neither the token
+    nor a URL's password is ever printed."""
     if url is not None and redis is not None:
         _fail("error: use --url or --redis, not both", EXIT_BAD_CONFIG)
+    if token is not None:
+        token = token.strip() or None  # a stray newline from a file or an empty variable: no token
+        if token is not None and not all(" " <= ch <= "~" for ch in token):
+            _fail(  # the value itself is never echoed: it is a secret, and may hold terminal escapes
+                "error: --token (or CRYPTOLINK__STATUS__TOKEN) holds control or non-ASCII characters; "
+                "a bearer token is printable ASCII",
+                EXIT_BAD_CONFIG,
+            )
     if redis is not None:
         load_cluster = _lazy("cryptolink.status.table", "load_cluster")
 

@@ -15,15 +15,16 @@ path (``exchanges.binance.symbols[1]: ...``), one per line. Unknown keys are err
 Environment: every key can be set by a variable ``CRYPTOLINK__<KEY>``, levels separated by ``__``
 (``CRYPTOLINK__STATUS__TOKEN``, ``CRYPTOLINK__LOG_LEVEL``, ``CRYPTOLINK__EXCHANGES__BINANCE_PERP__API_KEY``:
 :func:`env_var_name`), read with pydantic-settings and merged over the file (the environment wins) before
-validation. Names are case-insensitive; lists and mappings are JSON; ``null`` is ``None``; empty variables are
-ignored. An exchange entry is named as its key upper-cased with every character other than ``A-Z0-9``
-replaced by ``_``; a variable for an entry that is not in the file, or for no key, is an error naming the
-variable. Errors about a value from the environment name its variable; secret values never appear in them.
+validation. Names are case-insensitive; lists and mappings are JSON; ``null`` is ``None`` (refused for a secret
+field: the environment cannot unset a secret); empty variables are ignored. An exchange entry is named as its
+key upper-cased with every character other than ``A-Z0-9`` replaced by ``_``; a variable for an entry that is
+not in the file, or for no key, is an error naming the variable. Errors about a value from the environment name its variable; secret values never appear in them.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ __all__ = [
     "env_var_name",
     "is_loopback",
     "load_config",
+    "status_from_env",
 ]
 
 SUPPORTED: Mapping[str, tuple[Market, ...]] = _ADAPTERS_SUPPORTED
@@ -228,12 +230,16 @@ def _check_url(schemes: tuple[str, ...]) -> Any:
     return AfterValidator(check)
 
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1`` or ``localhost``)."""
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether ``host`` is ``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``, brackets allowed); a
+    DNS name that merely starts with ``127.`` is not (it may resolve to any address)."""
+    name = host.strip().lower().removeprefix("[").removesuffix("]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class StatusConfig(_Section):
@@ -241,13 +247,22 @@ class StatusConfig(_Section):
     (:mod:`cryptolink.status`), and the cross-instance status in Redis.
 
     Attributes:
-        enabled: serve it (``cryptolink run --no-status`` turns it off).
+        enabled: serve the HTTP API (``cryptolink run --no-status`` turns it off; an explicit ``--status-addr``
+            turns it on). Off, the rest of the status service still runs: the snapshots, the periodic connection
+            report in the log and the Redis status (with ``redis_url``).
         host / port: listening address; binding anything but loopback requires ``token``. Port 0 picks a free
             port (logged at start).
-        token: bearer token every request must carry (``Authorization: Bearer <token>``; the WebSocket also
-            accepts ``?token=``); required off loopback, optional on it. Never logged or served.
-        snapshot_interval_s: how often a statistics snapshot is taken for every view, s.
-        push_interval_s: ``/ws/status`` push period, s (a state change pushes at once).
+        token: bearer token every request must carry (``Authorization: Bearer <token>``, or ``?token=``);
+            required off loopback, optional on it. At least 16 characters, not only whitespace and without
+            leading or trailing whitespace (an empty token would let every request in; HTTP strips the
+            whitespace around a header value). Never logged or served. Without a token the API answers only
+            requests whose ``Host`` is a loopback name or the bound address, and refuses a WebSocket opened by a
+            page of another origin (:mod:`cryptolink.status.app`).
+        snapshot_interval_s: how often a statistics snapshot is taken for every view, s. ``/readyz`` answers 503
+            when the latest snapshot is older than three intervals.
+        push_interval_s: ``/ws/status`` push period, s (a state change pushes at once, at most one such push per
+            0.25 s). A client that has not taken one push within ``max(1, 2 * push_interval_s)`` s is closed
+            (code 1013) and counted.
         report_interval_s: the connection report is logged this often, s (0: never).
         events_kept: connection events kept for ``/api/events`` (bounded ring).
         per_symbol_metrics: Prometheus series per subscription (data age, stale) and per book (live, resyncs by
@@ -255,9 +270,12 @@ class StatusConfig(_Section):
             connection, so the series count does not grow with the symbols (``docs/metrics.md``).
         redis_url: write this instance's snapshot to Redis (``redis://[user:password@]host:port/db``,
             ``rediss://``, ``unix://``) for ``/api/cluster/status`` and ``cryptolink status --redis``; ``None``:
-            no Redis. A secret (it may hold a password): never printed.
+            no Redis. Checked with redis-py's own parser (query parameters included). A secret (it may hold a
+            password): never printed.
         instance_id: this instance's name in Redis (default ``<hostname>-<pid>``).
-        redis_ttl_s: lifetime of the snapshot in Redis, s; an instance silent for longer shows as unknown.
+        redis_ttl_s: lifetime of the snapshot in Redis, s; an instance silent for longer shows as unknown. With
+            ``redis_url`` at least ``2 * snapshot_interval_s + 2`` (two snapshot periods plus the 2 s Redis
+            timeout), or a healthy instance would read as unknown between two writes.
         redis_prefix: key prefix in Redis.
     """
 
@@ -275,6 +293,24 @@ class StatusConfig(_Section):
     redis_ttl_s: float = Field(default=15.0, ge=1, le=86_400)
     redis_prefix: str = Field(default="cryptolink", min_length=1, max_length=64)
 
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # the messages never quote the value (config.py shows them as they are: ``_OWN_MESSAGES``)
+        if value is None:
+            return value
+        token = value.get_secret_value()
+        shortest = 16
+        if not token.strip():
+            raise ValueError("must not be empty or only whitespace (it would let every request in)")
+        if token != token.strip():
+            raise ValueError(
+                "must not start or end with whitespace (HTTP strips it from the Authorization header)"
+            )
+        if len(token) < shortest:
+            raise ValueError(f"must be at least {shortest} characters long (a short token can be guessed)")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -290,6 +326,9 @@ class StatusConfig(_Section):
             raise ValueError("the port is not a number in 0..65535") from None
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("no host")
+        problem = cls._redis_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -300,6 +339,41 @@ class StatusConfig(_Section):
                 "so that every request must carry it"
             )
         return self
+
+    @model_validator(mode="after")
+    def _redis_ttl_covers_two_writes(self) -> StatusConfig:
+        redis_timeout_s = 2.0  # the status publisher's timeout (cryptolink.status.cluster.REDIS_TIMEOUT_S)
+        least = 2 * self.snapshot_interval_s + redis_timeout_s
+        if self.redis_url is not None and self.redis_ttl_s < least:
+            raise ValueError(
+                f"status.redis_ttl_s {self.redis_ttl_s:g} is below 2 * snapshot_interval_s + {redis_timeout_s:g} "
+                f"= {least:g} s: the snapshot written to Redis would expire before the next write lands, so a "
+                "healthy instance would read as unknown between two writes"
+            )
+        return self
+
+    @staticmethod
+    def _redis_url_problem(url: str) -> str | None:
+        """Why redis-py cannot use ``url`` (``None``: it can). Builds (never connects) the connection
+        redis-py would open, so a query parameter it does not know or cannot read is refused here rather than
+        at start. The message names the parameter, never its value or the password."""
+        from urllib.parse import parse_qsl
+
+        from redis.asyncio.connection import ConnectionPool  # here: --help does not import redis
+
+        try:
+            ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+        except TypeError as exc:  # "__init__() got an unexpected keyword argument 'x'"
+            name = str(exc).rpartition(" ")[2]
+            return f"redis-py does not know the query parameter {name}"
+        except Exception as exc:  # ValueError: "Invalid value for 'socket_timeout' in connection URL." ...
+            text = str(exc)
+            secrets = [s for s in (urlsplit(url).password, urlsplit(url).username) if s]
+            secrets += [v for _, v in parse_qsl(urlsplit(url).query) if v]
+            if any(s in text for s in secrets):
+                return f"redis-py cannot use it ({type(exc).__name__})"
+            return f"redis-py cannot use it: {text}"
+        return None
 
 
 # -------------------------------------------------------------------------------------------- exchange entry
@@ -554,6 +628,28 @@ class CryptolinkConfig(_Section):
         return {name: ex for name, ex in self.exchanges.items() if ex.enabled}
 
 
+def status_from_env(env: Mapping[str, str] | None = None) -> StatusConfig:
+    """The ``status`` section built from the environment's ``CRYPTOLINK__STATUS__...`` variables alone (what
+    ``cryptolink demo`` uses: it has no configuration file). Other variables are ignored.
+
+    Raises:
+        ConfigError: naming every wrong variable or field (never a value).
+    """
+    env = os.environ if env is None else env
+    prefix = f"{ENV_PREFIX}STATUS{_ENV_DELIMITER}"
+    overrides = _apply_env({}, {k: v for k, v in env.items() if k.upper().startswith(prefix)})
+    problems = list(overrides.problems)
+    section = overrides.data.get("status", {})
+    try:
+        status = StatusConfig.model_validate(section)
+    except ValidationError as exc:
+        problems += [(f"status.{path}" if path else "status", msg) for path, msg in _problems(exc)]
+        raise ConfigError(overrides.attribute(problems), "environment") from None
+    if problems:
+        raise ConfigError(overrides.attribute(problems), "environment")
+    return status
+
+
 def load_config(
     path: str | os.PathLike[str],
     *,
@@ -670,12 +766,17 @@ def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> _EnvOverrides
         else:
             shape, prefix, where = top_shape, ENV_PREFIX, ()
         try:
-            values = _nulls_to_none(_MappingEnvSource(shape, {var: ours[var]}, prefix)())
+            read = _MappingEnvSource(shape, {var: ours[var]}, prefix)()
         except SettingsError:  # its message names the field, not the value
             problems.append(
                 (var, "not applied: a list or mapping must be given as JSON (e.g. '[\"BTC/USDT\"]')")
             )
             continue
+        unset = [_format_loc((*where, *path)) for path in _null_secrets(read)]
+        if unset:
+            problems.append((var, _SECRET_NULL.format(", ".join(unset))))
+            continue
+        values = _nulls_to_none(read)
         if not values:
             problems.append(
                 (var, "not applied: no configuration key of that name (see docs/configuration.md)")
@@ -695,13 +796,35 @@ _ENTRY_RULE = (
 )
 
 
+_SECRET_NULL = (
+    "not applied: {} is a secret, which the environment cannot unset ('null' is refused for secrets, so that "
+    "a stray variable cannot turn authentication off); remove the variable, or the key from the file"
+)
+
+
 def _nulls_to_none(value: Any) -> Any:
-    """The string ``null`` (any case) means ``None`` in a variable."""
+    """The string ``null`` (any case) means ``None`` in a variable (secret fields are refused before:
+    :func:`_null_secrets`)."""
     if isinstance(value, str):
         return None if value.lower() == _ENV_NULL else value
     if isinstance(value, Mapping):
         return {k: _nulls_to_none(v) for k, v in value.items()}
     return value
+
+
+def _null_secrets(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths of the secret fields (:data:`_SECRET_FIELDS`) that ``values`` (one variable, as read) sets to
+    ``null``: the string ``null`` in any case, or a JSON ``null`` inside a section's JSON."""
+    out: list[tuple[str, ...]] = []
+    for key, value in values.items():
+        here = (*path, str(key))
+        if isinstance(value, Mapping):
+            out.extend(_null_secrets(value, here))
+        elif str(key).lower() in _SECRET_FIELDS and (
+            value is None or (isinstance(value, str) and value.lower() == _ENV_NULL)
+        ):
+            out.append(here)
+    return out
 
 
 def _leaf_paths(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -726,7 +849,7 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 
 _SECRET_FIELDS = frozenset({"api_key", "api_secret", "token", "redis_url"})
-_OWN_MESSAGES = frozenset({"redis_url"})
+_OWN_MESSAGES = frozenset({"redis_url", "token"})
 """Secret fields whose validators write messages that never quote the value (kept as they are)."""
 _ALL_DISABLED = "every exchange entry is disabled (enabled: false): there is nothing to stream"
 

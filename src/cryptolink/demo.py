@@ -13,8 +13,9 @@ events under ``--out`` and ends with the connection report (also saved as ``<out
 
 Each run starts from a fresh output directory: a directory this demo wrote before (it holds the marker file
 ``.cryptolink-demo``) is emptied first, so the JSONL files and the report always describe one run; a
-non-empty directory without the marker is refused, never emptied. Stops cleanly on Ctrl-C or after
-``--duration``.
+non-empty directory without the marker is refused, never emptied. The status address is bound before the
+directory is emptied: a refused address leaves the previous run's output as it was. Stops cleanly on Ctrl-C or
+after ``--duration``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "DemoEntry",
     "DemoFault",
     "DemoOutputError",
+    "check_out_dir",
     "prepare_out_dir",
     "run_demo",
 ]
@@ -172,23 +174,34 @@ def build_manager(endpoints: dict[str, dict[str, str]], *, seed: int = 0) -> Exc
     return b.runtime(seed=seed).build()
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse ``out_dir`` unless :func:`prepare_out_dir` may use it (it changes nothing).
+
+    Raises:
+        DemoOutputError: ``out_dir`` is not a directory, or is not empty and was not written by the demo.
+        OSError: it cannot be read.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DemoOutputError(f"{out_dir} is not a directory")
+    if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+        raise DemoOutputError(
+            f"{out_dir} is not empty and was not written by the demo; choose another --out "
+            "(the demo empties its own output directory at every run)"
+        )
+
+
 def prepare_out_dir(out_dir: Path) -> None:
     """Make ``out_dir`` an empty directory of the demo's own (see the module docstring).
 
     Raises:
-        DemoOutputError: ``out_dir`` is not empty and was not written by the demo.
+        DemoOutputError: ``out_dir`` is not empty and was not written by the demo (:func:`check_out_dir`).
         OSError: it cannot be created or emptied.
     """
+    check_out_dir(out_dir)
     if out_dir.exists():
-        if not out_dir.is_dir():
-            raise DemoOutputError(f"{out_dir} is not a directory")
-        entries = list(out_dir.iterdir())
-        if entries and not (out_dir / MARKER).is_file():
-            raise DemoOutputError(
-                f"{out_dir} is not empty and was not written by the demo; choose another --out "
-                "(the demo empties its own output directory at every run)"
-            )
-        for entry in entries:
+        for entry in list(out_dir.iterdir()):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -254,34 +267,41 @@ async def demo_main(
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=WIDTH, force_terminal=False, file=console.file)
-    try:
-        await asyncio.to_thread(prepare_out_dir, out_dir)
+    try:  # refused before anything starts; emptied only once the status address is bound (below)
+        await asyncio.to_thread(check_out_dir, out_dir)
     except (DemoOutputError, OSError) as exc:
         console.print(f"error: {exc}", style="bold red")
         return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     counts: Counter[str] = Counter()
     fault_log: list[str] = []
     started = time.monotonic()
-    sink = JsonlSink(out_dir)
     async with Simulator(exchanges=list(DEMO_EXCHANGES), mode="replay", speed=speed, seed=seed) as sim:
         manager = build_manager(sim.endpoints(), seed=seed)
-        sink.attach(manager.bus)
-        for channel in ("trades", "book", "ticker", "gaps"):
-            manager.on(channel, _count(counts))  # type: ignore[arg-type]
         surface = None
         if status is not None and status.enabled:
             surface = StatusSurface(manager, status, disk_path=out_dir)
-            try:
+            try:  # before the output directory is emptied: a refused address leaves the last run's output
                 await surface.start()
-            except StatusBindError as exc:
+            except (StatusBindError, ValueError) as exc:
                 await surface.stop()
                 console.print(f"error: {exc}", style="bold red")
                 return 2
+        try:
+            await asyncio.to_thread(prepare_out_dir, out_dir)
+        except (DemoOutputError, OSError) as exc:
+            if surface is not None:
+                await surface.stop()
+            console.print(f"error: {exc}", style="bold red")
+            return 2
+        stop = asyncio.Event()  # the handlers are installed once nothing can refuse the run any more
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        sink = JsonlSink(out_dir)
+        sink.attach(manager.bus)
+        for channel in ("trades", "book", "ticker", "gaps"):
+            manager.on(channel, _count(counts))  # type: ignore[arg-type]
         dashboard = f" — dashboard {surface.server.url}/" if surface is not None and surface.server else ""
         sink_task = asyncio.create_task(sink.run())
         await manager.start()

@@ -6,7 +6,13 @@ each connection's story (down and why, retrying when, up again, books resynced a
 connection report on exit.
 
 Refused at start (exit code 2, nothing left running): an output directory that cannot be written, a symbol
-the exchange does not list. Stopped gracefully by every catchable signal that would otherwise end the process
+the exchange does not list, a status address that cannot be bound, a Redis URL redis-py cannot use.
+
+The status service always runs (snapshots, the periodic connection report in the log, the Redis status with
+``status.redis_url``); ``status.enabled`` (``--no-status``) only decides whether its HTTP API is served; a
+failure to stop it is logged and never costs the sinks' close or the report.
+
+Stopped gracefully by every catchable signal that would otherwise end the process
 (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM): connections closed, open gaps published, every
 buffered line written, the report printed. A second signal during the stop ends the process at once (exit
 code 128 + the signal number). The exit code is 1 when JSONL lines were lost (disk full, I/O errors), 0
@@ -22,17 +28,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptolink.config import CryptolinkConfig
+from cryptolink.errors import CryptolinkError
 from cryptolink.feed import BadSymbol
 from cryptolink.logs import log_connection_event
 from cryptolink.manager import ExchangeManager
 from cryptolink.report import Section, config_summary
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
-from cryptolink.status.server import StatusBindError
 from cryptolink.status.surface import StatusSurface
 
 __all__ = [
@@ -94,6 +100,7 @@ async def serve(
     *,
     manager: ExchangeManager | None = None,
     sinks: Sequence[Sink] = (),
+    on_status: Callable[[StatusSurface], None] | None = None,
 ) -> RunResult:
     """Run ``config`` until ``stop`` is set or a stop signal arrives; return the final report and exit code.
 
@@ -103,6 +110,8 @@ async def serve(
         manager: the manager to run (default: one built from ``config``).
         sinks: sinks to run besides the JSONL output the config asks for (any :class:`~cryptolink.sinks.base.Sink`);
             a loss in any of them ends the run with :data:`EXIT_DATA_LOST`.
+        on_status: called with the status surface once it started (its ``server`` is ``None`` with
+            ``status.enabled: false``; with ``status.port`` 0 ``server.port`` is the port it got).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,7 +131,7 @@ async def serve(
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     try:
-        return await _serve(config, stop, manager, stopped_by, list(sinks))
+        return await _serve(config, stop, manager, stopped_by, list(sinks), on_status)
     finally:
         for sig in installed:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -135,6 +144,7 @@ async def _serve(
     manager: ExchangeManager | None,
     stopped_by: list[str],
     sinks: list[Sink],
+    on_status: Callable[[StatusSurface], None] | None = None,
 ) -> RunResult:
     log.info("starting:\n%s", config_summary(config))
     out = config.output
@@ -154,15 +164,24 @@ async def _serve(
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager = manager or ExchangeManager(config)
     manager.add_event_listener(log_connection_event)  # every connection event as a structured log record
-    status: StatusSurface | None = None
-    if config.status.enabled:
-        status = StatusSurface(manager, config.status, disk_path=out.dir if out.enabled else ".")
+    # always: the report and the Redis status run without the HTTP API too (status.enabled: false)
+    status = StatusSurface(
+        manager, config.status, disk_path=out.dir if out.enabled else ".", serve_http=config.status.enabled
+    )
+    try:
+        await status.start()
+    except (CryptolinkError, ValueError) as exc:  # StatusBindError; a Redis URL redis-py refuses
+        log.error("refusing to start: %s", exc)
+        await _stop_status(status)
+        manager.remove_event_listener(log_connection_event)
+        if sink is not None:
+            await sink.aclose()
+        return RunResult("", EXIT_REFUSED, error=str(exc))
+    if on_status is not None:
         try:
-            await status.start()
-        except StatusBindError as exc:
-            log.error("refusing to start: %s", exc)
-            await status.stop()
-            return RunResult("", EXIT_REFUSED, error=str(exc))
+            on_status(status)
+        except Exception:  # the caller's callback: its failure must not leave the surface running unattended
+            log.exception("the on_status callback failed; going on")
     if sink is not None:
         sinks.insert(0, sink)
     tasks: list[asyncio.Task[None]] = []
@@ -188,8 +207,7 @@ async def _serve(
     finally:
         await manager.stop()
         manager.remove_event_listener(log_connection_event)  # after the stop: its events are logged too
-        if status is not None:
-            await status.stop()
+        await _stop_status(status)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,6 +235,15 @@ async def _serve(
         stopped_by[0] if stopped_by else None,
         sink.stats() if sink is not None else None,
     )
+
+
+async def _stop_status(status: StatusSurface) -> None:
+    """Stop the status surface; a failure is logged and never keeps the sinks from closing or the report from
+    being written."""
+    try:
+        await status.stop()
+    except Exception:
+        log.exception("stopping the status service failed; going on with the stop")
 
 
 def run_config(config: CryptolinkConfig) -> int:

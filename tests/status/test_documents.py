@@ -3,6 +3,8 @@ the engine's seven states, what ``healthy`` and ``ready`` require, event cursors
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cryptolink.engine import ConnectionEventType, ConnectionState, Severity
@@ -149,10 +151,12 @@ def test_last_error_and_disconnect_times_are_iso_8601_utc() -> None:
 
 
 def test_events_after_a_cursor_and_the_next_cursor() -> None:
-    records = [event(i) for i in range(4, 9)]
-    doc = d.events_doc(records, since=6, dropped=3)
+    records = [event(i) for i in range(4, 9)]  # the ring keeps 4..8: 1..3 were pushed out
+    doc = d.events_doc(records, since=6, evicted_total=3)
     assert [e["seq"] for e in doc["events"]] == [7, 8]
-    assert doc["last_seq"] == 8 and doc["dropped"] == 3
+    assert (
+        doc["last_seq"] == 8 and doc["dropped"] == 0 and doc["evicted_total"] == 3
+    )  # this caller missed nothing
     assert d.events_doc(records, since=8)["events"] == []
     assert d.events_doc([], since=5)["last_seq"] == 5  # an empty ring never moves the cursor back
     one = d.event_doc(event(1, ConnectionEventType.RECONNECT_FAILED, severity=Severity.CRITICAL, attempt=4))
@@ -163,6 +167,33 @@ def test_events_after_a_cursor_and_the_next_cursor() -> None:
         4,
     )
     assert one["time"] == "2026-12-02T02:53:20.001Z" and one["time_ms"] == T0 // 1_000_000 + 1
+
+
+@pytest.mark.parametrize("since, dropped", [(0, 3), (1, 2), (2, 1), (3, 0), (4, 0), (8, 0), (20, 0)])
+def test_dropped_counts_what_this_caller_missed_not_the_lifetime_evictions(since: int, dropped: int) -> None:
+    records = [event(i) for i in range(4, 9)]
+    doc = d.events_doc(records, since=since, evicted_total=3)
+    assert doc["dropped"] == dropped and doc["evicted_total"] == 3
+    assert [e["seq"] for e in doc["events"]] == [s for s in range(4, 9) if s > since]
+
+
+def test_events_doc_reads_its_records_once() -> None:
+    doc = d.events_doc(
+        (event(i) for i in range(1, 4)), since=1
+    )  # a generator: a second pass would see nothing
+    assert [e["seq"] for e in doc["events"]] == [2, 3] and doc["last_seq"] == 3
+
+
+def test_disk_space_and_its_percent_agree() -> None:
+    host = replace(
+        healthy_snapshot().host, disk_used=45 * 1024**3, disk_total=500 * 1024**3, disk_percent=23.1
+    )
+    doc = d.system_status(
+        replace(healthy_snapshot(), host=host)
+    )  # 23.1: psutil's share, without reserved blocks
+    assert doc["disk_space"] == "45GB / 500GB" and doc["disk_space_percent"] == 9.0  # used / total, as shown
+    empty = replace(host, disk_used=0, disk_total=0, disk_percent=0.0)
+    assert d.system_status(replace(healthy_snapshot(), host=empty))["disk_space_percent"] == 0.0
 
 
 def test_push_message_wraps_the_connections_document_with_a_millisecond_id() -> None:

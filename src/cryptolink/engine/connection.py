@@ -417,6 +417,7 @@ class ManagedConnection:
     def _stream_statuses(self, now: float) -> tuple[StreamStatus, ...]:
         reg = self._registry
         confirmed = {s.key for s in reg.confirmed}
+        unsent = {s.key for s in reg.unsent()}  # pending with no request on the current socket yet
         pending = {s.key for s in reg.pending_subscribe}
         watchdog = self._core.watchdog
         out = []
@@ -426,7 +427,12 @@ class ManagedConnection:
                 age, threshold = watchdog.silence(key, now)
             except KeyError:
                 age = threshold = None
-            state = "confirmed" if key in confirmed else "pending" if key in pending else "unsent"
+            if key in confirmed:
+                state = "confirmed"
+            elif key in unsent or key not in pending:
+                state = "unsent"
+            else:
+                state = "pending"
             out.append(StreamStatus(key[0].value, key[1], state, age, threshold, self._core.is_stale(key)))
         for rej in reg.rejected:
             out.append(
@@ -439,8 +445,10 @@ class ManagedConnection:
     def stream_status(self, key: tuple[Channel, str], now: float | None = None) -> StreamStatus | None:
         """The :class:`StreamStatus` of the one subscription ``key`` at ``now`` (monotonic s, default the
         clock's now), built without :meth:`stats` (what the trading guard reads on every check): ``None`` when
-        the connection neither wants nor has rejected ``key``. The state is ``pending`` for a subscription
-        waiting for its ack or for a socket, else ``confirmed``."""
+        the connection neither wants nor has rejected ``key``. The state is ``unsent`` for a subscription not yet
+        asked on the current socket (waiting for a socket or for its turn), ``pending`` for one asked and waiting
+        for its ack, else ``confirmed`` (acknowledged; it stays so while the connection is down, until the next
+        socket asks again), as in :meth:`stats`."""
         reg = self._registry
         if not reg.is_desired(key):
             for rej in reg.rejected:
@@ -451,8 +459,12 @@ class ManagedConnection:
             age, threshold = self._core.watchdog.silence(key, self._clock.monotonic() if now is None else now)
         except KeyError:
             age = threshold = None
-        pending = any(s.key == key for s in reg.pending_subscribe)  # empty between reconnects
-        state = "pending" if pending else "confirmed"
+        if not any(s.key == key for s in reg.pending_subscribe):
+            state = "confirmed"
+        elif any(s.key == key for s in reg.unsent()):
+            state = "unsent"
+        else:
+            state = "pending"
         return StreamStatus(key[0].value, key[1], state, age, threshold, self._core.is_stale(key))
 
     async def start(self) -> None:

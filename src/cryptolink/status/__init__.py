@@ -8,7 +8,8 @@ taken per interval (never on the hot path).
   pushes to WebSocket clients and logs the periodic report.
 - :mod:`cryptolink.status.app` / :mod:`cryptolink.status.server`: the FastAPI application and the uvicorn
   server run in the caller's event loop.
-- :mod:`cryptolink.status.metrics`: the Prometheus exposition (``/metrics``), built at scrape time.
+- :mod:`cryptolink.status.metrics`: the Prometheus exposition (``/metrics``), built at scrape time
+  (:mod:`cryptolink.status.counters` keeps its summed counters monotonic).
 - :mod:`cryptolink.status.cluster`: this instance's snapshot in Redis, and every instance's status read back.
 - :mod:`cryptolink.status.table`: the tables of ``cryptolink status``.
 - :mod:`cryptolink.status.surface`: all of it started and stopped as one piece (what ``run`` and ``demo`` use).

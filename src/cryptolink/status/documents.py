@@ -24,6 +24,10 @@ engine state      status            colour  why
 ``connected`` (not unstable) and every book is live. Times are ISO 8601 in UTC (``2026-12-02T03:50:12.345Z``);
 ``latency_ms`` is the keepalive round trip's mean over the last samples (``null`` until one was measured);
 ``reconnect_count`` counts reconnect attempts (successful ones are ``reconnect_successes``).
+
+Host figures: ``disk_space`` is ``"<used> / <total>"`` of the output directory's filesystem and
+``disk_space_percent`` is ``100 * used / total`` of the same two numbers (as ``memory_usage`` and
+``memory_usage_percent`` are).
 """
 
 from __future__ import annotations
@@ -234,7 +238,7 @@ def _host_doc(snap: StatusSnapshot) -> dict[str, Any]:
         "memory_usage": f"{format_bytes(h.memory_used)} / {format_bytes(h.memory_total)}",
         "memory_usage_percent": round(h.memory_percent, 1),
         "disk_space": f"{format_bytes(h.disk_used)} / {format_bytes(h.disk_total)}",
-        "disk_space_percent": round(h.disk_percent, 1),
+        "disk_space_percent": round(100.0 * h.disk_used / h.disk_total, 1) if h.disk_total else 0.0,
         "timestamp": iso(snap.taken_ns),
     }
 
@@ -279,13 +283,25 @@ def event_doc(rec: EventRecord) -> dict[str, Any]:
     }
 
 
-def events_doc(records: Iterable[EventRecord], since: int = 0, *, dropped: int = 0) -> dict[str, Any]:
-    """``{"events": [...], "last_seq": N, "dropped": n}``: the kept events after ``since`` (oldest first);
-    ``last_seq`` is the cursor for the next call; ``dropped`` counts events pushed out of the ring unread."""
-    out = [event_doc(r) for r in records if r.seq > since]
+def events_doc(records: Iterable[EventRecord], since: int = 0, *, evicted_total: int = 0) -> dict[str, Any]:
+    """``{"events": [...], "last_seq": N, "dropped": n, "evicted_total": m}`` for a caller at cursor ``since``.
+
+    ``records`` are the kept events (the service's ring, or its part after ``since``), oldest first, with
+    consecutive ``seq`` (read once). ``events`` are those after ``since``; ``last_seq`` is the cursor for the next
+    call (never below ``since``); ``dropped`` counts the events after ``since`` that this caller missed because
+    they were pushed out of the ring before it asked (``first kept seq - since - 1``, 0 when nothing is
+    missing); ``evicted_total`` is how many events the ring has pushed out since the start, whoever read them.
+    """
     kept = list(records)
+    out = [r for r in kept if r.seq > since]
     last = kept[-1].seq if kept else since
-    return {"events": out, "last_seq": max(last, since), "dropped": dropped}
+    dropped = max(0, out[0].seq - since - 1) if out else 0
+    return {
+        "events": [event_doc(r) for r in out],
+        "last_seq": max(last, since),
+        "dropped": dropped,
+        "evicted_total": evicted_total,
+    }
 
 
 def connections_detail(snap: StatusSnapshot) -> dict[str, Any]:

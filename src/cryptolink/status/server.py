@@ -1,12 +1,20 @@
 """Runs the status application with uvicorn in the caller's event loop, on a socket bound at start (so a
 port in use or an address that cannot be bound refuses the start with a clear error, and port 0 reports the
 port it got). uvicorn's ``serve()`` is not used: its signal handling would replace the service's, which stop everything.
+
+Bounds: at most :data:`LIMIT_CONCURRENCY` open connections and running requests (uvicorn's
+``limit_concurrency``: an HTTP request beyond it is answered 503 at once); the WebSocket clients have their own
+bound (:data:`cryptolink.status.service.MAX_PUSH_CLIENTS`, below this one, so the API stays reachable when
+the dashboards are many). A peer that stops reading cannot hold a socket for long: the kernel closes a connection
+whose sent data stays unacknowledged for :data:`UNACKED_TIMEOUT_S` (``TCP_USER_TIMEOUT``, where the platform has
+it), and the stop aborts the connections still holding unsent data instead of waiting for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 from typing import Any
@@ -15,22 +23,49 @@ import uvicorn
 
 from cryptolink.errors import CryptolinkError
 
-__all__ = ["StatusBindError", "StatusServer"]
+__all__ = [
+    "LIMIT_CONCURRENCY",
+    "UNACKED_TIMEOUT_S",
+    "StatusBindError",
+    "StatusServer",
+    "note_refused_handshake",
+]
 
 log = logging.getLogger("cryptolink.status")
 
+LIMIT_CONCURRENCY = 256
+"""Open connections (WebSocket clients included) and running requests uvicorn accepts; above, HTTP gets 503."""
+
+UNACKED_TIMEOUT_S = 30.0
+"""A connection whose sent data the peer has not acknowledged for this long is closed by the kernel, s."""
 
 _NO_HANDSHAKE = "ASGI callable returned without completing handshake."
 
+_REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cryptolink_refused_handshake", default=None
+)
+
+
+def note_refused_handshake(reason: str) -> None:
+    """Say that the application refused the current WebSocket handshake on purpose (``reason``, e.g. ``"401:
+    missing or wrong token"``), so that uvicorn's complaint about it is logged at INFO with the reason (see
+    :class:`_RefusedHandshake`). Call it in the task that serves the handshake, before answering."""
+    _REFUSED.set(reason)
+
 
 class _RefusedHandshake(logging.Filter):
-    """uvicorn's sans-I/O WebSocket protocol logs a refused handshake (our 401 for a missing token, sent with the
-    ASGI denial response) as an ERROR; it is an expected refusal: logged at INFO, saying so."""
+    """uvicorn's sans-I/O WebSocket protocol logs a handshake answered with an HTTP response (our 401 for a missing
+    token, our 403 for a foreign origin) as an ERROR. When the application said it refused on purpose
+    (:func:`note_refused_handshake`, in the same task) it is logged at INFO with the reason; any other such
+    ERROR is left as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and record.getMessage() == _NO_HANDSHAKE:
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "status: WebSocket handshake refused (401: missing or wrong token)", ()
+            reason = _REFUSED.get()
+            if reason is not None:
+                _REFUSED.set(None)
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                record.msg, record.args = "status: WebSocket handshake refused (%s)", (reason,)
         return True
 
 
@@ -58,6 +93,8 @@ class StatusServer:
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self.aborted = 0
+        """Connections aborted at the stop because their peer did not read what was sent to it."""
 
     @property
     def port(self) -> int:
@@ -82,6 +119,8 @@ class StatusServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # inherited by every accepted connection (Linux)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(UNACKED_TIMEOUT_S * 1000))
             sock.bind((self.host, self._requested_port))
             sock.listen(128)
             sock.setblocking(False)
@@ -100,6 +139,7 @@ class StatusServer:
             ws="websockets-sansio",
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=2,
+            limit_concurrency=LIMIT_CONCURRENCY,
         )
         config.load()
         server = self._server = uvicorn.Server(config)
@@ -109,7 +149,8 @@ class StatusServer:
         log.info("status API on %s (dashboard /, OpenAPI /docs, metrics /metrics)", self.url)
 
     async def stop(self) -> None:
-        """Stop serving (open WebSocket clients are closed). Idempotent."""
+        """Stop serving (open WebSocket clients are closed; a connection whose peer does not read is aborted).
+        Idempotent; never raises."""
         server, task, sock = self._server, self._task, self._sock
         self._server = self._task = None
         if server is not None:
@@ -117,8 +158,20 @@ class StatusServer:
             if task is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await task
-            with contextlib.suppress(Exception):
+            self._abort_unread(server)
+            try:
                 await server.shutdown(sockets=[sock] if sock is not None else None)
+            except Exception:
+                log.exception("status: stopping the HTTP server failed")
         if sock is not None:
             sock.close()
             self._sock = None
+
+    def _abort_unread(self, server: uvicorn.Server) -> None:
+        """Abort the connections whose transport still holds data the peer did not take: a graceful close would
+        wait for them to read it (they may never), holding the stop for uvicorn's whole grace period."""
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                self.aborted += 1
+                transport.abort()

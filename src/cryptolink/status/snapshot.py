@@ -45,6 +45,12 @@ class StatusSnapshot:
         push_dropped: push messages dropped for WebSocket clients too slow to read them.
         events_evicted: connection events pushed out of the service's bounded event ring by newer ones (no
             longer served by ``/api/events``).
+        snapshot_errors: passes of the snapshot loop that failed (logged with their traceback; the loop goes on
+            and the views keep the previous snapshot until a pass succeeds).
+        push_clients_dropped: WebSocket clients closed because they did not take a push within the send timeout.
+        push_clients_refused: WebSocket clients refused because :data:`~cryptolink.status.service.MAX_PUSH_CLIENTS`
+            were connected.
+        host_timeouts: host readings that did not finish within their timeout (the previous figures were kept).
     """
 
     instance_id: str
@@ -58,6 +64,10 @@ class StatusSnapshot:
     bus: BusStats
     push_dropped: int = 0
     events_evicted: int = 0
+    snapshot_errors: int = 0
+    push_clients_dropped: int = 0
+    push_clients_refused: int = 0
+    host_timeouts: int = 0
 
 
 RECENT_EVENTS = 50

@@ -2,6 +2,9 @@
 the :class:`~cryptolink.status.service.StatusService` (snapshots, events, push, periodic report), the HTTP
 server with the API, dashboard and ``/metrics``, and (with ``status.redis_url``) the Redis status publisher
 and cluster reader.
+
+Without the HTTP server (``serve_http=False``: ``status.enabled: false``, ``--no-status``) everything else still
+runs: the snapshots, the periodic connection report in the log and the Redis status.
 """
 
 from __future__ import annotations
@@ -43,9 +46,6 @@ class StatusSurface:
     ) -> None:
         self.config = config
         self.service = StatusService(manager, config, host=HostSampler(disk_path))
-        self.metrics: MetricsRenderer | None = MetricsExporter(
-            self.service, per_symbol=config.per_symbol_metrics
-        )
         self.cluster: ClusterReader | None = None
         self.server: StatusServer | None = None
         self._serve_http = serve_http
@@ -59,28 +59,46 @@ class StatusSurface:
             )
             self._cluster_status = ClusterStatus(url, prefix=config.redis_prefix, ttl_s=config.redis_ttl_s)
             self.cluster = self._cluster_status
+        self.metrics: MetricsRenderer | None = MetricsExporter(
+            self.service,
+            per_symbol=config.per_symbol_metrics,
+            redis=self.redis_publisher,
+            cluster=self._cluster_status,
+        )
 
     async def start(self) -> None:
         """Start the Redis publisher (with ``status.redis_url``), the snapshot loop, then the server.
 
         Raises:
-            StatusBindError: the address cannot be bound (nothing is left running; call :meth:`stop`).
+            StatusBindError: the address cannot be bound (call :meth:`stop`: it stops what did start).
+            ValueError: a Redis URL redis-py cannot use (call :meth:`stop`).
         """
         if self.redis_publisher is not None:  # before the loop: its first snapshot is written too
             await self.redis_publisher.start()
         await self.service.start()
         if self._serve_http:
             token = self.config.token.get_secret_value() if self.config.token is not None else None
-            app = create_app(self.service, token=token, metrics=self.metrics, cluster=self.cluster)
+            app = create_app(
+                self.service,
+                token=token,
+                metrics=self.metrics,
+                cluster=self.cluster,
+                bound_host=self.config.host,
+            )
             self.server = StatusServer(app, self.config.host, self.config.port)
             await self.server.start()
 
     async def stop(self) -> None:
-        """Stop the server, the loop, then the Redis publisher and reader (idempotent)."""
+        """Close the WebSocket clients (code 1001), stop the server, the loop, then the Redis publisher and
+        reader (idempotent). Never raises: a part that fails to stop is logged and the others still stop."""
+        await self.service.close_clients()
         if self.server is not None:
             await self.server.stop()
         await self.service.stop()
-        if self.redis_publisher is not None:  # after the loop: its last snapshot is written too
-            await self.redis_publisher.aclose()
-        if self._cluster_status is not None:
-            await self._cluster_status.aclose()
+        for name, part in (("Redis publisher", self.redis_publisher), ("Redis reader", self._cluster_status)):
+            if part is None:  # the publisher after the loop: its last snapshot is written too
+                continue
+            try:
+                await part.aclose()
+            except Exception:
+                log.exception("status: closing the %s failed", name)
