@@ -143,12 +143,16 @@ def test_the_password_is_redacted_from_urls(url: str, expected: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- publishing
-async def test_two_instances_publish_and_both_read_live_and_healthy(prefix: str) -> None:
+@contextlib.asynccontextmanager
+async def publishing(
+    prefix: str, ids: tuple[str, ...]
+) -> AsyncIterator[tuple[list[StatusService], list[RedisStatusPublisher]]]:
+    """One manager against the simulator, healthy, with one status service and publisher per id, each
+    having written a snapshot; everything stopped on exit."""
     async with Simulator(exchanges=["okx"], speed=1.0) as sim:
         manager = okx_manager(sim)
-        services = [status_service(manager, "inst-a"), status_service(manager, "inst-b")]
+        services = [status_service(manager, i) for i in ids]
         publishers = [RedisStatusPublisher(s, REDIS_URL, prefix=prefix, ttl_s=5.0) for s in services]
-        reader = ClusterStatus(REDIS_URL, prefix=prefix, ttl_s=5.0)
         try:
             for p in publishers:
                 await p.start()
@@ -156,15 +160,23 @@ async def test_two_instances_publish_and_both_read_live_and_healthy(prefix: str)
             await until_healthy(manager)
             for s, p in zip(services, publishers, strict=True):
                 await publish(s, p)
-            doc = await reader.read()
-            async with redis_client() as client:
-                ttl_ms = await client.pttl(status_key(prefix, "inst-a"))
-                seen = await client.zrange(index_key(prefix), 0, -1)
+            yield services, publishers
         finally:
             await manager.stop()
             for p in publishers:
                 await p.aclose()
-            await reader.aclose()
+
+
+async def test_two_instances_publish_and_both_read_live_and_healthy(prefix: str) -> None:
+    reader = ClusterStatus(REDIS_URL, prefix=prefix, ttl_s=5.0)
+    try:
+        async with publishing(prefix, ("inst-a", "inst-b")) as (_, publishers):
+            doc = await reader.read()
+            async with redis_client() as client:
+                ttl_ms = await client.pttl(status_key(prefix, "inst-a"))
+                seen = await client.zrange(index_key(prefix), 0, -1)
+    finally:
+        await reader.aclose()
 
     assert "error" not in doc
     assert doc["summary"] == {

@@ -25,7 +25,7 @@ from cryptolink.config import StatusConfig
 from cryptolink.manager import ExchangeManager
 from cryptolink.simulator import Fault, Simulator
 from cryptolink.status import documents
-from cryptolink.status.cluster import RedisStatusPublisher, collision_key, index_key, status_key
+from cryptolink.status.cluster import collision_key, index_key, status_key
 from cryptolink.status.snapshot import StatusSnapshot
 from cryptolink.status.surface import StatusSurface
 from cryptolink.status.table import View, load_instance, watch
@@ -34,10 +34,8 @@ from tests.status.test_cluster import (
     closed_port,
     okx_manager,
     prefix,
-    publish,
+    publishing,
     redis_client,
-    status_service,
-    until_healthy,
 )
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.integration]
@@ -158,28 +156,14 @@ async def test_url_and_redis_together_are_refused() -> None:
 
 # ------------------------------------------------------------------------------------------------- Redis
 async def test_redis_lists_every_instance_a_stopped_one_passes_and_an_unknown_one_fails(prefix: str) -> None:
-    async with Simulator(exchanges=["okx"], speed=1.0) as sim:
-        manager = okx_manager(sim)
-        services = [status_service(manager, "cli-a"), status_service(manager, "cli-b")]
-        publishers = [RedisStatusPublisher(s, REDIS_URL, prefix=prefix, ttl_s=5.0) for s in services]
-        try:
-            for p in publishers:
-                await p.start()
-            await manager.start()
-            await until_healthy(manager)
-            for s, p in zip(services, publishers, strict=True):
-                await publish(s, p)
-            conn_id = services[0].latest.stats.feeds[0].connections[0].connection_id
-            healthy = await cli("--redis", REDIS_URL, "--prefix", prefix)
-            await publishers[1].aclose()  # cli-b stops cleanly
-            one_stopped = await cli("--redis", REDIS_URL, "--prefix", prefix)
-            async with redis_client() as client:
-                await client.pexpire(status_key(prefix, "cli-a"), 0)  # cli-a "crashed": its snapshot expires
-            one_unknown = await cli("--redis", REDIS_URL, "--prefix", prefix)
-        finally:
-            await manager.stop()
-            for p in publishers:
-                await p.aclose()
+    async with publishing(prefix, ("cli-a", "cli-b")) as (services, publishers):
+        conn_id = services[0].latest.stats.feeds[0].connections[0].connection_id
+        healthy = await cli("--redis", REDIS_URL, "--prefix", prefix)
+        await publishers[1].aclose()  # cli-b stops cleanly
+        one_stopped = await cli("--redis", REDIS_URL, "--prefix", prefix)
+        async with redis_client() as client:
+            await client.pexpire(status_key(prefix, "cli-a"), 0)  # cli-a "crashed": its snapshot expires
+        one_unknown = await cli("--redis", REDIS_URL, "--prefix", prefix)
 
     assert healthy.exit_code == 0, healthy.output
     assert "cli-a  healthy: yes" in healthy.stdout and "cli-b  healthy: yes" in healthy.stdout
