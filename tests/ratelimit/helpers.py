@@ -1,13 +1,9 @@
-"""Helpers of the rate-limiter tests: a window checker, a closable TCP proxy to Redis, key clean-up."""
+"""Helpers of the rate-limiter tests: a window checker and a closable TCP proxy to Redis (key clean-up: tests.redis_keys)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable
-from uuid import uuid4
-
-import redis.asyncio as aioredis
+from collections.abc import Iterable
 
 from cryptolink.ratelimit import Grant
 
@@ -29,22 +25,6 @@ def max_window_weight(grants: Iterable[Grant], pool: str, window_us: int) -> int
         best = max(best, total)
         total -= points[start][1]
     return best
-
-
-@contextlib.asynccontextmanager
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of one test; every key under it is deleted afterwards."""
-    prefix = f"clrl-test-{uuid4().hex}"
-    try:
-        yield prefix
-    finally:
-        client = aioredis.Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
 
 
 class TcpProxy:

@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from cryptolink.ratelimit import Pool, RedisWindowStore
 from cryptolink.ratelimit.redis_store import KEY_MARGIN_MS, pool_keys
-from tests.ratelimit.helpers import REDIS_URL, redis_prefix
+from tests.ratelimit.helpers import REDIS_URL
+from tests.redis_keys import redis_prefix
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.integration]
 

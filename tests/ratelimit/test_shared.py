@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from cryptolink.clock import FakeClock
 from cryptolink.ratelimit import Grant, Pool, SharedLimiter
 from cryptolink.ratelimit.redis_store import pool_keys
-from tests.ratelimit.helpers import REDIS_URL, TcpProxy, max_window_weight, redis_prefix
+from tests.ratelimit.helpers import REDIS_URL, TcpProxy, max_window_weight
+from tests.redis_keys import redis_prefix
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.integration]
 

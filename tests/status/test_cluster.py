@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
 import httpx
 import msgspec
@@ -44,6 +43,7 @@ from cryptolink.status.metrics import MetricsExporter
 from cryptolink.status.service import StatusService
 from cryptolink.status.snapshot import StatusSnapshot
 from cryptolink.status.surface import StatusSurface
+from tests.redis_keys import redis_prefix
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.integration]
 
@@ -54,15 +54,8 @@ PASSWORD = "pw-5c1e9d-not-a-real-password"
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     """A key prefix of this test alone; every key under it is deleted afterwards."""
-    name = f"cltest-{uuid4().hex}"
-    yield name
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{name}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    async with redis_prefix("cltest") as name:
+        yield name
 
 
 @contextlib.asynccontextmanager
