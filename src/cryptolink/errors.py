@@ -19,7 +19,8 @@ The whole tree (each class lives in the module named on its right)::
     ├── CaptureWriteError (also OSError)     a capture file cannot be created or written               record
     ├── SubscriberClosed                     reading a closed, drained bus subscriber                  bus
     ├── StatusBindError                      the status API's address cannot be bound                  status.server
-    ├── GuardClosed (also RuntimeError)      wait_safe on a closed guard, or after the manager stopped guard
+    ├── GuardClosed (also RuntimeError)      waiting on a closed guard or a stopped manager            guard
+    ├── LineFull                             a rate limiter's waiting line is full                     ratelimit.line
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 
 Library errors (``websockets``, ``aiohttp``, ``OSError``, ``TimeoutError``, ``msgspec``) are mapped onto this
