@@ -33,12 +33,13 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
-from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from cryptolink.engine.events import ConnectionEvent, ConnectionEventType, Severity
+from cryptolink.redact import url_secrets
 
 if TYPE_CHECKING:
     from cryptolink.config import CryptolinkConfig
@@ -201,17 +202,8 @@ def config_secrets(config: CryptolinkConfig) -> list[str]:
     if config.status.token is not None:
         out.append(config.status.token.get_secret_value())
     if config.status.redis_url is not None:
-        out.extend(_url_passwords(config.status.redis_url.get_secret_value()))
+        out.extend(url_secrets(config.status.redis_url.get_secret_value()))
     return list(dict.fromkeys(s for s in out if s))
-
-
-def _url_passwords(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-        passwords = [parts.password or "", *parse_qs(parts.query).get("password", [])]
-    except ValueError:  # a malformed address: nothing to extract
-        return []
-    return [form for p in passwords if p for form in (p, unquote(p))]
 
 
 # ------------------------------------------------------------------------------------------- configuration

@@ -37,13 +37,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
+from cryptolink.redact import redact_url, scrub, url_secrets
 from cryptolink.status import documents
 from cryptolink.status.service import StatusService
 from cryptolink.status.snapshot import StatusSnapshot
@@ -60,10 +60,7 @@ __all__ = [
     "RedisStatusPublisher",
     "collision_key",
     "index_key",
-    "redact_url",
-    "scrub",
     "status_key",
-    "url_secrets",
 ]
 
 log = logging.getLogger("cryptolink.status")
@@ -87,7 +84,6 @@ MAX_CACHE_S = 1.0
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
-_SECRET_QUERY_KEYS = frozenset({"password", "pass", "pwd", "auth"})
 
 # Both scripts read the writer token of the stored document from its first field: the publisher always
 # encodes it first, and a tombstone or a document of an older version has none.
@@ -141,53 +137,6 @@ def collision_key(prefix: str, instance_id: str) -> str:
     """Set while two processes write the same instance id: ``<prefix>:collision:<instance_id>`` (value: the
     latest collision's time, epoch ms; lifetime ``ttl_s``)."""
     return f"{prefix}:collision:{instance_id}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (user info or ``?password=`` query) replaced by ``***``.
-
-    ``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0``; a lone user info
-    (``redis://secret@host``) is treated as a password too. A URL that cannot be parsed comes back as
-    ``<unparseable url>`` (it may hold a secret in an unexpected place).
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        userinfo = f"{user}:***" if colon else "***"
-        netloc = f"{userinfo}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The secrets :func:`redact_url` hides in ``url`` (the password, a lone user info, ``?password=``
-    values), raw and percent-decoded; the whole URL when it cannot be parsed."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]
-    userinfo = parts.netloc.rpartition("@")[0]
-    user, colon, password = userinfo.partition(":")
-    found = [password if colon else user] if userinfo else []
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_QUERY_KEYS]
-    found += [unquote(s) for s in found]
-    return sorted({s for s in found if s}, key=len, reverse=True)
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _describe(exc: BaseException, secrets: list[str]) -> str:

@@ -31,7 +31,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cryptolink.status.cluster import ClusterStatus, redact_url, scrub, url_secrets
+from cryptolink.redact import redact_url, scrub, url_secrets
+from cryptolink.status.cluster import ClusterStatus
 
 __all__ = [
     "DEFAULT_URL",
