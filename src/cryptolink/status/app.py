@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import enum
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
@@ -58,6 +57,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 
 from cryptolink import __version__
+from cryptolink.config import is_loopback
 from cryptolink.status import documents
 from cryptolink.status.server import note_refused_handshake
 from cryptolink.status.service import PushClient, StatusService
@@ -195,20 +195,12 @@ def _is_page(scope: Scope) -> bool:
     return scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and scope.get("path") == "/"
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
 def is_loopback_name(host: str) -> bool:
-    """Whether ``host`` (a host name or address, no port) can only mean this machine: ``localhost`` and
-    ``*.localhost`` (RFC 6761), an address in ``127.0.0.0/8`` or ``::1``. A DNS name that merely starts with
-    ``127.`` is not one."""
+    """Whether ``host`` (a host name or address, no port) can only mean this machine: what
+    :func:`cryptolink.config.is_loopback` accepts, plus the names RFC 6761 reserves for it (``*.localhost``,
+    with or without the trailing dot)."""
     name = host.strip().lower().removeprefix("[").removesuffix("]")
-    if name in _LOOPBACK_NAMES or name.endswith((".localhost", ".localhost.")):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(name.removesuffix(".")) or name.endswith((".localhost", ".localhost."))
 
 
 def _host_name(netloc: str) -> str:
