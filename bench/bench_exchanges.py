@@ -187,7 +187,7 @@ async def capture_run(
             ep = sim.endpoints[exchange]
 
             def gateway(adapter: ExchangeAdapter) -> _RestTap:
-                client = RestClient(exchange, adapter.rest_base_url, http, SystemClock(), adapter.rest_limit)
+                client = RestClient(exchange, adapter.rest_base_url, http, SystemClock(), None)
                 return _RestTap(client, urlsplit(adapter.rest_base_url).path, rest)
 
             def keep(adapter: ExchangeAdapter) -> ExchangeAdapter:

@@ -186,7 +186,7 @@ def make_feed(
         engine_config=EngineConfig(),
         clock=clock,
         transport=transport or FakeTransport(REFUSED),
-        rest=RestClient("binance test", rest, http, clock, adapter.rest_limit),
+        rest=RestClient("binance test", rest, http, clock, None),
     )
 
 
@@ -519,7 +519,7 @@ async def test_a_rest_step_before_connecting_goes_through_the_feeds_gateway(
         engine_config=EngineConfig(),
         clock=clock,
         transport=transport,
-        rest=RestClient("binance test", rest, http, clock, adapter.rest_limit),
+        rest=RestClient("binance test", rest, http, clock, None),
     )
     await feed.start([BTC_TRADES])
     try:

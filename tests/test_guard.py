@@ -854,7 +854,7 @@ class HeldSnapshots:
         self.waiting.clear()
 
     def gateway(self, adapter: ExchangeAdapter) -> RestGateway:
-        inner = RestClient("test", adapter.rest_base_url, self.http, SystemClock(), adapter.rest_limit)
+        inner = RestClient("test", adapter.rest_base_url, self.http, SystemClock(), None)
         outer = self
 
         class Gateway:

@@ -273,9 +273,7 @@ async def test_snapshots_and_instruments_go_through_a_given_rest_gateway(sim: Si
     async with aiohttp.ClientSession() as http:
 
         def gateway(adapter: ExchangeAdapter) -> RestGateway:
-            return CountingGateway(
-                RestClient("test", adapter.rest_base_url, http, SystemClock(), adapter.rest_limit)
-            )
+            return CountingGateway(RestClient("test", adapter.rest_base_url, http, SystemClock(), None))
 
         cfg = CryptolinkConfig.from_dict(
             {

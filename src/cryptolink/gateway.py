@@ -2,8 +2,8 @@
 exchange's REST API.
 
 The feed and the engine never talk HTTP themselves; they hand a :class:`~cryptolink.exchanges.base.RestRequest`
-to a :class:`RestGateway` of that exchange's REST host. :class:`cryptolink.rest.RestClient` is today's
-implementation (one budget per host, ``Retry-After`` pauses); the REST manager implements the same protocol.
+to a :class:`RestGateway` of that exchange's REST host. :class:`cryptolink.rest.RestClient` implements it on the
+exchange's shared :class:`~cryptolink.rest.budget.RateBudget` (the same budgets the REST manager's members draw on).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from cryptolink.guard import GuardKey, GuardRegistry, GuardStats, TradingGuard, 
 from cryptolink.models import GAPS_CHANNEL, Channel, Market, Subscription
 from cryptolink.report import ReportRow, Section, render_report
 from cryptolink.rest import RestClient, RestStats
+from cryptolink.rest.budget import RateBudget, RateBudgets
 
 __all__ = ["ExchangeManager", "ManagerBuilder", "ManagerStats", "engine_config_for"]
 
@@ -114,6 +115,10 @@ class ExchangeManager:
             snapshots, instrument lists, trade backfill); called once per (exchange, REST base URL). Default: one
             :class:`~cryptolink.rest.RestClient` per host, whose budgets appear in the report. A gateway with an
             ``aclose()`` coroutine method is closed by :meth:`stop`.
+        rest_budgets: the process's REST rate budgets (:class:`~cryptolink.rest.budget.RateBudgets`), shared
+            with a :class:`~cryptolink.rest.RestManager`; each REST client draws on ``rest_budgets.get(<ccxt
+            id>)`` (no limiting for an exchange without documented rules; logged once). Default: process-local
+            budgets at the documented limits, on ``clock``. The caller closes the ones it passes.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class ExchangeManager:
         seed: int | None = None,
         adapter_wrapper: Callable[[ExchangeAdapter], ExchangeAdapter] | None = None,
         rest_gateway: Callable[[ExchangeAdapter], RestGateway] | None = None,
+        rest_budgets: RateBudgets | None = None,
     ) -> None:
         self.config = config
         self._adapter_wrapper = adapter_wrapper
@@ -149,6 +155,9 @@ class ExchangeManager:
         self._http: aiohttp.ClientSession | None = None
         self._gates = ConnectGates(self._clock, seed=seed)
         self._rest: dict[tuple[str, str], RestClient] = {}
+        self.rest_budgets = rest_budgets if rest_budgets is not None else RateBudgets(self._clock)
+        """The REST rate budgets the manager's REST clients draw on."""
+        self._no_rules: set[str] = set()
         self._final: tuple[ManagerStats, list[ReportRow]] | None = None
         self._started = False
         self._guards = GuardRegistry(self._clock, feeds_probe(self._feeds))
@@ -252,7 +261,7 @@ class ExchangeManager:
                     adapter.rest_base_url,
                     self._http,
                     self._clock,
-                    adapter.rest_limit,
+                    self._rest_budget(adapter.exchange),
                 )
             self._gateways[key] = rest
         feed = Feed(
@@ -279,6 +288,20 @@ class ExchangeManager:
             self._entries.pop(name, None)
             await feed.stop()
             raise
+
+    def _rest_budget(self, exchange: str) -> RateBudget | None:
+        """The rate budget of ccxt id ``exchange`` (default scope), ``None`` when it has no documented rules."""
+        try:
+            return self.rest_budgets.get(exchange)
+        except KeyError:
+            if exchange not in self._no_rules:
+                self._no_rules.add(exchange)
+                log.warning(
+                    "%s: no documented REST rate limits known; its REST requests are not rate limited "
+                    "(429/418 answers still pause them)",
+                    exchange,
+                )
+            return None
 
     async def remove_exchange(self, name: str) -> None:
         """Stop and remove one exchange entry (its consumers stay registered on the bus).
