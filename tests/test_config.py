@@ -427,7 +427,19 @@ def test_documented_example_is_valid() -> None:
 
 def test_documented_keys_match_the_models() -> None:
     """Every key of every section is in its section's table of docs/configuration.md."""
-    from cryptolink.config import ChannelsConfig, OutputConfig, ReconnectConfig, StatusConfig, WatchdogConfig
+    from cryptolink.config import (
+        ChannelsConfig,
+        OutputConfig,
+        ReconnectConfig,
+        RestConfig,
+        RestGroupConfig,
+        RestHealthConfig,
+        RestLimitsConfig,
+        RestMemberConfig,
+        RestRetryConfig,
+        StatusConfig,
+        WatchdogConfig,
+    )
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     sections: dict[str, type[BaseModel]] = {
@@ -438,12 +450,20 @@ def test_documented_keys_match_the_models() -> None:
         "### Watchdog": WatchdogConfig,
         "## Output": OutputConfig,
         "## Status": StatusConfig,
+        "## REST": RestConfig,
+        "### REST member": RestMemberConfig,
+        "### REST group": RestGroupConfig,
+        "### REST limits": RestLimitsConfig,
+        "### REST health": RestHealthConfig,
+        "### REST retry": RestRetryConfig,
     }
     for heading, model in sections.items():
         assert f"\n{heading}\n" in doc, heading
         body = doc.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
         for key in model.model_fields:
-            assert f"| `{key}` |" in body, f"{model.__name__}.{key} is not documented under {heading!r}"
+            assert f"`{key}`" in body and f"| `{key}`" in body.replace(", `", "| `"), (
+                f"{model.__name__}.{key} is not documented under {heading!r}"
+            )
 
 
 def test_documented_environment_examples_are_applied() -> None:
@@ -461,3 +481,42 @@ def test_documented_environment_examples_are_applied() -> None:
     assert cfg.log_level == "DEBUG" and cfg.status.port == 9000
     assert cfg.output.enabled and cfg.output.dir == Path("/data")
     assert cfg.exchanges["okx-perp"].reconnect.max_attempts == 20
+
+
+def test_rest_section_reports_every_problem_at_once_and_hides_secrets() -> None:
+    text = """
+exchanges:
+  binance: {symbols: [BTC/USDT]}
+rest:
+  members:
+    a: {exchange: binance, api_key: "SECRETKEY123", weight: 0}
+    "bad name": {exchange: okx}
+  groups:
+    g: {members: [a, nope], strategy: fastest}
+    a: {members: [a]}
+  limits: {share: 2, overrides: {binance: {weight: [0, 60]}}}
+"""
+    with pytest.raises(ConfigError) as info:
+        CryptolinkConfig.from_yaml_text(text, env={})
+    paths = {path for path, _ in info.value.problems}
+    assert {
+        "rest.members.a.weight",
+        "rest.members",
+        "rest.groups",
+        "rest.groups.g.members",
+        "rest.groups.g.strategy",
+        "rest.limits.share",
+        "rest.limits.overrides.binance.weight[0]",
+    } <= paths
+    assert "SECRETKEY123" not in str(info.value)
+
+
+def test_rest_section_alone_from_yaml() -> None:
+    from cryptolink.config import RestConfig
+
+    rest = RestConfig.from_yaml_text("rest:\n  members:\n    a: {exchange: okx, ip: nat-1}\n")
+    assert rest.members["a"].ip == "nat-1" and rest.retry.max_attempts == 3
+    with pytest.raises(ConfigError, match="no 'rest' mapping"):
+        RestConfig.from_yaml_text("exchanges: {}\n")
+    with pytest.raises(ConfigError, match=r"rest\.members\.a\.exchange"):
+        RestConfig.from_yaml_text("rest:\n  members:\n    a: {exchange: Not-An-Id}\n")

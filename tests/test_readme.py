@@ -6,8 +6,9 @@ import ast
 import re
 from pathlib import Path
 
-from cryptolink.config import CryptolinkConfig
+from cryptolink.config import CryptolinkConfig, RestConfig
 from cryptolink.manager import ExchangeManager, ManagerBuilder
+from cryptolink.rest.manager import RestManager
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,13 +18,28 @@ def blocks(lang: str) -> list[str]:
 
 
 def test_readme_yaml_is_a_valid_config() -> None:
-    (yaml_text,) = blocks("yaml")
+    yaml_text, rest_text = blocks("yaml")
     cfg = CryptolinkConfig.from_yaml_text(yaml_text, env={})
     assert set(cfg.exchanges) == {"binance", "binance-perp", "okx"}
+    rest = RestConfig.from_yaml_text(rest_text)
+    assert set(rest.groups) == {"btc-spot", "binance"}
+    assert rest.groups["binance"].strategy == "weighted"
+    combined = CryptolinkConfig.from_yaml_text(yaml_text + rest_text, env={})
+    assert combined.rest == rest
+
+
+def test_readme_rest_example_names_real_api() -> None:
+    (code,) = [b for b in blocks("python") if "RestManager" in b]
+    tree = ast.parse(code)
+    called = {
+        n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    }
+    for name in ("from_yaml", "call", "call_group", "stats"):
+        assert name in called and callable(getattr(RestManager, name)), name
 
 
 def test_readme_python_uses_existing_manager_methods() -> None:
-    code = blocks("python")
+    code = [b for b in blocks("python") if "RestManager" not in b]
     assert len(code) == 2  # the API example and the same pointed at the simulator
     called: set[str] = set()
     for block in code:

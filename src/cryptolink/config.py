@@ -65,6 +65,12 @@ __all__ = [
     "OutputConfig",
     "OverflowPolicy",
     "ReconnectConfig",
+    "RestConfig",
+    "RestGroupConfig",
+    "RestHealthConfig",
+    "RestLimitsConfig",
+    "RestMemberConfig",
+    "RestRetryConfig",
     "StatusConfig",
     "WatchdogConfig",
     "env_var_name",
@@ -503,6 +509,217 @@ def _supported_from(info: ValidationInfo) -> Mapping[str, tuple[Market, ...]]:
     return SUPPORTED
 
 
+# ------------------------------------------------------------------------------------------------ REST
+
+_STRATEGY_NAMES = ("round_robin", "least_latency", "weighted", "failover")
+_CCXT_ID_RE = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+
+
+class RestLimitsConfig(_Section):
+    """The exact REST rate budgets (``docs/rest-limits.md``, ``docs/ratelimit.md``), shared by the REST manager's
+    members and the WebSocket engine's book snapshots and trade backfills.
+
+    Attributes:
+        redis_url: share the budgets with every process using the same Redis and ``prefix``; ``None`` keeps them
+            in this process. A secret (it may hold a password).
+        prefix: Redis key prefix of the shared windows.
+        fallback_share: fraction of each limit this process uses alone while Redis is unreachable (0 < x <= 1;
+            0.25 for four processes).
+        window_margin_s: added to every documented window, s (0..10): covers the jitter between a grant and the
+            request's arrival at the exchange, which counts its own fixed windows.
+        share: fraction of each documented limit this deployment uses in total (0 < x <= 1).
+        background_share: fraction of the budget trade backfills may fill, so book snapshots keep room.
+        overrides: exchange (ccxt id) -> pool key -> ``[limit, window_s]``, replacing the documented values
+            (a simulator scaled with ``--rest-limit``, a VIP tier).
+    """
+
+    redis_url: SecretStr | None = None
+    prefix: str = Field(default="cryptolink:rl", min_length=1, max_length=64)
+    fallback_share: float = Field(default=0.25, gt=0, le=1)
+    window_margin_s: float = Field(default=0.25, ge=0, le=10)
+    share: float = Field(default=1.0, gt=0, le=1)
+    background_share: float = Field(default=0.5, gt=0, le=1)
+    overrides: dict[str, dict[str, tuple[Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0)]]]] = {}
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = StatusConfig._redis_url_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+
+class RestHealthConfig(_Section):
+    """Health checks of REST members (``docs/rest-balancing.md``).
+
+    Attributes:
+        interval_s: time between checks of one member, s (``fetch_time``, or ``fetch_status`` where the
+            exchange has no time call).
+        timeout_s: a check without an answer in this time failed, s.
+        degraded_latency_ms: smoothed latency above which a member is ``degraded``, ms.
+        degraded_error_rate: error rate over the last outcomes above which a member is ``degraded`` (0..1).
+        offline_after_failures: consecutive failures (calls or checks) that make a member ``offline``.
+        recovery_s: a member back from ``offline`` regains its full weight gradually over this time, s.
+        check_at_start: check every member as soon as the manager starts (else the first check comes after
+            ``interval_s``).
+    """
+
+    interval_s: float = Field(default=30.0, gt=0, le=3600)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    degraded_latency_ms: float = Field(default=1000.0, gt=0)
+    degraded_error_rate: float = Field(default=0.2, gt=0, le=1)
+    offline_after_failures: int = Field(default=3, ge=1, le=1000)
+    recovery_s: float = Field(default=30.0, ge=0, le=3600)
+    check_at_start: bool = True
+
+
+class RestRetryConfig(_Section):
+    """Retries of one call on other members of its group.
+
+    Attributes:
+        max_attempts: members tried at most per call (the first try included), 1..20.
+        backoff_initial_s: pause before the second try, s; doubled per try up to ``backoff_max_s``, with
+            full jitter.
+        backoff_max_s: longest pause between tries, s.
+    """
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.05, ge=0, le=60)
+    backoff_max_s: float = Field(default=1.0, ge=0, le=300)
+
+
+class RestMemberConfig(_Section):
+    """One pooled ccxt instance.
+
+    Attributes:
+        exchange: ccxt id (``binance``, ``binanceusdm``, ``okx``...).
+        hosts: URL prefix replacements applied to the instance's ``urls`` (``{"https://api.binance.com":
+            "https://api1.binance.com"}`` for another documented host, or a simulator's address).
+        api_key, api_secret, password: credentials (secrets; never logged or reported).
+        weight: share of traffic under the ``weighted`` strategy (1..1000).
+        priority: order under the ``failover`` strategy (lower first).
+        ip: the rate-limit scope: members of one exchange with the same ``ip`` share its budgets (members on
+            the same machine and address keep the default).
+        options: ccxt ``options`` of the instance.
+        timeout_s: timeout of one HTTP request, s.
+        max_concurrent: requests of this member in flight at once.
+    """
+
+    exchange: str
+    hosts: dict[str, Annotated[str, _check_url(("http", "https", "ws", "wss"))]] = {}
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    password: SecretStr | None = None
+    weight: int = Field(default=1, ge=1, le=1000)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    ip: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    options: dict[str, Any] = {}
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_concurrent: int = Field(default=64, ge=1, le=10_000)
+
+    @field_validator("exchange")
+    @classmethod
+    def _ccxt_id(cls, value: str) -> str:
+        if not _CCXT_ID_RE.match(value):
+            raise ValueError(f"{value!r} is not a ccxt exchange id (lower-case letters and digits)")
+        return value
+
+
+class RestGroupConfig(_Section):
+    """Members that can serve the same calls, and how to choose among them.
+
+    Attributes:
+        members: member names (at least one, no duplicates).
+        strategy: ``round_robin``, ``least_latency``, ``weighted`` (smooth weighted round robin) or ``failover``
+            (priority order).
+    """
+
+    members: Annotated[list[str], Field(min_length=1)]
+    strategy: Literal["round_robin", "least_latency", "weighted", "failover"] = "round_robin"
+
+    @field_validator("members")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        dups = sorted({m for m in value if value.count(m) > 1})
+        if dups:
+            raise ValueError(f"duplicate members {dups}")
+        return value
+
+
+class RestConfig(_Section):
+    """The REST manager (``cryptolink.rest.RestManager``, ``docs/rest.md``).
+
+    Attributes:
+        members: pooled ccxt instances by name (``[A-Za-z0-9][A-Za-z0-9_-]*``).
+        groups: groups by name; a group's members must be defined in ``members``.
+        limits: the rate budgets (also used by the WebSocket engine's snapshots and backfills).
+        health: health checks.
+        retry: retries on other members.
+    """
+
+    members: dict[str, RestMemberConfig] = {}
+    groups: dict[str, RestGroupConfig] = {}
+    limits: RestLimitsConfig = RestLimitsConfig()
+    health: RestHealthConfig = RestHealthConfig()
+    retry: RestRetryConfig = RestRetryConfig()
+
+    @model_validator(mode="after")
+    def _groups_name_members(self) -> RestConfig:
+        problems = _rest_cross_problems(self.model_dump(include={"members", "groups"}))
+        if problems:
+            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
+        return self
+
+    @classmethod
+    def from_yaml_text(cls, text: str, *, source: str | None = None) -> RestConfig:
+        """The ``rest:`` section of a YAML configuration (other sections are not read).
+
+        Raises:
+            ConfigError: YAML syntax, no ``rest`` mapping, or every wrong field of the section.
+        """
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([("", f"YAML syntax error: {exc}")], source) from None
+        section = data.get("rest") if isinstance(data, Mapping) else None
+        if not isinstance(section, Mapping):
+            raise ConfigError([("rest", "the configuration has no 'rest' mapping")], source)
+        problems = [(f"rest.{path}", msg) for path, msg in _rest_cross_problems(section)]
+        try:
+            return cls.model_validate(section)
+        except ValidationError as exc:
+            for path, msg in _problems(exc):
+                problem = (f"rest.{path}" if path else "rest", msg)
+                if not any(msg.endswith(m) for _, m in problems) and problem not in problems:
+                    problems.append(problem)
+            raise ConfigError(problems, source) from None
+
+
+def _rest_cross_problems(section: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Names and group membership of a raw ``rest`` mapping, as ``(path within rest, message)``: found on the
+    raw data so that they are reported with every field error at once."""
+    out: list[tuple[str, str]] = []
+    members = section.get("members")
+    groups = section.get("groups")
+    members = members if isinstance(members, Mapping) else {}
+    groups = groups if isinstance(groups, Mapping) else {}
+    for kind, table in (("members", members), ("groups", groups)):
+        for name in table:
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                out.append((kind, f"invalid name {name!r}; use letters, digits, '_' and '-' (max 64 chars)"))
+    for name in sorted(set(members) & set(groups), key=str):
+        out.append(("groups", f"{name!r} is both a member and a group"))
+    for gname, group in groups.items():
+        listed = group.get("members") if isinstance(group, Mapping) else None
+        if isinstance(listed, list):
+            unknown = [m for m in listed if m not in members]
+            if unknown:
+                out.append((f"groups.{gname}.members", f"unknown members {unknown}"))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ top level
 
 
@@ -514,6 +731,7 @@ class CryptolinkConfig(_Section):
             least one.
         output: JSONL output.
         status: the status service (API, push, dashboard, metrics, Redis status).
+        rest: the REST manager and the rate budgets it shares with the engine.
         consumer_queue_size: default bound of each consumer's queue, events (1..10_000_000).
         overflow_policy: default overflow policy of consumer queues.
         log_level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (case-insensitive).
@@ -524,6 +742,7 @@ class CryptolinkConfig(_Section):
     exchanges: Annotated[dict[str, ExchangeConfig], Field(min_length=1)]
     output: OutputConfig = OutputConfig()
     status: StatusConfig = StatusConfig()
+    rest: RestConfig = RestConfig()
     consumer_queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
     overflow_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -848,7 +1067,7 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-_SECRET_FIELDS = frozenset({"api_key", "api_secret", "token", "redis_url"})
+_SECRET_FIELDS = frozenset({"api_key", "api_secret", "password", "token", "redis_url"})
 _OWN_MESSAGES = frozenset({"redis_url", "token"})
 """Secret fields whose validators write messages that never quote the value (kept as they are)."""
 _ALL_DISABLED = "every exchange entry is disabled (enabled: false): there is nothing to stream"
@@ -871,6 +1090,9 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Problems that span several fields, found on the raw data so that they are reported together with
     every other problem (pydantic runs such checks only once the fields they read are valid)."""
     out: list[tuple[str, str]] = []
+    rest = data.get("rest")
+    if isinstance(rest, Mapping):
+        out.extend((f"rest.{path}", msg) for path, msg in _rest_cross_problems(rest))
     exchanges = data.get("exchanges")
     if not isinstance(exchanges, Mapping) or not exchanges:
         return out

@@ -14,7 +14,10 @@ The whole tree (each class lives in the module named on its right)::
     │   └── FrameTooLarge                    a frame above ``ConnectionPolicy.max_frame_bytes``        engine.errors
     ├── DecodeError (also ValueError)        a received frame or REST body could not be parsed         exchanges.base
     │   └── InflateRefused                   a compressed frame corrupt or beyond the inflate bound    exchanges.base
-    ├── RestError                            a REST request failed (status, ``Retry-After``)           rest
+    ├── RestError                            a REST request failed (status, ``Retry-After``)           rest.client
+    ├── UnknownMember (also KeyError)        no REST member of that name                               rest.manager
+    ├── UnknownGroup (also KeyError)         no REST group of that name                                rest.manager
+    ├── NoMemberAvailable                    every member of a REST group offline or in maintenance    rest.manager
     ├── OutputDirError (also OSError)        an output directory cannot be written                     sinks.outdir
     ├── CaptureWriteError (also OSError)     a capture file cannot be created or written               record
     ├── SubscriberClosed                     reading a closed, drained bus subscriber                  bus

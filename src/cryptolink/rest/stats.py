@@ -1,0 +1,110 @@
+"""Immutable statistics of the REST manager (``RestManager.stats()``), read by the status API, the Prometheus
+exporter and the report.
+
+Counters are cumulative since the manager started (they never go down, also across a hot reload that keeps the
+member); times are monotonic seconds ago or wall epoch ms as named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptolink.rest.budget import BudgetStats
+
+__all__ = ["GroupStats", "MemberStats", "RestManagerStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    """One member.
+
+    Attributes:
+        name, exchange (ccxt id), ip (rate-limit scope): the member.
+        state: ``healthy``, ``degraded``, ``offline`` or ``maintenance``; since_s: seconds in that state.
+        weight: configured weight; effective_weight: the weight strategies use now (0 when offline, ramping up
+            after a recovery, lower when degraded).
+        priority: failover order.
+        calls: ccxt method calls made on this member (group or direct); successes: those that returned.
+        errors: failed calls by kind (``network``, ``timeout``, ``rate_limit``, ``unavailable``,
+            ``maintenance``, ``budget``, ``exchange``, ``auth``, ``bad_request``, ``other``).
+        http_requests: HTTP requests sent; http_429, http_418: answers refusing for a rate limit or ban.
+        latency_ms: smoothed (EWMA) HTTP latency, ms, ``None`` before the first answer.
+        latency_buckets_ms, latency_counts, latency_sum_ms, latency_count: cumulative histogram of HTTP latency,
+            ms (Prometheus shape: counts at or below each bound).
+        error_rate: failed share of the recent outcomes (0..1).
+        consecutive_failures: failures since the last success.
+        checks, check_failures: health checks made and failed.
+        last_error: the latest error, ``"<Type>: <message>"`` (secrets removed), or ``None``.
+        transitions: state changes so far.
+        in_flight: HTTP requests in flight now.
+    """
+
+    name: str
+    exchange: str
+    ip: str
+    state: str
+    since_s: float
+    weight: int
+    effective_weight: float
+    priority: int
+    calls: int
+    successes: int
+    errors: dict[str, int]
+    http_requests: int
+    http_429: int
+    http_418: int
+    latency_ms: float | None
+    latency_buckets_ms: tuple[float, ...]
+    latency_counts: tuple[int, ...]
+    latency_sum_ms: float
+    latency_count: int
+    error_rate: float
+    consecutive_failures: int
+    checks: int
+    check_failures: int
+    last_error: str | None
+    transitions: int
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """One group.
+
+    Attributes:
+        name, strategy, members: the group.
+        calls: group calls; successes: calls that returned a result; failures: calls that raised.
+        retries: further tries on another (or the same) member after a failure another member could absorb.
+        chosen: member -> times it was the strategy's first pick.
+        unavailable: calls refused because no member was available (all offline or in maintenance).
+    """
+
+    name: str
+    strategy: str
+    members: tuple[str, ...]
+    calls: int
+    successes: int
+    failures: int
+    retries: int
+    chosen: dict[str, int]
+    unavailable: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestManagerStats:
+    """The whole manager at one moment.
+
+    Attributes:
+        members, groups: in configuration order.
+        budgets: every rate budget of the process (shared with the WebSocket engine's snapshots and backfills).
+        reloads: configurations applied by ``reconfigure``.
+        taken_at_ms: wall time of the snapshot, epoch ms.
+    """
+
+    members: tuple[MemberStats, ...]
+    groups: tuple[GroupStats, ...]
+    budgets: tuple[BudgetStats, ...]
+    reloads: int
+    taken_at_ms: int
