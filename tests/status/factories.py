@@ -13,10 +13,14 @@ from cryptolink.engine import (
     ConnectionState,
     Severity,
 )
+from cryptolink.engine.quality import LATENCY_BUCKETS_MS, LatencyHistogram
 from cryptolink.engine.stats import ConnectionStats, StreamStatus, combine
 from cryptolink.feed import BookHealth, FeedStats
 from cryptolink.manager import ManagerStats
+from cryptolink.ratelimit.stats import LimiterStats, PoolStats
 from cryptolink.report import ReportRow
+from cryptolink.rest.budget import BudgetStats
+from cryptolink.rest.stats import GroupStats, MemberStats, RestManagerStats
 from cryptolink.status.host import HostFigures
 from cryptolink.status.snapshot import EventRecord, StatusSnapshot
 
@@ -152,3 +156,135 @@ def snapshot(
         host=HOST,
         bus=BusStats(published=0, unrouted=0, consumers=()),
     )
+
+
+# ------------------------------------------------------------------------------- REST manager and budgets
+
+
+def latency(*samples_ms: float) -> dict[str, Any]:
+    """The four histogram fields of a member that measured ``samples_ms``."""
+    h = LatencyHistogram()
+    for ms in samples_ms:
+        h.observe(ms)
+    return {
+        "latency_buckets_ms": LATENCY_BUCKETS_MS,
+        "latency_counts": h.cumulative(),
+        "latency_sum_ms": h.sum_ms,
+        "latency_count": h.count,
+    }
+
+
+def member(name: str = "binance-a", exchange: str = "binance", **kw: Any) -> MemberStats:
+    base: dict[str, Any] = {
+        "name": name,
+        "exchange": exchange,
+        "ip": "default",
+        "state": "healthy",
+        "since_s": 30.0,
+        "weight": 1,
+        "effective_weight": 1.0,
+        "priority": 0,
+        "calls": 0,
+        "successes": 0,
+        "errors": {},
+        "http_requests": 0,
+        "http_429": 0,
+        "http_418": 0,
+        "latency_ms": None,
+        "error_rate": 0.0,
+        "consecutive_failures": 0,
+        "checks": 0,
+        "check_failures": 0,
+        "last_error": None,
+        "transitions": 0,
+        "in_flight": 0,
+        **latency(),
+    }
+    base.update(kw)
+    return MemberStats(**base)
+
+
+def group(
+    name: str = "btc-spot", members: tuple[str, ...] = ("binance-a", "binance-b"), **kw: Any
+) -> GroupStats:
+    base: dict[str, Any] = {
+        "name": name,
+        "strategy": "round_robin",
+        "members": members,
+        "calls": 0,
+        "successes": 0,
+        "failures": 0,
+        "retries": 0,
+        "chosen": {},
+        "unavailable": 0,
+    }
+    base.update(kw)
+    return GroupStats(**base)
+
+
+def pool(name: str, limit: int = 6000, **kw: Any) -> PoolStats:
+    base: dict[str, Any] = {
+        "name": name,
+        "limit": limit,
+        "window_s": 60.25,
+        "scope": "binance:default",
+        "requests": 0,
+        "weight": 0,
+        "observed": 0,
+        "local_in_window": 0,
+        "local_limit": limit,
+    }
+    base.update(kw)
+    return PoolStats(**base)
+
+
+def limiter(*pools: PoolStats, **kw: Any) -> LimiterStats:
+    base: dict[str, Any] = {
+        "mode": "local",
+        "grants": 0,
+        "waiting": 0,
+        "attempts": 0,
+        "refused_full": 0,
+        "refused_paused": 0,
+        "refused_banned": 0,
+        "timeouts": 0,
+        "rejected": 0,
+        "pauses": 0,
+        "bans": 0,
+        "fallbacks": 0,
+        "redis_errors": 0,
+        "rejoins": 0,
+        "last_error": None,
+        "pools": pools,
+    }
+    base.update(kw)
+    return LimiterStats(**base)
+
+
+def budget(
+    exchange: str = "binance", scope: str = "default", lim: LimiterStats | None = None, **kw: Any
+) -> BudgetStats:
+    base: dict[str, Any] = {
+        "exchange": exchange,
+        "scope": scope,
+        "limiter": lim if lim is not None else limiter(pool(f"{exchange}:{scope}:weight")),
+        "answers_429": 0,
+        "answers_418": 0,
+        "answers_ban_other": 0,
+        "pauses": 0,
+        "bans": 0,
+        "header_corrections": 0,
+        "garbled_headers": 0,
+        "paused_for_s": 0.0,
+    }
+    base.update(kw)
+    return BudgetStats(**base)
+
+
+def rest(
+    members: tuple[MemberStats, ...] = (),
+    groups: tuple[GroupStats, ...] = (),
+    budgets: tuple[BudgetStats, ...] = (),
+    reloads: int = 0,
+) -> RestManagerStats:
+    return RestManagerStats(members, groups, budgets, reloads, taken_at_ms=T0 // 1_000_000 + 4_000)

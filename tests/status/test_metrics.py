@@ -313,7 +313,30 @@ async def test_per_symbol_labels_only_when_asked_and_promtool_finds_no_problem()
     per_book = find(per_symbol, "cryptolink_book_resyncs_total", cause="restart")
     assert len(per_book) == 2
     assert sum(s.value for s in per_book) == value(default, "cryptolink_book_resyncs_total", cause="restart")
-    for text in (body, body_sym):
+    # the same snapshot with a REST manager (members, groups, budgets and their pools)
+    stats = f.rest(
+        (
+            f.member(latency_ms=20.0, errors={"timeout": 1}, http_429=1, **f.latency(20.0, 300.0)),
+            f.member("okx-a", "okx", state="offline"),
+        ),
+        (f.group(chosen={"binance-a": 3}, retries=1),),
+        (
+            f.budget(
+                lim=f.limiter(
+                    f.pool("binance:default:weight", weight=40),
+                    f.pool("binance:default:weight:background"),
+                    mode="redis",
+                ),
+                answers_429=1,
+            ),
+        ),
+        reloads=1,
+    )
+    with_rest = replace(snap, rest=stats, rest_budgets=stats.budgets)
+    body_rest = MetricsExporter(FixedSource(with_rest), process=False).render()[0].decode()
+    assert value(parse(body_rest), "cryptolink_rest_member_latency_seconds_count", member="binance-a") == 2
+    assert value(parse(body_rest), "cryptolink_rest_pool_weight_total", pool="weight") == 40
+    for text in (body, body_sym, body_rest):
         lint = promtool_lint(text)
         assert (lint.returncode, lint.stdout, lint.stderr) == (0, "", "")
 

@@ -9,6 +9,8 @@ most ``status.snapshot_interval_s`` old while the snapshot loop is healthy):
 - ``GET /api/events?since=N``: connection events after cursor ``N`` (``last_seq`` of the previous answer);
   ``dropped`` counts the events after ``N`` this caller can no longer get (pushed out of the bounded ring).
 - ``GET /api/report``: the connection report (rows and text).
+- ``GET /api/rest``: the REST manager's members, groups and every rate budget of the process
+  (:func:`~cryptolink.status.documents.rest_doc`; ``manager: false`` and only the budgets without a manager).
 - ``GET /api/cluster/status``: every instance's status from Redis (``status.redis_url``); 503 with ``error``
   when Redis cannot be read.
 - ``GET /healthz``: 200 while the process serves, with the age of the latest snapshot. ``GET /readyz``: 200
@@ -426,6 +428,10 @@ def create_app(
     @app.get("/api/report", summary="The connection report")
     async def report() -> Response:
         return _json(documents.report_doc(service.latest))
+
+    @app.get("/api/rest", summary="REST manager: members, groups and the rate budgets")
+    async def rest() -> Response:
+        return _json(documents.rest_doc(service.latest))
 
     @app.get("/api/cluster/status", summary="Every instance's status from Redis")
     async def cluster_status() -> Response:

@@ -34,15 +34,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptolink.engine import ConnectionState
 from cryptolink.engine.stats import ConnectionStats
 from cryptolink.feed import BookHealth, FeedStats
 from cryptolink.manager import report_sections
 from cryptolink.report import ReportRow, render_report
+from cryptolink.rest.health import MemberState
+from cryptolink.rest.stats import GroupStats, MemberStats
 from cryptolink.status.host import format_bytes
 from cryptolink.status.snapshot import EventRecord, StatusSnapshot
+
+if TYPE_CHECKING:
+    from cryptolink.rest.budget import BudgetStats
 
 __all__ = [
     "COLOR_OF",
@@ -53,9 +58,12 @@ __all__ = [
     "exchange_connections",
     "health",
     "iso",
+    "pool_key",
     "push_message",
     "readiness",
     "report_doc",
+    "rest_doc",
+    "rest_summary",
     "system_status",
 ]
 
@@ -258,6 +266,145 @@ def system_status(snap: StatusSnapshot) -> dict[str, Any]:
         "guards": None
         if (g := snap.stats.guards) is None
         else {"open": g.guards, "safe": g.safe, "halts": g.halts},
+        "rest": rest_summary(snap),
+    }
+
+
+def pool_key(exchange: str, scope: str, pool: str) -> str:
+    """The pool's key within its budget: ``"binance:default:weight"`` -> ``"weight"`` (the limiter's pool name
+    is ``<exchange>:<scope>:<key>``, after a prefix if any); a name of another shape is returned whole."""
+    marker = f"{exchange}:{scope}:"
+    _, found, key = pool.rpartition(marker)
+    return key if found and key else pool
+
+
+def rest_summary(snap: StatusSnapshot) -> dict[str, Any] | None:
+    """The ``rest`` extra of ``/api/system/status``: ``members`` (count), ``states`` (members per health
+    state, every state present), ``groups``, ``budgets`` and ``budgets_fallback`` (budgets on their local share
+    because Redis is unreachable); ``None`` without a REST manager and without budgets."""
+    r = snap.rest
+    if r is None and not snap.rest_budgets:
+        return None
+    members = r.members if r is not None else ()
+    states = {s.value: 0 for s in MemberState}
+    for m in members:
+        states[m.state] = states.get(m.state, 0) + 1
+    return {
+        "members": len(members),
+        "states": states,
+        "groups": len(r.groups) if r is not None else 0,
+        "budgets": len(snap.rest_budgets),
+        "budgets_fallback": sum(1 for b in snap.rest_budgets if b.limiter.mode == "fallback"),
+    }
+
+
+def _member_doc(m: MemberStats) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "exchange": m.exchange,
+        "ip": m.ip,
+        "state": m.state,
+        "since_s": round(m.since_s, 3),
+        "weight": m.weight,
+        "effective_weight": round(m.effective_weight, 3),
+        "priority": m.priority,
+        "calls": m.calls,
+        "successes": m.successes,
+        "errors": dict(m.errors),
+        "http_requests": m.http_requests,
+        "http_429": m.http_429,
+        "http_418": m.http_418,
+        "latency_ms": _round(m.latency_ms),
+        "latency_histogram": {
+            "bounds_ms": list(m.latency_buckets_ms),
+            "cumulative": list(m.latency_counts),
+            "count": m.latency_count,
+            "sum_ms": round(m.latency_sum_ms, 3),
+        },
+        "error_rate": round(m.error_rate, 4),
+        "consecutive_failures": m.consecutive_failures,
+        "checks": m.checks,
+        "check_failures": m.check_failures,
+        "last_error": m.last_error,
+        "transitions": m.transitions,
+        "in_flight": m.in_flight,
+    }
+
+
+def _group_doc(g: GroupStats) -> dict[str, Any]:
+    return {
+        "name": g.name,
+        "strategy": g.strategy,
+        "members": list(g.members),
+        "calls": g.calls,
+        "successes": g.successes,
+        "failures": g.failures,
+        "retries": g.retries,
+        "chosen": dict(g.chosen),
+        "unavailable": g.unavailable,
+    }
+
+
+def _budget_doc(b: BudgetStats) -> dict[str, Any]:
+    lim = b.limiter
+    return {
+        "exchange": b.exchange,
+        "scope": b.scope,
+        "mode": lim.mode,
+        "grants": lim.grants,
+        "waiting": lim.waiting,
+        "attempts": lim.attempts,
+        "refused": {"full": lim.refused_full, "paused": lim.refused_paused, "banned": lim.refused_banned},
+        "timeouts": lim.timeouts,
+        "rejected": lim.rejected,
+        "fallbacks": lim.fallbacks,
+        "rejoins": lim.rejoins,
+        "redis_errors": lim.redis_errors,
+        "last_redis_error": lim.last_error,
+        "answers": {"429": b.answers_429, "418": b.answers_418, "ban_other": b.answers_ban_other},
+        "pauses": b.pauses,
+        "bans": b.bans,
+        "header_corrections": b.header_corrections,
+        "garbled_headers": b.garbled_headers,
+        "paused_for_s": round(b.paused_for_s, 3),
+        "pools": [
+            {
+                "name": p.name,
+                "key": pool_key(b.exchange, b.scope, p.name),
+                "limit": p.limit,
+                "window_s": p.window_s,
+                "scope": p.scope,
+                "requests": p.requests,
+                "weight": p.weight,
+                "observed": p.observed,
+                "local_in_window": p.local_in_window,
+                "local_limit": p.local_limit,
+            }
+            for p in lim.pools
+        ],
+    }
+
+
+def rest_doc(snap: StatusSnapshot) -> dict[str, Any]:
+    """``/api/rest``: the REST manager's ``members`` (health state, weights, calls, errors by kind, HTTP
+    requests, 429/418 answers, latency with its cumulative histogram in ms), ``groups`` (strategy, calls,
+    retries, failures, first picks per member, calls refused for want of a member) and every rate ``budget`` of
+    the process (limiter mode, grants, waiting, refusals, Redis fallbacks, 429/418 answers, pauses, bans, and
+    per pool its limit, window, weight granted and weight in the local window), with ``summary``
+    (:func:`rest_summary`). ``manager`` is false without a REST manager (then ``members`` and ``groups`` are
+    empty and ``reloads``, ``taken_at`` are ``null``). No field carries a secret: the statistics hold none
+    (``last_error`` texts have the member's credentials removed by the manager)."""
+    r = snap.rest
+    return {
+        "timestamp": iso(snap.taken_ns),
+        "instance_id": snap.instance_id,
+        "manager": r is not None,
+        "taken_at": iso(r.taken_at_ms * 1_000_000) if r is not None else None,
+        "reloads": r.reloads if r is not None else None,
+        "summary": rest_summary(snap),
+        "members": [_member_doc(m) for m in r.members] if r is not None else [],
+        "groups": [_group_doc(g) for g in r.groups] if r is not None else [],
+        "budgets": [_budget_doc(b) for b in snap.rest_budgets],
     }
 
 

@@ -10,13 +10,17 @@ and the process figures).
 **Labels.** ``exchange`` (ccxt id), ``market`` (``spot``/``perpetual``...), ``feed`` (the configuration entry
 name) and ``connection`` (the engine's connection id) on connection metrics; ``exchange``, ``market``,
 ``feed`` on feed metrics; ``consumer`` (registration name) on bus metrics; ``exchange`` and ``endpoint``
-(REST base URL, or ``host:port`` of a connect gate) on REST and gate metrics. The per-symbol labels
-``symbol`` and ``channel`` appear only with ``per_symbol=True``.
+(REST base URL, or ``host:port`` of a connect gate) on REST and gate metrics; ``member`` and ``exchange`` on
+the REST manager's members, ``group`` on its groups, ``exchange`` and ``scope`` (the IP scope) on rate budgets,
+plus ``pool`` (the pool's key in its budget) on their pools. The per-symbol labels ``symbol`` and ``channel``
+appear only with ``per_symbol=True``.
 
 **Cardinality.** Without ``per_symbol`` the number of series is bounded by
-``70 * connections + 34 * feeds + 5 * bus consumer names + 9 * REST hosts + 8 * connect gates + 20`` (plus
+``70 * connections + 34 * feeds + 5 * bus consumer names + 11 * REST hosts + 8 * connect gates + 20`` (plus
 6 with trading guards, 7 with the Redis status, one per non-zero adapter counter and the ``process_*``
-series): it does not grow with the number of symbols.
+series): it does not grow with the number of symbols. The REST manager and the rate budgets (from
+``StatusSnapshot.rest`` and ``rest_budgets``) add ``46 * members + 9 * groups + (group, member) pairs +
+22 * budgets + 7 * pools + 1``.
 With ``per_symbol`` each subscription adds two series (data age, stale) and each book 13 (live, four book
 counters, eight resync causes) in place of the feed's aggregates. Every family and its meaning are listed in
 :data:`SPECS` (and in ``docs/metrics.md``).
@@ -25,8 +29,10 @@ counters, eight resync causes) in place of the feed's aggregates. Every family a
 (book counters per feed, bus counters of consumers sharing a name) keeps the last counts of an object that went
 away (an unsubscribed book, a closed consumer) in a retired total per series
 (:class:`~cryptolink.status.counters.MonotonicSum`), so it never goes down and Prometheus never reads a false
-reset. The collector is therefore stateful: the sums grow from scrape to scrape (a group that disappears, a
-whole feed or every consumer of a name, is forgotten with its series).
+reset. The REST manager's counters go through the same sums per member, group, budget and pool: a member or
+group rebuilt by a hot reload (counters starting again at 0) or a budget created again keeps its old counts in
+its series. The collector is therefore stateful: the sums grow from scrape to scrape (a group that disappears,
+a whole feed, every consumer of a name, a removed member, is forgotten with its series).
 
 **Redis.** With a ``redis`` source (:class:`~cryptolink.status.cluster.RedisStatusPublisher`) and a ``cluster``
 source (:class:`~cryptolink.status.cluster.ClusterStatus`), the ``cryptolink_status_redis_*`` families carry
@@ -39,7 +45,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -60,16 +66,24 @@ from cryptolink.engine.quality import LATENCY_BUCKETS_MS
 from cryptolink.engine.stats import ConnectionStats
 from cryptolink.feed import BookHealth, FeedStats
 from cryptolink.models import Channel
+from cryptolink.ratelimit.stats import Mode
 from cryptolink.rest import RestStats
+from cryptolink.rest.health import MemberState
+from cryptolink.rest.stats import GroupStats, MemberStats
+from cryptolink.rest.strategy import STRATEGIES
 from cryptolink.status import documents
 from cryptolink.status.counters import MonotonicSums
 from cryptolink.status.snapshot import StatusSnapshot
 
 if TYPE_CHECKING:  # the exporter itself does not need redis-py
+    from cryptolink.rest.budget import BudgetStats
     from cryptolink.status.cluster import PublisherStats, ReaderStats
 
 __all__ = [
+    "BUDGET_MODES",
     "ERROR_KINDS",
+    "MEMBER_STATES",
+    "REST_ERROR_KINDS",
     "SPECS",
     "MetricSpec",
     "MetricsExporter",
@@ -86,6 +100,9 @@ Kind = Literal["counter", "gauge", "histogram", "info"]
 CONN = ("exchange", "market", "feed", "connection")
 FEED = ("exchange", "market", "feed")
 HOST = ("exchange", "endpoint")
+MEMBER = ("member", "exchange")
+BUDGET = ("exchange", "scope")
+POOL = ("exchange", "scope", "pool")
 
 ERROR_KINDS = ("decode", "adapter", "inflate_refused", "exchange", "callback", "transport", "book")
 """Values of the ``kind`` label of ``cryptolink_errors_total``; their sum is ``ConnectionStats.errors``."""
@@ -319,6 +336,194 @@ SPECS: tuple[MetricSpec, ...] = (
     _g("cryptolink_rest_weight_in_window", "Request weight used in the current window.", HOST),
     _g("cryptolink_rest_paused_seconds", "Seconds left of a Retry-After pause (0: none).", HOST),
     _g("cryptolink_rest_waiting_requests", "REST requests waiting for budget, pause or a slot.", HOST),
+    _c(
+        "cryptolink_rest_refused_total",
+        "REST requests refused before sending (a cost above a pool's limit, or too many waiting).",
+        HOST,
+    ),
+    _c(
+        "cryptolink_rest_background_requests_total",
+        "REST requests sent as background (trade backfills).",
+        HOST,
+    ),
+    # ---- REST manager: members
+    _g(
+        "cryptolink_rest_member_state",
+        "1 for the REST member's current health state, 0 for the three others (healthy, degraded, offline, "
+        "maintenance).",
+        (*MEMBER, "state"),
+    ),
+    _g(
+        "cryptolink_rest_member_state_seconds",
+        "Seconds the REST member has been in its current state.",
+        MEMBER,
+    ),
+    _g("cryptolink_rest_member_weight", "The REST member's configured weight.", MEMBER),
+    _g(
+        "cryptolink_rest_member_effective_weight",
+        "The weight the strategies use now (0 offline or in maintenance, lower when degraded, ramping up after "
+        "a recovery).",
+        MEMBER,
+    ),
+    _c(
+        "cryptolink_rest_member_calls_total",
+        "ccxt method calls made on the REST member (group or direct).",
+        MEMBER,
+    ),
+    _c("cryptolink_rest_member_successes_total", "Calls on the REST member that returned.", MEMBER),
+    _c(
+        "cryptolink_rest_member_errors_total",
+        "Failed calls on the REST member by kind: network, timeout, rate_limit, unavailable, maintenance, "
+        "budget, bad_response, exchange, auth, bad_request, other.",
+        (*MEMBER, "kind"),
+    ),
+    _c("cryptolink_rest_member_http_requests_total", "HTTP requests the REST member sent.", MEMBER),
+    _c(
+        "cryptolink_rest_member_rate_limit_answers_total",
+        "HTTP answers to the REST member refusing for a rate limit (status 429) or an IP ban (status 418).",
+        (*MEMBER, "status"),
+    ),
+    MetricSpec(
+        "cryptolink_rest_member_latency_seconds",
+        "histogram",
+        "HTTP latency of the REST member's requests, seconds.",
+        MEMBER,
+    ),
+    _g(
+        "cryptolink_rest_member_latency_smoothed_seconds",
+        "Smoothed (EWMA) HTTP latency of the REST member, seconds (absent before the first answer).",
+        MEMBER,
+    ),
+    _g(
+        "cryptolink_rest_member_error_ratio",
+        "Failed share of the REST member's recent outcomes, 0 to 1.",
+        MEMBER,
+    ),
+    _g(
+        "cryptolink_rest_member_consecutive_failures",
+        "Failures of the REST member since its last success.",
+        MEMBER,
+    ),
+    _c("cryptolink_rest_member_health_checks_total", "Health checks of the REST member.", MEMBER),
+    _c(
+        "cryptolink_rest_member_health_check_failures_total",
+        "Health checks of the REST member that failed.",
+        MEMBER,
+    ),
+    _c("cryptolink_rest_member_transitions_total", "Health state changes of the REST member.", MEMBER),
+    _g("cryptolink_rest_member_in_flight", "HTTP requests of the REST member in flight now.", MEMBER),
+    # ---- REST manager: groups
+    _g(
+        "cryptolink_rest_group_strategy",
+        "1 for the REST group's strategy, 0 for the others (round_robin, least_latency, weighted, failover).",
+        ("group", "strategy"),
+    ),
+    _c("cryptolink_rest_group_calls_total", "Calls on the REST group.", ("group",)),
+    _c(
+        "cryptolink_rest_group_successes_total", "Calls on the REST group that returned a result.", ("group",)
+    ),
+    _c("cryptolink_rest_group_failures_total", "Calls on the REST group that raised.", ("group",)),
+    _c(
+        "cryptolink_rest_group_retries_total",
+        "Further tries of a REST group call after a failure another member could absorb.",
+        ("group",),
+    ),
+    _c(
+        "cryptolink_rest_group_unavailable_total",
+        "REST group calls refused because no member was available (all offline or in maintenance).",
+        ("group",),
+    ),
+    _c(
+        "cryptolink_rest_group_choices_total",
+        "Times the REST group's strategy picked the member first.",
+        ("group", "member"),
+    ),
+    _c("cryptolink_rest_reloads_total", "REST configurations applied by a hot reload.", ()),
+    # ---- rate budgets (exchange, IP scope) and their pools
+    _g(
+        "cryptolink_rest_budget_mode",
+        "1 for the rate budget's limiter mode, 0 for the others: local (in-process), redis (shared), fallback "
+        "(Redis unreachable: a local share of each limit).",
+        (*BUDGET, "mode"),
+    ),
+    _c("cryptolink_rest_budget_grants_total", "Requests granted by the rate budget.", BUDGET),
+    _g("cryptolink_rest_budget_waiting", "Requests waiting in the rate budget's line now.", BUDGET),
+    _c("cryptolink_rest_budget_attempts_total", "Tries at the limiter store by heads of the line.", BUDGET),
+    _c(
+        "cryptolink_rest_budget_refused_attempts_total",
+        "Tries refused by reason: full (no room in a window), paused (after a 429), banned (after a 418).",
+        (*BUDGET, "reason"),
+    ),
+    _c(
+        "cryptolink_rest_budget_timeouts_total",
+        "Requests that gave up waiting for the budget at their deadline.",
+        BUDGET,
+    ),
+    _c(
+        "cryptolink_rest_budget_rejected_total",
+        "Requests refused because the budget's wait line was full.",
+        BUDGET,
+    ),
+    _c(
+        "cryptolink_rest_budget_fallbacks_total",
+        "Switches of the rate budget from Redis to its local share (Redis unreachable).",
+        BUDGET,
+    ),
+    _c(
+        "cryptolink_rest_budget_rejoins_total",
+        "Switches of the rate budget back from its local share to Redis.",
+        BUDGET,
+    ),
+    _c("cryptolink_rest_budget_redis_errors_total", "Failed Redis calls of the rate budget.", BUDGET),
+    _c(
+        "cryptolink_rest_budget_pauses_total", "Pauses of the budget's pools after a 429-like answer.", BUDGET
+    ),
+    _c("cryptolink_rest_budget_bans_total", "Bans of the budget's scope after a 418-like answer.", BUDGET),
+    _c(
+        "cryptolink_rest_budget_rate_limit_answers_total",
+        "Answers fed to the rate budget refusing for a rate limit (status 429), an IP ban (418) or the exchange's "
+        "other ban statuses (other).",
+        (*BUDGET, "status"),
+    ),
+    _c(
+        "cryptolink_rest_budget_header_corrections_total",
+        "Weight added to the budget from the exchange's own used-weight headers.",
+        BUDGET,
+    ),
+    _c(
+        "cryptolink_rest_budget_garbled_headers_total",
+        "Rate-limit header values of the exchange the rules could not read (ignored).",
+        BUDGET,
+    ),
+    _g(
+        "cryptolink_rest_budget_paused_seconds",
+        "Seconds left of the longest pause or ban this process applied to the budget (0: none).",
+        BUDGET,
+    ),
+    _g("cryptolink_rest_pool_limit", "The pool's limit, weight per window.", POOL),
+    _g(
+        "cryptolink_rest_pool_window_seconds",
+        "The pool's window, seconds (documented window plus margin).",
+        POOL,
+    ),
+    _c("cryptolink_rest_pool_requests_total", "Requests granted touching the pool.", POOL),
+    _c("cryptolink_rest_pool_weight_total", "Weight granted from the pool.", POOL),
+    _c(
+        "cryptolink_rest_pool_observed_weight_total",
+        "Weight added to the pool from the exchange's own counts.",
+        POOL,
+    ),
+    _g(
+        "cryptolink_rest_pool_local_weight_in_window",
+        "Weight in the pool's local window now (the whole count of a local budget; the fallback share's log of a "
+        "shared one).",
+        POOL,
+    ),
+    _g(
+        "cryptolink_rest_pool_local_limit",
+        "Limit of the pool's local window (the fallback share of a shared budget), weight per window.",
+        POOL,
+    ),
     # ---- connect gates
     _g("cryptolink_connect_gate_up", "0 while the exchange host is judged down (probing), else 1.", HOST),
     _g("cryptolink_connect_gate_down_seconds", "How long the host has been down, seconds (0 when up).", HOST),
@@ -520,15 +725,19 @@ class _Families:
         self._simple[name].add_metric(self._values(name, labels), value)
 
     def histogram(
-        self, name: str, labels: Iterable[str], cumulative: tuple[int, ...], count: int, sum_ms: float
+        self,
+        name: str,
+        labels: Iterable[str],
+        cumulative: tuple[int, ...],
+        count: int,
+        sum_ms: float,
+        bounds_ms: tuple[float, ...] = LATENCY_BUCKETS_MS,
     ) -> None:
-        """One histogram sample from cumulative ms-bucket counts (:data:`LATENCY_BUCKETS_MS`); skipped when
-        the counts do not match the bounds (a quality snapshot built without histograms)."""
-        if len(cumulative) != len(LATENCY_BUCKETS_MS):
+        """One histogram sample from cumulative ms-bucket counts (at or below each of ``bounds_ms``, ms); skipped
+        when the counts do not match the bounds (a quality snapshot built without histograms)."""
+        if len(cumulative) != len(bounds_ms):
             return
-        buckets = [
-            (str(bound / 1000.0), float(n)) for bound, n in zip(LATENCY_BUCKETS_MS, cumulative, strict=True)
-        ]
+        buckets = [(str(bound / 1000.0), float(n)) for bound, n in zip(bounds_ms, cumulative, strict=True)]
         buckets.append(("+Inf", float(count)))
         self._hist[name].add_metric(self._values(name, labels), buckets, sum_ms / 1000.0)
 
@@ -720,6 +929,212 @@ def _rest(out: _Families, rest: Iterable[RestStats]) -> None:
         out.add("cryptolink_rest_weight_in_window", key, float(r.in_window))
         out.add("cryptolink_rest_paused_seconds", key, r.paused_for_s)
         out.add("cryptolink_rest_waiting_requests", key, float(r.waiting))
+        out.add("cryptolink_rest_refused_total", key, float(r.refused))
+        out.add("cryptolink_rest_background_requests_total", key, float(r.background))
+
+
+REST_ERROR_KINDS = (
+    "network",
+    "timeout",
+    "rate_limit",
+    "unavailable",
+    "maintenance",
+    "budget",
+    "bad_response",
+    "exchange",
+    "auth",
+    "bad_request",
+    "other",
+)
+"""Values of the ``kind`` label of ``cryptolink_rest_member_errors_total`` (the REST manager's error kinds,
+always present; a kind outside this list is added when it occurs)."""
+
+MEMBER_STATES: tuple[str, ...] = tuple(s.value for s in MemberState)
+"""Values of the ``state`` label of ``cryptolink_rest_member_state``."""
+
+BUDGET_MODES: tuple[str, ...] = get_args(Mode)
+"""Values of the ``mode`` label of ``cryptolink_rest_budget_mode``."""
+
+_ERR = "errors:"
+_BUCKET = "latency_bucket:"
+_CHOSEN = "chosen:"
+
+
+def _state_set(
+    out: _Families, name: str, labels: tuple[str, ...], vocabulary: Iterable[str], current: str
+) -> None:
+    """1 for ``current``, 0 for every other value of ``vocabulary`` (``current`` added when outside it)."""
+    values = list(vocabulary)
+    if current not in values:
+        values.append(current)
+    for v in values:
+        out.add(name, (*labels, v), 1.0 if v == current else 0.0)
+
+
+def _member_counts(m: MemberStats) -> dict[str, int]:
+    counts = {
+        "calls": m.calls,
+        "successes": m.successes,
+        "http_requests": m.http_requests,
+        "http_429": m.http_429,
+        "http_418": m.http_418,
+        "checks": m.checks,
+        "check_failures": m.check_failures,
+        "transitions": m.transitions,
+        "latency_count": m.latency_count,
+        "latency_sum_us": round(m.latency_sum_ms * 1000.0),  # integer µs: the sums add up exactly
+    }
+    for kind, n in m.errors.items():
+        counts[_ERR + kind] = n
+    for i, n in enumerate(m.latency_counts):
+        counts[f"{_BUCKET}{i}"] = n
+    return counts
+
+
+def _members(out: _Families, members: Iterable[MemberStats], sums: MonotonicSums) -> None:
+    present = []
+    for m in members:
+        base = (m.name, m.exchange)
+        present.append(base)
+        _state_set(out, "cryptolink_rest_member_state", base, MEMBER_STATES, m.state)
+        gauges = {
+            "cryptolink_rest_member_state_seconds": m.since_s,
+            "cryptolink_rest_member_weight": float(m.weight),
+            "cryptolink_rest_member_effective_weight": m.effective_weight,
+            "cryptolink_rest_member_error_ratio": m.error_rate,
+            "cryptolink_rest_member_consecutive_failures": float(m.consecutive_failures),
+            "cryptolink_rest_member_in_flight": float(m.in_flight),
+        }
+        for name, value in gauges.items():
+            out.add(name, base, value)
+        if m.latency_ms is not None:
+            out.add("cryptolink_rest_member_latency_smoothed_seconds", base, m.latency_ms / 1000.0)
+        # a member rebuilt by a reload starts its counters again: its series keep the old counts (never go down)
+        t = sums.update(base, [(base, _member_counts(m))])
+        plain = {
+            "cryptolink_rest_member_calls_total": "calls",
+            "cryptolink_rest_member_successes_total": "successes",
+            "cryptolink_rest_member_http_requests_total": "http_requests",
+            "cryptolink_rest_member_health_checks_total": "checks",
+            "cryptolink_rest_member_health_check_failures_total": "check_failures",
+            "cryptolink_rest_member_transitions_total": "transitions",
+        }
+        for name, key in plain.items():
+            out.add(name, base, float(t.get(key, 0)))
+        kinds = list(REST_ERROR_KINDS)
+        kinds += sorted(k.removeprefix(_ERR) for k in t if k.startswith(_ERR) and k[len(_ERR) :] not in kinds)
+        for kind in kinds:
+            out.add("cryptolink_rest_member_errors_total", (*base, kind), float(t.get(_ERR + kind, 0)))
+        for status, key in (("429", "http_429"), ("418", "http_418")):
+            out.add("cryptolink_rest_member_rate_limit_answers_total", (*base, status), float(t.get(key, 0)))
+        cumulative = tuple(t.get(f"{_BUCKET}{i}", 0) for i in range(len(m.latency_counts)))
+        out.histogram(
+            "cryptolink_rest_member_latency_seconds",
+            base,
+            cumulative,
+            t.get("latency_count", 0),
+            t.get("latency_sum_us", 0) / 1000.0,
+            bounds_ms=m.latency_buckets_ms,
+        )
+    sums.keep_only(present)
+
+
+def _groups(out: _Families, groups: Iterable[GroupStats], sums: MonotonicSums) -> None:
+    present = []
+    for g in groups:
+        base = (g.name,)
+        present.append(g.name)
+        _state_set(out, "cryptolink_rest_group_strategy", base, STRATEGIES, g.strategy)
+        counts = {
+            "calls": g.calls,
+            "successes": g.successes,
+            "failures": g.failures,
+            "retries": g.retries,
+            "unavailable": g.unavailable,
+        }
+        counts.update({_CHOSEN + member: n for member, n in g.chosen.items()})
+        t = sums.update(g.name, [(g.name, counts)])
+        for key in ("calls", "successes", "failures", "retries", "unavailable"):
+            out.add(f"cryptolink_rest_group_{key}_total", base, float(t.get(key, 0)))
+        chosen = dict.fromkeys(g.members, 0)  # every member of the group, 0 until it is picked
+        chosen.update({k.removeprefix(_CHOSEN): n for k, n in t.items() if k.startswith(_CHOSEN)})
+        for member, n in chosen.items():
+            out.add("cryptolink_rest_group_choices_total", (g.name, member), float(n))
+    sums.keep_only(present)
+
+
+_BUDGET_COUNTERS = (
+    ("cryptolink_rest_budget_grants_total", "grants"),
+    ("cryptolink_rest_budget_attempts_total", "attempts"),
+    ("cryptolink_rest_budget_timeouts_total", "timeouts"),
+    ("cryptolink_rest_budget_rejected_total", "rejected"),
+    ("cryptolink_rest_budget_fallbacks_total", "fallbacks"),
+    ("cryptolink_rest_budget_rejoins_total", "rejoins"),
+    ("cryptolink_rest_budget_redis_errors_total", "redis_errors"),
+    ("cryptolink_rest_budget_pauses_total", "pauses"),
+    ("cryptolink_rest_budget_bans_total", "bans"),
+    ("cryptolink_rest_budget_header_corrections_total", "header_corrections"),
+    ("cryptolink_rest_budget_garbled_headers_total", "garbled_headers"),
+)
+_REFUSED = (("full", "refused_full"), ("paused", "refused_paused"), ("banned", "refused_banned"))
+_ANSWERS = (("429", "answers_429"), ("418", "answers_418"), ("other", "answers_ban_other"))
+_POOL_COUNTERS = (
+    ("cryptolink_rest_pool_requests_total", "requests"),
+    ("cryptolink_rest_pool_weight_total", "weight"),
+    ("cryptolink_rest_pool_observed_weight_total", "observed"),
+)
+
+
+def _budgets(
+    out: _Families, budgets: Iterable[BudgetStats], sums: MonotonicSums, pool_sums: MonotonicSums
+) -> None:
+    present: list[tuple[str, str]] = []
+    pools_present: list[tuple[str, str, str]] = []
+    for b in budgets:
+        base = (b.exchange, b.scope)
+        present.append(base)
+        lim = b.limiter
+        _state_set(out, "cryptolink_rest_budget_mode", base, BUDGET_MODES, lim.mode)
+        out.add("cryptolink_rest_budget_waiting", base, float(lim.waiting))
+        out.add("cryptolink_rest_budget_paused_seconds", base, b.paused_for_s)
+        counts = {
+            "grants": lim.grants,
+            "attempts": lim.attempts,
+            "timeouts": lim.timeouts,
+            "rejected": lim.rejected,
+            "fallbacks": lim.fallbacks,
+            "rejoins": lim.rejoins,
+            "redis_errors": lim.redis_errors,
+            "pauses": b.pauses,
+            "bans": b.bans,
+            "header_corrections": b.header_corrections,
+            "garbled_headers": b.garbled_headers,
+            "refused_full": lim.refused_full,
+            "refused_paused": lim.refused_paused,
+            "refused_banned": lim.refused_banned,
+            "answers_429": b.answers_429,
+            "answers_418": b.answers_418,
+            "answers_ban_other": b.answers_ban_other,
+        }
+        t = sums.update(base, [(base, counts)])
+        for name, key in _BUDGET_COUNTERS:
+            out.add(name, base, float(t.get(key, 0)))
+        for reason, key in _REFUSED:
+            out.add("cryptolink_rest_budget_refused_attempts_total", (*base, reason), float(t.get(key, 0)))
+        for status, key in _ANSWERS:
+            out.add("cryptolink_rest_budget_rate_limit_answers_total", (*base, status), float(t.get(key, 0)))
+        for p in lim.pools:
+            labels = (*base, documents.pool_key(b.exchange, b.scope, p.name))
+            pools_present.append(labels)
+            out.add("cryptolink_rest_pool_limit", labels, float(p.limit))
+            out.add("cryptolink_rest_pool_window_seconds", labels, p.window_s)
+            out.add("cryptolink_rest_pool_local_weight_in_window", labels, float(p.local_in_window))
+            out.add("cryptolink_rest_pool_local_limit", labels, float(p.local_limit))
+            pt = pool_sums.update(labels, [(labels, {k: int(getattr(p, k)) for _, k in _POOL_COUNTERS})])
+            for name, key in _POOL_COUNTERS:
+                out.add(name, labels, float(pt.get(key, 0)))
+    sums.keep_only(present)
+    pool_sums.keep_only(pools_present)
 
 
 def _gates(out: _Families, gates: Iterable[GateStats]) -> None:
@@ -818,6 +1233,10 @@ class SnapshotCollector:
         self._clock: Clock = clock or SystemClock()
         self._book_sums = MonotonicSums()
         self._bus_sums = MonotonicSums()
+        self._member_sums = MonotonicSums()
+        self._group_sums = MonotonicSums()
+        self._budget_sums = MonotonicSums()
+        self._pool_sums = MonotonicSums()
         self._lock = threading.Lock()
         self.render_errors = 0
         """Failed scrapes (set by :class:`MetricsExporter`)."""
@@ -834,6 +1253,12 @@ class SnapshotCollector:
             self._book_sums.keep_only((fs.exchange, fs.market, fs.name) for fs in feeds)
             _bus(out, snap.bus, self._bus_sums)
             _rest(out, snap.stats.rest)
+            rest = snap.rest
+            _members(out, rest.members if rest is not None else (), self._member_sums)
+            _groups(out, rest.groups if rest is not None else (), self._group_sums)
+            if rest is not None:
+                out.add("cryptolink_rest_reloads_total", (), float(rest.reloads))
+            _budgets(out, snap.rest_budgets, self._budget_sums, self._pool_sums)
             _gates(out, snap.stats.gates)
             _redis(out, self.redis, self.cluster)
             _instance(out, snap, self._clock.time_ns(), self.service.clients, self.render_errors)

@@ -31,7 +31,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -40,9 +40,13 @@ from cryptolink.config import StatusConfig
 from cryptolink.engine import ConnectionEvent, ConnectionEventType
 from cryptolink.manager import ExchangeManager, report_sections
 from cryptolink.report import render_report
+from cryptolink.rest.stats import RestManagerStats
 from cryptolink.status.documents import push_message
 from cryptolink.status.host import HOST_SAMPLE_TIMEOUT_S, HostFigures, HostReader, HostSampler
 from cryptolink.status.snapshot import RECENT_EVENTS, EventRecord, StatusSnapshot
+
+if TYPE_CHECKING:
+    from cryptolink.rest.budget import BudgetStats
 
 __all__ = [
     "ERROR_LOG_INTERVAL_S",
@@ -50,9 +54,11 @@ __all__ = [
     "PUSH_DEBOUNCE_S",
     "PUSH_QUEUE_SIZE",
     "STALE_AFTER_INTERVALS",
+    "BudgetsProvider",
     "ErrorThrottle",
     "PushClient",
     "PushSchedule",
+    "RestProvider",
     "StatusService",
     "default_instance_id",
     "send_timeout_s",
@@ -79,6 +85,12 @@ STALE_AFTER_INTERVALS = 3
 _encode = msgspec.json.Encoder().encode
 
 SnapshotListener = Callable[[StatusSnapshot], None]
+
+RestProvider = Callable[[], RestManagerStats | None]
+"""The REST manager's statistics (``RestManager.stats``); ``None``: no REST manager now."""
+
+BudgetsProvider = Callable[[], "tuple[BudgetStats, ...]"]
+"""Every rate budget of the process (``RateBudgets.stats``), for a process without a REST manager."""
 
 
 def default_instance_id() -> str:
@@ -201,6 +213,14 @@ class StatusService:
         host: the host sampler (default: measures the working directory's filesystem).
         host_timeout_s: longest wait for one host reading, s (then the previous figures are kept).
         instance_id: default :func:`default_instance_id`, or ``config.instance_id``.
+        rest: the REST manager's statistics, read once per snapshot (``RestManager.stats``; ``None``: no REST
+            manager). Must be quick and must not block: it runs on the event loop.
+        budgets: the process's rate budgets, read once per snapshot when ``rest`` is absent or returns ``None``
+            (``RateBudgets.stats``: the engine's REST gateways alone). With a REST manager its ``budgets`` are
+            the same set and this provider is not called (see :attr:`StatusSnapshot.rest_budgets`).
+
+    A provider that raises fails the snapshot pass like the engine's own snapshot does (counted in
+    ``snapshot_errors``, logged; the views keep the previous snapshot).
     """
 
     def __init__(
@@ -213,8 +233,12 @@ class StatusService:
         host: HostSampler | None = None,
         host_timeout_s: float = HOST_SAMPLE_TIMEOUT_S,
         instance_id: str | None = None,
+        rest: RestProvider | None = None,
+        budgets: BudgetsProvider | None = None,
     ) -> None:
         self.manager = manager
+        self.rest = rest
+        self.budgets = budgets
         self.config = config or StatusConfig()
         self.enabled = enabled if enabled is not None else tuple(manager.config.enabled_exchanges())
         self._clock = clock or SystemClock()
@@ -306,6 +330,11 @@ class StatusService:
         """
         stats, rows = self.manager.snapshot()
         recent = tuple(islice(reversed(self._events), RECENT_EVENTS))[::-1]  # never copies the whole ring
+        rest = self.rest() if self.rest is not None else None
+        if rest is not None:
+            rest_budgets = tuple(rest.budgets)  # the process's budgets: the provider's would be the same set
+        else:
+            rest_budgets = tuple(self.budgets()) if self.budgets is not None else ()
         snap = StatusSnapshot(
             instance_id=self.instance_id,
             taken_ns=self._clock.time_ns(),
@@ -322,6 +351,8 @@ class StatusService:
             push_clients_dropped=self.push_clients_dropped,
             push_clients_refused=self.push_clients_refused,
             host_timeouts=self._host.timeouts,
+            rest=rest,
+            rest_budgets=rest_budgets,
         )
         self._latest = snap
         for listener in tuple(self._listeners):

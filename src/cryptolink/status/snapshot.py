@@ -8,12 +8,17 @@ read only it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptolink.bus import BusStats
 from cryptolink.engine import ConnectionEvent
 from cryptolink.manager import ManagerStats
 from cryptolink.report import ReportRow
+from cryptolink.rest.stats import RestManagerStats
 from cryptolink.status.host import HostFigures
+
+if TYPE_CHECKING:
+    from cryptolink.rest.budget import BudgetStats
 
 __all__ = ["EventRecord", "StatusSnapshot"]
 
@@ -51,6 +56,11 @@ class StatusSnapshot:
         push_clients_refused: WebSocket clients refused because :data:`~cryptolink.status.service.MAX_PUSH_CLIENTS`
             were connected.
         host_timeouts: host readings that did not finish within their timeout (the previous figures were kept).
+        rest: the REST manager's statistics (members, groups, budgets), ``None`` without a REST manager.
+        rest_budgets: every rate budget of the process, each once: ``rest.budgets`` when there is a REST manager
+            (its budgets are the process's, shared with the engine's REST gateways), else those of the
+            ``budgets`` provider of the status service (the engine's alone); empty without either. The views read
+            the budgets here, never ``rest.budgets``, so nothing is shown twice.
     """
 
     instance_id: str
@@ -68,6 +78,8 @@ class StatusSnapshot:
     push_clients_dropped: int = 0
     push_clients_refused: int = 0
     host_timeouts: int = 0
+    rest: RestManagerStats | None = None
+    rest_budgets: tuple[BudgetStats, ...] = ()
 
 
 RECENT_EVENTS = 50

@@ -19,7 +19,7 @@ from cryptolink.status.cluster import ClusterStatus, RedisStatusPublisher
 from cryptolink.status.host import HostSampler
 from cryptolink.status.metrics import MetricsExporter
 from cryptolink.status.server import StatusServer
-from cryptolink.status.service import StatusService
+from cryptolink.status.service import BudgetsProvider, RestProvider, StatusService
 
 __all__ = ["StatusSurface"]
 
@@ -34,6 +34,10 @@ class StatusSurface:
         config: the ``status`` section.
         disk_path: the filesystem whose space is reported (the output directory).
         serve_http: start the HTTP server (``False``: snapshots, report and Redis only).
+        rest: the REST manager's statistics provider (``RestManager.stats``; ``None``: no REST manager): its
+            members, groups and budgets go into every snapshot, ``/api/rest`` and ``/metrics``.
+        budgets: the process's rate budgets provider (``RateBudgets.stats``), used when there is no REST
+            manager (see :class:`~cryptolink.status.service.StatusService`).
     """
 
     def __init__(
@@ -43,9 +47,11 @@ class StatusSurface:
         *,
         disk_path: str | os.PathLike[str] = ".",
         serve_http: bool = True,
+        rest: RestProvider | None = None,
+        budgets: BudgetsProvider | None = None,
     ) -> None:
         self.config = config
-        self.service = StatusService(manager, config, host=HostSampler(disk_path))
+        self.service = StatusService(manager, config, host=HostSampler(disk_path), rest=rest, budgets=budgets)
         self.cluster: ClusterReader | None = None
         self.server: StatusServer | None = None
         self._serve_http = serve_http
