@@ -169,7 +169,9 @@ def test_status_addr_sets_the_address_and_turns_the_api_on(
 
     seen: list[CryptolinkConfig] = []
 
-    def fake_run_config(cfg: CryptolinkConfig) -> int:  # the run itself is tested in tests/test_service.py
+    def fake_run_config(
+        cfg: CryptolinkConfig, **_: object
+    ) -> int:  # the run itself is tested in tests/test_service.py
         seen.append(cfg)
         return 0
 

@@ -1,8 +1,9 @@
 """``cryptolink run``'s service loop against the simulator: JSONL written and reported, refused starts (an
 unwritable output directory, an unknown symbol, a status port in use, a Redis URL redis-py refuses), a full
-disk made loud (exit code 1), stop signals that lose nothing (a real ``cryptolink run`` process stopped with
-SIGHUP), the status API served, the report kept without it, and a status stop that fails without costing the
-sinks or the report."""
+disk made loud (exit code 1), stop signals that lose nothing (a real ``cryptolink run`` process reloaded by
+SIGHUP without a reconnect, then stopped with SIGTERM; SIGHUP stops a run that has no file to reload), the
+status API served, the report kept without it, and a status stop that fails without costing the sinks or the
+report. Hot reload itself: tests/test_reload.py."""
 
 from __future__ import annotations
 
@@ -95,20 +96,28 @@ async def test_disk_full_during_the_run_is_counted_reported_and_exits_1(tmp_path
     assert "DATA LOST" in words and "No space left on device" in words
 
 
-async def test_sighup_stops_gracefully_flushes_and_reports(tmp_path: Path) -> None:
-    """A real ``cryptolink run`` process: SIGHUP (which used to kill it with exit 129, nothing flushed) stops
-    it like Ctrl-C: buffered lines written, report printed, exit code 0."""
+async def test_sighup_reloads_the_file_and_sigterm_stops_gracefully_flushes_and_reports(
+    tmp_path: Path,
+) -> None:
+    """A real ``cryptolink run`` process: SIGHUP reloads CONFIG.yaml (the ticker channel added on the running
+    connection: nothing reconnects, the process goes on); SIGTERM then stops it like Ctrl-C: buffered lines
+    written, report printed, exit code 0."""
     async with Simulator(exchanges=["okx"], speed=4.0) as sim:
         ep = sim.endpoints()["okx"]
         cfg = tmp_path / "c.yaml"
         out = tmp_path / "out"
-        cfg.write_text(
-            "exchanges:\n"
-            f"  okx: {{symbols: [BTC/USDT], ws_url: '{ep['ws_url']}', rest_url: '{ep['rest_url']}'}}\n"
-            # nothing is flushed on a timer during this test: every line on disk was written by the stop
-            f"output: {{enabled: true, dir: '{out}', flush_interval_s: 60}}\n"
-            "status: {port: 0}\n"
-        )
+
+        def write(channels: str) -> None:
+            cfg.write_text(
+                "exchanges:\n"
+                f"  okx: {{symbols: [BTC/USDT], channels: [{channels}], ws_url: '{ep['ws_url']}', "
+                f"rest_url: '{ep['rest_url']}'}}\n"
+                # nothing is flushed on a timer during this test: every line on disk was written by the stop
+                f"output: {{enabled: true, dir: '{out}', flush_interval_s: 60}}\n"
+                "status: {port: 0}\n"
+            )
+
+        write("trades")
         sent = asyncio.Event()
         count = 0
 
@@ -129,16 +138,65 @@ async def test_sighup_stops_gracefully_flushes_and_reports(tmp_path: Path) -> No
             stderr=asyncio.subprocess.PIPE,
         )
         conn = await sim.okx.wait_subscribed("trades:BTC-USDT", within_s=30)
+        opened = sim.okx.connections_total
+        write("trades, ticker")
+        proc.send_signal(signal.SIGHUP)
+        assert await sim.okx.wait_subscribed("tickers:BTC-USDT", within_s=30) is conn  # reloaded in place
+        assert proc.returncode is None and not conn.closed.done() and sim.okx.connections_total == opened
         sim.okx.sources["BTC-USDT"].listeners.append(on_event)
         await asyncio.wait_for(sent.wait(), 30)
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    assert "SIGHUP received: stopping" in stderr.decode()
+    log_text = stderr.decode()
+    assert proc.returncode == 0, log_text[-2000:]
+    assert "SIGHUP received: reloading" in log_text and "SIGTERM received: stopping" in log_text
+    assert "changed okx (+1 -0 streams)" in log_text
     text = stdout.decode()
     assert "cryptolink connection report" in text and "okx-ws-1" in text and "lines" in text
     trades = list(read_jsonl(out / "okx" / "trades.jsonl"))
     assert trades and all(t.symbol == "BTC/USDT" for t in trades)
+
+
+async def test_run_with_watch_reloads_the_file_when_it_changes(tmp_path: Path) -> None:
+    """``cryptolink run --watch`` (the real clock: the file is looked at every second) reloads a changed file
+    once it is stable, in place."""
+    async with Simulator(exchanges=["okx"], speed=4.0) as sim:
+        ep = sim.endpoints()["okx"]
+        cfg = tmp_path / "c.yaml"
+        entry = f"symbols: [BTC/USDT], ws_url: '{ep['ws_url']}', rest_url: '{ep['rest_url']}'"
+        cfg.write_text(f"exchanges:\n  okx: {{{entry}, channels: [trades]}}\nstatus: {{port: 0}}\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cryptolink.cli",
+            "run",
+            str(cfg),
+            "--watch",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            conn = await sim.okx.wait_subscribed("trades:BTC-USDT", within_s=30)
+            cfg.write_text(
+                f"exchanges:\n  okx: {{{entry}, channels: [trades, ticker]}}\nstatus: {{port: 0}}\n"
+            )
+            assert await sim.okx.wait_subscribed("tickers:BTC-USDT", within_s=30) is conn
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    log_text = stderr.decode()
+    assert proc.returncode == 0, log_text[-2000:]
+    assert f"watch: {cfg} changed" in log_text and "changed okx (+1 -0 streams)" in log_text
+
+
+async def test_sighup_stops_a_run_without_a_file_to_reload() -> None:
+    async with Simulator(exchanges=["okx"], speed=2.0) as sim:
+        cfg = config(sim, None)
+        task = asyncio.create_task(serve(cfg))
+        await sim.okx.wait_subscribed("trades:BTC-USDT", within_s=20)
+        os.kill(os.getpid(), signal.SIGHUP)  # serve's handler takes it
+        result = await asyncio.wait_for(task, 20)
+    assert result.exit_code == EXIT_OK and result.stopped_by == "SIGHUP" and result.reloads is None
 
 
 async def _serve_with_status(

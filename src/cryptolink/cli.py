@@ -4,7 +4,7 @@ Commands::
 
     cryptolink [--version]
     cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults] [--status-addr HOST:PORT | --no-status]
-    cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status] [--log-format json|console]
+    cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status] [--log-format json|console] [--watch]
     cryptolink record CONFIG.yaml --out FILE [--duration SECONDS]
     cryptolink simulate [--exchange binance|binanceusdm|okx|binancecoinm ...] [--host 127.0.0.1] [--port N]
                         [--mode replay|synthetic] [--speed X] [--faults SPEC] [--seed N]
@@ -195,14 +195,24 @@ def run(
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Log lines as JSON objects (default) or readable lines.")
     ] = LogFormat.JSON,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Also reload CONFIG.yaml whenever it changes (checked every second, reloaded once unchanged "
+            "for a second), as SIGHUP does.",
+        ),
+    ] = False,
 ) -> None:
-    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM, SIGHUP...: graceful, report printed);
-    serves the status API, dashboard and metrics on 127.0.0.1:8766 unless told otherwise."""
-    cfg = _load(config)
-    cfg = cfg.model_copy(update={"status": _status_config(cfg.status, status_addr, no_status)})
+    """Stream what CONFIG.yaml asks for until stopped (Ctrl-C, SIGTERM...: graceful, report printed); SIGHUP
+    reloads CONFIG.yaml (entries and symbols added or removed without touching the others; a file with errors is
+    refused and the running configuration stays: docs/reload.md). Serves the status API, dashboard and metrics on
+    127.0.0.1:8766 unless told otherwise."""
+    file_cfg = _load(config)
+    cfg = file_cfg.model_copy(update={"status": _status_config(file_cfg.status, status_addr, no_status)})
     run_config = _lazy("cryptolink.service", "run_config")
     _setup_logging(cfg.log_level, "console" if log_format is LogFormat.CONSOLE else "json", cfg)
-    raise typer.Exit(int(run_config(cfg)))
+    raise typer.Exit(int(run_config(cfg, path=config, watch=watch, file_config=file_cfg)))
 
 
 @app.command()

@@ -12,11 +12,18 @@ The status service always runs (snapshots, the periodic connection report in the
 ``status.redis_url``); ``status.enabled`` (``--no-status``) only decides whether its HTTP API is served; a
 failure to stop it is logged and never costs the sinks' close or the report.
 
-Stopped gracefully by every catchable signal that would otherwise end the process
-(SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM): connections closed, open gaps published, every
-buffered line written, the report printed. A second signal during the stop ends the process at once (exit
-code 128 + the signal number). The exit code is 1 when JSONL lines were lost (disk full, I/O errors), 0
-otherwise.
+Reloaded by SIGHUP when the run has a configuration file (``cryptolink run`` always has one), and with
+``--watch`` whenever the file changes (polled every second, reloaded once stable for a second): exchange entries
+added, removed or changed, streams subscribed or unsubscribed, without touching the connections of entries that
+did not change; a file with errors is refused (every error logged) and the running configuration stays
+(:mod:`cryptolink.reload`, ``docs/reload.md``). Settings read only at start (``status``, ``output``, log level,
+queue sizes) are named in a warning and applied at the next start.
+
+Stopped gracefully by every other catchable signal that would otherwise end the process (SIGINT, SIGTERM,
+SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM; SIGHUP too when there is no file to reload): connections closed, open gaps
+published, every buffered line written, the report printed. A second stop signal during the stop ends the
+process at once (exit code 128 + the signal number); a SIGHUP during the stop is ignored (logged). The exit code
+is 1 when JSONL lines were lost (disk full, I/O errors), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -30,13 +37,24 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from cryptolink.clock import SystemClock
 from cryptolink.config import CryptolinkConfig
 from cryptolink.errors import CryptolinkError
 from cryptolink.feed import BadSymbol
 from cryptolink.logs import log_connection_event
 from cryptolink.manager import ExchangeManager
+from cryptolink.reload import (
+    DEFAULT_WATCH_INTERVAL_S,
+    ConfigReloader,
+    ReloadOptions,
+    ReloadOutcome,
+    ReloadStats,
+    reload_section,
+)
 from cryptolink.report import Section, config_summary
+from cryptolink.rest.manager import RestManager, budgets_from_config
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
 from cryptolink.status.surface import StatusSurface
@@ -45,6 +63,7 @@ __all__ = [
     "EXIT_DATA_LOST",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "RELOAD_SIGNAL",
     "STOP_SIGNALS",
     "RunResult",
     "output_section",
@@ -67,7 +86,11 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGUSR2,
     signal.SIGALRM,
 )
-"""Signals that stop the service gracefully (their default action would end the process)."""
+"""Signals that stop the service gracefully (their default action would end the process); :data:`RELOAD_SIGNAL`
+reloads instead when the run has a configuration file."""
+
+RELOAD_SIGNAL = signal.SIGHUP
+"""The signal that reloads the configuration file (:mod:`cryptolink.reload`) when the run has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +103,7 @@ class RunResult:
         stopped_by: the signal name that stopped the run (``None``: stopped by the caller's event).
         output: the JSONL sink's final counters (``None``: output disabled or refused).
         error: why the run was refused (``None`` otherwise).
+        reloads: the reloads' counters (``None``: the run had no configuration file to reload, or was refused).
     """
 
     report: str
@@ -87,6 +111,7 @@ class RunResult:
     stopped_by: str | None = None
     output: JsonlSinkStats | None = None
     error: str | None = None
+    reloads: ReloadStats | None = None
 
 
 def output_section(stats: JsonlSinkStats, out_dir: object) -> Section:
@@ -101,6 +126,7 @@ async def serve(
     manager: ExchangeManager | None = None,
     sinks: Sequence[Sink] = (),
     on_status: Callable[[StatusSurface], None] | None = None,
+    reload: ReloadOptions | None = None,
 ) -> RunResult:
     """Run ``config`` until ``stop`` is set or a stop signal arrives; return the final report and exit code.
 
@@ -112,17 +138,45 @@ async def serve(
             a loss in any of them ends the run with :data:`EXIT_DATA_LOST`.
         on_status: called with the status surface once it started (its ``server`` is ``None`` with
             ``status.enabled: false``; with ``status.port`` 0 ``server.port`` is the port it got).
+        reload: the configuration file SIGHUP reloads (and ``--watch``); ``None``: SIGHUP stops the run like
+            the other signals of :data:`STOP_SIGNALS`.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     stopped_by: list[str] = []
+    # one set of rate budgets for the engine's snapshots and backfills and the REST manager's members
+    budgets = manager.rest_budgets if manager is not None else budgets_from_config(config.rest, SystemClock())
+    manager = manager or ExchangeManager(config, rest_budgets=budgets)
+    rest = RestManager(config.rest, budgets=budgets)
+    reloader: ConfigReloader | None = None
+    if reload is not None:
+        reloader = ConfigReloader(
+            config,
+            manager,
+            path=reload.path,
+            file_config=reload.file_config,
+            env=reload.env,
+            clock=reload.clock,
+            rest=rest,
+        )
+        if reload.on_reload is not None:
+            reloader.add_listener(reload.on_reload)
 
     def on_signal(sig: signal.Signals) -> None:
+        if sig is RELOAD_SIGNAL and reloader is not None:
+            if stop.is_set():
+                reloader.close()  # the request below is counted as ignored
+            else:
+                log.info("%s received: reloading %s", sig.name, reloader.path)
+            reloader.request(sig.name)
+            return
         if stop.is_set():
             log.error("second %s during the stop: exiting now", sig.name)
             os._exit(128 + int(sig))
         stopped_by.append(sig.name)
         log.warning("%s received: stopping (closing connections, writing buffered data)", sig.name)
+        if reloader is not None:
+            reloader.close()
         stop.set()
 
     installed: list[signal.Signals] = []
@@ -131,8 +185,22 @@ async def serve(
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     try:
-        return await _serve(config, stop, manager, stopped_by, list(sinks), on_status)
+        return await _serve(
+            config,
+            stop,
+            manager,
+            stopped_by,
+            list(sinks),
+            on_status,
+            reloader,
+            reload.watch_interval_s if reload is not None else None,
+            rest,
+        )
     finally:
+        try:
+            await rest.close()
+        finally:
+            await budgets.aclose()
         for sig in installed:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
@@ -141,10 +209,13 @@ async def serve(
 async def _serve(
     config: CryptolinkConfig,
     stop: asyncio.Event,
-    manager: ExchangeManager | None,
+    manager: ExchangeManager,
     stopped_by: list[str],
     sinks: list[Sink],
     on_status: Callable[[StatusSurface], None] | None = None,
+    reloader: ConfigReloader | None = None,
+    watch_interval_s: float | None = None,
+    rest: RestManager | None = None,
 ) -> RunResult:
     log.info("starting:\n%s", config_summary(config))
     out = config.output
@@ -162,13 +233,19 @@ async def _serve(
         except OutputDirError as exc:
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
-    manager = manager or ExchangeManager(config)
     manager.add_event_listener(log_connection_event)  # every connection event as a structured log record
     # always: the report and the Redis status run without the HTTP API too (status.enabled: false)
     status = StatusSurface(
-        manager, config.status, disk_path=out.dir if out.enabled else ".", serve_http=config.status.enabled
+        manager,
+        config.status,
+        disk_path=out.dir if out.enabled else ".",
+        serve_http=config.status.enabled,
+        rest=rest.stats if rest is not None else None,
+        budgets=manager.rest_budgets.stats,
     )
     try:
+        if rest is not None:
+            await rest.start()  # ConfigError: a member's exchange unknown to ccxt
         await status.start()
     except (CryptolinkError, ValueError) as exc:  # StatusBindError; a Redis URL redis-py refuses
         log.error("refusing to start: %s", exc)
@@ -182,6 +259,8 @@ async def _serve(
             on_status(status)
         except Exception:  # the caller's callback: its failure must not leave the surface running unattended
             log.exception("the on_status callback failed; going on")
+    if reloader is not None:
+        reloader.add_listener(functools.partial(_follow_reload, status, reloader))
     if sink is not None:
         sinks.insert(0, sink)
     tasks: list[asyncio.Task[None]] = []
@@ -197,14 +276,26 @@ async def _serve(
         task = asyncio.create_task(each.run())
         task.add_done_callback(functools.partial(on_sink_done, name=type(each).__name__))
         tasks.append(task)
+    watcher: asyncio.Task[None] | None = None
     try:
         try:
             await manager.start()
         except BadSymbol as exc:
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
+        if reloader is not None:
+            reloader.start()  # a SIGHUP received while starting is applied now
+            if watch_interval_s is not None:
+                watcher = asyncio.create_task(reloader.watch(watch_interval_s), name="config-watch")
+                watcher.add_done_callback(_on_watch_done)
+                log.info("watching %s for changes (every %g s)", reloader.path, watch_interval_s)
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if reloader is not None:
+            await reloader.aclose()  # a reload in progress is cut short: the manager's stop closes it all
         await manager.stop()
         manager.remove_event_listener(log_connection_event)  # after the stop: its events are logged too
         await _stop_status(status)
@@ -218,6 +309,9 @@ async def _serve(
                 failed.append(f"{type(each).__name__} close: {type(exc).__name__}: {exc}")
                 log.error("%s sink: closing failed", type(each).__name__, exc_info=exc)
     extra = [each.report_section() for each in sinks]
+    reloads = reloader.stats() if reloader is not None else None
+    if reloads is not None and (reloads.requests or reloads.applied or reloads.refused):
+        extra.append(reload_section(reloads))
     if failed:
         extra.append(Section("sink failures", [f"  {f}" for f in failed]))
     report = manager.report(extra)
@@ -234,7 +328,20 @@ async def _serve(
         EXIT_DATA_LOST if lost or failed else EXIT_OK,
         stopped_by[0] if stopped_by else None,
         sink.stats() if sink is not None else None,
+        reloads=reloads,
     )
+
+
+def _follow_reload(status: StatusSurface, reloader: ConfigReloader, outcome: ReloadOutcome) -> None:
+    """After an applied reload the status judges the entries the new configuration enables (an entry removed is
+    no longer reported as missing; one that could not start is)."""
+    if outcome.applied:
+        status.service.enabled = tuple(reloader.config.enabled_exchanges())
+
+
+def _on_watch_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the configuration watcher failed; the file is no longer watched", exc_info=exc)
 
 
 async def _stop_status(status: StatusSurface) -> None:
@@ -246,9 +353,33 @@ async def _stop_status(status: StatusSurface) -> None:
         log.exception("stopping the status service failed; going on with the stop")
 
 
-def run_config(config: CryptolinkConfig) -> int:
-    """Entry point of ``cryptolink run`` (blocking until stopped); prints the report; returns the exit code."""
-    result = asyncio.run(serve(config))
+def run_config(
+    config: CryptolinkConfig,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    watch: bool = False,
+    file_config: CryptolinkConfig | None = None,
+) -> int:
+    """Entry point of ``cryptolink run`` (blocking until stopped); prints the report; returns the exit code.
+
+    Args:
+        config: the configuration to run (command-line options applied).
+        path: its file: SIGHUP reloads it (``None``: SIGHUP stops the run).
+        watch: also reload the file when it changes (polled every :data:`~cryptolink.reload.DEFAULT_WATCH_INTERVAL_S`
+            s); needs ``path``.
+        file_config: ``config`` as the file gave it, before command-line options (see
+            :class:`~cryptolink.reload.ReloadOptions`).
+
+    Raises:
+        ValueError: ``watch`` without ``path``.
+    """
+    if watch and path is None:
+        raise ValueError("watch needs the configuration file's path")
+    reload = None
+    if path is not None:
+        interval = DEFAULT_WATCH_INTERVAL_S if watch else None
+        reload = ReloadOptions(Path(path), watch_interval_s=interval, file_config=file_config)
+    result = asyncio.run(serve(config, reload=reload))
     if result.error is not None:
         print(f"error: {result.error}", file=sys.stderr, flush=True)
     if result.report:
