@@ -119,12 +119,21 @@ class SimProcess:
         speed: pacing multiple.
         faults: fault spec for the simulator (grammar in ``cryptolink.simulator.faults``).
         fd_limit: open-files limit the child gets (inherited from this process after :func:`raise_fd_limit`).
+        rest_limits: ``EXCHANGE=WEIGHT/SECONDS`` REST limits (``--rest-limit``).
+        symbols: ``EXCHANGE:SYMBOL`` (exchange-native) to serve instead of the defaults.
 
     Use as a context manager; :attr:`endpoints` maps exchange id -> ``{"ws_url", "rest_url"}``.
     """
 
     def __init__(
-        self, exchanges: list[str], *, mode: str = "replay", speed: float = 1.0, faults: str | None = None
+        self,
+        exchanges: list[str],
+        *,
+        mode: str = "replay",
+        speed: float = 1.0,
+        faults: str | None = None,
+        rest_limits: list[str] | None = None,
+        symbols: list[str] | None = None,
     ) -> None:
         self.args = [
             sys.executable,
@@ -136,6 +145,8 @@ class SimProcess:
             str(speed),
             *[a for e in exchanges for a in ("--exchange", e)],
             *(["--faults", faults] if faults else []),
+            *[a for r in rest_limits or () for a in ("--rest-limit", r)],
+            *[a for x in symbols or () for a in ("--symbol", x)],
         ]
         self.count = len(exchanges)
         self.proc: subprocess.Popen[str] | None = None

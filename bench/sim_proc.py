@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import signal
 
-from cryptolink.simulator import Simulator, serve_forever
+from cryptolink.simulator import SimConfig, Simulator, serve_forever
+from cryptolink.simulator.runner import parse_rest_limit
 
 
 def main() -> None:
@@ -19,7 +20,15 @@ def main() -> None:
     ap.add_argument("--mode", default="replay")
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--faults", default=None)
+    ap.add_argument("--rest-limit", action="append", default=[], help="EXCHANGE=WEIGHT/SECONDS")
+    ap.add_argument("--symbol", action="append", default=[], help="EXCHANGE:SYMBOL (exchange-native)")
     args = ap.parse_args()
+    symbols: dict[str, tuple[str, ...]] = {}
+    for item in args.symbol:
+        exch, _, sym = item.partition(":")
+        symbols[exch] = (*symbols.get(exch, ()), sym)
+    limits = dict(parse_rest_limit(x) for x in args.rest_limit)
+    config = SimConfig(rest_limits=limits, symbols=symbols) if symbols else SimConfig(rest_limits=limits)
 
     async def run() -> None:
         task = asyncio.ensure_future(
@@ -29,6 +38,7 @@ def main() -> None:
                     mode=args.mode,
                     speed=args.speed,
                     faults=args.faults,
+                    config=config,
                 )
             )
         )
