@@ -79,6 +79,12 @@ async def overhead(hosts: dict[str, str], n: int, rounds: int) -> dict[str, dict
         }
     )
     results: dict[str, list[tuple[list[float], float]]] = {"bare ccxt": [], "RestManager": []}
+    first_calls: list[float] = []
+    for _ in range(rounds):  # a new member: its first call opens its HTTP connection
+        async with RestManager(config) as fresh:
+            t = time.perf_counter()
+            await fresh.call("a", "fetch_time")
+            first_calls.append(time.perf_counter() - t)
     try:
         async with RestManager(config) as rm:
             await bare.load_markets()
@@ -97,6 +103,10 @@ async def overhead(hosts: dict[str, str], n: int, rounds: int) -> dict[str, dict
         p99 = sorted(percentile(lat, 99) * 1000 for lat, _ in runs)[len(runs) // 2]
         cpu = sorted(c * 1e6 for _, c in runs)[len(runs) // 2]
         out[name] = {"p50_ms": p50, "p99_ms": p99, "cpu_us": cpu}
+    out["first call of a new member"] = {
+        "p50_ms": percentile(first_calls, 50) * 1000,
+        "max_ms": max(first_calls) * 1000,
+    }
     return out
 
 
@@ -239,6 +249,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     share = shared("6000/60" if not quick else "600/10", duration, 4, 16)
     fail = asyncio.run(failover(interval_s=30.0, outage_s=20.0))
     bare, managed = over["bare ccxt"], over["RestManager"]
+    first = over.pop("first call of a new member")
     lines = [
         f"1000 concurrent `fetch_time` calls, median of {rounds} interleaved rounds:",
         "",
@@ -250,6 +261,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         ),
         f"| overhead | {managed['p50_ms'] - bare['p50_ms']:+.1f} | {managed['p99_ms'] - bare['p99_ms']:+.1f} "
         f"| {managed['cpu_us'] - bare['cpu_us']:+.0f} |",
+        "",
+        f"First call of a new member (TCP connect included), {rounds} members: median {first['p50_ms']:.1f} ms, "
+        f"max {first['max_ms']:.1f} ms.",
         "",
         f"{share['workers']} processes sharing Binance weight {share['limit']} (weight/seconds) through Redis for "
         f"{share['duration_s']:.0f} s, counted by the simulator's `/_sim/stats`:",

@@ -11,7 +11,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from cryptolink.clock import SystemClock
+from cryptolink.clock import FakeClock, SystemClock
 from cryptolink.config import RestConfig
 from cryptolink.errors import ConfigError
 from cryptolink.rest.budget import RateBudgets
@@ -309,3 +309,18 @@ async def test_shared_budgets_are_the_ones_given(sim: Simulator) -> None:
         assert budgets.get("binance").stats().limiter.grants >= 1
     finally:
         await budgets.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_the_health_loop_sleeps_between_checks() -> None:
+    """With no member due (none at all here) the health loop parks until the next interval, however large the
+    clock's reading: it does not spin."""
+    clock = FakeClock(start=100_000.0)
+    async with RestManager(_config({}), clock=clock) as rm:
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert rm._health_passes == 1
+        await clock.advance(30.0)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert rm._health_passes == 2

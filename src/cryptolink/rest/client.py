@@ -79,8 +79,9 @@ class RestStats:
 
     Attributes:
         key: ``"<exchange> <base URL>"``.
-        requests: requests sent; weight: their summed weight in the budget's main pool (without a budget: the
-            requests' own ``weight``); background: how many of them were background requests (backfills).
+        requests: requests sent; weight: their summed weight in the budget's main pool, or in their own pool for
+            a request outside it (OKX's per-endpoint pools; without a budget: the requests' own ``weight``);
+            background: how many of them were background requests (backfills).
         errors: requests that failed (any reason, refused ones included); rate_limited: answers that paused or
             banned (429, 418, the exchange's other ban statuses); refused: requests refused before sending
             (a cost above a pool's limit, or too many waiting).
@@ -273,8 +274,10 @@ class RestClient:
         self.requests += 1
         self.background += background
         budget = self.rate_budget
-        if grant is not None and budget is not None:
-            self.weight += grant.weights.get(budget.main_pool, 0)
+        if grant is not None and budget is not None and grant.weights:
+            # the main pool's weight; a request outside it (OKX's per-endpoint pools) counts its own pool's
+            main = grant.weights.get(budget.main_pool)
+            self.weight += main if main is not None else next(iter(grant.weights.values()))
         else:
             self.weight += request.weight
         if self._http is None:

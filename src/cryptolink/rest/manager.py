@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -246,6 +247,7 @@ class RestManager:
         self.reloads = 0
         self._started = False
         self._listeners: list[Callable[[str, str, str], None]] = []
+        self._health_passes = 0
 
     # ------------------------------------------------------------------------------------------ life cycle
 
@@ -483,6 +485,8 @@ class RestManager:
 
     async def _health_loop(self) -> None:
         while True:
+            self._health_passes += 1
+            self._wake.clear()
             now = self._clock.monotonic()
             due = [m for m in self._members.values() if m.next_check_at <= now]
             for m in due:
@@ -490,17 +494,19 @@ class RestManager:
                 task = asyncio.create_task(self._check(m), name=f"rest-check-{m.name}")
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            pending = [m.next_check_at for m in self._members.values()]
-            wait = min(pending, default=self._config.health.interval_s) - self._clock.monotonic()
-            self._wake.clear()
-            if wait > 0:
-                sleeper = asyncio.ensure_future(self._clock.sleep(min(wait, self._config.health.interval_s)))
-                waker = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    sleeper.cancel()
-                    waker.cancel()
+            # the next check due; at least once per interval (members may come and go), woken early by _wake
+            earliest = min((m.next_check_at for m in self._members.values()), default=math.inf)
+            wait = min(earliest - self._clock.monotonic(), self._config.health.interval_s)
+            if wait <= 0:
+                await asyncio.sleep(0)  # a check fell due meanwhile: dispatch it on the next pass
+                continue
+            sleeper = asyncio.ensure_future(self._clock.sleep(wait))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
 
     async def _check(self, m: _Member) -> None:
         """One health check of ``m``: ``fetch_time`` (``fetch_status`` where ccxt has no ``fetchTime``)."""
