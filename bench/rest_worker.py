@@ -35,7 +35,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "hosts": json.loads(args.hosts),
                     "options": {"fetchMarkets": {"types": ["spot"]}},
                     "max_concurrent": args.concurrency,
-                    "timeout_s": 30,
+                    "timeout_s": 120,  # a saturated budget makes a request wait up to one window (60 s)
                 }
             },
             "limits": {
