@@ -55,6 +55,7 @@ from cryptolink.reload import (
 )
 from cryptolink.report import Section, config_summary
 from cryptolink.rest.manager import RestManager, budgets_from_config
+from cryptolink.rest.stats import report_section as rest_report_section
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
 from cryptolink.status.surface import StatusSurface
@@ -309,6 +310,8 @@ async def _serve(
                 failed.append(f"{type(each).__name__} close: {type(exc).__name__}: {exc}")
                 log.error("%s sink: closing failed", type(each).__name__, exc_info=exc)
     extra = [each.report_section() for each in sinks]
+    if rest is not None and (rest_stats := rest.stats()).members:
+        extra.append(rest_report_section(rest_stats))
     reloads = reloader.stats() if reloader is not None else None
     if reloads is not None and (reloads.requests or reloads.applied or reloads.refused):
         extra.append(reload_section(reloads))

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptolink.report import Section
+
 if TYPE_CHECKING:
     from cryptolink.rest.budget import BudgetStats
 
-__all__ = ["GroupStats", "MemberStats", "RestManagerStats"]
+__all__ = ["GroupStats", "MemberStats", "RestManagerStats", "report_section"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +110,26 @@ class RestManagerStats:
     budgets: tuple[BudgetStats, ...]
     reloads: int
     taken_at_ms: int
+
+
+def report_section(stats: RestManagerStats) -> Section:
+    """The REST manager's block of the connection report: one line per member (state, calls, successes, errors
+    by kind, 429/418, smoothed latency), one per group (strategy, calls, retries, failures, first picks)."""
+    lines: list[str] = []
+    for m in stats.members:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(m.errors.items())) or "none"
+        latency = "-" if m.latency_ms is None else f"{m.latency_ms:,.1f} ms"
+        lines.append(
+            f"  {m.name} ({m.exchange}, ip {m.ip}): {m.state} for {m.since_s:,.0f} s | calls {m.calls:,}, "
+            f"ok {m.successes:,}, errors: {errors} | http {m.http_requests:,} (429: {m.http_429}, 418: "
+            f"{m.http_418}) | latency {latency} | checks {m.checks:,} ({m.check_failures:,} failed)"
+        )
+    for g in stats.groups:
+        picks = ", ".join(f"{k} {v:,}" for k, v in sorted(g.chosen.items())) or "none"
+        lines.append(
+            f"  group {g.name} ({g.strategy}): calls {g.calls:,}, ok {g.successes:,}, failed {g.failures:,}, "
+            f"retries {g.retries:,}, no member available {g.unavailable:,} | first picks: {picks}"
+        )
+    if stats.reloads:
+        lines.append(f"  reconfigured {stats.reloads} times")
+    return Section("REST manager", lines)
