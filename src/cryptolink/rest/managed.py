@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import ccxt.async_support as ccxt_async
-
 from cryptolink.clock import Clock
 from cryptolink.config import RestMemberConfig
 from cryptolink.errors import ConfigError
@@ -80,6 +78,8 @@ def ccxt_class(exchange: str) -> type[Any]:
     Raises:
         ConfigError: ccxt has no such exchange.
     """
+    import ccxt.async_support as ccxt_async  # loaded with the first member: it takes over a second
+
     cls = getattr(ccxt_async, exchange, None)
     if not isinstance(cls, type) or exchange not in ccxt_async.exchanges:
         raise ConfigError([("exchange", f"ccxt has no exchange {exchange!r}")])
@@ -252,9 +252,9 @@ class ManagedExchange:
                 try:
                     return await asyncio.wait_for(self._fetch(url, method, headers, body), bound)
                 except TimeoutError as exc:
-                    raise ccxt_async.RequestTimeout(
-                        f"{self.name} {method} {path}: no answer in {bound:g} s"
-                    ) from exc
+                    from ccxt.base.errors import RequestTimeout
+
+                    raise RequestTimeout(f"{self.name} {method} {path}: no answer in {bound:g} s") from exc
             finally:
                 self.in_flight -= 1
                 if not self.in_flight:

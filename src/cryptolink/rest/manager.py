@@ -40,8 +40,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import ccxt
-
 from cryptolink.clock import Clock, SystemClock
 from cryptolink.config import RestConfig, RestGroupConfig, RestMemberConfig
 from cryptolink.engine.quality import LATENCY_BUCKETS_MS, LatencyHistogram
@@ -102,6 +100,8 @@ def classify(exc: BaseException) -> str:
     (``AuthenticationError``, ``PermissionDenied``, ``AccountSuspended``), ``bad_request`` (``BadRequest`` and
     its ``BadSymbol``, ``ArgumentsRequired``, ``NotSupported``), ``exchange`` (other ``ExchangeError``),
     ``other``."""
+    import ccxt  # here, not at the top: ccxt takes over a second to import, and a run without members needs none
+
     if isinstance(exc, TimeoutError | LineFull):
         return "budget"
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
