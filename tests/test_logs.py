@@ -269,6 +269,12 @@ def test_config_secrets_lists_every_secret_of_a_config() -> None:
                 "token": "tok-1-long-enough-4c1e",
                 "redis_url": "redis://user:p%40ss@127.0.0.1:6379/0?password=q2",
             },
+            "rest": {
+                "members": {
+                    "m": {"exchange": "okx", "api_key": "rk-1", "api_secret": "rs-1", "password": "rp-1"}
+                },
+                "limits": {"redis_url": "redis://:rl-pw@127.0.0.1:6379/0"},
+            },
         },
         env={},
     )
@@ -280,6 +286,10 @@ def test_config_secrets_lists_every_secret_of_a_config() -> None:
         "p%40ss",
         "p@ss",
         "q2",
+        "rk-1",
+        "rs-1",
+        "rp-1",
+        "rl-pw",
     }
     plain = CryptolinkConfig.from_dict({"exchanges": {"okx": {"symbols": ["BTC/USDT"]}}}, env={})
     assert config_secrets(plain) == []

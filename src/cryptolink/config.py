@@ -550,6 +550,31 @@ class RestLimitsConfig(_Section):
                 raise ValueError(problem)
         return value
 
+    @field_validator("overrides")
+    @classmethod
+    def _known_pools(
+        cls, value: dict[str, dict[str, tuple[int, float]]]
+    ) -> dict[str, dict[str, tuple[int, float]]]:
+        from cryptolink.rest.costs import (
+            known_exchanges,
+            rules_for,
+        )  # here: cryptolink.rest imports this module
+
+        problems = []
+        for exchange, pools in value.items():
+            if exchange not in known_exchanges():
+                problems.append(
+                    f"{exchange!r}: no documented rate limits (known: {', '.join(known_exchanges())})"
+                )
+                continue
+            keys = [p.key for p in rules_for(exchange).pools]
+            unknown = sorted(set(pools) - set(keys))
+            if unknown:
+                problems.append(f"{exchange}: unknown pools {unknown} (its pools: {', '.join(keys)})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
 
 class RestHealthConfig(_Section):
     """Health checks of REST members (``docs/rest-balancing.md``).
@@ -604,7 +629,9 @@ class RestMemberConfig(_Section):
             the same machine and address keep the default).
         options: ccxt ``options`` of the instance.
         timeout_s: timeout of one HTTP request, s.
-        max_concurrent: requests of this member in flight at once.
+        max_concurrent: requests of this member in flight at once (at most 100: ccxt's HTTP session opens 100
+            connections; a request granted beyond them would wait inside aiohttp after its grant, longer than
+            the budget's window margin covers).
     """
 
     exchange: str
@@ -617,7 +644,7 @@ class RestMemberConfig(_Section):
     ip: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     options: dict[str, Any] = {}
     timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_concurrent: int = Field(default=64, ge=1, le=10_000)
+    max_concurrent: int = Field(default=64, ge=1, le=100)
 
     @field_validator("exchange")
     @classmethod
@@ -714,7 +741,7 @@ def _rest_cross_problems(section: Mapping[str, Any]) -> list[tuple[str, str]]:
     for gname, group in groups.items():
         listed = group.get("members") if isinstance(group, Mapping) else None
         if isinstance(listed, list):
-            unknown = [m for m in listed if m not in members]
+            unknown = [m for m in listed if not isinstance(m, str) or m not in members]
             if unknown:
                 out.append((f"groups.{gname}.members", f"unknown members {unknown}"))
     return out

@@ -81,7 +81,12 @@ EVENT_FIELDS: Final = (
 )
 """Structured fields of a connection-event record (``None`` when the event has no such detail)."""
 
-_QUIET_LOGGERS: Final = {"aiohttp.access": logging.WARNING}
+_QUIET_LOGGERS: Final = {
+    "aiohttp.access": logging.WARNING,
+    # ccxt logs every request's headers (signed ones: API key, passphrase) at DEBUG; a member added by a reload
+    # carries secrets the redactor was never told about
+    "ccxt": logging.INFO,
+}
 """Loggers kept at a higher level than the service's: they add nothing to a service log."""
 
 _DROPPED_EXTRAS: Final = frozenset({"color_message"})  # uvicorn's ANSI-coloured copy of the message
@@ -192,8 +197,9 @@ class Redactor:
 
 
 def config_secrets(config: CryptolinkConfig) -> list[str]:
-    """Every secret value of ``config``: each entry's ``api_key`` and ``api_secret``, ``status.token`` and the
-    password of ``status.redis_url`` (in its user part or as ``?password=``; as written and percent-decoded)."""
+    """Every secret value of ``config``: each entry's ``api_key`` and ``api_secret``, ``status.token``, each REST
+    member's ``api_key``, ``api_secret`` and ``password``, and the passwords of ``status.redis_url`` and
+    ``rest.limits.redis_url`` (in the user part or as ``?password=``; as written and percent-decoded)."""
     out: list[str] = []
     for entry in config.exchanges.values():
         for secret in (entry.api_key, entry.api_secret):
@@ -203,6 +209,10 @@ def config_secrets(config: CryptolinkConfig) -> list[str]:
         out.append(config.status.token.get_secret_value())
     if config.status.redis_url is not None:
         out.extend(url_secrets(config.status.redis_url.get_secret_value()))
+    for member in config.rest.members.values():
+        out.extend(s.get_secret_value() for s in (member.api_key, member.api_secret, member.password) if s)
+    if config.rest.limits.redis_url is not None:
+        out.extend(url_secrets(config.rest.limits.redis_url.get_secret_value()))
     return list(dict.fromkeys(s for s in out if s))
 
 

@@ -117,8 +117,9 @@ class ExchangeManager:
             ``aclose()`` coroutine method is closed by :meth:`stop`.
         rest_budgets: the process's REST rate budgets (:class:`~cryptolink.rest.budget.RateBudgets`), shared
             with a :class:`~cryptolink.rest.RestManager`; each REST client draws on ``rest_budgets.get(<ccxt
-            id>)`` (no limiting for an exchange without documented rules; logged once). Default: process-local
-            budgets at the documented limits, on ``clock``. The caller closes the ones it passes.
+            id>)`` (no limiting for an exchange without documented rules; logged once). Default: budgets built
+            from ``config.rest.limits`` on ``clock`` (shared through Redis when it names one), closed by
+            :meth:`stop`. The caller closes the ones it passes.
     """
 
     def __init__(
@@ -155,7 +156,12 @@ class ExchangeManager:
         self._http: aiohttp.ClientSession | None = None
         self._gates = ConnectGates(self._clock, seed=seed)
         self._rest: dict[tuple[str, str], RestClient] = {}
-        self.rest_budgets = rest_budgets if rest_budgets is not None else RateBudgets(self._clock)
+        self._owns_budgets = rest_budgets is None
+        if rest_budgets is None:  # the config's rest.limits (Redis, share, overrides) hold here too
+            from cryptolink.rest.manager import budgets_from_config
+
+            rest_budgets = budgets_from_config(config.rest, self._clock)
+        self.rest_budgets = rest_budgets
         """The REST rate budgets the manager's REST clients draw on."""
         self._no_rules: set[str] = set()
         self._final: tuple[ManagerStats, list[ReportRow]] | None = None
@@ -217,6 +223,8 @@ class ExchangeManager:
                     await close()
                 except Exception:
                     log.exception("closing a REST gateway failed")
+        if self._owns_budgets:
+            await self.rest_budgets.aclose()  # idempotent; its statistics stay readable
         self._started = False
         self.bus.close()
 

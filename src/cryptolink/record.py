@@ -624,7 +624,14 @@ async def record(
     except CaptureWriteError as exc:
         return RecordResult(EXIT_REFUSED, "", None, error=str(exc))
     cfg = config.model_copy(update={"output": config.output.model_copy(update={"enabled": False})})
-    manager = ExchangeManager(cfg, adapter_wrapper=Recorder(writer).wrap, **(manager_kwargs or {}))
+    kwargs: dict[str, Any] = dict(manager_kwargs or {})
+    if (
+        "rest_budgets" not in kwargs
+    ):  # rest.limits (Redis, overrides, share) apply to the recording's REST too
+        from cryptolink.rest.manager import budgets_from_config
+
+        kwargs["rest_budgets"] = budgets_from_config(cfg.rest, kwargs.get("clock") or SystemClock())
+    manager = ExchangeManager(cfg, adapter_wrapper=Recorder(writer).wrap, **kwargs)
     stop = stop or asyncio.Event()
     timer = None
     if duration_s:

@@ -15,6 +15,7 @@ from cryptolink.clock import FakeClock, SystemClock
 from cryptolink.config import RestConfig
 from cryptolink.errors import ConfigError
 from cryptolink.rest.budget import RateBudgets
+from cryptolink.rest.managed import MemberClosed
 from cryptolink.rest.manager import NoMemberAvailable, RestManager, UnknownGroup, UnknownMember, classify
 from cryptolink.simulator import SimConfig, Simulator
 from tests.redis_keys import REDIS_URL, redis_prefix
@@ -324,3 +325,89 @@ async def test_the_health_loop_sleeps_between_checks() -> None:
         for _ in range(50):
             await asyncio.sleep(0)
         assert rm._health_passes == 2
+
+
+def test_classify_keeps_a_stale_nonce_apart() -> None:
+    """A timestamp outside the receive window is neither a network failure (no retry elsewhere, no health
+    failure) nor confused with the budget."""
+    assert classify(ccxt.InvalidNonce("timestamp outside recvWindow")) == "nonce"
+    assert classify(ccxt.NetworkError("reset")) == "network"
+
+
+@pytest.mark.timeout(60)
+async def test_a_member_closed_by_a_reload_refuses_before_anything_is_charged_or_sent(sim: Simulator) -> None:
+    """A request that reaches a member a reload has closed is refused before its grant (nothing charged, nothing
+    sent) with MemberClosed, a failure the group moves on from (``budget``: never sent)."""
+    hosts = sim.endpoints()["binance"]["hosts"]
+    async with RestManager(_config({"a": _member(hosts)}, health={"check_at_start": False})) as rm:
+        await rm.call("a", "fetch_time")
+        old = rm._members["a"].managed
+        await rm.reconfigure(_config({"a": _member(hosts, timeout_s=9)}, health={"check_at_start": False}))
+        await asyncio.gather(*rm._closing)
+        assert old.closed
+        pool = next(p for p in rm.stats().budgets[0].limiter.pools if p.name.endswith(":weight"))
+        requests_before = _sim_rest(sim)["requests"]
+        with pytest.raises(MemberClosed) as info:
+            await old.call("fetch_time")
+        assert classify(info.value) == "budget"
+        after = next(p for p in rm.stats().budgets[0].limiter.pools if p.name.endswith(":weight"))
+        assert after.weight == pool.weight and _sim_rest(sim)["requests"] == requests_before
+        assert isinstance(await rm.call("a", "fetch_time"), int)  # the replacement serves
+
+
+@pytest.mark.timeout(60)
+async def test_a_health_check_that_finds_no_room_is_no_failure_and_close_does_not_wait_for_it(
+    sim: Simulator,
+) -> None:
+    hosts = sim.endpoints()["binance"]["hosts"]
+    config = _config({"a": _member(hosts)}, health={"check_at_start": False, "timeout_s": 0.2})
+    async with RestManager(config) as rm:
+        budget = rm.budgets.get("binance")
+        await budget.limiter.ban(budget.limiter_scope, 300.0)  # as a 418 would
+        assert await rm.check_now("a") == "healthy"
+        member = rm.stats().members[0]
+        assert (member.checks, member.check_failures, member.consecutive_failures) == (1, 0, 0)
+        # a check as the health loop starts it, waiting out the ban without a bound of its own
+        check = asyncio.create_task(rm._check(rm._members["a"]))
+        rm._checks.add(check)
+        await asyncio.sleep(0)
+    assert check.cancelled()  # close cancelled it instead of waiting out the 300 s ban
+
+
+@pytest.mark.timeout(60)
+async def test_a_member_without_a_health_check_is_never_taken_offline() -> None:
+    dead = _dead_url()
+    config = _config(
+        {"b": {"exchange": "bitstamp", "hosts": {"https://www.bitstamp.net": dead}}},
+        health={"offline_after_failures": 1},
+    )
+    async with RestManager(config) as rm:
+        for _ in range(2):
+            with pytest.raises(ccxt.ExchangeNotAvailable):
+                await rm.call("b", "fetch_ticker", "BTC/USD")
+        member = rm.stats().members[0]
+        assert member.state == "healthy" and member.errors == {"unavailable": 2} and member.checks == 0
+
+
+@pytest.mark.timeout(30)
+async def test_hosts_that_replace_nothing_are_refused_at_start() -> None:
+    config = _config(
+        {"a": {"exchange": "binance", "hosts": {"https://api.binance.co": "http://127.0.0.1:1"}}}
+    )
+    with pytest.raises(ConfigError, match=r"rest\.members\.a\.hosts"):
+        async with RestManager(config):
+            pass
+
+
+@pytest.mark.timeout(60)
+async def test_cancelling_one_caller_of_load_markets_leaves_the_others_loading(sim: Simulator) -> None:
+    hosts = sim.endpoints()["binance"]["hosts"]
+    async with RestManager(_config({"a": _member(hosts)}, health={"check_at_start": False})) as rm:
+        first = asyncio.create_task(rm.call("a", "load_markets"))
+        second = asyncio.create_task(rm.call("a", "load_markets"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        first.cancel()
+        markets = await second
+        assert "BTC/USDT" in markets
+        assert first.cancelled()

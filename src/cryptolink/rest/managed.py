@@ -33,10 +33,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cryptolink.clock import Clock
 from cryptolink.config import RestMemberConfig
-from cryptolink.errors import ConfigError
+from cryptolink.errors import ConfigError, CryptolinkError
 from cryptolink.rest.budget import RateBudget
 
-__all__ = ["ManagedExchange", "RequestTiming", "ccxt_class", "move_urls"]
+__all__ = ["ManagedExchange", "MemberClosed", "RequestTiming", "ccxt_class", "move_urls"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ class _Answer:
 @dataclass(slots=True)
 class RequestTiming:
     """What the HTTP requests of one call cost: time waiting for the budget and a slot (s), time on the wire
-    (s, grant to answer), requests sent."""
+    (s, grant to answer), requests sent, and ``acted``: requests other than GET that were sent and not refused
+    by a 429/418 (the exchange may have acted on them: a call with ``acted`` > 0 is never sent again)."""
 
     wait_s: float = 0.0
     http_s: float = 0.0
     requests: int = 0
+    acted: int = 0
 
 
 _answer: contextvars.ContextVar[_Answer | None] = contextvars.ContextVar(
@@ -100,6 +102,22 @@ def move_urls(value: Any, hosts: Mapping[str, str], hostname: str | None) -> Any
             if value == real or value.startswith(real + "/"):
                 return hosts[real] + value[len(real) :]
     return value
+
+
+class MemberClosed(CryptolinkError):
+    """A request of a member that a reload removed or rebuilt while the request waited: it was never sent (a
+    group call moves on to another member)."""
+
+
+def _url_prefixes(urls: Any, real: str) -> list[str]:
+    """``[real]`` if some URL of ccxt's ``urls`` tree starts with ``real`` (as a whole host or path prefix)."""
+    if isinstance(urls, dict):
+        return [p for v in urls.values() for p in _url_prefixes(v, real)][:1]
+    if isinstance(urls, list):
+        return [p for v in urls for p in _url_prefixes(v, real)][:1]
+    if isinstance(urls, str) and (urls == real or urls.startswith(real + "/")):
+        return [real]
+    return []
 
 
 def _params(url: str, method: str, body: Any) -> tuple[str, dict[str, str]]:
@@ -152,10 +170,34 @@ class ManagedExchange:
             if attr is not None:
                 params[key] = attr.get_secret_value()
         self.exchange: Any = cls(params)
-        if config.hosts:
-            self.exchange.urls = move_urls(
-                self.exchange.urls, config.hosts, getattr(self.exchange, "hostname", None)
-            )
+        hosts = {k.rstrip("/"): v.rstrip("/") for k, v in config.hosts.items()}
+        if hosts:
+            hostname = getattr(self.exchange, "hostname", None)
+            filled = move_urls(self.exchange.urls, {}, hostname)  # ccxt's {hostname} templates filled in
+            if not any(_url_prefixes(filled, real) for real in hosts):
+                raise ConfigError(
+                    [
+                        (
+                            "hosts",
+                            f"{sorted(hosts)} replace none of ccxt's {config.exchange} URLs (check the spelling)",
+                        )
+                    ]
+                )
+            self.exchange.urls = move_urls(filled, hosts, hostname)
+        # a replacement with a path (a proxy at https://proxy/binance): the exchange's own path follows it
+        self._path_prefixes = sorted(
+            {p for p in (urlsplit(v).path for v in hosts.values()) if p not in ("", "/")},
+            key=len,
+            reverse=True,
+        )
+        # ccxt shares one market-loading task among concurrent callers: one caller's cancellation must not
+        # cancel the others'
+        load_markets = self.exchange.load_markets
+
+        async def shielded_load_markets(reload: bool = False, params: Any = None) -> Any:
+            return await asyncio.shield(load_markets(reload, {} if params is None else params))
+
+        self.exchange.load_markets = shielded_load_markets
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._fetch = self.exchange.fetch
         self._on_rest_response = self.exchange.on_rest_response
@@ -164,6 +206,7 @@ class ManagedExchange:
         self.in_flight = 0
         self.sent = 0
         self.closed = False
+        self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -174,6 +217,7 @@ class ManagedExchange:
         priority: int = 0,
         wait_timeout_s: float | None = None,
         http_timeout_s: float | None = None,
+        timing: RequestTiming | None = None,
         **kwargs: Any,
     ) -> tuple[Any, RequestTiming]:
         """``await exchange.<method>(*args, **kwargs)``; returns its result and what its HTTP requests cost.
@@ -183,6 +227,7 @@ class ManagedExchange:
             wait_timeout_s: longest wait for room in the budget per HTTP request, s (``None``: no bound).
             http_timeout_s: a shorter bound than the instance's ``timeout_s`` for each HTTP request once sent,
                 s (health checks); exceeding it raises ``ccxt.RequestTimeout``.
+            timing: the object to fill (the caller keeps it when the call raises); ``None``: a new one.
 
         Raises:
             AttributeError: ccxt has no such method.
@@ -190,11 +235,13 @@ class ManagedExchange:
                 request was not sent).
         """
         fn: Callable[..., Awaitable[Any]] = getattr(self.exchange, method)
-        timing = RequestTiming()
+        timing = timing if timing is not None else RequestTiming()
         t_token = _timing.set(timing)
         p_token = _priority.set(priority)
         w_token = _wait_timeout.set(wait_timeout_s)
         h_token = _http_timeout.set(http_timeout_s)
+        self._calls += 1
+        self._idle.clear()
         try:
             result = await fn(*args, **kwargs)
         finally:
@@ -202,10 +249,14 @@ class ManagedExchange:
             _priority.reset(p_token)
             _wait_timeout.reset(w_token)
             _http_timeout.reset(h_token)
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
         return result, timing
 
     async def wait_idle(self) -> None:
-        """Return when no HTTP request of this instance is in flight."""
+        """Return when no call of this instance is running (waiting for the budget, in flight, or between two of
+        its requests)."""
         await self._idle.wait()
 
     def _record_answer(
@@ -233,17 +284,24 @@ class ManagedExchange:
         timing = _timing.get()
         start = self._clock.monotonic()
         path, params = _params(url, method, body)
+        for prefix in self._path_prefixes:
+            if path.startswith(prefix + "/"):
+                path = path[len(prefix) :]
+                break
+        if self.closed:  # removed or replaced by a reload: refused before anything is charged
+            raise MemberClosed(f"REST member {self.name} was closed (reconfigured)")
         async with self._slots:
             grant = None
             if self.budget is not None:
                 grant = await self.budget.acquire(
                     method, path, params, priority=_priority.get(), timeout_s=_wait_timeout.get()
                 )
+            if self.closed:  # removed or replaced by a reload while it waited: never sent
+                raise MemberClosed(f"REST member {self.name} was closed (reconfigured) before sending")
             sent = self._clock.monotonic()
             answer = _Answer()
             token = _answer.set(answer)
             self.in_flight += 1
-            self._idle.clear()
             self.sent += 1
             try:
                 bound = _http_timeout.get()
@@ -257,14 +315,14 @@ class ManagedExchange:
                     raise RequestTimeout(f"{self.name} {method} {path}: no answer in {bound:g} s") from exc
             finally:
                 self.in_flight -= 1
-                if not self.in_flight:
-                    self._idle.set()
                 _answer.reset(token)
                 done = self._clock.monotonic()
                 if timing is not None:
                     timing.wait_s += sent - start
                     timing.http_s += done - sent
                     timing.requests += 1
+                    if method.upper() != "GET" and answer.status not in (429, 418):
+                        timing.acted += 1
                 if self._on_http is not None:
                     self._on_http(answer.status, done - sent)
                 if grant is not None and self.budget is not None and answer.status is not None:

@@ -48,7 +48,7 @@ from cryptolink.ratelimit.line import LineFull
 from cryptolink.redact import scrub
 from cryptolink.rest.budget import RateBudget, RateBudgets
 from cryptolink.rest.health import HealthThresholds, MemberHealth, MemberState
-from cryptolink.rest.managed import ManagedExchange
+from cryptolink.rest.managed import ManagedExchange, MemberClosed, RequestTiming
 from cryptolink.rest.stats import GroupStats, MemberStats, RestManagerStats
 from cryptolink.rest.strategy import Candidate, Strategy, make_strategy
 
@@ -93,7 +93,9 @@ _HEALTH_FAILURE = {"network", "timeout", "unavailable", "bad_response"}
 
 
 def classify(exc: BaseException) -> str:
-    """The kind of a call's failure: ``budget`` (no room in the budget in time, or its line full),
+    """The kind of a call's failure: ``budget`` (never sent: no room in the budget in time, its line full, or
+    the member closed by a reload meanwhile), ``nonce`` (``InvalidNonce``: a timestamp outside the exchange's
+    receive window or a reused nonce; neither retried nor a health failure),
     ``rate_limit`` (429/418, ccxt ``RateLimitExceeded``/``DDoSProtection``), ``maintenance``
     (``OnMaintenance``), ``unavailable`` (``ExchangeNotAvailable``), ``timeout`` (``RequestTimeout``),
     ``network`` (other ``NetworkError``), ``bad_response`` (``BadResponse``), ``auth``
@@ -102,8 +104,10 @@ def classify(exc: BaseException) -> str:
     ``other``."""
     import ccxt  # here, not at the top: ccxt takes over a second to import, and a run without members needs none
 
-    if isinstance(exc, TimeoutError | LineFull):
+    if isinstance(exc, TimeoutError | LineFull | MemberClosed):
         return "budget"
+    if isinstance(exc, ccxt.InvalidNonce):  # a stale timestamp or reused nonce: the member is fine
+        return "nonce"
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return "rate_limit"
     if isinstance(exc, ccxt.OnMaintenance):
@@ -123,6 +127,16 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, ccxt.ExchangeError):
         return "exchange"
     return "other"
+
+
+def _check_method(managed: ManagedExchange) -> str | None:
+    """The health check of a member: ``fetch_time``, else ``fetch_status``, else ``None`` (ccxt has neither)."""
+    has = getattr(managed.exchange, "has", {}) or {}
+    if has.get("fetchTime"):
+        return "fetch_time"
+    if has.get("fetchStatus"):
+        return "fetch_status"
+    return None
 
 
 def _idempotent(method: str) -> bool:
@@ -161,16 +175,21 @@ class _Member:
 
 
 @dataclass(eq=False)
-class _Group:
-    name: str
-    config: RestGroupConfig
-    strategy: Strategy
+class _GroupCounters:
     calls: int = 0
     successes: int = 0
     failures: int = 0
     retries: int = 0
     unavailable: int = 0
     chosen: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Group:
+    name: str
+    config: RestGroupConfig
+    strategy: Strategy
+    c: _GroupCounters = field(default_factory=_GroupCounters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +263,7 @@ class RestManager:
         self._wake = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
+        self._checks: set[asyncio.Task[None]] = set()
         self.reloads = 0
         self._started = False
         self._listeners: list[Callable[[str, str, str], None]] = []
@@ -302,6 +322,10 @@ class RestManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
             self._health_task = None
+        for task in list(self._checks):  # a check may wait long for the budget (a ban): it is not needed now
+            task.cancel()
+        if self._checks:
+            await asyncio.gather(*self._checks, return_exceptions=True)
         for m in self._members.values():
             await m.managed.close()
         if self._closing:
@@ -347,6 +371,14 @@ class RestManager:
         managed = ManagedExchange(name, config, self._budget_of(config), self._clock, on_http)
         now = self._clock.monotonic()
         first = now if self._config.health.check_at_start else now + self._config.health.interval_s
+        if _check_method(managed) is None:
+            first = math.inf
+            _log.warning(
+                "REST member %s: ccxt's %s has neither fetchTime nor fetchStatus: no health checks, so it is "
+                "never taken offline (nothing could bring it back); its errors are counted",
+                name,
+                config.exchange,
+            )
         member = _Member(name, config, managed, health, next_check_at=first, created_at=now)
         record.append(member)
         return member
@@ -373,12 +405,22 @@ class RestManager:
         return await self._call_member(m, method, args, kwargs)
 
     async def _call_member(
-        self, m: _Member, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+        self,
+        m: _Member,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        timing: RequestTiming | None = None,
     ) -> Any:
         m.calls += 1
         try:
             result, timing = await m.managed.call(
-                method, *args, priority=CALL_PRIORITY, wait_timeout_s=m.config.timeout_s, **kwargs
+                method,
+                *args,
+                priority=CALL_PRIORITY,
+                wait_timeout_s=m.config.timeout_s,
+                timing=timing,
+                **kwargs,
             )
         except asyncio.CancelledError:
             raise
@@ -394,6 +436,8 @@ class RestManager:
         return result
 
     def _judge_failure(self, m: _Member, kind: str) -> None:
+        if m.next_check_at == math.inf and _check_method(m.managed) is None:
+            return  # no check could bring it back: never judged offline
         now = self._clock.monotonic()
         before = m.health.state
         if kind == "maintenance":
@@ -432,15 +476,15 @@ class RestManager:
         g = self._groups.get(group)
         if g is None:
             raise UnknownGroup(f"no REST group {group!r}; groups: {sorted(self._groups)}")
-        g.calls += 1
+        g.c.calls += 1
         now = self._clock.monotonic()
         members = [self._members[n] for n in g.config.members if n in self._members]
         order = g.strategy.order([self._candidate(m, now) for m in members], now)
         if not order:
-            g.unavailable += 1
-            g.failures += 1
+            g.c.unavailable += 1
+            g.c.failures += 1
             raise NoMemberAvailable(group, {m.name: m.health.state.value for m in members})
-        g.chosen[order[0]] = g.chosen.get(order[0], 0) + 1
+        g.c.chosen[order[0]] = g.c.chosen.get(order[0], 0) + 1
         retry = self._config.retry
         idempotent = _idempotent(method)
         last: BaseException | None = None
@@ -449,24 +493,30 @@ class RestManager:
             if m is None:  # removed by a reload during this call
                 continue
             if attempt:
-                g.retries += 1
+                g.c.retries += 1
                 cap = min(retry.backoff_max_s, retry.backoff_initial_s * 2 ** (attempt - 1))
                 await self._clock.sleep(self._rng.uniform(0.0, cap))
+            timing = RequestTiming()
             try:
-                result = await self._call_member(m, method, args, kwargs)
+                result = await self._call_member(m, method, args, kwargs, timing)
             except asyncio.CancelledError:
+                g.c.failures += 1
                 raise
             except Exception as exc:
                 kind = classify(exc)
-                if kind not in _ABSORBABLE or (not idempotent and kind not in _NOT_SENT):
-                    g.failures += 1
+                # a call that may change state goes again only when nothing it sent can have acted (a
+                # multi-request method such as an emulated edit_order may have done its first step)
+                safe = idempotent or (kind in _NOT_SENT and timing.acted == 0)
+                if kind not in _ABSORBABLE or not safe:
+                    g.c.failures += 1
                     raise
                 last = exc
                 continue
-            g.successes += 1
+            g.c.successes += 1
             return result
-        g.failures += 1
-        assert last is not None
+        g.c.failures += 1
+        if last is None:  # every member of the order was removed by a reload meanwhile
+            raise NoMemberAvailable(group, {n: "removed" for n in order})
         raise last
 
     def _candidate(self, m: _Member, now: float) -> Candidate:
@@ -492,8 +542,8 @@ class RestManager:
             for m in due:
                 m.next_check_at = float("inf")  # until its check is done
                 task = asyncio.create_task(self._check(m), name=f"rest-check-{m.name}")
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
             # the next check due; at least once per interval (members may come and go), woken early by _wake
             earliest = min((m.next_check_at for m in self._members.values()), default=math.inf)
             wait = min(earliest - self._clock.monotonic(), self._config.health.interval_s)
@@ -510,8 +560,9 @@ class RestManager:
 
     async def _check(self, m: _Member) -> None:
         """One health check of ``m``: ``fetch_time`` (``fetch_status`` where ccxt has no ``fetchTime``)."""
-        has = getattr(m.managed.exchange, "has", {}) or {}
-        method = "fetch_time" if has.get("fetchTime") else "fetch_status"
+        method = _check_method(m.managed)
+        if method is None:
+            return
         timeout = self._config.health.timeout_s
         started = self._clock.monotonic()
         ok = False
@@ -519,7 +570,9 @@ class RestManager:
         latency_ms: float | None = None
         m.checks += 1
         try:
-            result, timing = await m.managed.call(method, priority=CHECK_PRIORITY, http_timeout_s=timeout)
+            result, timing = await m.managed.call(
+                method, priority=CHECK_PRIORITY, wait_timeout_s=timeout, http_timeout_s=timeout
+            )
             ok = True
             if (
                 method == "fetch_status"
@@ -534,8 +587,15 @@ class RestManager:
         except Exception as exc:
             kind = classify(exc)
             maintenance = kind == "maintenance"
-            if kind in ("rate_limit", "budget"):
-                ok = True  # the member answered (or was never asked): not a health failure
+            if (
+                kind == "budget"
+            ):  # never sent (no room in the budget in time): it says nothing; ask again soon
+                if self._members.get(m.name) is m:
+                    m.next_check_at = started + self._retry_check_s()
+                    self._wake.set()
+                return
+            if kind == "rate_limit":
+                ok = True  # the member answered: not a health failure
             else:
                 m.check_failures += 1
                 m.last_error = f"health check {method}: " + _error_text(exc, m.config)
@@ -617,18 +677,8 @@ class RestManager:
                     new_groups[gname] = current_g
                 else:
                     new_groups[gname] = self._build_group(gname, gc)
-                    if current_g is not None:  # keep the counters of a changed group
-                        g = new_groups[gname]
-                        g.calls, g.successes, g.failures = (
-                            current_g.calls,
-                            current_g.successes,
-                            current_g.failures,
-                        )
-                        g.retries, g.unavailable, g.chosen = (
-                            current_g.retries,
-                            current_g.unavailable,
-                            current_g.chosen,
-                        )
+                    if current_g is not None:  # one set of counters: calls in flight on the old one count too
+                        new_groups[gname].c = current_g.c
                     groups_changed.append(gname)
             groups_changed.extend(g for g in self._groups if g not in config.groups)
             self._members = new_members
@@ -707,12 +757,12 @@ class RestManager:
                 name=g.name,
                 strategy=g.config.strategy,
                 members=tuple(g.config.members),
-                calls=g.calls,
-                successes=g.successes,
-                failures=g.failures,
-                retries=g.retries,
-                chosen=dict(g.chosen),
-                unavailable=g.unavailable,
+                calls=g.c.calls,
+                successes=g.c.successes,
+                failures=g.c.failures,
+                retries=g.c.retries,
+                chosen=dict(g.c.chosen),
+                unavailable=g.c.unavailable,
             )
             for g in self._groups.values()
         )
