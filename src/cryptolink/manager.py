@@ -247,7 +247,11 @@ class ExchangeManager:
         if name in self._feeds:
             raise ValueError(f"exchange entry {name!r} is already running")
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # warm connections: a cold one (DNS, TCP, TLS) widens the grant-to-arrival spread the budgets'
+            # window margin must cover, and a budget that waits out a full window leaves its connections idle
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=75.0, ttl_dns_cache=300)
+            )
         adapter = get_adapter(
             entry.exchange,
             entry.market,

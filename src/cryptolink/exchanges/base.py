@@ -435,8 +435,9 @@ class RestRateLimit:
     seconds per IP (Binance spot REQUEST_WEIGHT 6000 per minute).
 
     ``ban_statuses`` are HTTP statuses other than 429/418 by which the exchange says the IP is over its limit and
-    banned for a while (Bybit: 403 "access too frequent", stop for at least 10 minutes); the REST client pauses
-    every request of the host for their ``Retry-After``, or ``ban_pause_s`` when they carry none.
+    banned for a while (Bybit: 403 "access too frequent", stop for at least 10 minutes). The REST budgets read the
+    exchange's answers from their own rules (:mod:`cryptolink.rest.costs`); this record documents the adapter's
+    view of the limit.
 
     Raises:
         ValueError: ``weight < 1``, ``window_s <= 0`` or ``ban_pause_s <= 0``.

@@ -41,8 +41,10 @@ may still use the whole pool when backfills leave it free. Background requests a
 
 **One limiter per budget.** All of an exchange's pools on one scope share one limiter and so one waiting line,
 which is strict: only the head of the line tries, so a request for a pool with room waits behind a head that
-waits for another, full pool. For exchanges whose requests touch one main pool (Binance ``weight``) that costs
-nothing. For exchanges with per-endpoint pools (OKX's "20 requests per 2 s" per endpoint,
+waits for another, full pool. For exchanges whose requests touch one main pool (Binance spot ``weight``) that
+costs nothing; the ccxt ``binance`` id also reaches the futures hosts (``fapi``/``dapi`` pools, 2400 per minute),
+and a call waiting there holds back the spot requests of its budget (up to a minute); the ``binance`` id's
+``fapi`` pool and ``binanceusdm``'s ``weight`` are the same real limit counted in two budgets today. For exchanges with per-endpoint pools (OKX's "20 requests per 2 s" per endpoint,
 https://www.okx.com/docs-v5/en/#overview-rate-limits) a storm of book snapshots waiting on the order-book pool
 also holds back this process's requests to other endpoints (instrument lists, trades) until the head is granted:
 at most about one window (2 s) per head. Splitting such exchanges into one limiter per independent pool set is the
