@@ -117,6 +117,13 @@ async def test_the_exchange_count_raises_ours_and_never_lowers_it() -> None:
     assert store.in_window("p") == 12
 
 
+async def test_a_count_above_the_limit_is_taken_as_the_limit() -> None:
+    store = LocalWindows([Pool("p", 10, 1.0)], FakeClock())
+    assert store.try_acquire({"p": 3}).grant is not None
+    assert store.observe_used("p", 10**15) == 7
+    assert store.in_window("p") == 10
+
+
 async def test_a_count_stamped_in_the_past_is_compared_with_what_we_had_then() -> None:
     clock = FakeClock()
     store = LocalWindows([Pool("p", 20, 1.0)], clock)
@@ -150,6 +157,28 @@ async def test_a_pause_holds_its_pool_and_a_ban_every_pool_of_its_scope_until_th
         store.ban("nope", 1.0)
     with pytest.raises(KeyError):
         store.pause(["nope"], 1.0)
+
+
+async def test_the_blocks_in_force_are_listed_with_their_time_left_and_refuse_whatever_the_room() -> None:
+    clock = FakeClock()
+    store = LocalWindows([Pool("a", 5, 1.0, "ip"), Pool("b", 5, 1.0, "ip"), Pool("c", 5, 1.0)], clock)
+    assert store.blocks() == ({}, {})
+    assert store.blocked(["a", "b", "c"]) is None
+    store.pause(["a"], 2.0)
+    store.pause(["c"], 0.5)
+    store.ban("ip", 1.0)
+    await at(clock, 0.25)
+    assert store.blocks() == ({"a": 1.75, "c": 0.25}, {"ip": 0.75})
+    refusal = store.blocked(["b", "a"])  # the longest block of the pools named
+    assert refusal is not None
+    assert (refusal.grant, refusal.reason, refusal.pool, refusal.wait_us) == (None, "paused", "a", 1_750_000)
+    refusal = store.blocked(["b"])
+    assert refusal is not None and (refusal.reason, refusal.wait_us) == ("banned", 750_000)
+    await at(clock, 1.0)  # the ban and the pause of "c" have ended
+    assert store.blocks() == ({"a": 1.0}, {})
+    assert store.blocked(["b", "c"]) is None
+    with pytest.raises(KeyError):
+        store.blocked(["nope"])
 
 
 async def test_a_waiter_is_granted_exactly_when_the_oldest_grant_expires() -> None:

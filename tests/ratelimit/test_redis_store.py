@@ -140,3 +140,42 @@ async def test_a_flushed_script_cache_is_reloaded() -> None:
         assert (await one.try_acquire({"p": 1})).grant is not None
         await client.script_flush()
         assert (await one.try_acquire({"p": 1})).grant is not None
+
+
+async def test_a_huge_count_is_taken_as_the_limit_and_every_entry_stays_readable() -> None:
+    async with two_stores([Pool("p", 5, 5.0)]) as (one, two, client):
+        assert (await one.try_acquire({"p": 1})).grant is not None
+        assert await two.observe_used("p", 10**15) == 4  # "full": raised to the limit, not to 10**15
+        assert await total(client, one, "p") == 5
+        # a weight of 10**15 added as such is still written in digits (Lua would print 1e+15): the log reads back
+        assert await two.add("p", 10**15) == 10**15
+        log, _, _ = pool_keys(one.prefix, "p")
+        members = [m for m in await client.zrange(log, 0, -1) if isinstance(m, bytes)]
+        weights = sorted(int(m.split(b":")[0]) for m in members)
+        assert weights == [1, 4, 10**15]
+        refused = await one.try_acquire({"p": 1})
+        assert (refused.grant, refused.reason) == (None, "full")
+
+
+async def test_a_grant_of_a_huge_weight_is_logged_in_digits() -> None:
+    async with two_stores([Pool("p", 10**15, 5.0)]) as (one, two, client):
+        assert (await one.try_acquire({"p": 10**15})).grant is not None
+        refused = await two.try_acquire({"p": 1})  # reads the entry back: it parses
+        assert (refused.grant, refused.reason) == (None, "full")
+        assert await total(client, one, "p") == 10**15
+
+
+async def test_pauses_and_bans_of_several_lengths_are_set_in_one_call() -> None:
+    async with two_stores(POOLS) as (one, two, _client):
+        await one.pause(["a"], 0.05)
+        await one.block({"a": 0.3, "c": 0.2}, {"ip": 0.1})  # a longer pause of "a" replaces the shorter one
+        waits = {name: await two.try_acquire({name: 1}) for name in ("a", "b", "c")}
+        assert {n: a.reason for n, a in waits.items()} == {"a": "paused", "b": "banned", "c": "paused"}
+        assert 200_000 < waits["a"].wait_us <= 300_000
+        assert 0 < waits["b"].wait_us <= 100_000
+        assert 100_000 < waits["c"].wait_us <= 200_000
+        await one.block({}, {})  # nothing to send
+        with pytest.raises(KeyError):
+            await one.block({}, {"nope": 1.0})
+        with pytest.raises(KeyError):
+            await one.block({"nope": 1.0}, {})

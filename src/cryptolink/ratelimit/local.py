@@ -122,16 +122,10 @@ class LocalWindows:
         ``costs`` must have passed :func:`~cryptolink.ratelimit.pool.check_costs` against these pools.
         """
         now = self.now_us()
-        wait, reason, culprit = 0, None, None
+        wait, reason, culprit = self._block_wait(costs, now)
         for name, weight in costs.items():
             window = self._windows[name]
             window.prune(now)
-            for why, until in (
-                ("paused", self._paused_until.get(name, 0)),
-                ("banned", self._banned_until.get(window.pool.scope, 0)),
-            ):
-                if until - now > wait:
-                    wait, reason, culprit = until - now, why, name
             room = window.wait_us(weight, now)
             if room > wait:
                 wait, reason, culprit = room, "full", name
@@ -140,6 +134,42 @@ class LocalWindows:
         for name, weight in costs.items():
             self._windows[name].add(now, weight)
         return Attempt(Grant(now, dict(costs), "local"), now_us=now)
+
+    def blocked(self, pools: Iterable[str]) -> Attempt | None:
+        """The refusal a pause or ban in force on any of ``pools`` gives now, whatever the room: the longest
+        of them (``reason`` ``paused`` or ``banned``, ``wait_us`` until it ends); ``None`` when none is in force.
+
+        Raises:
+            KeyError: an unknown pool.
+        """
+        now = self.now_us()
+        wait, reason, culprit = self._block_wait(pools, now)
+        if wait <= 0:
+            return None
+        return Attempt(None, wait, _reason(reason), culprit, now)
+
+    def blocks(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The pauses and bans in force now, with the time each has left, s: ``(pool -> s, scope -> s)``
+        (ended ones are forgotten here). A shared limiter pushes them to Redis when it rejoins."""
+        now = self.now_us()
+        found: list[dict[str, float]] = []
+        for table in (self._paused_until, self._banned_until):
+            for key in [k for k, until in table.items() if until <= now]:
+                del table[key]
+            found.append({key: (until - now) / 1_000_000 for key, until in table.items()})
+        return found[0], found[1]
+
+    def _block_wait(self, pools: Iterable[str], now: int) -> tuple[int, str | None, str | None]:
+        wait, reason, culprit = 0, None, None
+        for name in pools:
+            scope = self._windows[name].pool.scope
+            for why, until in (
+                ("paused", self._paused_until.get(name, 0)),
+                ("banned", self._banned_until.get(scope, 0)),
+            ):
+                if until - now > wait:
+                    wait, reason, culprit = until - now, why, name
+        return wait, reason, culprit
 
     def in_window(self, pool: str) -> int:
         """Weight counted in ``pool``'s window now (grants and corrections).
@@ -156,7 +186,8 @@ class LocalWindows:
 
         Args:
             pool: the pool name.
-            used: weight the exchange reports used in its current window.
+            used: weight the exchange reports used in its current window; a count above the pool's limit is
+                taken as the limit (it means "full" all the same, and keeps every count within the limit).
             at_us: when the exchange counted it (this store's µs, normally the grant time of the request whose
                 answer carried the count); ``None``: now. Weight granted after ``at_us`` is not compared (the
                 exchange had not seen it), and the correction is stamped at ``at_us``, so it expires with that
@@ -174,7 +205,7 @@ class LocalWindows:
         at = now if at_us is None else min(at_us, now)
         if at <= now - window.window_us:
             return 0
-        deficit = used - (window.total - window.weight_after(at))
+        deficit = min(used, window.pool.limit) - (window.total - window.weight_after(at))
         if deficit <= 0:
             return 0
         window.add(at, deficit)

@@ -76,7 +76,9 @@ class Pool:
         return max(1, seconds_to_us(self.window_s))
 
     def scaled(self, share: float) -> Pool:
-        """This pool with ``floor(limit * share)`` (at least 1) units: a process's share of the limit.
+        """This pool with ``floor(limit * share)`` (at least 1) units: a process's share of the limit. Where
+        ``limit * share < 1`` the 1 unit is not a safe share (several processes would each take it);
+        :class:`~cryptolink.ratelimit.shared.SharedLimiter` grants nothing locally in such a pool.
 
         Raises:
             ValueError: ``share`` not in (0, 1].

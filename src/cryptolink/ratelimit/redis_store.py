@@ -22,7 +22,7 @@ that must expire to make room have expired.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -144,7 +144,7 @@ end
 for i = 1, n do
   local log, tot = KEYS[4*i-3], KEYS[4*i-2]
   local cost, ttl = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i+2])
-  redis.call('ZADD', log, now, cost .. ':' .. id)
+  redis.call('ZADD', log, now, string.format('%d:%s', cost, id))
   store(log, tot, totals[i] + cost, ttl)
 end
 return {1, now, 0, '', ''}
@@ -182,7 +182,7 @@ if deficit <= 0 then
   keep(log, tot, total, ttl)
   return {0, total}
 end
-redis.call('ZADD', log, at, deficit .. ':' .. id)
+redis.call('ZADD', log, at, string.format('%d:%s', deficit, id))
 store(log, tot, total + deficit, ttl)
 return {deficit, total + deficit}
 """
@@ -192,15 +192,16 @@ return {deficit, total + deficit}
 ``{weight added, total}``."""
 
 BLOCK = """
-local ms = tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
+for i, key in ipairs(KEYS) do
+  local ms = tonumber(ARGV[i])
   if redis.call('PTTL', key) < ms then
     redis.call('SET', key, '1', 'PX', ms)
   end
 end
 return #KEYS
 """
-"""KEYS: pause or ban keys. ARGV: lifetime ms. Sets each key for that long unless it already lives longer."""
+"""KEYS: pause or ban keys. ARGV: per key, its lifetime ms. Sets each key for that long unless it already
+lives longer."""
 
 _REASONS: dict[str, WaitReason] = {"full": "full", "paused": "paused", "banned": "banned"}
 
@@ -266,7 +267,8 @@ class RedisWindowStore:
     async def observe_used(self, pool: str, used: int, at_us: int | None = None) -> int:
         """Raise ``pool``'s shared count to ``used`` as the exchange counted it at ``at_us`` (server epoch µs;
         ``None``: now); never lower it. Same rules as
-        :meth:`cryptolink.ratelimit.local.LocalWindows.observe_used`.
+        :meth:`cryptolink.ratelimit.local.LocalWindows.observe_used`: a count above the pool's limit is taken
+        as the limit (a garbled or foreign header of 10**15 would otherwise sit in the log for a window).
 
         Returns:
             The weight added.
@@ -274,7 +276,7 @@ class RedisWindowStore:
         Raises:
             KeyError: unknown pool.
         """
-        return await self._adjust_pool(pool, used, at_us, "used")
+        return await self._adjust_pool(pool, min(used, self.pools[pool].limit), at_us, "used")
 
     async def add(self, pool: str, weight: int) -> int:
         """Count ``weight`` in ``pool`` now whatever the room (weight granted elsewhere). Returns ``weight``
@@ -307,8 +309,7 @@ class RedisWindowStore:
         Raises:
             KeyError: an unknown pool.
         """
-        keys = [pool_keys(self.prefix, self.pools[name].name)[2] for name in pools]
-        await self._block(keys=keys, args=[_ms(duration_s)])
+        await self.block(dict.fromkeys(pools, duration_s), {})
 
     async def ban(self, scope: str, duration_s: float) -> None:
         """No grant in any pool of ``scope`` for any process for ``duration_s`` s.
@@ -316,9 +317,27 @@ class RedisWindowStore:
         Raises:
             KeyError: no pool has this scope.
         """
-        if all(pool.scope != scope for pool in self.pools.values()):
-            raise KeyError(scope)
-        await self._block(keys=[ban_key(self.prefix, scope)], args=[_ms(duration_s)])
+        await self.block({}, {scope: duration_s})
+
+    async def block(self, pauses: Mapping[str, float], bans: Mapping[str, float]) -> None:
+        """Pauses (pool -> s) and bans (scope -> s) at once, each for its own time from now, in one call; a
+        longer pause or ban in force is kept. Nothing is sent when both are empty.
+
+        Raises:
+            KeyError: an unknown pool, or a scope no pool has.
+        """
+        keys: list[str] = []
+        args: list[int] = []
+        for name, seconds in pauses.items():
+            keys.append(pool_keys(self.prefix, self.pools[name].name)[2])
+            args.append(_ms(seconds))
+        for scope, seconds in bans.items():
+            if all(pool.scope != scope for pool in self.pools.values()):
+                raise KeyError(scope)
+            keys.append(ban_key(self.prefix, scope))
+            args.append(_ms(seconds))
+        if keys:
+            await self._block(keys=keys, args=args)
 
     @staticmethod
     def _ttl_ms(pool: Pool) -> int:

@@ -5,18 +5,24 @@
 no answer within ``call_timeout_s``), the limiter falls back to a local window holding ``fallback_share`` of
 every limit (0.25 for four processes): logged once at WARNING, counted (``fallbacks``, ``redis_errors``).
 Every ``retry_s`` it tries Redis again; when Redis answers it rejoins (logged at INFO, counted ``rejoins``),
-first adding to the shared windows the weight it granted alone during the fallback.
+first adding to the shared windows the weight it granted alone during the fallback and pushing the pauses and
+bans still in force locally (a 429 or 418 met while Redis was unreachable reaches the other processes then).
+A pause or ban kept locally refuses before any Redis try, so it holds in both modes.
 
 **What holds during a fallback**: only that this process stays within its share in any window (grants made
-through Redis just before the fallback count in the local window too). The limit as a whole holds if every
-process sharing it uses a share of at most ``1 / processes``; processes still reaching Redis do not see the
-fallen-back process's grants until it rejoins.
+through Redis just before the fallback count in the local window too), except that a request heavier than the
+share goes alone (it waits for an empty local window). A pool whose share is below one unit
+(``limit * fallback_share < 1``) has no safe share: requests touching it wait for Redis. The limit as a whole
+holds only while every process sharing it is on its share (shares adding up to at most 1): while one process
+has fallen back and the others still reach Redis, they do not see its grants, and the total can reach
+``(1 + fallback_share) * limit``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import replace
@@ -33,7 +39,7 @@ from cryptolink.ratelimit.line import WaitLine
 from cryptolink.ratelimit.local import LocalWindows
 from cryptolink.ratelimit.pool import Attempt, Costs, Grant, Pool, check_costs, pool_table, seconds_to_us
 from cryptolink.ratelimit.redis_store import RedisWindowStore
-from cryptolink.ratelimit.stats import Counters, LimiterStats
+from cryptolink.ratelimit.stats import Counters, LimiterStats, Mode
 
 __all__ = ["DEFAULT_PREFIX", "MAX_CONNECTIONS", "SharedLimiter"]
 
@@ -89,7 +95,8 @@ class SharedLimiter:
             retries and a bounded pool (:data:`MAX_CONNECTIONS`). Exactly one of ``redis_url`` and ``client``.
         client: a ``redis.asyncio`` client owned by the caller (give it short timeouts and no retries).
         prefix: key prefix in Redis.
-        fallback_share: fraction of each limit this process uses while Redis is unreachable (0 < x <= 1).
+        fallback_share: fraction of each limit this process uses while Redis is unreachable (0 < x <= 1); a
+            pool with ``limit * fallback_share < 1`` gets no share (its requests wait for Redis).
         retry_s: while in fallback, Redis is tried again at most this often, s (> 0).
         call_timeout_s: longest wait for one Redis call, s (> 0; the brief's bound is 0.5 s).
         clock: time source of waits, timeouts and the fallback window.
@@ -121,6 +128,9 @@ class SharedLimiter:
         self.pools = pool_table(pools)
         self._clock = clock if clock is not None else SystemClock()
         self._local = LocalWindows((p.scaled(fallback_share) for p in self.pools.values()), self._clock)
+        self._no_share = frozenset(
+            name for name, pool in self.pools.items() if math.floor(pool.limit * fallback_share) < 1
+        )
         self._owns_client = client is None
         if client is None:
             assert redis_url is not None
@@ -174,7 +184,9 @@ class SharedLimiter:
         Returns:
             The grant: ``source == "redis"`` with the server's epoch µs, or ``"local"`` (fallback) with the
             clock's monotonic µs. In a fallback a weight above the local share's limit is taken as that limit
-            (it waits for an empty local window, then goes alone).
+            (it waits for an empty local window, then goes alone), and a request touching a pool without a
+            share (``limit * fallback_share < 1``) waits for Redis. A pause or ban kept locally refuses in
+            both modes.
 
         Raises:
             ValueError: an unknown pool, a weight < 1 or above its pool's limit (raised at once).
@@ -188,23 +200,37 @@ class SharedLimiter:
 
     async def _attempt(self, costs: dict[str, int]) -> Attempt:
         if self._redis_due():
+            errors = self._counters.redis_errors
+            carried = 0
             try:
                 if self._fallback:
-                    await self._carry()
-                result = await self._call(self._store.try_acquire(costs))
+                    carried = await self._carry()
+                # a pause or ban kept here refuses first: Redis may not have it (set while it was unreachable)
+                result = self._local.blocked(costs)
+                if result is None:
+                    result = await self._call(self._store.try_acquire(costs))
             except _REDIS_ERRORS as exc:
                 self._failed(exc)
             else:
-                if self._fallback:
-                    self._rejoined()
+                # rejoin only if no other Redis call failed meanwhile (its pause or ban would not be carried)
+                if self._fallback and self._counters.redis_errors == errors:
+                    self._rejoined(carried)
                 if result.grant is not None:
                     for name, weight in costs.items():  # this process's recent use, should it fall back
                         self._local.add(name, weight)
                 self._counters.attempted(result)
                 return result
-        result = self._local.try_acquire({n: min(w, self._local.pools[n].limit) for n, w in costs.items()})
+        until_retry = max(1, seconds_to_us(self._retry_at - self._clock.monotonic()))
+        no_share = next((name for name in costs if name in self._no_share), None)
+        if no_share is not None:  # a share of 1 unit per process could exceed the limit: wait for Redis
+            result = self._local.blocked(costs) or Attempt(
+                None, until_retry, "full", no_share, self._local.now_us()
+            )
+        else:
+            result = self._local.try_acquire(
+                {n: min(w, self._local.pools[n].limit) for n, w in costs.items()}
+            )
         if result.grant is None:
-            until_retry = max(1, seconds_to_us(self._retry_at - self._clock.monotonic()))
             result = replace(result, wait_us=min(result.wait_us, until_retry))
         else:
             self._unsynced.add(result.grant.at_us, costs)
@@ -275,7 +301,8 @@ class SharedLimiter:
 
     def stats(self) -> LimiterStats:
         """An immutable snapshot of the counters (``mode`` ``redis`` or ``fallback``)."""
-        return self._counters.snapshot("fallback" if self._fallback else "redis", self._line, self._local)
+        mode: Mode = "fallback" if self._fallback else "redis"
+        return self._counters.snapshot(mode, self._line, self._local, self._no_share)
 
     # -- Redis health ------------------------------------------------------------------------------------
 
@@ -285,11 +312,17 @@ class SharedLimiter:
     async def _call(self, call: Awaitable[_T]) -> _T:
         return await asyncio.wait_for(call, self._call_timeout_s)
 
-    async def _carry(self) -> None:
+    async def _carry(self) -> int:
+        """Add the weight granted alone to the shared windows, then push the pauses and bans in force here
+        (seconds left; Redis keeps a longer one it has). Returns the number of pauses and bans pushed."""
         now = self._local.now_us()
         for name in self._unsynced.pending():
             await self._call(self._store.add(name, self._unsynced.weight(name, now)))
             self._unsynced.forget(name)  # only once Redis has it: a failed carry is tried again
+        pauses, bans = self._local.blocks()
+        if pauses or bans:
+            await self._call(self._store.block(pauses, bans))
+        return len(pauses) + len(bans)
 
     def _failed(self, exc: BaseException) -> None:
         self._counters.redis_errors += 1
@@ -305,7 +338,7 @@ class SharedLimiter:
                 self._retry_s,
             )
 
-    def _rejoined(self) -> None:
+    def _rejoined(self, blocks: int) -> None:
         self._fallback = False
         self._counters.rejoins += 1
-        log.info("rate limiter: Redis reachable again; shared limits in use")
+        log.info("rate limiter: Redis reachable again; shared limits in use (%d pauses/bans pushed)", blocks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -28,7 +28,8 @@ class PoolStats:
         requests: requests granted by this instance touching the pool; weight: their summed weight.
         observed: weight added from the exchange's own counts (``observe_used``).
         local_in_window: weight in the local window now (the fallback share's log of a shared limiter).
-        local_limit: the local window's limit (the fallback share of a shared limiter).
+        local_limit: the local window's limit (the fallback share of a shared limiter; 0 for a pool whose
+            share is below one unit, whose requests wait for Redis during a fallback).
     """
 
     name: str
@@ -107,7 +108,10 @@ class Counters:
     def observed(self, pool: str, added: int) -> None:
         self._observed[pool] += added
 
-    def snapshot(self, mode: Mode, line: WaitLine, local: LocalWindows) -> LimiterStats:
+    def snapshot(
+        self, mode: Mode, line: WaitLine, local: LocalWindows, no_share: Collection[str] = ()
+    ) -> LimiterStats:
+        """The counters now; ``no_share``: pools without a local share (reported with ``local_limit`` 0)."""
         return LimiterStats(
             mode=mode,
             grants=self.grants,
@@ -134,7 +138,7 @@ class Counters:
                     weight=self._weight[name],
                     observed=self._observed[name],
                     local_in_window=local.in_window(name),
-                    local_limit=local.pools[name].limit,
+                    local_limit=0 if name in no_share else local.pools[name].limit,
                 )
                 for name, pool in self._pools.items()
             ),
