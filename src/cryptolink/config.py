@@ -555,10 +555,10 @@ class RestLimitsConfig(_Section):
     def _known_pools(
         cls, value: dict[str, dict[str, tuple[int, float]]]
     ) -> dict[str, dict[str, tuple[int, float]]]:
-        from cryptolink.rest.costs import (
-            known_exchanges,
-            rules_for,
-        )  # here: cryptolink.rest imports this module
+        if not value:  # the default: no import (the CLI's start-up stays light)
+            return value
+        # imported here: cryptolink.rest imports this module
+        from cryptolink.rest.costs import known_exchanges, rules_for
 
         problems = []
         for exchange, pools in value.items():

@@ -18,6 +18,7 @@ The whole tree (each class lives in the module named on its right)::
     ├── UnknownMember (also KeyError)        no REST member of that name                               rest.manager
     ├── UnknownGroup (also KeyError)         no REST group of that name                                rest.manager
     ├── NoMemberAvailable                    every member of a REST group offline or in maintenance    rest.manager
+    ├── MemberClosed                         a request reached a REST member a reload had closed       rest.managed
     ├── OutputDirError (also OSError)        an output directory cannot be written                     sinks.outdir
     ├── CaptureWriteError (also OSError)     a capture file cannot be created or written               record
     ├── SubscriberClosed                     reading a closed, drained bus subscriber                  bus
