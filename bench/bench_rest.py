@@ -73,7 +73,7 @@ async def overhead(hosts: dict[str, str], n: int, rounds: int) -> dict[str, dict
     bare.urls = move_urls(bare.urls, hosts, None)
     config = RestConfig.model_validate(
         {
-            "members": {"a": _member(hosts, max_concurrent=n)},
+            "members": {"a": _member(hosts, max_concurrent=100)},  # ccxt's connection pool
             "limits": {"overrides": {"binance": {"weight": [10_000_000, 60], "raw": [10_000_000, 300]}}},
             "health": {"check_at_start": False, "interval_s": 3600},
         }
