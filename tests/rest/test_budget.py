@@ -207,6 +207,18 @@ async def test_feed_corrects_the_count_from_the_exchanges_header() -> None:
     await asyncio.wait_for(blocked, 5)
 
 
+async def test_with_a_share_the_header_counts_only_what_exceeds_the_room_left_to_others() -> None:
+    """At ``share`` 0.5 of a 100-weight limit, 50 belong to other users of the IP: an exchange count of 70
+    (the whole IP) means 20 of ours, not 70."""
+    clock = FakeClock()
+    budget = stub_budgets(clock, share=0.5).get("stub")
+    grant = await budget.acquire("GET", "/w", {"w": "10"})
+    await budget.feed(grant, 200, {"X-Used": "40"}, path="/w")  # within the others' 50: nothing to add
+    assert budget.in_window() == 10 and budget.stats().header_corrections == 0
+    await budget.feed(grant, 200, {"X-Used": "70"}, path="/w")
+    assert budget.in_window() == 20 and budget.stats().header_corrections == 10
+
+
 async def test_a_429_pauses_the_pools_the_request_touched_and_a_418_bans_the_scope(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -175,12 +175,16 @@ class RateBudget:
         pool_names: Mapping[str, str],
         background_names: Mapping[str, str],
         clock: Clock,
+        reserved: Mapping[str, int] | None = None,
     ) -> None:
         self.exchange = exchange
         self.scope = scope
         self.rules = rules
         self.limiter = limiter
         self.pool_names = dict(pool_names)
+        self.reserved = dict(reserved or {})
+        """Pool key -> the part of the documented limit left to others on the IP (``share`` < 1): an exchange's
+        used-weight header counts the whole IP, so this much of it is not ours."""
         self.background_names = dict(background_names)
         self.limiter_scope = f"{exchange}:{scope}"
         self.main_pool = self.pool_names[rules.pools[0].key]
@@ -290,7 +294,9 @@ class RateBudget:
         for key, used in fb.used.items():
             name = self.pool_names.get(key)
             if name is not None:
-                self.header_corrections += await self.limiter.observe_used(name, used, at=grant)
+                ours = used - self.reserved.get(key, 0)  # the IP's count less the room left to others
+                if ours > 0:
+                    self.header_corrections += await self.limiter.observe_used(name, ours, at=grant)
         pause_s, ban_s = fb.pause_s, fb.ban_s
         if status == 418 and ban_s is None:
             ban_s = DEFAULT_BAN_S
@@ -448,12 +454,14 @@ class RateBudgets:
         pools: list[Pool] = []
         names: dict[str, str] = {}
         background: dict[str, str] = {}
+        reserved: dict[str, int] = {}
         for spec in rules.pools:
             limit, window_s = override.get(spec.key, (spec.limit, spec.window_s))
             name = f"{exchange}:{scope}:{spec.key}"
             main = Pool(
                 name, max(1, math.floor(limit * self.share)), window_s + self.window_margin_s, limiter_scope
             )
+            reserved[spec.key] = max(0, limit - main.limit)
             side = Pool(
                 name + BACKGROUND_SUFFIX,
                 max(1, math.floor(main.limit * self.background_share)),
@@ -475,7 +483,7 @@ class RateBudgets:
                 call_timeout_s=REDIS_CALL_TIMEOUT_S,
                 clock=self._clock,
             )
-        budget = RateBudget(exchange, scope, rules, limiter, names, background, self._clock)
+        budget = RateBudget(exchange, scope, rules, limiter, names, background, self._clock, reserved)
         self._budgets[(exchange, scope)] = budget
         return budget
 
