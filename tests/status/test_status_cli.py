@@ -324,3 +324,27 @@ def test_help_does_not_import_the_status_client() -> None:
     answer = json.loads(proc.stdout)
     assert answer["code"] == 0 and "--redis" in answer["out"] and "--watch" in answer["out"]
     assert answer["heavy"] == []
+
+
+def test_the_instance_view_has_a_rest_line_only_when_there_is_rest() -> None:
+    from cryptolink.status.table import instance_view
+
+    def render(doc: dict[str, Any]) -> str:
+        out = io.StringIO()
+        Console(file=out, width=160, color_system=None).print(instance_view(doc))
+        return out.getvalue()
+
+    doc = status_doc("i-1")
+    assert "rest:" not in render(doc)
+    doc["rest"] = {
+        "members": 3,
+        "states": {"healthy": 2, "degraded": 0, "offline": 1, "maintenance": 0},
+        "groups": 1,
+        "budgets": 2,
+        "budgets_fallback": 1,
+    }
+    line = next(x for x in render(doc).splitlines() if x.startswith("rest:"))
+    assert (
+        line
+        == "rest: 3 members (healthy 2, offline 1), 1 groups, 2 budgets, 1 in fallback (Redis unreachable)"
+    )

@@ -268,10 +268,36 @@ def _reasons(status: dict[str, Any]) -> Text | None:
     return Text("unhealthy:\n" + "\n".join(shown), style="red")
 
 
+def _rest_line(status: dict[str, Any]) -> Text | None:
+    """``rest: 3 members (healthy 2, offline 1), 2 groups, 4 budgets, 1 in fallback`` from the ``rest`` extra of
+    the status document; ``None`` when the instance has none (no REST manager members and no budgets)."""
+    rest = status.get("rest")
+    if not isinstance(rest, dict) or not (rest.get("members") or rest.get("budgets")):
+        return None
+    raw = rest.get("states")
+    states: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    shown = ", ".join(f"{_visible(str(k))} {v}" for k, v in states.items() if v)
+    line = Text("rest: ")
+    line.append(_visible(f"{rest.get('members', 0)} members"))
+    if shown:
+        line.append(f" ({shown})")
+    line.append(_visible(f", {rest.get('groups', 0)} groups, {rest.get('budgets', 0)} budgets"))
+    fallback = rest.get("budgets_fallback") or 0
+    if fallback:
+        line.append(_visible(f", {fallback} in fallback (Redis unreachable)"), style="bold red")
+    if any(isinstance(v, int) and v > 0 for k, v in states.items() if k in ("offline", "maintenance")):
+        line.stylize("yellow")
+    return line
+
+
 def instance_view(status: dict[str, Any]) -> RenderableType:
-    """One instance: header line, connection table and (when unhealthy) the reasons."""
+    """One instance: header line, connection table, the REST manager's line (when it has members or budgets)
+    and (when unhealthy) the reasons."""
     parts: list[RenderableType] = [_header(status)]
     parts.append(_connections_table(_section(status, "exchange_connections").get("connections") or []))
+    rest = _rest_line(status)
+    if rest is not None:
+        parts.append(rest)
     reasons = _reasons(status)
     if reasons is not None:
         parts.append(reasons)
