@@ -187,22 +187,24 @@ async def test_a_429_pauses_the_pool_so_no_418_follows(sim: Simulator) -> None:
     """Our budget believes in a limit larger than the exchange's (other users of the IP, a wrong override):
     the exchange's 429 pauses the pool for its Retry-After and the calls behind it wait, so the exchange never
     escalates to a 418 ban. (One request at a time: requests already in flight when a 429 comes back cannot be
-    recalled, and Binance bans for those.)"""
+    recalled, and Binance bans for those.) The exchange counts fixed 5 s windows: 20 + 70 weight sent in less
+    than one window touch at most two of them, which hold 80, so at least one 429 comes whatever the alignment."""
     async with Simulator(
         exchanges=["binance"],
         mode="replay",
         speed=4.0,
-        config=SimConfig(symbols={"binance": ("BTCUSDT",)}, rest_limits={"binance": (40, 2.0)}),
+        config=SimConfig(symbols={"binance": ("BTCUSDT",)}, rest_limits={"binance": (40, 5.0)}),
     ) as small:
         hosts = small.endpoints()["binance"]["hosts"]
         config = _config(
             {"a": _member(hosts, max_concurrent=1)},
-            limits={"overrides": {"binance": {"weight": [100_000, 2.0]}}},
+            limits={"overrides": {"binance": {"weight": [100_000, 5.0]}}},
+            health={"check_at_start": False},
         )
         async with RestManager(config) as rm:
             await rm.call("a", "load_markets")  # exchangeInfo: 20 of the 40
             results = await asyncio.gather(
-                *(rm.call("a", "fetch_time") for _ in range(30)), return_exceptions=True
+                *(rm.call("a", "fetch_time") for _ in range(70)), return_exceptions=True
             )
             served = _sim_rest(small)
             assert served["418"] == 0
