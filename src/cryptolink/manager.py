@@ -158,9 +158,7 @@ class ExchangeManager:
         self._rest: dict[tuple[str, str], RestClient] = {}
         self._owns_budgets = rest_budgets is None
         if rest_budgets is None:  # the config's rest.limits (Redis, share, overrides) hold here too
-            from cryptolink.rest.manager import budgets_from_config
-
-            rest_budgets = budgets_from_config(config.rest, self._clock)
+            rest_budgets = RateBudgets.from_config(config.rest.limits, self._clock)
         self.rest_budgets = rest_budgets
         """The REST rate budgets the manager's REST clients draw on."""
         self._no_rules: set[str] = set()

@@ -628,9 +628,11 @@ async def record(
     if (
         "rest_budgets" not in kwargs
     ):  # rest.limits (Redis, overrides, share) apply to the recording's REST too
-        from cryptolink.rest.manager import budgets_from_config
+        from cryptolink.rest.budget import RateBudgets
 
-        kwargs["rest_budgets"] = budgets_from_config(cfg.rest, kwargs.get("clock") or SystemClock())
+        kwargs["rest_budgets"] = RateBudgets.from_config(
+            cfg.rest.limits, kwargs.get("clock") or SystemClock()
+        )
     manager = ExchangeManager(cfg, adapter_wrapper=Recorder(writer).wrap, **kwargs)
     stop = stop or asyncio.Event()
     timer = None

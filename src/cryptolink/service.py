@@ -54,7 +54,8 @@ from cryptolink.reload import (
     reload_section,
 )
 from cryptolink.report import Section, config_summary
-from cryptolink.rest.manager import RestManager, budgets_from_config
+from cryptolink.rest.budget import RateBudgets
+from cryptolink.rest.manager import RestManager
 from cryptolink.rest.stats import report_section as rest_report_section
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
@@ -146,7 +147,11 @@ async def serve(
     loop = asyncio.get_running_loop()
     stopped_by: list[str] = []
     # one set of rate budgets for the engine's snapshots and backfills and the REST manager's members
-    budgets = manager.rest_budgets if manager is not None else budgets_from_config(config.rest, SystemClock())
+    budgets = (
+        manager.rest_budgets
+        if manager is not None
+        else RateBudgets.from_config(config.rest.limits, SystemClock())
+    )
     manager = manager or ExchangeManager(config, rest_budgets=budgets)
     rest = RestManager(config.rest, budgets=budgets)
     reloader: ConfigReloader | None = None

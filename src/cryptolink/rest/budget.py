@@ -64,6 +64,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from cryptolink.clock import Clock
+from cryptolink.config import RestLimitsConfig
 from cryptolink.ratelimit import Grant, LimiterStats, LocalLimiter, Pool, SharedLimiter
 from cryptolink.ratelimit.shared import DEFAULT_PREFIX
 from cryptolink.rest.costs import Feedback, PoolSpec, rules_for
@@ -435,6 +436,20 @@ class RateBudgets:
             self.overrides[exchange] = {k: (int(v[0]), float(v[1])) for k, v in pools.items()}
         self._budgets: dict[tuple[str, str], RateBudget] = {}
         self._client: aioredis.Redis | None = None
+
+    @classmethod
+    def from_config(cls, limits: RestLimitsConfig, clock: Clock) -> RateBudgets:
+        """The process's rate budgets as the ``rest.limits`` section describes them."""
+        return cls(
+            clock,
+            redis_url=limits.redis_url.get_secret_value() if limits.redis_url is not None else None,
+            prefix=limits.prefix,
+            fallback_share=limits.fallback_share,
+            window_margin_s=limits.window_margin_s,
+            share=limits.share,
+            background_share=limits.background_share,
+            overrides=limits.overrides,
+        )
 
     def get(self, exchange: str, scope: str = "default") -> RateBudget:
         """The budget of ``exchange`` (ccxt id) on IP ``scope``, created on first use.

@@ -109,15 +109,13 @@ class MemberClosed(CryptolinkError):
     group call moves on to another member)."""
 
 
-def _url_prefixes(urls: Any, real: str) -> list[str]:
-    """``[real]`` if some URL of ccxt's ``urls`` tree starts with ``real`` (as a whole host or path prefix)."""
+def _has_url(urls: Any, real: str) -> bool:
+    """Whether some URL of ccxt's ``urls`` tree is ``real`` or lies under it."""
     if isinstance(urls, dict):
-        return [p for v in urls.values() for p in _url_prefixes(v, real)][:1]
+        return any(_has_url(v, real) for v in urls.values())
     if isinstance(urls, list):
-        return [p for v in urls for p in _url_prefixes(v, real)][:1]
-    if isinstance(urls, str) and (urls == real or urls.startswith(real + "/")):
-        return [real]
-    return []
+        return any(_has_url(v, real) for v in urls)
+    return isinstance(urls, str) and (urls == real or urls.startswith(real + "/"))
 
 
 def _params(url: str, method: str, body: Any) -> tuple[str, dict[str, str]]:
@@ -174,7 +172,7 @@ class ManagedExchange:
         if hosts:
             hostname = getattr(self.exchange, "hostname", None)
             filled = move_urls(self.exchange.urls, {}, hostname)  # ccxt's {hostname} templates filled in
-            if not any(_url_prefixes(filled, real) for real in hosts):
+            if not any(_has_url(filled, real) for real in hosts):
                 raise ConfigError(
                     [
                         (

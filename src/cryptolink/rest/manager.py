@@ -172,6 +172,8 @@ class _Member:
     last_error: str | None = None
     next_check_at: float = 0.0
     created_at: float = 0.0
+    check_method: str | None = None
+    """``fetch_time``, ``fetch_status`` or ``None`` (ccxt can check neither: never judged offline)."""
 
 
 @dataclass(eq=False)
@@ -215,21 +217,6 @@ def _thresholds(config: RestConfig) -> HealthThresholds:
     )
 
 
-def budgets_from_config(config: RestConfig, clock: Clock) -> RateBudgets:
-    """The process's rate budgets as ``config.limits`` describes them."""
-    lim = config.limits
-    return RateBudgets(
-        clock,
-        redis_url=lim.redis_url.get_secret_value() if lim.redis_url is not None else None,
-        prefix=lim.prefix,
-        fallback_share=lim.fallback_share,
-        window_margin_s=lim.window_margin_s,
-        share=lim.share,
-        background_share=lim.background_share,
-        overrides={ex: {k: (v[0], v[1]) for k, v in pools.items()} for ex, pools in lim.overrides.items()},
-    )
-
-
 class RestManager:
     """See the module docstring. An async context manager: members are created on enter and closed on exit.
 
@@ -255,7 +242,9 @@ class RestManager:
         self._config = config
         self._clock = clock if clock is not None else SystemClock()
         self._owns_budgets = budgets is None
-        self._budgets = budgets if budgets is not None else budgets_from_config(config, self._clock)
+        self._budgets = (
+            budgets if budgets is not None else RateBudgets.from_config(config.limits, self._clock)
+        )
         self._rng = rng if rng is not None else random.Random()
         self._members: dict[str, _Member] = {}
         self._groups: dict[str, _Group] = {}
@@ -371,7 +360,8 @@ class RestManager:
         managed = ManagedExchange(name, config, self._budget_of(config), self._clock, on_http)
         now = self._clock.monotonic()
         first = now if self._config.health.check_at_start else now + self._config.health.interval_s
-        if _check_method(managed) is None:
+        check_method = _check_method(managed)
+        if check_method is None:
             first = math.inf
             _log.warning(
                 "REST member %s: ccxt's %s has neither fetchTime nor fetchStatus: no health checks, so it is "
@@ -379,7 +369,9 @@ class RestManager:
                 name,
                 config.exchange,
             )
-        member = _Member(name, config, managed, health, next_check_at=first, created_at=now)
+        member = _Member(
+            name, config, managed, health, next_check_at=first, created_at=now, check_method=check_method
+        )
         record.append(member)
         return member
 
@@ -436,7 +428,7 @@ class RestManager:
         return result
 
     def _judge_failure(self, m: _Member, kind: str) -> None:
-        if m.next_check_at == math.inf and _check_method(m.managed) is None:
+        if m.check_method is None:
             return  # no check could bring it back: never judged offline
         now = self._clock.monotonic()
         before = m.health.state
@@ -560,7 +552,7 @@ class RestManager:
 
     async def _check(self, m: _Member) -> None:
         """One health check of ``m``: ``fetch_time`` (``fetch_status`` where ccxt has no ``fetchTime``)."""
-        method = _check_method(m.managed)
+        method = m.check_method
         if method is None:
             return
         timeout = self._config.health.timeout_s
