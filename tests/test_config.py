@@ -429,6 +429,9 @@ def test_documented_keys_match_the_models() -> None:
     """Every key of every section is in its section's table of docs/configuration.md."""
     from cryptolink.config import (
         ChannelsConfig,
+        NatsClusterConfig,
+        NatsConfig,
+        NatsStreamConfig,
         OutputConfig,
         ReconnectConfig,
         RestConfig,
@@ -456,6 +459,9 @@ def test_documented_keys_match_the_models() -> None:
         "### REST limits": RestLimitsConfig,
         "### REST health": RestHealthConfig,
         "### REST retry": RestRetryConfig,
+        "## NATS": NatsConfig,
+        "### NATS stream": NatsStreamConfig,
+        "### NATS cluster": NatsClusterConfig,
     }
     for heading, model in sections.items():
         assert f"\n{heading}\n" in doc, heading
@@ -520,3 +526,51 @@ def test_rest_section_alone_from_yaml() -> None:
         RestConfig.from_yaml_text("exchanges: {}\n")
     with pytest.raises(ConfigError, match=r"rest\.members\.a\.exchange"):
         RestConfig.from_yaml_text("rest:\n  members:\n    a: {exchange: Not-An-Id}\n")
+
+
+def test_nats_section_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        CryptolinkConfig.from_dict(
+            {
+                "exchanges": {"binance": {"symbols": ["BTC/USDT"]}},
+                "nats": {
+                    "servers": ["http://127.0.0.1:4222"],
+                    "subject_root": "a..b",
+                    "channels": ["trades", "orders"],
+                    "stream": {"replicas": 7},
+                    "cluster": {"lease_ttl_s": 10, "renew_interval_s": 6},
+                },
+            },
+            env={},
+        )
+    text = str(err.value)
+    for field in (
+        "nats.servers[0]",
+        "nats.subject_root",
+        "nats.channels[1]",
+        "nats.stream.replicas",
+        "nats.cluster:",
+    ):
+        assert field in text, field
+    assert "renew_interval_s (6) must be below half of lease_ttl_s (10)" in text
+
+
+def test_nats_defaults_and_credentials() -> None:
+    cfg = CryptolinkConfig.from_dict(
+        {"exchanges": {"binance": {"symbols": ["BTC/USDT"]}}, "nats": {"subject_root": "acme.md"}}, env={}
+    )
+    assert cfg.nats is not None
+    assert cfg.nats.stream_subjects == ["acme.md.>"]
+    assert cfg.nats.cluster.renew_every_s == pytest.approx(10 / 3)
+    assert (
+        CryptolinkConfig.from_dict({"exchanges": {"binance": {"symbols": ["BTC/USDT"]}}}, env={}).nats is None
+    )
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"user": "u"}, "user and password go together"),
+        ({"user": "u", "password": "p", "token": "t"}, "either token or user and password"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            CryptolinkConfig.from_dict(
+                {"exchanges": {"binance": {"symbols": ["BTC/USDT"]}}, "nats": bad}, env={}
+            )

@@ -275,6 +275,10 @@ def test_config_secrets_lists_every_secret_of_a_config() -> None:
                 },
                 "limits": {"redis_url": "redis://:rl-pw@127.0.0.1:6379/0"},
             },
+            "nats": {
+                "servers": ["nats://127.0.0.1:4222", "nats://nu:n-url-pw@127.0.0.1:4223"],
+                "token": "n-tok",
+            },
         },
         env={},
     )
@@ -290,6 +294,8 @@ def test_config_secrets_lists_every_secret_of_a_config() -> None:
         "rs-1",
         "rp-1",
         "rl-pw",
+        "n-url-pw",
+        "n-tok",
     }
     plain = CryptolinkConfig.from_dict({"exchanges": {"okx": {"symbols": ["BTC/USDT"]}}}, env={})
     assert config_secrets(plain) == []

@@ -62,6 +62,9 @@ __all__ = [
     "ConfigError",
     "CryptolinkConfig",
     "ExchangeConfig",
+    "NatsClusterConfig",
+    "NatsConfig",
+    "NatsStreamConfig",
     "OutputConfig",
     "OverflowPolicy",
     "ReconnectConfig",
@@ -724,6 +727,143 @@ class RestConfig(_Section):
             raise ConfigError(problems, source) from None
 
 
+_NATS_NAME = r"^[A-Za-z0-9_-]+$"
+_NATS_TOKEN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
+
+class NatsStreamConfig(_Section):
+    """The JetStream stream the NATS sink publishes into (https://docs.nats.io/nats-concepts/jetstream/streams).
+
+    Attributes:
+        name: stream name (letters, digits, ``_``, ``-``).
+        subjects: the stream's subjects; none: ``<subject_root>.>`` (every subject the sink publishes).
+        retention: ``limits`` (keep until a limit), ``interest`` or ``workqueue``.
+        storage: ``file`` or ``memory``.
+        replicas: copies kept in a NATS cluster (1..5; at most the cluster's size).
+        max_age_s: oldest message kept, seconds (0: no age limit).
+        max_bytes: stream size bound, bytes (``None``: no size limit).
+        max_msgs: message count bound (``None``: no count limit).
+        max_msg_size: largest message accepted, bytes (a book snapshot of 5000 levels is about 200 KB).
+        duplicate_window_s: how long JetStream remembers a ``Nats-Msg-Id`` to drop a second copy, seconds; must
+            cover the longest time between two collectors publishing the same event.
+        discard: when a limit is reached, drop the ``old`` messages (default) or refuse ``new`` ones.
+    """
+
+    name: str = Field(default="CRYPTOLINK", min_length=1, max_length=64, pattern=_NATS_NAME)
+    subjects: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = None
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    replicas: int = Field(default=1, ge=1, le=5)
+    max_age_s: float = Field(default=86_400.0, ge=0)
+    max_bytes: int | None = Field(default=1024**3, ge=1)
+    max_msgs: int | None = Field(default=None, ge=1)
+    max_msg_size: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    duplicate_window_s: float = Field(default=120.0, gt=0, le=86_400)
+    discard: Literal["old", "new"] = "old"
+
+
+class NatsClusterConfig(_Section):
+    """Scale-out: workers share the config's subscriptions through NATS KV leases (docs/cluster.md).
+
+    Attributes:
+        enabled: this process is a worker: it runs only the shards whose leases it holds.
+        worker_id: this worker's id (unique in the cluster); none: ``<hostname>-<pid>``.
+        bucket: the KV bucket holding leases and worker heartbeats.
+        kv_replicas: replicas of the bucket in a NATS cluster (1..5).
+        lease_ttl_s: a lease not renewed for this long expires (seconds, 2..3600).
+        renew_interval_s: how often leases are renewed; none: a third of ``lease_ttl_s``.
+        redundancy: workers running each shard at once (1..5; 2 gives zero-gap failover).
+        shard_symbols: symbols per shard; none: one shard per connection's worth of symbols (the
+            exchange's per-connection stream limit).
+        handover_timeout_s: a worker giving a shard away (rebalancing) keeps running it until the new holder
+            has it, at most this long (make-before-break).
+    """
+
+    enabled: bool = False
+    worker_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=_NATS_NAME)
+    bucket: str = Field(default="cryptolink_leases", min_length=1, max_length=64, pattern=_NATS_NAME)
+    kv_replicas: int = Field(default=1, ge=1, le=5)
+    lease_ttl_s: float = Field(default=10.0, ge=2, le=3600)
+    renew_interval_s: float | None = Field(default=None, gt=0)
+    redundancy: int = Field(default=1, ge=1, le=5)
+    shard_symbols: int | None = Field(default=None, ge=1, le=10_000)
+    handover_timeout_s: float = Field(default=10.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> NatsClusterConfig:
+        if self.renew_interval_s is not None and self.renew_interval_s >= self.lease_ttl_s / 2:
+            raise ValueError(
+                f"renew_interval_s ({self.renew_interval_s:g}) must be below half of lease_ttl_s "
+                f"({self.lease_ttl_s:g}), or a single late renewal loses the lease"
+            )
+        return self
+
+    @property
+    def renew_every_s(self) -> float:
+        """The renewal interval in effect, seconds."""
+        return self.renew_interval_s if self.renew_interval_s is not None else self.lease_ttl_s / 3
+
+
+class NatsConfig(_Section):
+    """Publishing every normalized event to NATS JetStream (docs/nats.md), and scale-out (``cluster``).
+
+    Attributes:
+        servers: NATS URLs (``nats://``, ``tls://``); several: nats-py fails over between them.
+        user / password / token: credentials (secrets: never logged or reported).
+        creds_file: a NATS ``.creds`` file (JWT and NKey seed).
+        subject_root: first token(s) of every subject (``cryptolink``).
+        channels: channels published (``trades``, ``ticker``, ``book``, ``gaps``).
+        streams: at start, ``create`` the stream when missing (an existing one must match, else refused),
+            ``check`` that it exists and matches, or ``off`` (publish only).
+        stream: the stream's settings.
+        max_pending_acks: publishes awaiting their acknowledgement at once (the window), 1..100_000.
+        buffer_max_events: events held while the window is full or NATS is unreachable; beyond it events are
+            counted as lost (1..10_000_000).
+        ack_timeout_s: a publish not acknowledged in this time is sent again with the same id (seconds).
+        max_attempts: sends of one event before it is counted as lost (1..1000).
+        snapshot_interval_s: publish a snapshot of every live book this often (seconds; 0: only after a
+            (re)sync).
+        connect_timeout_s: time allowed for each connection attempt (seconds).
+        reconnect_wait_s: wait between reconnection attempts to one server (seconds).
+        require_at_start: refuse to start when no server answers at start (otherwise keep trying, buffering).
+        cluster: scale-out over workers (leases).
+    """
+
+    servers: Annotated[
+        list[Annotated[str, _check_url(("nats", "tls", "ws", "wss"))]], Field(min_length=1, max_length=64)
+    ] = ["nats://127.0.0.1:4222"]
+    user: SecretStr | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    creds_file: Path | None = None
+    subject_root: str = Field(default="cryptolink", min_length=1, max_length=64, pattern=_NATS_TOKEN)
+    channels: list[Literal["trades", "ticker", "book", "gaps"]] = ["trades", "ticker", "book", "gaps"]
+    streams: Literal["create", "check", "off"] = "create"
+    stream: NatsStreamConfig = NatsStreamConfig()
+    max_pending_acks: int = Field(default=1000, ge=1, le=100_000)
+    buffer_max_events: int = Field(default=100_000, ge=1, le=10_000_000)
+    ack_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    snapshot_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    reconnect_wait_s: float = Field(default=1.0, gt=0, le=300)
+    require_at_start: bool = True
+    cluster: NatsClusterConfig = NatsClusterConfig()
+
+    @model_validator(mode="after")
+    def _credentials(self) -> NatsConfig:
+        if self.token is not None and (self.user is not None or self.password is not None):
+            raise ValueError("give either token or user and password, not both")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password go together")
+        return self
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        """The stream's subjects in effect."""
+        return list(self.stream.subjects) if self.stream.subjects else [f"{self.subject_root}.>"]
+
+
 def _rest_cross_problems(section: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Names and group membership of a raw ``rest`` mapping, as ``(path within rest, message)``: found on the
     raw data so that they are reported with every field error at once."""
@@ -759,6 +899,7 @@ class CryptolinkConfig(_Section):
         output: JSONL output.
         status: the status service (API, push, dashboard, metrics, Redis status).
         rest: the REST manager and the rate budgets it shares with the engine.
+        nats: publish every event to NATS JetStream, and scale out over workers (``None``: no NATS).
         consumer_queue_size: default bound of each consumer's queue, events (1..10_000_000).
         overflow_policy: default overflow policy of consumer queues.
         log_level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (case-insensitive).
@@ -770,6 +911,7 @@ class CryptolinkConfig(_Section):
     output: OutputConfig = OutputConfig()
     status: StatusConfig = StatusConfig()
     rest: RestConfig = RestConfig()
+    nats: NatsConfig | None = None
     consumer_queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
     overflow_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -199,7 +199,8 @@ class Redactor:
 def config_secrets(config: CryptolinkConfig) -> list[str]:
     """Every secret value of ``config``: each entry's ``api_key`` and ``api_secret``, ``status.token``, each REST
     member's ``api_key``, ``api_secret`` and ``password``, and the passwords of ``status.redis_url`` and
-    ``rest.limits.redis_url`` (in the user part or as ``?password=``; as written and percent-decoded)."""
+    ``rest.limits.redis_url`` (in the user part or as ``?password=``; as written and percent-decoded), and
+    ``nats.password``, ``nats.token`` and the credentials written in a ``nats.servers`` URL."""
     out: list[str] = []
     for entry in config.exchanges.values():
         for secret in (entry.api_key, entry.api_secret):
@@ -213,6 +214,10 @@ def config_secrets(config: CryptolinkConfig) -> list[str]:
         out.extend(s.get_secret_value() for s in (member.api_key, member.api_secret, member.password) if s)
     if config.rest.limits.redis_url is not None:
         out.extend(url_secrets(config.rest.limits.redis_url.get_secret_value()))
+    if config.nats is not None:
+        out.extend(s.get_secret_value() for s in (config.nats.password, config.nats.token) if s)
+        for server in config.nats.servers:
+            out.extend(url_secrets(server))
     return list(dict.fromkeys(s for s in out if s))
 
 

@@ -154,6 +154,12 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     ``is_snapshot``: ``bids``/``asks`` replace the whole book (sorted best first); otherwise they are the changed
     levels (size 0 = deleted). ``sequence`` is the exchange's last update id applied (Binance ``u``, OKX
     ``seqId``). ``feed``, ``amount_unit`` and ``contract_size`` as on :class:`Trade` (they describe the sizes).
+
+    ``prev_sequence`` (deltas only; ``None`` on snapshots) is the ``sequence`` of the update emitted before this
+    one for the same book: a reader that holds the book at sequence ``q`` may apply the delta when
+    ``prev_sequence <= q < sequence`` (sizes are absolute, so a delta that overlaps what the book holds is safe);
+    ``q < prev_sequence`` means it missed an update. Empty exchange updates (heartbeats) are not emitted and do
+    not count.
     """
 
     exchange: str
@@ -169,6 +175,7 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     feed: str = ""
     amount_unit: AmountUnit = AmountUnit.BASE
     contract_size: Decimal | None = None
+    prev_sequence: int | None = None
 
 
 GAPS_CHANNEL = "gaps"
@@ -188,6 +195,9 @@ class GapCause(StrEnum):
     """Contiguous trade ids skipped some ids (Binance ``a``/``t``)."""
     STOPPED = "stopped"
     """The feed stopped (or the subscription was removed) with the interval still open."""
+    PUBLISH = "publish"
+    """A publisher (the NATS sink) could not deliver some of the stream's events (its buffer overflowed while
+    NATS was unreachable or slow, or a publish failed every attempt); the stream's consumers miss them."""
 
 
 class Gap(msgspec.Struct, frozen=True, gc=False):

@@ -407,3 +407,27 @@ def test_an_empty_diff_of_a_socket_requested_book_moves_the_chain_and_emits_noth
     assert kinds(s.on_snapshot(snap(10))) == ["BookUpdate", "BookUpdate"]
     assert s.on_message(delta(13, 14, prev=12)) == [] and s.book.last_sequence == 14
     assert kinds(s.on_message(delta(15, 15, [["100", "5"]], prev=14))) == ["BookUpdate"]
+
+
+def test_each_emitted_delta_names_the_update_emitted_before_it() -> None:
+    """``prev_sequence`` links every emitted delta to the last emitted update of the book (a snapshot has none);
+    a heartbeat moves the chain without being emitted, so the next delta still points at what a reader holds."""
+    s = okx_live()  # snapshot at 10
+    a = updates(s.on_message(delta(12, 12, bids=[["99", "1"]], prev=10)))[0]
+    assert (a.prev_sequence, a.sequence) == (10, 12)
+    assert s.on_message(delta(13, 13, prev=12)) == []  # empty update: nothing emitted
+    b = updates(s.on_message(delta(14, 14, asks=[["102", "1"]], prev=13)))[0]
+    assert (b.prev_sequence, b.sequence) == (12, 14)  # the last EMITTED, not the heartbeat's 13
+    s.on_message(delta(16, 16, bids=[["98", "1"]], prev=15))  # gap: resubscribe
+    fresh = updates(s.on_message(snap(20, prev=-1)))[0]
+    assert fresh.is_snapshot and fresh.prev_sequence is None
+    c = updates(s.on_message(delta(21, 21, bids=[["97", "1"]], prev=20)))[0]
+    assert (c.prev_sequence, c.sequence) == (20, 21)
+
+
+def test_rest_bridged_chain_links_to_the_snapshot() -> None:
+    s = BookSync(SPOT, "binance", "BTC/USDT", "BTCUSDT")
+    s.start()
+    s.on_message(delta(10, 12, bids=[["99", "2"]]))
+    ups = updates(s.on_snapshot(snap(10)))
+    assert [(u.prev_sequence, u.sequence) for u in ups] == [(None, 10), (10, 12)]

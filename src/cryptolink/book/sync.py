@@ -203,6 +203,7 @@ class BookSync:
         self._target = 0
         self._behind_in_row = 0
         self._older_refusals = 0
+        self._emitted_seq: int | None = None  # sequence of the last BookUpdate emitted (prev_sequence of the next)
         self.id_restarts = 0
         self.gaps = 0
         self.checksum_failures = 0
@@ -559,6 +560,8 @@ class BookSync:
     ) -> BookUpdate:
         ts = msg.timestamp_ms
         self.last_timestamp_ms = ts if ts is not None else msg.receipt_ns // 1_000_000
+        prev = None if is_snapshot else self._emitted_seq
+        self._emitted_seq = msg.last_seq
         return BookUpdate(
             self.exchange,
             self.symbol,
@@ -573,4 +576,5 @@ class BookSync:
             self.feed,
             self.amount_unit,
             self.contract_size,
+            prev,
         )
