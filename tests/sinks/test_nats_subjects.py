@@ -117,3 +117,18 @@ def test_any_trade_id_gives_a_bounded_deterministic_id(trade_id: str) -> None:
 def test_any_symbol_gives_a_legal_subject_token(symbol: str) -> None:
     token = symbol_token(symbol)
     assert token and not any(c in token for c in ".*> \t\r\n")
+
+
+def test_book_events_without_sequence_are_told_apart_by_time_and_levels() -> None:
+    """Sequence 0 means "no sequence information": ids by sequence alone would make every such update one."""
+    one = BookUpdate("okx", "BTC/USDT", "BTC-USDT", False, ((Decimal("1"), Decimal("2")),), (), 0, 1000, 1)
+    same_elsewhere = BookUpdate(
+        "okx", "BTC/USDT", "BTC-USDT", False, ((Decimal("1"), Decimal("2")),), (), 0, 1000, 9
+    )
+    other_levels = BookUpdate(
+        "okx", "BTC/USDT", "BTC-USDT", False, ((Decimal("1"), Decimal("3")),), (), 0, 1000, 1
+    )
+    later = BookUpdate("okx", "BTC/USDT", "BTC-USDT", False, ((Decimal("1"), Decimal("2")),), (), 0, 1001, 1)
+    assert message_id(one) == message_id(same_elsewhere)
+    assert len({message_id(one), message_id(other_levels), message_id(later)}) == 3
+    assert message_id(one) != message_id(book(0))

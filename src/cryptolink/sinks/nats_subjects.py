@@ -27,6 +27,8 @@ never share a token.
 - trade: the exchange's trade id (``binance:BTC-USDT:t:3081234567``); a backfilled trade has the same id as the
   live one, so a backfill after a gap never duplicates what another collector delivered live;
 - book delta: its sequence (``okx:BTC-USDT-SWAP:d:18820345``); book snapshot: ``s`` and the sequence it stands at;
+  a book event without sequence information (sequence 0: OKX frames recorded before ``seqId`` existed) is
+  identified by its exchange time and a hash of its levels instead;
 - ticker: its sequence where the exchange gives one, else its exchange timestamp (ms) and best bid and ask;
   a ticker with neither sequence nor timestamp has no id (published without one; it cannot be deduplicated);
 - gap: the stream, cause, and the first missing id or the start time (ms).
@@ -92,7 +94,12 @@ def message_id(event: Event) -> str | None:
     if isinstance(event, Trade):
         ident = f"{head}:t:{event.trade_id}"
     elif isinstance(event, BookUpdate):
-        ident = f"{head}:{'s' if event.is_snapshot else 'd'}:{event.sequence}"
+        kind = "s" if event.is_snapshot else "d"
+        if event.sequence > 0:
+            ident = f"{head}:{kind}:{event.sequence}"
+        else:  # no sequence information (OKX frames recorded before seqId): the exchange time and the levels
+            levels = hashlib.sha256(repr((event.bids, event.asks)).encode()).hexdigest()[:32]
+            ident = f"{head}:{kind}:0:{event.timestamp_ms}:{levels}"
     elif isinstance(event, Ticker):
         if event.sequence is not None:
             ident = f"{head}:k:{event.sequence}"
