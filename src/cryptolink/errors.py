@@ -25,6 +25,7 @@ The whole tree (each class lives in the module named on its right)::
     ├── StatusBindError                      the status API's address cannot be bound                  status.server
     ├── GuardClosed (also RuntimeError)      waiting on a closed guard or a stopped manager            guard
     ├── LineFull                             a rate limiter's waiting line is full                     ratelimit.line
+    ├── NatsError                            NATS unreachable at start, or a stream that differs       errors
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 
 Library errors (``websockets``, ``aiohttp``, ``OSError``, ``TimeoutError``, ``msgspec``) are mapped onto this
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ConfigError", "CryptolinkError"]
+__all__ = ["ConfigError", "CryptolinkError", "NatsError"]
 
 
 class CryptolinkError(Exception):
@@ -70,3 +71,9 @@ class ConfigError(CryptolinkError, ValueError):
         head = f"invalid configuration{where}: {count} problem{'s' if count != 1 else ''}"
         lines = [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.problems]
         super().__init__("\n".join([head, *lines]))
+
+
+class NatsError(CryptolinkError):
+    """NATS cannot be used as configured: no server answered at start (``nats.require_at_start``), or the
+    JetStream stream is missing (``streams: check``), cannot be created, or differs from ``nats.stream`` (the
+    message names every differing setting). The text never holds a password, token or credentials."""
