@@ -6,7 +6,13 @@ each connection's story (down and why, retrying when, up again, books resynced a
 connection report on exit.
 
 Refused at start (exit code 2, nothing left running): an output directory that cannot be written, a symbol
-the exchange does not list, a status address that cannot be bound, a Redis URL redis-py cannot use.
+the exchange does not list, a status address that cannot be bound, a Redis URL redis-py cannot use, and with a
+``nats:`` section, no NATS server answering (``nats.require_at_start``) or a JetStream stream that differs from
+``nats.stream``.
+
+With a ``nats:`` section every event is also published to NATS JetStream (:mod:`cryptolink.sinks.nats`,
+``docs/nats.md``); with ``nats.cluster.enabled`` the process is a worker that runs only the shards whose leases
+it holds (:mod:`cryptolink.cluster`, ``docs/cluster.md``).
 
 The status service always runs (snapshots, the periodic connection report in the log, the Redis status with
 ``status.redis_url``); ``status.enabled`` (``--no-status``) only decides whether its HTTP API is served; a
@@ -23,7 +29,7 @@ Stopped gracefully by every other catchable signal that would otherwise end the 
 SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM; SIGHUP too when there is no file to reload): connections closed, open gaps
 published, every buffered line written, the report printed. A second stop signal during the stop ends the
 process at once (exit code 128 + the signal number); a SIGHUP during the stop is ignored (logged). The exit code
-is 1 when JSONL lines were lost (disk full, I/O errors), 0 otherwise.
+is 1 when JSONL lines were lost (disk full, I/O errors) or events could not be published to NATS, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptolink.clock import SystemClock
 from cryptolink.config import CryptolinkConfig
@@ -60,6 +67,9 @@ from cryptolink.rest.stats import report_section as rest_report_section
 from cryptolink.sinks.base import Sink
 from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, jsonl_section
 from cryptolink.status.surface import StatusSurface
+
+if TYPE_CHECKING:
+    from cryptolink.sinks.nats import NatsSink
 
 __all__ = [
     "EXIT_DATA_LOST",
@@ -240,6 +250,7 @@ async def _serve(
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager.add_event_listener(log_connection_event)  # every connection event as a structured log record
+    nats_sink = _nats_sink(config, manager)
     # always: the report and the Redis status run without the HTTP API too (status.enabled: false)
     status = StatusSurface(
         manager,
@@ -248,17 +259,22 @@ async def _serve(
         serve_http=config.status.enabled,
         rest=rest.stats if rest is not None else None,
         budgets=manager.rest_budgets.stats,
+        nats=nats_sink.stats if nats_sink is not None else None,
     )
     try:
         if rest is not None:
             await rest.start()  # ConfigError: a member's exchange unknown to ccxt
         await status.start()
+        if nats_sink is not None:
+            await nats_sink.start()  # NatsError: no server answers (require_at_start), the stream differs
     except (CryptolinkError, ValueError) as exc:  # StatusBindError; a Redis URL redis-py refuses
         log.error("refusing to start: %s", exc)
         await _stop_status(status)
         manager.remove_event_listener(log_connection_event)
         if sink is not None:
             await sink.aclose()
+        if nats_sink is not None:
+            await nats_sink.aclose()
         return RunResult("", EXIT_REFUSED, error=str(exc))
     if on_status is not None:
         try:
@@ -267,6 +283,8 @@ async def _serve(
             log.exception("the on_status callback failed; going on")
     if reloader is not None:
         reloader.add_listener(functools.partial(_follow_reload, status, reloader))
+    if nats_sink is not None:
+        sinks.insert(0, nats_sink)
     if sink is not None:
         sinks.insert(0, sink)
     tasks: list[asyncio.Task[None]] = []
@@ -338,6 +356,18 @@ async def _serve(
         sink.stats() if sink is not None else None,
         reloads=reloads,
     )
+
+
+def _nats_sink(config: CryptolinkConfig, manager: ExchangeManager) -> NatsSink | None:
+    """The NATS sink of the ``nats:`` section (``None`` without one); its periodic and after-loss snapshots read
+    the manager's live books."""
+    if config.nats is None:
+        return None
+    from cryptolink.sinks.nats import NatsSink  # nats-py only when the config asks for NATS
+    from cryptolink.status.service import default_instance_id
+
+    instance = config.status.instance_id or default_instance_id()
+    return NatsSink(config.nats, book_source=manager.book, instance=instance)
 
 
 def _follow_reload(status: StatusSurface, reloader: ConfigReloader, outcome: ReloadOutcome) -> None:

@@ -84,6 +84,7 @@ PATHS = (
     "/api/connections",
     "/api/events",
     "/api/report",
+    "/api/nats",
     "/api/cluster/status",
     "/healthz",
     "/",

@@ -9,6 +9,8 @@ most ``status.snapshot_interval_s`` old while the snapshot loop is healthy):
 - ``GET /api/events?since=N``: connection events after cursor ``N`` (``last_seq`` of the previous answer);
   ``dropped`` counts the events after ``N`` this caller can no longer get (pushed out of the bounded ring).
 - ``GET /api/report``: the connection report (rows and text).
+- ``GET /api/nats``: the NATS sink's counters and this process's worker state (leases, shards)
+  (:func:`~cryptolink.status.documents.nats_doc`; ``null`` parts when absent).
 - ``GET /api/rest``: the REST manager's members, groups and every rate budget of the process
   (:func:`~cryptolink.status.documents.rest_doc`; ``manager: false`` and only the budgets without a manager).
 - ``GET /api/cluster/status``: every instance's status from Redis (``status.redis_url``); 503 with ``error``
@@ -432,6 +434,10 @@ def create_app(
     @app.get("/api/rest", summary="REST manager: members, groups and the rate budgets")
     async def rest() -> Response:
         return _json(documents.rest_doc(service.latest))
+
+    @app.get("/api/nats", summary="NATS sink counters and this process's scale-out worker state")
+    async def nats_state() -> Response:
+        return _json(documents.nats_doc(service.latest))
 
     @app.get("/api/cluster/status", summary="Every instance's status from Redis")
     async def cluster_status() -> Response:

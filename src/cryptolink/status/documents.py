@@ -32,6 +32,7 @@ Host figures: ``disk_space`` is ``"<used> / <total>"`` of the output directory's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ __all__ = [
     "exchange_connections",
     "health",
     "iso",
+    "nats_doc",
+    "nats_summary",
     "pool_key",
     "push_message",
     "readiness",
@@ -65,6 +68,7 @@ __all__ = [
     "rest_doc",
     "rest_summary",
     "system_status",
+    "worker_doc",
 ]
 
 _S = ConnectionState
@@ -267,7 +271,30 @@ def system_status(snap: StatusSnapshot) -> dict[str, Any]:
         if (g := snap.stats.guards) is None
         else {"open": g.guards, "safe": g.safe, "halts": g.halts},
         "rest": rest_summary(snap),
+        "nats": nats_summary(snap),
+        "worker": worker_doc(snap),
     }
+
+
+def nats_summary(snap: StatusSnapshot) -> dict[str, Any] | None:
+    """The ``nats`` extra of ``/api/system/status``: the NATS sink's counters (``connected``, ``server``
+    without credentials, ``stream``, ``accepted``, ``acked``, ``duplicates``, ``retries``, ``lost`` and
+    ``lost_by_cause``, ``buffered``, ``in_flight``, ``gaps_published``, ``snapshots_published``,
+    ``last_error``...: :class:`~cryptolink.sinks.nats.NatsSinkStats`); ``None`` without a NATS sink."""
+    return None if snap.nats is None else dataclasses.asdict(snap.nats)
+
+
+def worker_doc(snap: StatusSnapshot) -> dict[str, Any] | None:
+    """The ``worker`` extra of ``/api/system/status`` (and so of each instance in the cluster view): this
+    worker's id, state, fair share, the shards it holds with their lease revisions, its peers and lease
+    counters (:class:`~cryptolink.cluster.worker.WorkerStatus`); ``None`` when the process is not a worker."""
+    return None if snap.worker is None else snap.worker.to_dict()
+
+
+def nats_doc(snap: StatusSnapshot) -> dict[str, Any]:
+    """``/api/nats``: ``sink`` (:func:`nats_summary`) and ``worker`` (:func:`worker_doc`), each ``null`` when
+    absent."""
+    return {"sink": nats_summary(snap), "worker": worker_doc(snap), "timestamp": iso(snap.taken_ns)}
 
 
 def pool_key(exchange: str, scope: str, pool: str) -> str:

@@ -615,6 +615,72 @@ SPECS: tuple[MetricSpec, ...] = (
         "Cluster status reads from Redis that failed (answered with an error).",
         (),
     ),
+    # ---- NATS sink (nats:) and scale-out worker (nats.cluster)
+    _g("cryptolink_nats_connected", "1 while the NATS sink's link to NATS is up, else 0.", ()),
+    _c("cryptolink_nats_accepted_total", "Events the NATS sink took from the bus into its buffer.", ()),
+    _c("cryptolink_nats_published_total", "Sends to NATS (first sends and re-sends).", ()),
+    _c("cryptolink_nats_acked_total", "Messages JetStream acknowledged (stored, or already stored).", ()),
+    _c(
+        "cryptolink_nats_duplicates_total",
+        "Acknowledgements marked duplicate: the stream already held that Nats-Msg-Id (another publisher's copy).",
+        (),
+    ),
+    _c("cryptolink_nats_retries_total", "Re-sends with the same message id (failed or unacknowledged).", ()),
+    _c(
+        "cryptolink_nats_lost_total",
+        "Events that will never be published, by cause: overflow (buffer full), attempts (not acknowledged after "
+        "max_attempts sends), rejected (too large), closed (at stop).",
+        ("cause",),
+    ),
+    _g("cryptolink_nats_buffered", "Messages waiting in the NATS sink's buffer.", ()),
+    _g("cryptolink_nats_in_flight", "Messages sent and awaiting JetStream's acknowledgement.", ()),
+    _c("cryptolink_nats_disconnects_total", "Losses of the link to NATS.", ()),
+    _c("cryptolink_nats_reconnects_total", "Recoveries of the link to NATS.", ()),
+    _c(
+        "cryptolink_nats_gaps_published_total",
+        "Gap events (cause publish) the sink published after a loss.",
+        (),
+    ),
+    _c(
+        "cryptolink_nats_snapshots_published_total",
+        "Book snapshots published, by origin: engine ((re)sync), periodic, after_loss.",
+        ("origin",),
+    ),
+    _g(
+        "cryptolink_worker_state",
+        "1 for the scale-out worker's state, 0 for the others: starting, active, fenced, stopping.",
+        ("state",),
+    ),
+    _g("cryptolink_worker_shards_held", "Shard slots (leases) this worker holds.", ()),
+    _g("cryptolink_worker_target", "This worker's fair share of the cluster's slots.", ()),
+    _g("cryptolink_worker_slots", "Slots in the cluster: shards x redundancy.", ()),
+    _g("cryptolink_worker_workers_seen", "Live workers (heartbeats) this worker sees, itself included.", ()),
+    _g(
+        "cryptolink_worker_config_mismatch",
+        "Workers seen with another configuration fingerprint (they do not share the same shards).",
+        (),
+    ),
+    _c(
+        "cryptolink_worker_leases_total",
+        "Lease operations by kind: acquired, renewed, lost (refused renewal or self-fence), released.",
+        ("op",),
+    ),
+    _c(
+        "cryptolink_worker_self_fences_total",
+        "Leases dropped because their renewal could not be confirmed in time.",
+        (),
+    ),
+    _c("cryptolink_worker_renew_failures_total", "Lease renewals that failed on NATS.", ()),
+    _c(
+        "cryptolink_worker_handovers_total",
+        "Slots given away for another worker, by outcome: completed (the new holder started first), timeout.",
+        ("outcome",),
+    ),
+    _g(
+        "cryptolink_worker_last_renew_age_seconds",
+        "Seconds since the last successful heartbeat or lease renewal (absent before the first).",
+        (),
+    ),
     _g("cryptolink_guards_open", "Trading guards open (manager.guard).", ()),
     _g("cryptolink_guards_safe", "Open trading guards that say it is safe to trade now.", ()),
     _c(
@@ -1164,6 +1230,51 @@ def _redis(out: _Families, publisher: PublisherSource | None, reader: ReaderSour
         out.add("cryptolink_status_redis_read_errors_total", (), float(r.errors))
 
 
+WORKER_STATES = ("starting", "active", "fenced", "stopping")
+"""Values of the ``state`` label of ``cryptolink_worker_state``."""
+
+
+def _nats(out: _Families, snap: StatusSnapshot) -> None:
+    n = snap.nats
+    if n is not None:
+        out.add("cryptolink_nats_connected", (), 1.0 if n.connected else 0.0)
+        out.add("cryptolink_nats_accepted_total", (), float(n.accepted))
+        out.add("cryptolink_nats_published_total", (), float(n.published))
+        out.add("cryptolink_nats_acked_total", (), float(n.acked))
+        out.add("cryptolink_nats_duplicates_total", (), float(n.duplicates))
+        out.add("cryptolink_nats_retries_total", (), float(n.retries))
+        for cause, count in sorted(n.lost_by_cause.items()):
+            out.add("cryptolink_nats_lost_total", (cause,), float(count))
+        out.add("cryptolink_nats_buffered", (), float(n.buffered))
+        out.add("cryptolink_nats_in_flight", (), float(n.in_flight))
+        out.add("cryptolink_nats_disconnects_total", (), float(n.disconnects))
+        out.add("cryptolink_nats_reconnects_total", (), float(n.reconnects))
+        out.add("cryptolink_nats_gaps_published_total", (), float(n.gaps_published))
+        for origin, count in sorted(n.snapshots_published.items()):
+            out.add("cryptolink_nats_snapshots_published_total", (origin,), float(count))
+    w = snap.worker
+    if w is not None:
+        _state_set(out, "cryptolink_worker_state", (), WORKER_STATES, w.state)
+        out.add("cryptolink_worker_shards_held", (), float(len(w.held)))
+        out.add("cryptolink_worker_target", (), float(w.target))
+        out.add("cryptolink_worker_slots", (), float(w.slots))
+        out.add("cryptolink_worker_workers_seen", (), float(len(w.workers_seen)))
+        out.add("cryptolink_worker_config_mismatch", (), float(len(w.config_mismatch)))
+        for op, count in (
+            ("acquired", w.leases_acquired),
+            ("renewed", w.leases_renewed),
+            ("lost", w.leases_lost),
+            ("released", w.leases_released),
+        ):
+            out.add("cryptolink_worker_leases_total", (op,), float(count))
+        out.add("cryptolink_worker_self_fences_total", (), float(w.self_fences))
+        out.add("cryptolink_worker_renew_failures_total", (), float(w.renew_failures))
+        out.add("cryptolink_worker_handovers_total", ("completed",), float(w.handovers_completed))
+        out.add("cryptolink_worker_handovers_total", ("timeout",), float(w.handover_timeouts))
+        if w.last_renew_age_s is not None:
+            out.add("cryptolink_worker_last_renew_age_seconds", (), w.last_renew_age_s)
+
+
 def _instance(out: _Families, snap: StatusSnapshot, now_ns: int, clients: int, render_errors: int) -> None:
     out.info("cryptolink_instance_info", (snap.instance_id, __version__))
     healthy, _ = documents.health(snap)
@@ -1261,6 +1372,7 @@ class SnapshotCollector:
             _budgets(out, snap.rest_budgets, self._budget_sums, self._pool_sums)
             _gates(out, snap.stats.gates)
             _redis(out, self.redis, self.cluster)
+            _nats(out, snap)
             _instance(out, snap, self._clock.time_ns(), self.service.clients, self.render_errors)
             return list(out)
 

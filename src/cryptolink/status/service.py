@@ -46,7 +46,9 @@ from cryptolink.status.host import HOST_SAMPLE_TIMEOUT_S, HostFigures, HostReade
 from cryptolink.status.snapshot import RECENT_EVENTS, EventRecord, StatusSnapshot
 
 if TYPE_CHECKING:
+    from cryptolink.cluster.worker import WorkerStatus
     from cryptolink.rest.budget import BudgetStats
+    from cryptolink.sinks.nats import NatsSinkStats
 
 __all__ = [
     "ERROR_LOG_INTERVAL_S",
@@ -56,10 +58,12 @@ __all__ = [
     "STALE_AFTER_INTERVALS",
     "BudgetsProvider",
     "ErrorThrottle",
+    "NatsProvider",
     "PushClient",
     "PushSchedule",
     "RestProvider",
     "StatusService",
+    "WorkerProvider",
     "default_instance_id",
     "send_timeout_s",
 ]
@@ -91,6 +95,12 @@ RestProvider = Callable[[], RestManagerStats | None]
 
 BudgetsProvider = Callable[[], "tuple[BudgetStats, ...]"]
 """Every rate budget of the process (``RateBudgets.stats``), for a process without a REST manager."""
+
+NatsProvider = Callable[[], "NatsSinkStats"]
+"""The NATS sink's counters (``NatsSink.stats``)."""
+
+WorkerProvider = Callable[[], "WorkerStatus"]
+"""This process's scale-out worker state (``Worker.status``)."""
 
 
 def default_instance_id() -> str:
@@ -218,6 +228,8 @@ class StatusService:
         budgets: the process's rate budgets, read once per snapshot when ``rest`` is absent or returns ``None``
             (``RateBudgets.stats``: the engine's REST gateways alone). With a REST manager its ``budgets`` are
             the same set and this provider is not called (see :attr:`StatusSnapshot.rest_budgets`).
+        nats: the NATS sink's counters, read once per snapshot (``NatsSink.stats``; ``None``: no NATS sink).
+        worker: the scale-out worker's state, read once per snapshot (``Worker.status``; ``None``: not a worker).
 
     A provider that raises fails the snapshot pass like the engine's own snapshot does (counted in
     ``snapshot_errors``, logged; the views keep the previous snapshot).
@@ -235,10 +247,14 @@ class StatusService:
         instance_id: str | None = None,
         rest: RestProvider | None = None,
         budgets: BudgetsProvider | None = None,
+        nats: NatsProvider | None = None,
+        worker: WorkerProvider | None = None,
     ) -> None:
         self.manager = manager
         self.rest = rest
         self.budgets = budgets
+        self.nats = nats
+        self.worker = worker
         self.config = config or StatusConfig()
         self.enabled = enabled if enabled is not None else tuple(manager.config.enabled_exchanges())
         self._clock = clock or SystemClock()
@@ -353,6 +369,8 @@ class StatusService:
             host_timeouts=self._host.timeouts,
             rest=rest,
             rest_budgets=rest_budgets,
+            nats=self.nats() if self.nats is not None else None,
+            worker=self.worker() if self.worker is not None else None,
         )
         self._latest = snap
         for listener in tuple(self._listeners):

@@ -18,7 +18,9 @@ from cryptolink.rest.stats import RestManagerStats
 from cryptolink.status.host import HostFigures
 
 if TYPE_CHECKING:
+    from cryptolink.cluster.worker import WorkerStatus
     from cryptolink.rest.budget import BudgetStats
+    from cryptolink.sinks.nats import NatsSinkStats
 
 __all__ = ["EventRecord", "StatusSnapshot"]
 
@@ -61,6 +63,8 @@ class StatusSnapshot:
             (its budgets are the process's, shared with the engine's REST gateways), else those of the
             ``budgets`` provider of the status service (the engine's alone); empty without either. The views read
             the budgets here, never ``rest.budgets``, so nothing is shown twice.
+        nats: the NATS sink's counters (``None``: no ``nats:`` section).
+        worker: this process's scale-out worker state (``None``: not a worker; ``nats.cluster.enabled``).
     """
 
     instance_id: str
@@ -80,6 +84,8 @@ class StatusSnapshot:
     host_timeouts: int = 0
     rest: RestManagerStats | None = None
     rest_budgets: tuple[BudgetStats, ...] = ()
+    nats: NatsSinkStats | None = None
+    worker: WorkerStatus | None = None
 
 
 RECENT_EVENTS = 50

@@ -19,7 +19,13 @@ from cryptolink.status.cluster import ClusterStatus, RedisStatusPublisher
 from cryptolink.status.host import HostSampler
 from cryptolink.status.metrics import MetricsExporter
 from cryptolink.status.server import StatusServer
-from cryptolink.status.service import BudgetsProvider, RestProvider, StatusService
+from cryptolink.status.service import (
+    BudgetsProvider,
+    NatsProvider,
+    RestProvider,
+    StatusService,
+    WorkerProvider,
+)
 
 __all__ = ["StatusSurface"]
 
@@ -38,6 +44,10 @@ class StatusSurface:
             members, groups and budgets go into every snapshot, ``/api/rest`` and ``/metrics``.
         budgets: the process's rate budgets provider (``RateBudgets.stats``), used when there is no REST
             manager (see :class:`~cryptolink.status.service.StatusService`).
+        nats: the NATS sink's counters provider (``NatsSink.stats``): ``/api/nats``, ``nats`` in
+            ``/api/system/status`` (and so in the cluster view), the ``cryptolink_nats_*`` metrics.
+        worker: the scale-out worker's state provider (``Worker.status``): ``worker`` in ``/api/system/status``
+            and the cluster view, ``/api/nats``, the ``cryptolink_worker_*`` metrics.
     """
 
     def __init__(
@@ -49,9 +59,19 @@ class StatusSurface:
         serve_http: bool = True,
         rest: RestProvider | None = None,
         budgets: BudgetsProvider | None = None,
+        nats: NatsProvider | None = None,
+        worker: WorkerProvider | None = None,
     ) -> None:
         self.config = config
-        self.service = StatusService(manager, config, host=HostSampler(disk_path), rest=rest, budgets=budgets)
+        self.service = StatusService(
+            manager,
+            config,
+            host=HostSampler(disk_path),
+            rest=rest,
+            budgets=budgets,
+            nats=nats,
+            worker=worker,
+        )
         self.cluster: ClusterReader | None = None
         self.server: StatusServer | None = None
         self._serve_http = serve_http
