@@ -251,3 +251,10 @@ def test_the_demo_takes_its_status_token_from_the_environment(
     ok = runner.invoke(app, args, env={"CRYPTOLINK__STATUS__TOKEN": "a-long-enough-demo-token"})
     assert ok.exit_code == 0, ok.output
     assert seen[0].host == "0.0.0.0" and seen[0].token.get_secret_value() == "a-long-enough-demo-token"
+
+
+def test_a_bad_nats_url_of_the_demo_is_refused_before_starting(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--nats", "http://127.0.0.1:4222"])
+    assert result.exit_code == 2, result.output
+    assert "--nats: Value error, must start with nats://" in result.output
+    assert not (tmp_path / "demo").exists()

@@ -29,11 +29,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleRenderable, Group
 from rich.live import Live
 from rich.text import Text
 
-from cryptolink.config import StatusConfig
+from cryptolink.config import NatsConfig, StatusConfig
 from cryptolink.errors import CryptolinkError
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import BookUpdate, Gap, Ticker, Trade
@@ -260,10 +260,12 @@ async def demo_main(
     console: Console | None = None,
     seed: int = 7,
     status: StatusConfig | None = None,
+    nats: NatsConfig | None = None,
 ) -> int:
     """The demo as a coroutine (see the module docstring); returns the process exit code (0; 1 when JSONL
-    lines were lost; 2 when the output directory or the status address is refused). ``status``: serve the status
-    API and dashboard (``None`` or ``enabled: false``: not)."""
+    lines were lost or events could not be published to NATS; 2 when the output directory, the status address or
+    NATS is refused). ``status``: serve the status API and dashboard (``None`` or ``enabled: false``: not).
+    ``nats``: also publish every event to NATS JetStream (``docs/nats.md``)."""
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=WIDTH, force_terminal=False, file=console.file)
@@ -277,13 +279,28 @@ async def demo_main(
     started = time.monotonic()
     async with Simulator(exchanges=list(DEMO_EXCHANGES), mode="replay", speed=speed, seed=seed) as sim:
         manager = build_manager(sim.endpoints(), seed=seed)
+        nats_sink = None
+        if nats is not None:
+            from cryptolink.sinks.nats import NatsSink  # nats-py only for --nats
+
+            nats_sink = NatsSink(nats, book_source=manager.book, instance="demo")
         surface = None
         if status is not None and status.enabled:
-            surface = StatusSurface(manager, status, disk_path=out_dir)
+            surface = StatusSurface(
+                manager, status, disk_path=out_dir, nats=nats_sink.stats if nats_sink is not None else None
+            )
             try:  # before the output directory is emptied: a refused address leaves the last run's output
                 await surface.start()
             except (StatusBindError, ValueError) as exc:
                 await surface.stop()
+                console.print(f"error: {exc}", style="bold red")
+                return 2
+        if nats_sink is not None:
+            try:
+                await nats_sink.start()
+            except CryptolinkError as exc:
+                if surface is not None:
+                    await surface.stop()
                 console.print(f"error: {exc}", style="bold red")
                 return 2
         try:
@@ -300,6 +317,10 @@ async def demo_main(
                 loop.add_signal_handler(sig, stop.set)
         sink = JsonlSink(out_dir)
         sink.attach(manager.bus)
+        nats_task = None
+        if nats_sink is not None:
+            nats_sink.attach(manager.bus)
+            nats_task = asyncio.create_task(nats_sink.run())
         for channel in ("trades", "book", "ticker", "gaps"):
             manager.on(channel, _count(counts))  # type: ignore[arg-type]
         dashboard = f" — dashboard {surface.server.url}/" if surface is not None and surface.server else ""
@@ -335,7 +356,18 @@ async def demo_main(
                 "" if out.healthy and not out.lines_dropped else "bold red",
             )
             faults_text = Group(*(_line(x, "dim") for x in (fault_log[-6:] or ["no faults injected yet"])))
-            return Group(head, render_status_table(manager.report_rows()), totals, output, faults_text)
+            parts: list[ConsoleRenderable] = [head, render_status_table(manager.report_rows()), totals, output]
+            if nats_sink is not None:
+                ns = nats_sink.stats()
+                parts.append(
+                    _line(
+                        f"NATS {ns.server or '-'}: {ns.acked:,} acknowledged, {ns.in_flight:,} in flight, "
+                        f"{ns.buffered:,} buffered, {ns.lost:,} lost"
+                        + ("" if ns.connected else " — NOT CONNECTED"),
+                        "" if ns.connected and not ns.lost else "bold red",
+                    )
+                )
+            return Group(*parts, faults_text)
 
         try:
             if console.is_terminal:
@@ -366,6 +398,12 @@ async def demo_main(
             with contextlib.suppress(asyncio.CancelledError):
                 await sink_task
             await sink.aclose()
+            if nats_sink is not None:
+                if nats_task is not None:
+                    nats_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await nats_task
+                await nats_sink.aclose()
     out = sink.stats()
     demo = Section(
         "demo",
@@ -376,15 +414,24 @@ async def demo_main(
             *(f"  {line}" for line in fault_log),
         ],
     )
-    text = manager.report([output_section(out, out_dir), demo])
+    sections = [output_section(out, out_dir)]
+    if nats_sink is not None:
+        sections.append(nats_sink.report_section())
+    text = manager.report([*sections, demo])
     (out_dir / "report.txt").write_text(text)
     console.print(text, highlight=False, markup=False, soft_wrap=True)
     lost = out.lines_dropped > 0 or out.write_errors > 0 or not out.healthy
+    if nats_sink is not None and nats_sink.health().data_lost:
+        lost = True
     return 1 if lost else 0
 
 
 def run_demo(
-    duration_s: float | None, out_dir: Path, faults: bool, status: StatusConfig | None = None
+    duration_s: float | None,
+    out_dir: Path,
+    faults: bool,
+    status: StatusConfig | None = None,
+    nats: NatsConfig | None = None,
 ) -> int:
     """Entry point of ``cryptolink demo`` (blocking); returns the exit code."""
-    return asyncio.run(demo_main(duration_s, out_dir, faults, status=status))
+    return asyncio.run(demo_main(duration_s, out_dir, faults, status=status, nats=nats))

@@ -162,6 +162,7 @@ class NatsSinkStats:
             connected); ``connected`` says whether the link is up.
         stream: what the start-time stream check found: ``created``, ``matches``, ``unchecked``, or ``None`` (not
             checked yet, or it failed: see ``last_error``).
+        closed: :meth:`NatsSink.aclose` ran (the link is closed on purpose).
     """
 
     accepted: int
@@ -185,6 +186,7 @@ class NatsSinkStats:
     last_error: str | None
     server: str | None
     stream: str | None = None
+    closed: bool = False
 
 
 class _Out:
@@ -1089,6 +1091,7 @@ class NatsSink:
             last_error=self._last_error,
             server=self._server(),
             stream=self._stream_state,
+            closed=self._closed,
         )
 
     def health(self) -> SinkHealth:
@@ -1115,7 +1118,8 @@ def nats_section(stats: NatsSinkStats) -> Section:
     lines = [
         f"  {stats.acked:,} acknowledged by JetStream ({stats.duplicates:,} already stored) of {stats.accepted:,} "
         f"events accepted; {stats.published:,} sends, {stats.retries:,} re-sends",
-        f"  server {stats.server or '-'} ({'connected' if stats.connected else 'NOT connected'}), "
+        f"  server {stats.server or '-'} "
+        f"({'connected' if stats.connected else 'closed' if stats.closed else 'NOT connected'}), "
         f"{stats.disconnects} disconnects, {stats.reconnects} reconnects; stream {stats.stream or 'not checked'}",
         f"  peak {stats.max_in_flight:,} in flight, {stats.max_buffered:,} buffered; "
         f"{stats.gaps_published:,} gap events; snapshots "
