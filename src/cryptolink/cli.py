@@ -4,12 +4,15 @@ Commands::
 
     cryptolink [--version]
     cryptolink demo [--duration SECONDS] [--out DIR] [--no-faults] [--status-addr HOST:PORT | --no-status]
+                    [--nats URL ...]
     cryptolink run CONFIG.yaml [--status-addr HOST:PORT | --no-status] [--log-format json|console] [--watch]
     cryptolink record CONFIG.yaml --out FILE [--duration SECONDS]
     cryptolink simulate [--exchange binance|binanceusdm|okx|binancecoinm ...] [--host 127.0.0.1] [--port N]
                         [--mode replay|synthetic] [--speed X] [--faults SPEC] [--seed N]
                         [--rest-limit EXCHANGE=WEIGHT/SECONDS ...] [--replay FILE]
     cryptolink status [--url URL | --redis URL] [--token TOKEN] [--prefix P] [--watch SECONDS]
+    cryptolink tail SUBJECT [--server URL ...] [--from-start | --last N] [--json] [--count N] [--creds FILE]
+                    [--token TOKEN] [--connect-timeout SECONDS]
     cryptolink validate-config CONFIG.yaml
     cryptolink version
 
@@ -17,7 +20,8 @@ Exit codes: 0 success (also after a stop signal on ``run`` and ``simulate``), 1 
 (JSONL lines that could not be written) or a component missing from this build, 2 bad configuration or
 arguments, an unwritable output directory or a symbol the exchange does not list (refused at start), 130
 interrupted (``demo``); ``status``: 0 healthy (stopped instances ignored), 1 unhealthy, an instance unknown or every instance stopped, 2
-unreachable or a bad argument. The heavy parts are imported inside each command, so ``--help``, ``--version`` and
+unreachable or a bad argument; ``tail``: 0 (also after Ctrl-C), 2 for a bad argument, an unreachable server or
+no stream holding the subject. The heavy parts are imported inside each command, so ``--help``, ``--version`` and
 ``validate-config`` start fast and work on their own.
 """
 
@@ -33,7 +37,14 @@ import typer
 from pydantic import ValidationError
 
 from cryptolink import __version__
-from cryptolink.config import ConfigError, CryptolinkConfig, StatusConfig, load_config, status_from_env
+from cryptolink.config import (
+    ConfigError,
+    CryptolinkConfig,
+    NatsConfig,
+    StatusConfig,
+    load_config,
+    status_from_env,
+)
 
 __all__ = ["app", "main"]
 
@@ -167,6 +178,15 @@ def demo(
         str | None, typer.Option("--status-addr", metavar="HOST:PORT", help=_STATUS_ADDR_HELP)
     ] = None,
     no_status: Annotated[bool, typer.Option("--no-status", help="Do not serve the status API.")] = False,
+    nats_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nats",
+            metavar="URL",
+            help="Also publish every event to NATS JetStream at URL (stream CRYPTOLINK, subjects "
+            "cryptolink.<channel>.<exchange>.<symbol>; docs/nats.md); repeat for a cluster's servers.",
+        ),
+    ] = None,
 ) -> None:
     """Run the simulator and a client against it on loopback, show live status (also on the dashboard,
     http://127.0.0.1:8766/), then write a report."""
@@ -176,9 +196,15 @@ def demo(
     except ConfigError as exc:
         _fail(f"error: {exc}", EXIT_BAD_CONFIG)
     status = _status_config(base, status_addr, no_status)
+    nats = None
+    if nats_url:
+        try:
+            nats = NatsConfig.model_validate({"servers": nats_url})
+        except ValidationError as exc:
+            _fail(f"error: --nats: {exc.errors()[0]['msg']}", EXIT_BAD_CONFIG)
     _setup_logging("WARNING", "console")
     try:
-        code = int(run_demo(duration or None, out, not no_faults, status))
+        code = int(run_demo(duration or None, out, not no_faults, status, nats))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -420,6 +446,127 @@ def status(
         _fail(f"error: {view.error}", int(view.code))
     console.print(view.renderable)
     raise typer.Exit(int(view.code))
+
+
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+@app.command("tail")
+def tail_command(
+    subject: Annotated[
+        str,
+        typer.Argument(
+            metavar="SUBJECT",
+            help="NATS subject, wildcards allowed: cryptolink.trades.binance.BTC-USDT, cryptolink.book.*.*, "
+            "cryptolink.>.",
+        ),
+    ],
+    server: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="NATS server URL; repeat for several (default nats://127.0.0.1:4222).",
+        ),
+    ] = None,
+    from_start: Annotated[
+        bool,
+        typer.Option(
+            "--from-start",
+            help="Read the JetStream stream holding SUBJECT from its first message, then live.",
+        ),
+    ] = False,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last", min=1, metavar="N", help="Start with the last N stored messages on SUBJECT, then live."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each raw payload (one JSON object per line).")
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, metavar="N", help="Stop after N messages.")
+    ] = None,
+    creds: Annotated[
+        Path | None, typer.Option("--creds", metavar="FILE", help="NATS .creds file (JWT and seed).")
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            "--connect-timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Give up (exit 2) when no server answered within SECONDS.",
+        ),
+    ] = 5.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            envvar="CRYPTOLINK__NATS__TOKEN",
+            help="NATS authentication token (default: $CRYPTOLINK__NATS__TOKEN). A user and password go in the URL.",
+        ),
+    ] = None,
+) -> None:
+    """Print the events published on a NATS SUBJECT, one line per message (time, subject and the key fields;
+    --json: the raw payload), live by default. Exit 0 (also on Ctrl-C), 2 for a bad argument, an unreachable
+    server or no stream holding SUBJECT. Neither a token nor a URL's password is ever printed."""
+    import sys
+    from urllib.parse import urlsplit
+
+    from cryptolink.redact import redact_url
+
+    if from_start and last is not None:
+        _fail("error: use --from-start or --last, not both", EXIT_BAD_CONFIG)
+    servers = list(server or ["nats://127.0.0.1:4222"])
+    for url in servers:
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in _NATS_SCHEMES and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            _fail(
+                f"error: --server {redact_url(url)}: expected nats://HOST:PORT (or tls://, ws://, wss://)",
+                EXIT_BAD_CONFIG,
+            )
+    if creds is not None and not creds.is_file():
+        _fail(f"error: --creds {creds}: no such file", EXIT_BAD_CONFIG)
+    if token is not None:
+        token = token.strip() or None
+    credentials_cls = _lazy("cryptolink.consumer.reader", "NatsCredentials")
+    unavailable = _lazy("cryptolink.consumer.reader", "NatsUnavailable")
+    run_tail = _lazy("cryptolink.consumer.tail", "tail")
+    tail_error = _lazy("cryptolink.consumer.tail", "TailError")
+    credentials = credentials_cls(token=token, creds_file=creds)
+    try:
+        stats = asyncio.run(
+            run_tail(
+                servers,
+                subject,
+                out=sys.stdout,
+                credentials=credentials,
+                from_start=from_start,
+                last=last,
+                count=count,
+                as_json=as_json,
+                connect_timeout_s=connect_timeout,
+                start_timeout_s=connect_timeout,
+            )
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_OK) from None
+    except BrokenPipeError:  # `cryptolink tail ... | head`
+        raise typer.Exit(EXIT_OK) from None
+    except (tail_error, unavailable) as exc:
+        _fail(f"error: {exc}", EXIT_BAD_CONFIG)
+    if stats.dropped:
+        typer.echo(
+            f"warning: {stats.dropped} messages dropped by the client (printing fell behind)", err=True
+        )
+    raise typer.Exit(EXIT_OK)
 
 
 def main() -> None:

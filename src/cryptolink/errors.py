@@ -26,6 +26,10 @@ The whole tree (each class lives in the module named on its right)::
     ├── GuardClosed (also RuntimeError)      waiting on a closed guard or a stopped manager            guard
     ├── LineFull                             a rate limiter's waiting line is full                     ratelimit.line
     ├── NatsError                            NATS unreachable at start, or a stream that differs       errors
+    │   ├── NatsUnavailable (also ConnectionError)  no NATS server answered a reader in time          consumer.reader
+    │   └── ReaderError                      a stream or durable consumer unusable as asked            consumer.reader
+    ├── MalformedMessage (also ValueError)   a NATS message that is not a cryptolink event             consumer.decode
+    ├── TailError (also ValueError)          a subject or option ``cryptolink tail`` cannot use        consumer.tail
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 
 Library errors (``websockets``, ``aiohttp``, ``OSError``, ``TimeoutError``, ``msgspec``) are mapped onto this
