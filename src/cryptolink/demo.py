@@ -356,7 +356,12 @@ async def demo_main(
                 "" if out.healthy and not out.lines_dropped else "bold red",
             )
             faults_text = Group(*(_line(x, "dim") for x in (fault_log[-6:] or ["no faults injected yet"])))
-            parts: list[ConsoleRenderable] = [head, render_status_table(manager.report_rows()), totals, output]
+            parts: list[ConsoleRenderable] = [
+                head,
+                render_status_table(manager.report_rows()),
+                totals,
+                output,
+            ]
             if nats_sink is not None:
                 ns = nats_sink.stats()
                 parts.append(

@@ -203,7 +203,8 @@ class BookSync:
         self._target = 0
         self._behind_in_row = 0
         self._older_refusals = 0
-        self._emitted_seq: int | None = None  # sequence of the last BookUpdate emitted (prev_sequence of the next)
+        # the sequence of the last BookUpdate emitted: the prev_sequence of the next one
+        self._emitted_seq: int | None = None
         self.id_restarts = 0
         self.gaps = 0
         self.checksum_failures = 0
