@@ -30,6 +30,9 @@ The whole tree (each class lives in the module named on its right)::
     │   └── ReaderError                      a stream or durable consumer unusable as asked            consumer.reader
     ├── MalformedMessage (also ValueError)   a NATS message that is not a cryptolink event             consumer.decode
     ├── TailError (also ValueError)          a subject or option ``cryptolink tail`` cannot use        consumer.tail
+    ├── ClusterError                         a lease bucket or worker manager unusable for scale-out   cluster.leases
+    │   ├── LeaseStoreError                  a lease operation failed on NATS (timeout, unreachable)   cluster.leases
+    │   └── LeaseLost                        a renewal refused: the lease key moved on (fencing)       cluster.leases
     └── DemoOutputError                      the demo's output directory holds foreign files           demo
 
 Library errors (``websockets``, ``aiohttp``, ``OSError``, ``TimeoutError``, ``msgspec``) are mapped onto this
