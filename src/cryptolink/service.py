@@ -69,6 +69,9 @@ from cryptolink.sinks.jsonl import JsonlSink, JsonlSinkStats, OutputDirError, js
 from cryptolink.status.surface import StatusSurface
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+    from cryptolink.cluster.worker import Worker, WorkerStatus
     from cryptolink.sinks.nats import NatsSink
 
 __all__ = [
@@ -162,10 +165,25 @@ async def serve(
         if manager is not None
         else RateBudgets.from_config(config.rest.limits, SystemClock())
     )
-    manager = manager or ExchangeManager(config, rest_budgets=budgets)
+    worker_mode = config.nats is not None and config.nats.cluster.enabled
+    if manager is None:
+        if worker_mode:
+            from cryptolink.cluster.worker import (
+                idle_config,  # a worker's manager runs only the shards it holds
+            )
+
+            manager = ExchangeManager(idle_config(config), rest_budgets=budgets)
+        else:
+            manager = ExchangeManager(config, rest_budgets=budgets)
     rest = RestManager(config.rest, budgets=budgets)
     reloader: ConfigReloader | None = None
-    if reload is not None:
+    ignore_reload = worker_mode and reload is not None
+    if ignore_reload:
+        log.warning(
+            "a cluster worker does not reload its configuration (every worker must run the same one): SIGHUP "
+            "and --watch are ignored; restart the workers one by one to change it"
+        )
+    elif reload is not None:
         reloader = ConfigReloader(
             config,
             manager,
@@ -179,6 +197,9 @@ async def serve(
             reloader.add_listener(reload.on_reload)
 
     def on_signal(sig: signal.Signals) -> None:
+        if sig is RELOAD_SIGNAL and ignore_reload:
+            log.warning("%s received: ignored (a cluster worker does not reload its configuration)", sig.name)
+            return
         if sig is RELOAD_SIGNAL and reloader is not None:
             if stop.is_set():
                 reloader.close()  # the request below is counted as ignored
@@ -209,7 +230,7 @@ async def serve(
             list(sinks),
             on_status,
             reloader,
-            reload.watch_interval_s if reload is not None else None,
+            reload.watch_interval_s if reload is not None and not ignore_reload else None,
             rest,
         )
     finally:
@@ -251,6 +272,17 @@ async def _serve(
             return RunResult("", EXIT_REFUSED, error=str(exc))
     manager.add_event_listener(log_connection_event)  # every connection event as a structured log record
     nats_sink = _nats_sink(config, manager)
+    worker: Worker | None = None
+    worker_nc: NatsClient | None = None
+    if config.nats is not None and config.nats.cluster.enabled:
+        try:
+            worker, worker_nc = await _worker(config, manager)
+        except CryptolinkError as exc:  # NatsUnavailable: no NATS server answers; ConfigError
+            log.error("refusing to start: %s", exc)
+            manager.remove_event_listener(log_connection_event)
+            if sink is not None:
+                await sink.aclose()
+            return RunResult("", EXIT_REFUSED, error=str(exc))
     # always: the report and the Redis status run without the HTTP API too (status.enabled: false)
     status = StatusSurface(
         manager,
@@ -260,6 +292,7 @@ async def _serve(
         rest=rest.stats if rest is not None else None,
         budgets=manager.rest_budgets.stats,
         nats=nats_sink.stats if nats_sink is not None else None,
+        worker=worker.status if worker is not None else None,
     )
     try:
         if rest is not None:
@@ -275,6 +308,8 @@ async def _serve(
             await sink.aclose()
         if nats_sink is not None:
             await nats_sink.aclose()
+        if worker_nc is not None:
+            await _close_nats(worker_nc)
         return RunResult("", EXIT_REFUSED, error=str(exc))
     if on_status is not None:
         try:
@@ -301,10 +336,15 @@ async def _serve(
         task.add_done_callback(functools.partial(on_sink_done, name=type(each).__name__))
         tasks.append(task)
     watcher: asyncio.Task[None] | None = None
+    worker_task: asyncio.Task[None] | None = None
     try:
         try:
             await manager.start()
-        except BadSymbol as exc:
+            if worker is not None:
+                await worker.start()  # ClusterError: the lease bucket cannot serve leases
+                worker_task = asyncio.create_task(worker.run(), name="cluster-worker")
+                worker_task.add_done_callback(_on_worker_done)
+        except (BadSymbol, CryptolinkError) as exc:
             log.error("refusing to start: %s", exc)
             return RunResult("", EXIT_REFUSED, error=str(exc))
         if reloader is not None:
@@ -315,6 +355,16 @@ async def _serve(
                 log.info("watching %s for changes (every %g s)", reloader.path, watch_interval_s)
         await stop.wait()
     finally:
+        if worker is not None:
+            try:  # releases every lease and stops its shards (each kept until its new holder runs it)
+                await worker.aclose()
+            except Exception:
+                log.exception("closing the cluster worker failed; going on with the stop")
+            if worker_task is not None:
+                worker_task.cancel()
+                await asyncio.gather(worker_task, return_exceptions=True)
+            if worker_nc is not None:
+                await _close_nats(worker_nc)
         if watcher is not None:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -333,6 +383,8 @@ async def _serve(
                 failed.append(f"{type(each).__name__} close: {type(exc).__name__}: {exc}")
                 log.error("%s sink: closing failed", type(each).__name__, exc_info=exc)
     extra = [each.report_section() for each in sinks]
+    if worker is not None:
+        extra.append(worker_section(worker.status()))
     if rest is not None and (rest_stats := rest.stats()).members:
         extra.append(rest_report_section(rest_stats))
     reloads = reloader.stats() if reloader is not None else None
@@ -368,6 +420,66 @@ def _nats_sink(config: CryptolinkConfig, manager: ExchangeManager) -> NatsSink |
 
     instance = config.status.instance_id or default_instance_id()
     return NatsSink(config.nats, book_source=manager.book, instance=instance)
+
+
+async def _worker(config: CryptolinkConfig, manager: ExchangeManager) -> tuple[Worker, NatsClient]:
+    """The scale-out worker of ``nats.cluster`` on a NATS connection of its own (the sink's carries the data).
+
+    Raises:
+        NatsUnavailable: no NATS server answered within ``nats.connect_timeout_s`` (x2).
+    """
+    from cryptolink.cluster.worker import Worker, default_worker_id
+    from cryptolink.consumer.reader import NatsCredentials, connect_nats
+
+    nats_cfg = config.nats
+    assert nats_cfg is not None
+    worker_id = nats_cfg.cluster.worker_id or default_worker_id()
+    nc = await connect_nats(
+        nats_cfg.servers,
+        NatsCredentials.from_config(nats_cfg),
+        connect_timeout_s=nats_cfg.connect_timeout_s,
+        start_timeout_s=2 * nats_cfg.connect_timeout_s,
+        reconnect_wait_s=nats_cfg.reconnect_wait_s,
+        name=f"cryptolink-worker-{worker_id}",
+    )
+    try:
+        return Worker(config, manager, nc=nc), nc
+    except Exception:
+        await _close_nats(nc)
+        raise
+
+
+async def _close_nats(nc: NatsClient) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), 5.0)
+    except Exception:
+        log.exception("closing the worker's NATS connection failed")
+
+
+def _on_worker_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the cluster worker stopped; it holds no shard any more", exc_info=exc)
+
+
+def worker_section(status: WorkerStatus) -> Section:
+    """The report section of a cluster worker: who it was, what it held at the end, its lease counters."""
+    held = ", ".join(f"{h.shard}#{h.replica}" for h in status.held) or "none"
+    return Section(
+        "cluster worker",
+        [
+            f"  {status.worker_id} ({status.state}); {len(status.workers_seen)} workers seen; "
+            f"target {status.target} of {status.slots} slots; held at the end: {held}",
+            f"  leases: {status.leases_acquired} acquired, {status.leases_renewed} renewed, "
+            f"{status.leases_lost} lost ({status.self_fences} self-fenced), {status.leases_released} released; "
+            f"{status.renew_failures} renew failures; handovers {status.handovers} "
+            f"({status.handovers_completed} completed, {status.handover_timeouts} timed out)",
+            *(
+                [f"  WORKERS WITH ANOTHER CONFIGURATION: {', '.join(status.config_mismatch)}"]
+                if status.config_mismatch
+                else []
+            ),
+        ],
+    )
 
 
 def _follow_reload(status: StatusSurface, reloader: ConfigReloader, outcome: ReloadOutcome) -> None:

@@ -351,11 +351,13 @@ class StatusService:
             rest_budgets = tuple(rest.budgets)  # the process's budgets: the provider's would be the same set
         else:
             rest_budgets = tuple(self.budgets()) if self.budgets is not None else ()
+        worker = self.worker() if self.worker is not None else None
         snap = StatusSnapshot(
             instance_id=self.instance_id,
             taken_ns=self._clock.time_ns(),
             started_ns=self.started_ns,
-            enabled=self.enabled,
+            # a worker must run the shards it holds (entry names = shard ids), not the configuration's entries
+            enabled=tuple(sorted(worker.shard_ids)) if worker is not None else self.enabled,
             stats=stats,
             rows=tuple(rows),
             events=recent,
@@ -370,7 +372,7 @@ class StatusService:
             rest=rest,
             rest_budgets=rest_budgets,
             nats=self.nats() if self.nats is not None else None,
-            worker=self.worker() if self.worker is not None else None,
+            worker=worker,
         )
         self._latest = snap
         for listener in tuple(self._listeners):
