@@ -18,7 +18,9 @@ def blocks(lang: str) -> list[str]:
 
 
 def test_readme_yaml_is_a_valid_config() -> None:
-    yaml_text, rest_text = blocks("yaml")
+    yaml_text, rest_text, nats_text = blocks("yaml")
+    workers = CryptolinkConfig.from_yaml_text(nats_text, env={})
+    assert workers.nats is not None and workers.nats.cluster.enabled and workers.nats.cluster.redundancy == 2
     cfg = CryptolinkConfig.from_yaml_text(yaml_text, env={})
     assert set(cfg.exchanges) == {"binance", "binance-perp", "okx"}
     rest = RestConfig.from_yaml_text(rest_text)
