@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -224,8 +225,13 @@ class PrivateServer:
         while await stream.readline():
             pass
 
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGCONT)  # a frozen server cannot stop
             self._proc.terminate()
             await self._proc.wait()
         if self._drain is not None:
@@ -569,6 +575,30 @@ async def test_server_killed_while_publishing_every_event_is_stored_once(tmp_pat
     assert sorted(ids) == list(range(300))  # every event, once
     st = sink.stats()
     assert (st.lost, st.acked, st.disconnects, st.reconnects) == (0, 300, 1, 1)
+
+
+async def test_a_frozen_server_spends_no_attempt_and_everything_lands_once_it_answers(tmp_path: Path) -> None:
+    """SIGSTOP: the link looks up but nothing is answered. Timed-out messages wait (no attempt spent, no loss as
+    ``attempts``) instead of burning ``max_attempts`` re-sends into a server that cannot answer; after SIGCONT
+    every event is stored exactly once."""
+    async with private_server(tmp_path / "store") as server:
+        cfg = config([server.url], ack_timeout_s=0.3, max_attempts=2, stream={"storage": "file"})
+        sink = NatsSink(cfg)
+        async with running(sink):
+            sink.write(trade(0))
+            assert await sink.flush(10)  # the stream answers
+            server.signal(signal.SIGSTOP)
+            for i in range(1, 21):
+                sink.write(trade(i))
+            await asyncio.sleep(2.0)  # more than max_attempts x ack_timeout_s: each would have been lost
+            frozen = sink.stats()
+            server.signal(signal.SIGCONT)
+            assert await sink.flush(20)
+        msgs = await read_stream(cfg.stream.name, server.url)
+    assert frozen.lost == 0 and frozen.buffered + frozen.in_flight == 20
+    assert "answered nothing" in (frozen.last_error or "")
+    assert sorted(int(decode(m).trade_id) for m in msgs) == list(range(21))  # type: ignore[union-attr]
+    assert sink.stats().lost == 0
 
 
 async def test_not_required_at_start_buffers_until_the_server_comes(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ so a message too large would only ever time out.) Each acknowledgement is checke
   in flight: sent again with the same id (a copy the server did store is then dropped as a duplicate). Messages to
   send again go before every newer message, in their original order (after a refusal they back off first:
   :data:`RETRY_BASE_S` doubling per send, at most ``ack_timeout_s``). After ``max_attempts`` sends a message is
-  lost (cause ``attempts``).
+  lost (cause ``attempts``). When NATS answered nothing at all since a timed-out message was sent (a frozen or
+overloaded server, a leader election, while the link still looks up), the timeouts spend no attempt: the messages
+wait ``ack_timeout_s`` and go first once it answers, as after a lost link.
 
 Order is kept except in two cases the sink cannot see into: a message whose acknowledgement timed out while newer
 ones were stored, and, when the link drops, the few messages nats-py had queued but not yet written (it writes
@@ -352,6 +354,8 @@ class NatsSink:
         self._first_round_failed = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight_added = asyncio.Event()
+        self._last_answer: float | None = None  # monotonic time of the last answer JetStream gave (any)
+        self._unanswered = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -817,6 +821,7 @@ class NatsSink:
             token = int(msg.subject.rpartition(".")[2])
         except ValueError:
             return
+        self._last_answer = self._clock.monotonic()  # any answer, late ones included: the server responds
         out = self._inflight.pop(token, None)
         if out is None:
             return  # a late answer to a send that already timed out (its re-send will be acknowledged)
@@ -897,8 +902,26 @@ class NatsSink:
                     break
                 del self._inflight[token]
                 expired.append(out)
-            for out in expired:
-                self._fail(out, f"no acknowledgement within {self._ack_timeout_s:g} s", reordered=True)
+            sent_at = expired[0].deadline - self._ack_timeout_s if expired else now
+            if self._last_answer is None or self._last_answer < sent_at:
+                # Nothing at all was answered since the oldest of them was sent: the server (or the path to
+                # it) is not responding — frozen, overloaded, electing a leader — though the link looks up.
+                # Like a lost link, this spends no attempt: they wait, back off, and go first when it answers.
+                self._unanswered += len(expired)
+                self._note_error(
+                    f"NATS answered nothing for {now - sent_at:.1f} s: {len(expired)} messages held to send "
+                    f"again ({len(self._buffer) + len(self._retry)} buffered, bound {self._max_buffer})"
+                )
+                for out in expired:
+                    out.attempts -= 1
+                    out.not_before = now + self._ack_timeout_s
+                    if out.key[3] == Channel.BOOK.value and out.origin not in _DERIVED:
+                        self._needs_snapshot.add((out.key[0] or out.key[1], out.key[2]))
+                    heapq.heappush(self._retry, out)
+                self._wake.set()
+            else:
+                for out in expired:
+                    self._fail(out, f"no acknowledgement within {self._ack_timeout_s:g} s", reordered=True)
             self._check_idle()
 
     def _check_idle(self) -> None:
