@@ -348,3 +348,39 @@ def test_the_instance_view_has_a_rest_line_only_when_there_is_rest() -> None:
         line
         == "rest: 3 members (healthy 2, offline 1), 1 groups, 2 budgets, 1 in fallback (Redis unreachable)"
     )
+
+
+def test_the_instance_view_has_nats_and_worker_lines_only_for_them() -> None:
+    from cryptolink.status.table import instance_view
+
+    def render(doc: dict[str, Any]) -> list[str]:
+        out = io.StringIO()
+        Console(file=out, width=200, color_system=None).print(instance_view(doc))
+        return out.getvalue().splitlines()
+
+    doc = status_doc("i-1")
+    assert not [x for x in render(doc) if x.startswith(("nats:", "worker "))]
+    doc["nats"] = {
+        "connected": False,
+        "acked": 9709,
+        "duplicates": 1000,
+        "buffered": 12,
+        "in_flight": 3,
+        "lost": 7,
+    }
+    doc["worker"] = {
+        "worker_id": "w1",
+        "state": "active",
+        "slots": 6,
+        "target": 2,
+        "workers_seen": ["w1", "w2", "w3"],
+        "held": [{"shard": "binance", "replica": 0}, {"shard": "okx", "replica": 1}],
+        "leases_lost": 1,
+        "config_mismatch": ["w9"],
+    }
+    lines = render(doc)
+    assert "nats: NOT CONNECTED, 9,709 acked (1,000 duplicates), 12 buffered, 3 in flight, 7 lost" in lines
+    assert (
+        "worker w1 (active): 2 of 6 slots held (target 2; 3 workers): binance#0, okx#1; 1 leases lost; "
+        "ANOTHER CONFIGURATION: w9"
+    ) in lines

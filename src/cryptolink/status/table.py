@@ -290,14 +290,59 @@ def _rest_line(status: dict[str, Any]) -> Text | None:
     return line
 
 
+def _nats_line(status: dict[str, Any]) -> Text | None:
+    """``nats: connected, 9,709 acked (1,000 duplicates), 0 lost, 12 buffered`` from the ``nats`` extra (the NATS
+    sink); ``None`` without a sink."""
+    nats = status.get("nats")
+    if not isinstance(nats, dict):
+        return None
+    connected = nats.get("connected") is True
+    line = Text("nats: ")
+    line.append("connected" if connected else "NOT CONNECTED", style="" if connected else "bold red")
+    line.append(
+        _visible(
+            f", {nats.get('acked', 0):,} acked ({nats.get('duplicates', 0):,} duplicates), "
+            f"{nats.get('buffered', 0):,} buffered, {nats.get('in_flight', 0):,} in flight"
+        )
+    )
+    lost = nats.get("lost") or 0
+    line.append(_visible(f", {lost:,} lost"), style="bold red" if lost else "")
+    return line
+
+
+def _worker_line(status: dict[str, Any]) -> Text | None:
+    """``worker w1 (active): 2 of 6 slots held (target 2; 3 workers): binance#0, okx#1; 0 leases lost`` from the
+    ``worker`` extra; ``None`` when the instance is not a cluster worker."""
+    w = status.get("worker")
+    if not isinstance(w, dict):
+        return None
+    raw = w.get("held")
+    held = [h for h in raw if isinstance(h, dict)] if isinstance(raw, list) else []
+    names = ", ".join(_visible(f"{h.get('shard')}#{h.get('replica')}") for h in held) or "none"
+    seen = w.get("workers_seen")
+    line = Text(
+        _visible(
+            f"worker {w.get('worker_id')} ({w.get('state')}): {len(held)} of {w.get('slots', 0)} slots held "
+            f"(target {w.get('target', 0)}; {len(seen) if isinstance(seen, list) else 0} workers): {names}; "
+            f"{w.get('leases_lost', 0)} leases lost"
+        )
+    )
+    mismatch = w.get("config_mismatch")
+    if isinstance(mismatch, list) and mismatch:
+        line.append(_visible(f"; ANOTHER CONFIGURATION: {', '.join(map(str, mismatch))}"), style="bold red")
+    if w.get("state") == "fenced":
+        line.stylize("bold red")
+    return line
+
+
 def instance_view(status: dict[str, Any]) -> RenderableType:
     """One instance: header line, connection table, the REST manager's line (when it has members or budgets)
     and (when unhealthy) the reasons."""
     parts: list[RenderableType] = [_header(status)]
     parts.append(_connections_table(_section(status, "exchange_connections").get("connections") or []))
-    rest = _rest_line(status)
-    if rest is not None:
-        parts.append(rest)
+    for line in (_rest_line(status), _nats_line(status), _worker_line(status)):
+        if line is not None:
+            parts.append(line)
     reasons = _reasons(status)
     if reasons is not None:
         parts.append(reasons)
