@@ -233,7 +233,9 @@ def test_the_demo_takes_its_status_token_from_the_environment(
 
     seen: list[Any] = []
 
-    def fake_run_demo(duration: float | None, out: Path, faults: bool, status: Any = None) -> int:
+    def fake_run_demo(
+        duration: float | None, out: Path, faults: bool, status: Any = None, nats: Any = None
+    ) -> int:
         seen.append(status)
         return 0
 

@@ -851,6 +851,17 @@ class NatsConfig(_Section):
     cluster: NatsClusterConfig = NatsClusterConfig()
 
     @model_validator(mode="after")
+    def _retries_within_the_duplicate_window(self) -> NatsConfig:
+        span = self.ack_timeout_s * self.max_attempts
+        if span >= self.stream.duplicate_window_s:
+            raise ValueError(
+                f"ack_timeout_s x max_attempts ({span:g} s) must be below stream.duplicate_window_s "
+                f"({self.stream.duplicate_window_s:g} s): a re-send after the window is no longer recognized as "
+                "a copy and the stream would hold the event twice"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _credentials(self) -> NatsConfig:
         if self.token is not None and (self.user is not None or self.password is not None):
             raise ValueError("give either token or user and password, not both")

@@ -18,11 +18,13 @@ import msgspec
 import nats
 import nats.js.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg, StorageType, StreamConfig
 
 from cryptolink.book.orderbook import BookState, OrderBook
 from cryptolink.clock import FakeClock
 from cryptolink.config import NatsConfig
+from cryptolink.consumer.books import BookRebuilder
 from cryptolink.errors import NatsError
 from cryptolink.models import BookUpdate, Channel, Gap, GapCause, Side, Ticker, Trade
 from cryptolink.sinks.base import Sink
@@ -450,7 +452,7 @@ async def test_too_large_for_the_configured_stream_is_refused_before_sending() -
 async def test_resends_go_before_newer_events_in_their_original_order() -> None:
     """No stream captures the subjects at first (no responders): the first events back off and are sent again;
     once the stream exists they are stored before everything written after them."""
-    cfg = config(streams="off", max_pending_acks=4, max_attempts=50, channels=["trades"])
+    cfg = config(streams="off", max_pending_acks=4, max_attempts=50, ack_timeout_s=2, channels=["trades"])
     sink = NatsSink(cfg)
     nc = await nats.connect(NATS_URL)
     js = nc.jetstream()
@@ -553,6 +555,7 @@ async def test_server_killed_while_publishing_every_event_is_stored_once(tmp_pat
             max_pending_acks=20,
             reconnect_wait_s=0.1,
             ack_timeout_s=30,  # what was in flight is sent again when the link returns, not after a timeout
+            max_attempts=3,
             stream={"storage": "file"},
         )
         sink = NatsSink(cfg)
@@ -617,6 +620,34 @@ async def test_not_required_at_start_buffers_until_the_server_comes(tmp_path: Pa
         msgs = await read_stream(cfg.stream.name, server.url)
     assert [decode(m) for m in msgs] == [trade(i) for i in range(5)]
     assert sink.stats().stream == "created"
+
+
+async def test_sends_later_than_the_duplicate_window_are_counted_and_reported(tmp_path: Path) -> None:
+    """Events held longer than the stream's duplicate window (NATS away) can no longer be recognized as copies:
+    the sink says so in its counters and report. A config whose retries outlast the window is refused."""
+    async with private_server(tmp_path / "store", start=False) as server:
+        cfg = config(
+            [server.url],
+            require_at_start=False,
+            reconnect_wait_s=0.1,
+            connect_timeout_s=1,
+            ack_timeout_s=0.2,
+            max_attempts=2,
+            stream={"duplicate_window_s": 1},
+        )
+        sink = NatsSink(cfg)
+        async with running(sink):
+            sink.write(trade(0))
+            await asyncio.sleep(1.5)  # held longer than the 1 s window
+            sink.write(trade(1))
+            await server.start()
+            await sink.wait_link(up=True)
+            assert await sink.flush(10)
+    st = sink.stats()
+    assert (st.late_sends, st.acked, st.lost) == (1, 2, 0)
+    assert "1 sends later than the stream's duplicate window" in "\n".join(sink.report_section().lines)
+    with pytest.raises(ValueError, match=r"ack_timeout_s x max_attempts \(250 s\) must be below"):
+        config(ack_timeout_s=25, max_attempts=10)
 
 
 async def test_required_at_start_refuses_when_no_server_answers(tmp_path: Path) -> None:
@@ -730,3 +761,55 @@ async def test_a_password_never_reaches_errors_logs_or_the_report(
     assert any(
         f"nats://127.0.0.1:{server.port}" in t for t in texts
     )  # the server is named, without credentials
+
+
+async def test_a_refused_book_delta_sent_again_late_brings_a_snapshot_so_readers_resume() -> None:
+    """A transient refusal (10008 during a leader election) of one delta while newer ones are stored: the re-send
+    lands after them, so the sink publishes a snapshot of the book before its next delta, and a reader of the
+    stream is live again there (found by review: only timeouts and lost links used to do this)."""
+    cfg = config(streams="off", channels=["book"], snapshot_interval_s=0, max_pending_acks=10)
+    root = cfg.subject_root
+    nc = await nats.connect(NATS_URL)
+    stored: list[bytes] = []
+    ids: set[str] = set()
+    refused: list[str] = []
+
+    async def responder(msg: Msg) -> None:  # a stand-in for JetStream that refuses delta 2 once
+        mid = (msg.headers or {})[MSG_ID_HEADER]
+        if mid.endswith(":d:2") and not refused:
+            refused.append(mid)
+            await msg.respond(
+                b'{"error":{"code":503,"err_code":10008,"description":"temporarily unavailable"}}'
+            )
+            return
+        dup = mid in ids
+        if not dup:
+            ids.add(mid)
+            stored.append(msg.data)
+        await msg.respond(msgspec.json.encode({"stream": "X", "seq": len(stored), "duplicate": dup}))
+
+    await nc.subscribe(f"{root}.>", cb=responder)
+    await nc.flush()
+    books = {(FEED, SYMBOL): live_book(0)}
+    sink = NatsSink(cfg, book_source=books_source(books))
+    try:
+        async with running(sink):
+            sink.write(engine_snapshot(0))
+            for s in range(1, 6):
+                books[(FEED, SYMBOL)] = live_book(s)
+                sink.write(delta(s))
+            assert await sink.flush(10)
+            for s in range(6, 9):
+                books[(FEED, SYMBOL)] = live_book(s)
+                sink.write(delta(s))
+            assert await sink.flush(10)
+    finally:
+        await nc.close()
+    events = [msgspec.json.decode(d, type=BookUpdate) for d in stored]
+    rebuilder = BookRebuilder()
+    for e in events:
+        rebuilder.feed(e)
+    assert refused and sink.stats().snapshots_published["after_loss"] == 1
+    assert rebuilder.stats().books_live == 1
+    book = rebuilder.book("binance", SYMBOL)
+    assert book is not None and book.sequence == 8

@@ -165,6 +165,10 @@ class NatsSinkStats:
         stream: what the start-time stream check found: ``created``, ``matches``, ``unchecked``, or ``None`` (not
             checked yet, or it failed: see ``last_error``).
         closed: :meth:`NatsSink.aclose` ran (the link is closed on purpose).
+        late_sends: sends made more than ``stream.duplicate_window_s`` after the event was accepted (it waited
+            out a long outage): if a copy was stored before (an earlier send of ours whose acknowledgement was
+            lost, or another collector's), JetStream no longer recognizes this one, and the stream may hold the
+            event twice (readers drop repeated trade ids and book sequences).
     """
 
     accepted: int
@@ -189,12 +193,14 @@ class NatsSinkStats:
     server: str | None
     stream: str | None = None
     closed: bool = False
+    late_sends: int = 0
 
 
 class _Out:
     """One message to publish (and, until it is acknowledged or lost, everything needed to send it again)."""
 
     __slots__ = (
+        "accepted_at",
         "attempts",
         "deadline",
         "event_ms",
@@ -233,6 +239,9 @@ class _Out:
         self.attempts = 0
         self.deadline = 0.0
         self.not_before = 0.0  # monotonic time before which a re-send waits (back-off after a refusal)
+        self.accepted_at = (
+            0.0  # monotonic time the sink took it (the duplicate window counts from about then)
+        )
 
     def __lt__(self, other: _Out) -> bool:
         return self.seq < other.seq
@@ -300,6 +309,8 @@ class NatsSink:
         self._ack_timeout_s = config.ack_timeout_s
         self._max_attempts = config.max_attempts
         self._snapshot_interval_s = config.snapshot_interval_s
+        self._dup_window_s = config.stream.duplicate_window_s
+        self._late_sends = 0
         self._max_msg_size = config.stream.max_msg_size if config.streams != "off" else 64 * 1024 * 1024
         self._secrets = self._secret_texts(config)
         self._encode = msgspec.json.Encoder().encode
@@ -657,7 +668,9 @@ class NatsSink:
             )
             return None
         headers = {MSG_ID_HEADER: msg_id} if msg_id is not None else None
-        return _Out(next(self._seq), subj, payload, headers, key, event.exchange_symbol, ms, origin, loss)
+        out = _Out(next(self._seq), subj, payload, headers, key, event.exchange_symbol, ms, origin, loss)
+        out.accepted_at = self._clock.monotonic()
+        return out
 
     def _subject_of(self, event: NatsEvent) -> str:
         k = (str(event.channel), event.exchange, event.symbol)
@@ -785,7 +798,10 @@ class NatsSink:
     async def _send(self, nc: Client, out: _Out) -> None:
         token = next(self._tokens)
         out.attempts += 1
-        out.deadline = self._clock.monotonic() + self._ack_timeout_s
+        now = self._clock.monotonic()
+        out.deadline = now + self._ack_timeout_s
+        if now - out.accepted_at > self._dup_window_s:
+            self._late_sends += 1  # a copy stored earlier (ours, another collector's) is no longer recognized
         self._inflight[token] = out  # before the await: an ack can only be matched to a message in flight
         n = len(self._inflight)
         if n > self._max_in_flight:
@@ -856,7 +872,7 @@ class NatsSink:
         self._check_idle()
         self._wake.set()
 
-    def _fail(self, out: _Out, reason: str, *, back_off: bool = False, reordered: bool = False) -> None:
+    def _fail(self, out: _Out, reason: str, *, back_off: bool = False) -> None:
         """One send of ``out`` failed: send it again, or lose it after ``max_attempts`` sends.
 
         ``back_off`` (the server answered with a refusal, or the send raised): the re-send waits
@@ -864,12 +880,12 @@ class NatsSink:
         (no responders right after a server restart, a leader election) does not use up every attempt at once.
         A timeout or a lost link re-sends at once (the time has passed already, or the link is new).
 
-        ``reordered`` (no acknowledgement in time, or the link dropped): the server may have stored newer
-        messages before this one's re-send lands (messages acknowledged meanwhile, or the ones nats-py still held
-        and writes first when the link returns); for a book message, the book gets a fresh snapshot before its
-        next delta, so a consumer that saw the deltas out of order resumes there."""
+        Whatever the failure, newer messages may be stored before this one's re-send lands (messages sent after it
+        and acknowledged meanwhile, or the ones nats-py still held and writes first when the link returns): for a
+        book message the book gets a fresh snapshot before its next delta, so a consumer that saw the deltas out
+        of order resumes there."""
         self._note_error(reason)
-        if reordered and out.key[3] == Channel.BOOK.value and out.origin not in _DERIVED:
+        if out.key[3] == Channel.BOOK.value and out.origin not in _DERIVED:
             self._needs_snapshot.add((out.key[0] or out.key[1], out.key[2]))
         if out.attempts >= self._max_attempts:
             self._lose_out(out, "attempts", f"{reason} ({out.attempts} sends)")
@@ -921,7 +937,7 @@ class NatsSink:
                 self._wake.set()
             else:
                 for out in expired:
-                    self._fail(out, f"no acknowledgement within {self._ack_timeout_s:g} s", reordered=True)
+                    self._fail(out, f"no acknowledgement within {self._ack_timeout_s:g} s")
             self._check_idle()
 
     def _check_idle(self) -> None:
@@ -1025,7 +1041,7 @@ class NatsSink:
         pending = list(self._inflight.values())
         self._inflight.clear()
         for out in pending:
-            self._fail(out, "NATS link lost with the message in flight", reordered=True)
+            self._fail(out, "NATS link lost with the message in flight")
         self._check_idle()
 
     async def _on_reconnected(self) -> None:
@@ -1115,6 +1131,7 @@ class NatsSink:
             server=self._server(),
             stream=self._stream_state,
             closed=self._closed,
+            late_sends=self._late_sends,
         )
 
     def health(self) -> SinkHealth:
@@ -1155,6 +1172,11 @@ def nats_section(stats: NatsSinkStats) -> Section:
         )
     if stats.buffered or stats.in_flight:
         lines.append(f"  {stats.buffered:,} buffered, {stats.in_flight:,} awaiting acknowledgement")
+    if stats.late_sends:
+        lines.append(
+            f"  {stats.late_sends:,} sends later than the stream's duplicate window (after a long outage): "
+            "the stream may hold those events twice"
+        )
     if stats.open_losses:
         lines.append(f"  {stats.open_losses} streams lost events not yet reported by a gap event")
     if stats.last_error and not stats.lost:

@@ -642,6 +642,12 @@ SPECS: tuple[MetricSpec, ...] = (
         (),
     ),
     _c(
+        "cryptolink_nats_late_sends_total",
+        "Sends made later than the stream's duplicate window after the event was accepted (after a long outage): "
+        "JetStream can no longer recognize them as copies.",
+        (),
+    ),
+    _c(
         "cryptolink_nats_snapshots_published_total",
         "Book snapshots published, by origin: engine ((re)sync), periodic, after_loss.",
         ("origin",),
@@ -1250,6 +1256,7 @@ def _nats(out: _Families, snap: StatusSnapshot) -> None:
         out.add("cryptolink_nats_disconnects_total", (), float(n.disconnects))
         out.add("cryptolink_nats_reconnects_total", (), float(n.reconnects))
         out.add("cryptolink_nats_gaps_published_total", (), float(n.gaps_published))
+        out.add("cryptolink_nats_late_sends_total", (), float(n.late_sends))
         for origin, count in sorted(n.snapshots_published.items()):
             out.add("cryptolink_nats_snapshots_published_total", (origin,), float(count))
     w = snap.worker
