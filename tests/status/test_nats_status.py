@@ -135,3 +135,24 @@ def test_no_nats_or_worker_series_without_them() -> None:
     assert not [n for n in names if n.startswith(("cryptolink_nats_", "cryptolink_worker_"))]
     down = render(snap(sink_stats(connected=False)))
     assert value(down, "cryptolink_nats_connected") == 0.0
+
+
+def test_health_and_readiness_see_the_sink_and_the_worker() -> None:
+    ok = snap(sink_stats(), worker_status(config_mismatch=()))
+    assert documents.health(ok) == (True, []) and documents.readiness(ok) == (True, [])
+    down = snap(sink_stats(connected=False, open_losses=3), worker_status(state="fenced", config_mismatch=()))
+    healthy, reasons = documents.health(down)
+    assert not healthy and reasons == [
+        "nats: not connected",
+        "nats: 3 stream(s) losing events",
+        "worker w-a: fenced (leases not renewed in time, shards stopped)",
+    ]
+    assert documents.readiness(down)[1] == reasons
+    starting = snap(None, worker_status(state="starting", config_mismatch=("w-c",)))
+    assert documents.health(starting)[1] == ["worker w-a: workers with another configuration: w-c"]
+    assert documents.readiness(starting)[1] == [
+        "worker w-a: starting",
+        "worker w-a: workers with another configuration: w-c",
+    ]
+    closed = snap(sink_stats(connected=False, closed=True), None)  # stopped on purpose: not a failure
+    assert documents.health(closed) == (True, [])

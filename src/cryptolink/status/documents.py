@@ -176,7 +176,9 @@ def _pairs(snap: StatusSnapshot) -> Iterable[tuple[FeedStats, ConnectionStats]]:
 
 def health(snap: StatusSnapshot) -> tuple[bool, list[str]]:
     """``(healthy, reasons)``: healthy only when every enabled entry runs, every connection is ``connected``
-    (not unstable) and every book is live; ``reasons`` names each thing that is not."""
+    (not unstable), every book is live, the NATS sink (if any) is connected and losing nothing now, and the
+    cluster worker (if any) is not fenced and meets no worker with another configuration; ``reasons`` names each
+    thing that is not."""
     reasons: list[str] = []
     running = {fs.name for fs in snap.stats.feeds}
     reasons += [f"{name}: not running" for name in snap.enabled if name not in running]
@@ -187,12 +189,38 @@ def health(snap: StatusSnapshot) -> tuple[bool, list[str]]:
         if not fs.connections:
             reasons.append(f"{fs.name}: no connection")
         reasons += [f"{fs.name} {b.symbol}: book {b.state}" for b in fs.books if b.state != "live"]
+    reasons += _nats_reasons(snap, ready=False)
     return not reasons, reasons
+
+
+def _nats_reasons(snap: StatusSnapshot, *, ready: bool) -> list[str]:
+    """Why the NATS sink or the cluster worker make the instance unhealthy (or, ``ready``, not ready): the sink
+    not connected or losing events now; the worker fenced (its leases not renewed), meeting workers with another
+    configuration, or (readiness) still starting."""
+    out: list[str] = []
+    n = snap.nats
+    if n is not None:
+        if not n.connected and not n.closed:
+            out.append("nats: not connected")
+        if n.open_losses:
+            out.append(f"nats: {n.open_losses} stream(s) losing events")
+    w = snap.worker
+    if w is not None:
+        if w.state == "fenced":
+            out.append(f"worker {w.worker_id}: fenced (leases not renewed in time, shards stopped)")
+        elif ready and w.state == "starting":
+            out.append(f"worker {w.worker_id}: starting")
+        if w.config_mismatch:
+            out.append(
+                f"worker {w.worker_id}: workers with another configuration: {', '.join(w.config_mismatch)}"
+            )
+    return out
 
 
 def readiness(snap: StatusSnapshot) -> tuple[bool, list[str]]:
     """``(ready, reasons)`` for ``/readyz``: every enabled entry runs and delivers: each of its connections is
-    ``connected`` (data flowing; ``unstable`` means nothing flows) with no stale subscription."""
+    ``connected`` (data flowing; ``unstable`` means nothing flows) with no stale subscription; the NATS sink and
+    the cluster worker as in :func:`health`, and a worker still starting is not ready."""
     reasons: list[str] = []
     running = {fs.name: fs for fs in snap.stats.feeds}
     for name in snap.enabled:
@@ -207,6 +235,7 @@ def readiness(snap: StatusSnapshot) -> tuple[bool, list[str]]:
                 reasons.append(f"{cs.connection_id}: {cs.state.value}")
             elif cs.subscriptions_stale:
                 reasons.append(f"{cs.connection_id}: {cs.subscriptions_stale} stale subscription(s)")
+    reasons += _nats_reasons(snap, ready=True)
     return not reasons, reasons
 
 
