@@ -160,6 +160,10 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     ``prev_sequence <= q < sequence`` (sizes are absolute, so a delta that overlaps what the book holds is safe);
     ``q < prev_sequence`` means it missed an update. Empty exchange updates (heartbeats) are not emitted and do
     not count.
+
+    ``sequence_reset`` (snapshots only) is ``True`` when the snapshot's sequence is not above the last update the
+    same book emitted before: the exchange's update ids went back (a restart), or the book re-synced at the same
+    point. A reader holding a higher sequence takes such a snapshot instead of dropping it as a late copy.
     """
 
     exchange: str
@@ -176,6 +180,7 @@ class BookUpdate(msgspec.Struct, frozen=True, gc=False):
     amount_unit: AmountUnit = AmountUnit.BASE
     contract_size: Decimal | None = None
     prev_sequence: int | None = None
+    sequence_reset: bool = False
 
 
 GAPS_CHANNEL = "gaps"

@@ -431,3 +431,17 @@ def test_rest_bridged_chain_links_to_the_snapshot() -> None:
     s.on_message(delta(10, 12, bids=[["99", "2"]]))
     ups = updates(s.on_snapshot(snap(10)))
     assert [(u.prev_sequence, u.sequence) for u in ups] == [(None, 10), (10, 12)]
+
+
+def test_a_snapshot_below_what_the_book_emitted_is_marked_as_a_sequence_reset() -> None:
+    """Readers of a stream told apart a lagging publisher's snapshot (dropped) from the one after the exchange's
+    ids went back (taken) by this mark."""
+    s = okx_live()  # snapshot at 10: the first one, no reset
+    first = updates(s.on_message(delta(12, 12, bids=[["99", "1"]], prev=10)))[0]
+    assert not first.sequence_reset
+    s.on_message(delta(16, 16, bids=[["98", "1"]], prev=15))  # gap: resubscribe
+    higher = updates(s.on_message(snap(20, prev=-1)))[0]
+    assert higher.is_snapshot and not higher.sequence_reset
+    s.on_message(delta(23, 23, bids=[["97", "1"]], prev=21))  # gap again
+    lower = updates(s.on_message(snap(5, prev=-1)))[0]  # the exchange's ids went back
+    assert lower.is_snapshot and lower.sequence_reset

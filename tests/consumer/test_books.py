@@ -472,17 +472,17 @@ def test_feed_accepts_every_event_type() -> None:
 
 def test_update_ids_going_back_are_followed_not_frozen() -> None:
     """OKX after a maintenance sends ``seqId < prevSeqId`` (the engine emits it with ``prev_sequence`` the last
-    emitted id); Binance-style id restarts come as a fresh snapshot with a lower sequence but a later exchange
-    time. Both continue the book; a lower snapshot stamped earlier is still a lagging publisher's copy."""
-    later = 1_723_118_400_000 + 1_000
+    emitted id); after a Binance-style id restart the engine re-syncs and marks its lower snapshot
+    ``sequence_reset``. Both continue the book; a lower snapshot without the mark (a lagging publisher) is stale."""
+    reset = msgspec.structs.replace(book(1, {60: 6}, {}, snapshot=True), sequence_reset=True)
     rb, verdicts = rebuilt(
         book(10, {100: 1}, {}, snapshot=True),
         book(12, {101: 1}, {}, prev=10),
         book(3, {102: 1}, {}, prev=12),  # ids went back: the chain goes on from 3
         book(4, {103: 1}, {}, prev=3),
-        book(2, {50: 5}, {}, snapshot=True),  # lower and stamped earlier: stale
-        msgspec.structs.replace(book(1, {60: 6}, {}, snapshot=True), timestamp_ms=later),  # a restart
-        msgspec.structs.replace(book(2, {61: 1}, {}, prev=1), timestamp_ms=later + 1),
+        book(2, {50: 5}, {}, snapshot=True),  # lower, no mark: a lagging publisher's, stale
+        reset,  # the restart's snapshot: taken
+        book(2, {61: 1}, {}, prev=1),
     )
     assert verdicts == [
         Verdict.SNAPSHOT,
@@ -499,3 +499,18 @@ def test_update_ids_going_back_are_followed_not_frozen() -> None:
     # a reset seen by a reader that missed the update before it is a gap
     _, missed = rebuilt(book(10, {100: 1}, {}, snapshot=True), book(3, {102: 1}, {}, prev=12))
     assert missed == [Verdict.SNAPSHOT, Verdict.GAP]
+
+
+def test_a_lagging_publishers_snapshot_stamped_later_is_still_stale() -> None:
+    """Binance futures REST snapshots carry the response's time: a lagging collector's resync snapshot at a lower
+    sequence can be stamped later than the reader's last delta. It must not take the book back (review finding:
+    the timestamp rule did, then reported a false gap)."""
+    later = 1_723_118_400_000 + 1_000
+    rb, verdicts = rebuilt(
+        book(100, {100: 1}, {}, snapshot=True),
+        book(105, {101: 1}, {}, prev=100),
+        msgspec.structs.replace(book(102, {50: 5}, {}, snapshot=True), timestamp_ms=later),
+        book(106, {102: 1}, {}, prev=105),
+    )
+    assert verdicts == [Verdict.SNAPSHOT, Verdict.APPLIED, Verdict.STALE, Verdict.APPLIED]
+    assert rb.stats().book_gaps == 0

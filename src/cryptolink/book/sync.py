@@ -562,6 +562,9 @@ class BookSync:
         ts = msg.timestamp_ms
         self.last_timestamp_ms = ts if ts is not None else msg.receipt_ns // 1_000_000
         prev = None if is_snapshot else self._emitted_seq
+        # a snapshot not above what this book emitted before: the exchange's ids went back (or it re-synced at
+        # the same point); readers holding a higher sequence must take it, not drop it as a late copy
+        reset = is_snapshot and self._emitted_seq is not None and msg.last_seq <= self._emitted_seq
         self._emitted_seq = msg.last_seq
         return BookUpdate(
             self.exchange,
@@ -578,4 +581,5 @@ class BookSync:
             self.amount_unit,
             self.contract_size,
             prev,
+            reset,
         )

@@ -12,10 +12,11 @@ keeps the first copy of each message id, so the stream holds one copy of each de
 snapshot (id: ``s`` and its sequence), but snapshots and deltas of different publishers interleave, and a delta's
 ``prev_sequence`` is the sequence of *its publisher's* previous emitted update. Holding a book at sequence ``q``:
 
-- snapshot: replaces the book, which becomes live at its sequence; except while live with ``sequence <= q`` and
-  an exchange time not later than the book's: a stale snapshot (another publisher lagging), ignored
-  (:attr:`Verdict.STALE`). A lower sequence with a LATER exchange time is the exchange restarting its update
-  ids (the engine re-syncs and publishes the new chain's snapshot): it replaces the book;
+- snapshot: replaces the book, which becomes live at its sequence; except while live with ``sequence <= q``: a
+  stale snapshot (another publisher lagging), ignored (:attr:`Verdict.STALE`). A snapshot marked
+  ``sequence_reset`` (its publisher's book went back: the exchange restarted its update ids) replaces the book
+  whatever its sequence. (If two publishers both cross such a restart and one lags, its late reset snapshot takes
+  the reader back and the next delta then shows a gap, healed at the next snapshot: restarts are rare;)
 - delta ``(prev p, sequence s)`` on a live book: applied when ``p <= q < s`` (sizes are absolute, so an overlap
   is safe); ``q >= s``: old or duplicate, skipped; ``q < p``: an update was missed — the book is cleared and not
   live (:attr:`Verdict.GAP`) until the next snapshot; deltas meanwhile are skipped (:attr:`Verdict.WAITING`);
@@ -120,7 +121,16 @@ class RebuiltBook:
         receipt_ns: the publisher's receipt time of the last applied update (epoch ns).
     """
 
-    __slots__ = ("asks", "bids", "exchange", "live", "receipt_ns", "sequence", "symbol", "timestamp_ms")
+    __slots__ = (
+        "asks",
+        "bids",
+        "exchange",
+        "live",
+        "receipt_ns",
+        "sequence",
+        "symbol",
+        "timestamp_ms",
+    )
 
     def __init__(self, exchange: str, symbol: str) -> None:
         self.exchange = exchange
@@ -488,20 +498,10 @@ class BookRebuilder:
             book = self._books[key] = RebuiltBook(u.exchange, u.symbol)
         s = u.sequence
         if u.is_snapshot:
-            if (
-                book.live
-                and s
-                and book.sequence
-                and s <= book.sequence
-                and not _restarted(u.timestamp_ms, book.timestamp_ms)
-            ):
+            if book.live and s and book.sequence and s <= book.sequence and not u.sequence_reset:
                 self._stale += 1
                 return Verdict.STALE
-            book.bids = {p: z for p, z in u.bids if z}
-            book.asks = {p: z for p, z in u.asks if z}
-            self._set(book, u)
-            book.live = True
-            self._snapshots += 1
+            self._adopt(book, u)
             return Verdict.SNAPSHOT
         if not book.live:
             self._skipped += 1
@@ -530,6 +530,13 @@ class BookRebuilder:
         self._set(book, u)
         self._deltas += 1
         return Verdict.APPLIED
+
+    def _adopt(self, book: RebuiltBook, snapshot: BookUpdate) -> None:
+        book.bids = {p: z for p, z in snapshot.bids if z}
+        book.asks = {p: z for p, z in snapshot.asks if z}
+        self._set(book, snapshot)
+        book.live = True
+        self._snapshots += 1
 
     def _missed(self, book: RebuiltBook, u: BookUpdate, q: int, p: int) -> Verdict:
         book.live = False
@@ -590,10 +597,3 @@ class BookRebuilder:
             publish_gaps=self._publish_gaps,
             malformed=self._malformed,
         )
-
-
-def _restarted(snapshot_ms: int | None, held_ms: int | None) -> bool:
-    """A snapshot at or below the held sequence but stamped later than the book's last update: the exchange's
-    update ids went back (a restart; the engine re-syncs and publishes the new chain's snapshot), not a lagging
-    publisher's copy (that one is stamped at or before the update the book already holds)."""
-    return snapshot_ms is not None and held_ms is not None and snapshot_ms > held_ms
