@@ -42,7 +42,10 @@ async def jetstream(*names: str) -> AsyncIterator[JetStreamContext]:
 
 
 def test_stream_config_carries_every_setting_in_nats_py_units() -> None:
-    cfg = config(max_attempts=3, stream={"max_age_s": 3600, "duplicate_window_s": 30, "max_msgs": 5000, "discard": "new"})
+    cfg = config(
+        max_attempts=3,
+        stream={"max_age_s": 3600, "duplicate_window_s": 30, "max_msgs": 5000, "discard": "new"},
+    )
     sc = stream_config(cfg)
     assert sc.name == cfg.stream.name
     assert sc.subjects == [f"{cfg.subject_root}.>"]
