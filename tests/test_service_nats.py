@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -19,8 +20,9 @@ from nats.js.api import StreamConfig
 from cryptolink.config import CryptolinkConfig
 from cryptolink.manager import ExchangeManager
 from cryptolink.models import BookUpdate, Trade
-from cryptolink.service import EXIT_OK, EXIT_REFUSED, serve
+from cryptolink.service import EXIT_DATA_LOST, EXIT_OK, EXIT_REFUSED, serve
 from cryptolink.simulator import Simulator
+from tests.sinks.test_nats_sink import private_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -134,3 +136,31 @@ async def test_no_nats_server_refuses_the_start() -> None:
         assert sim.okx.all_connections() == []
     assert result.exit_code == EXIT_REFUSED
     assert result.error is not None and f"127.0.0.1:{port}" in result.error
+
+
+async def test_events_lost_while_nats_is_down_end_the_run_with_exit_code_1(tmp_path: Path) -> None:
+    """NATS goes away mid-run and the sink's small buffer overflows: the run goes on, the loss is in the report
+    (and a gap event in the stream once NATS is back), and the exit code is 1."""
+    uid = uuid4().hex[:10]
+    async with private_server(tmp_path / "store") as server, Simulator(exchanges=["okx"], speed=4.0) as sim:
+        cfg = config(
+            sim,
+            uid,
+            servers=[server.url],
+            buffer_max_events=5,
+            reconnect_wait_s=0.1,
+            stream={"name": f"SVC_{uid}", "storage": "file"},
+        )
+        manager = ExchangeManager(cfg)
+        trades = manager.trades("okx")
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(cfg, stop, manager=manager))
+        await asyncio.wait_for(trades.get(), 20)
+        await server.stop()
+        for _ in range(20):  # more events than the buffer holds arrive while NATS is down
+            await asyncio.wait_for(trades.get(), 20)
+        await server.start()
+        stop.set()
+        result = await asyncio.wait_for(task, 30)
+    assert result.exit_code == EXIT_DATA_LOST, result.report
+    assert "DATA LOST" in result.report and "overflow" in result.report

@@ -427,7 +427,9 @@ class NatsSink:
             raise RuntimeError("NatsSink.run() is already running")
         self._running = True
         try:
-            await asyncio.gather(self._publisher(), self._expirer())
+            async with asyncio.TaskGroup() as tasks:  # one failing cancels the other: never a half-running sink
+                tasks.create_task(self._publisher(), name="nats-publisher")
+                tasks.create_task(self._expirer(), name="nats-expirer")
         finally:
             self._running = False
 
