@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import msgspec
 import nats
@@ -19,7 +20,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from cryptolink.cluster.leases import (
+    STOP_ALLOWANCE_MAX_S,
     ClusterError,
+    Lease,
     LeaseLost,
     LeaseStore,
     LeaseStoreError,
@@ -78,12 +81,15 @@ async def test_acquire_renew_release_and_a_second_acquire_is_refused(nc: NatsCli
     assert lease is not None and lease.revision > 0
     stored = decode_value((await kv.get(key)).value)
     assert stored is not None and (stored.worker, stored.fingerprint, stored.started_ms) == ("wa", "fp", None)
+    assert stored.nonce == a.nonce and a.nonce != b.nonce  # each store (process) writes its own nonce
     assert await b.acquire(key) is None  # held
 
     renewed = await a.renew(lease, started_ms=1234)
     assert renewed.revision > lease.revision and renewed.renewed_at >= lease.renewed_at
     assert renewed.value.acquired_ms == lease.value.acquired_ms and renewed.value.started_ms == 1234
     assert a.deadline(renewed) == pytest.approx(renewed.renewed_at + TTL_S - RENEW_S)
+    # fencing starts the shard's stop min(1, renew/2, (ttl - 2 renew)/2) = 0.25 s before the deadline
+    assert a.fence_at(renewed) == pytest.approx(a.deadline(renewed) - 0.25)
     holders = await b.holders()
     assert holders[key].worker == "wa" and holders[key].revision == renewed.revision
 
@@ -129,6 +135,15 @@ async def test_a_stale_revision_is_a_lost_lease_unless_the_key_still_holds_our_o
     with pytest.raises(LeaseLost):
         await a.renew(other)
 
+    # nor is another process's lease under our worker id, even acquired in the same millisecond
+    twin = await a.acquire("shard.t.0")
+    assert twin is not None
+    forged = msgspec.structs.replace(twin.value, nonce="another-process")
+    await kv.put("shard.t.0", msgspec.json.encode(forged))
+    with pytest.raises(LeaseLost):
+        await a.renew(twin)
+    assert a.recovered == 1
+
 
 async def test_an_unrenewed_lease_expires_after_the_ttl(nc: NatsClient, bucket: str) -> None:
     _, (a, b) = await stores(nc, bucket, "wa", "wb")
@@ -160,9 +175,9 @@ async def test_heartbeats_show_every_worker(nc: NatsClient, bucket: str) -> None
     await a.heartbeat(started_ms=10, state="active", held=2)
     await b.heartbeat(started_ms=20, state="starting", held=0)
     workers = workers_of(await a.holders())
-    assert {w: (v.state, v.held, v.acquired_ms) for w, v in workers.items()} == {
-        "wa": ("active", 2, 10),
-        "wb": ("starting", 0, 20),
+    assert {w: (v.state, v.held, v.acquired_ms, v.nonce) for w, v in workers.items()} == {
+        "wa": ("active", 2, 10, a.nonce),
+        "wb": ("starting", 0, 20, b.nonce),
     }
     await b.forget_worker()
     assert set(workers_of(await a.holders())) == {"wa"}
@@ -203,3 +218,22 @@ async def test_nats_failures_are_lease_store_errors(bucket: str) -> None:
         with pytest.raises(LeaseStoreError) as err:
             await op()
         assert err.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    ("ttl", "renew", "allowance"),
+    [
+        (10.0, 10.0 / 3, 1.0),  # the defaults: capped at STOP_ALLOWANCE_MAX_S
+        (2.0, 0.5, 0.25),  # half the renewal interval
+        (2.1, 1.0, 0.05),  # half the slack above two intervals: the next renewal still comes before fencing
+    ],
+)
+def test_the_stop_allowance_never_fences_before_the_next_renewal(
+    ttl: float, renew: float, allowance: float
+) -> None:
+    store = LeaseStore(cast(KeyValue, None), "wa", fingerprint="fp", ttl_s=ttl, renew_every_s=renew)
+    assert store.stop_allowance_s == pytest.approx(allowance)
+    assert STOP_ALLOWANCE_MAX_S == 1.0
+    lease = Lease("shard.x.0", 1, LeaseValue("wa", 0, 0, "fp"), renewed_at=100.0)
+    assert store.fence_at(lease) == pytest.approx(100.0 + ttl - renew - allowance)
+    assert store.fence_at(lease) > 100.0 + renew  # a healthy holder renews before it would fence

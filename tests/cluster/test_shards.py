@@ -1,6 +1,6 @@
 """Shards: chunks sized by each adapter's per-connection limits (or ``shard_symbols``), stable ids valid as entry
-names and KV tokens, determinism across workers, and a fingerprint that follows exactly the shard-defining
-parts of the configuration."""
+names and KV tokens, determinism across workers, and a fingerprint of the resulting plan: it follows exactly what
+defines the shards, including adapters' connection limits (another code version), and nothing else."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+import cryptolink.cluster.shards as shards_mod
 from cryptolink.cluster.shards import config_fingerprint, plan_shards, symbols_per_connection
-from cryptolink.config import ConfigError, CryptolinkConfig
+from cryptolink.config import ConfigError, CryptolinkConfig, ExchangeConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -129,3 +130,40 @@ def test_fingerprint_follows_the_shard_defining_parts_only() -> None:
     for exchanges in same:
         assert config_fingerprint(config(exchanges)) == fp, exchanges
     assert config_fingerprint(config(base, lease_ttl_s=30)) == fp
+
+
+def test_fingerprint_hashes_the_plan_not_the_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config({"okx": {"exchange": "okx", "symbols": syms(60), "channels": ["trades", "book"]}})
+    fp = config_fingerprint(cfg)
+    assert [len(s.symbols) for s in plan_shards(cfg)] == [29, 29, 2]
+    assert config_fingerprint(cfg, plan_shards(cfg)) == fp  # the plan given or computed: one digest
+
+    # another code version whose OKX adapter declares another per-connection limit: one configuration, other
+    # shards, so another fingerprint (workers of both versions must not share leases)
+    def thirty(entry: ExchangeConfig) -> int:
+        return 30
+
+    monkeypatch.setattr(shards_mod, "symbols_per_connection", thirty)
+    assert [len(s.symbols) for s in plan_shards(cfg)] == [30, 30]
+    assert config_fingerprint(cfg) != fp
+    monkeypatch.undo()
+
+    # different inputs that cut the same shards give the same fingerprint
+    assert (
+        config_fingerprint(
+            config(
+                {"okx": {"exchange": "okx", "symbols": syms(60), "channels": ["trades", "book"]}},
+                shard_symbols=29,
+            )
+        )
+        == fp
+    )
+    assert (
+        config_fingerprint(
+            config(
+                {"okx": {"exchange": "okx", "symbols": syms(60), "channels": ["trades", "book"]}},
+                shard_symbols=28,
+            )
+        )
+        != fp
+    )

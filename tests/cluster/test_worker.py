@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -106,7 +105,8 @@ def test_a_slot_free_for_an_interval_is_taken_even_above_target() -> None:
 
 @dataclass
 class Log:
-    """Every shard start (recorded when it returned) and stop (recorded when it began), all workers."""
+    """Every shard start (``add``, recorded when it returned), stop (``remove``, recorded when it began) and stop
+    end (``removed``, when it returned), all workers; times on :func:`time.monotonic`."""
 
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
 
@@ -122,7 +122,7 @@ class Log:
                 continue
             if op == "add":
                 running.add(worker)
-            else:
+            elif op == "remove":
                 running.discard(worker)
                 if t > since and not running:
                     holes.append(t)
@@ -130,12 +130,14 @@ class Log:
 
 
 class RecordingManager(ExchangeManager):
-    """A real manager that records when shards start and stop."""
+    """A real manager that records when shards start and stop; a stop takes ``stop_delay_s`` more (a feed whose
+    websockets are slow to close)."""
 
-    def __init__(self, config: CryptolinkConfig, log: Log, worker: str) -> None:
+    def __init__(self, config: CryptolinkConfig, log: Log, worker: str, stop_delay_s: float = 0.0) -> None:
         super().__init__(config, seed=1)
         self.log = log
         self.worker = worker
+        self.stop_delay_s = stop_delay_s
 
     async def add_exchange(self, name: str, entry: ExchangeConfig) -> None:
         await super().add_exchange(name, entry)
@@ -143,7 +145,10 @@ class RecordingManager(ExchangeManager):
 
     async def remove_exchange(self, name: str) -> None:
         self.log.events.append((time.monotonic(), self.worker, "remove", name))
+        if self.stop_delay_s:
+            await asyncio.sleep(self.stop_delay_s)
         await super().remove_exchange(name)
+        self.log.events.append((time.monotonic(), self.worker, "removed", name))
 
 
 @dataclass
@@ -170,10 +175,18 @@ class Harness:
         return self.members[wid].worker
 
     async def add(
-        self, wid: str, servers: Sequence[str] = (NATS_URL,), config: CryptolinkConfig | None = None
+        self,
+        wid: str,
+        servers: Sequence[str] = (NATS_URL,),
+        config: CryptolinkConfig | None = None,
+        *,
+        member: str | None = None,
+        stop_delay_s: float = 0.0,
     ) -> Worker:
         """Start worker ``wid`` (with ``config``, default the harness's), its client connecting to ``servers``
-        in that order."""
+        in that order, as member ``member`` (default ``wid``: two members may share one worker id), its
+        manager's stops taking ``stop_delay_s`` more."""
+        member = member or wid
         config = config or self.config
         assert config.nats is not None
         nats_cfg = config.nats
@@ -187,11 +200,11 @@ class Harness:
             max_reconnect_attempts=-1,
             error_cb=quiet,
         )
-        manager = RecordingManager(idle_config(cfg), self.log, wid)
+        manager = RecordingManager(idle_config(cfg), self.log, member, stop_delay_s)
         worker = Worker(cfg, manager, nc=nc)
         await worker.start()
         task = asyncio.get_running_loop().create_task(worker.run())
-        self.members[wid] = Member(worker, manager, nc, task)
+        self.members[member] = Member(worker, manager, nc, task)
         return worker
 
     async def kill(self, wid: str) -> None:
@@ -236,24 +249,6 @@ class Harness:
             await asyncio.wait({m.task})
             await m.manager.stop()
             await m.nc.close()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(exchanges=["binance", "binanceusdm"], speed=1.0) as s:
-        yield s
-
-
-@pytest.fixture
-async def bucket() -> AsyncIterator[str]:
-    name = f"cltest_{uuid.uuid4().hex[:12]}"
-    yield name
-    nc = await nats.connect(NATS_URL, connect_timeout=2)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_key_value(name)
-    finally:
-        await nc.close()
 
 
 def make_config(

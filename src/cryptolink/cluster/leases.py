@@ -24,7 +24,7 @@ heartbeat, written with a plain put). Values are msgspec JSON :class:`LeaseValue
   tests.
 - :meth:`LeaseStore.renew`: ``kv.update(last=lease.revision)``: the server refuses it (error 10071, wrong last
   sequence) when anyone wrote the key since, or when it expired; that is :class:`LeaseLost`. One exception: the
-  key holds OUR value of the same lease (same worker, same ``acquired_ms``) at another revision, which happens
+  key holds OUR value of the same lease (same worker, ``acquired_ms`` and ``nonce``) at another revision, which happens
   when an earlier renewal reached the server but its reply did not reach us (a timeout); the renewal is retried
   once against that revision (still compare-and-swap, so nobody else's write can be overwritten).
 - :meth:`LeaseStore.release`: ``kv.delete(last=lease.revision)``; a lease already lost is not an error.
@@ -33,7 +33,15 @@ heartbeat, written with a plain put). Values are msgspec JSON :class:`LeaseValue
 write that produced the revision was SENT. The server stamps the message after it arrives, so the key cannot
 expire before ``renewed_at + ttl_s``; a holder trusts its lease only until :meth:`LeaseStore.deadline`
 (``renewed_at + ttl_s - renew_every_s``), which ends one renewal interval before the earliest server expiry,
-whether or not a renewal's reply ever comes.
+whether or not a renewal's reply ever comes. Stopping a shard takes time (a feed closing its websockets), so the
+holder starts stopping it earlier still, at :meth:`LeaseStore.fence_at` (the deadline minus
+:attr:`LeaseStore.stop_allowance_s`): a stop that lasts up to ``renew_every_s + stop_allowance_s`` ends before the
+server can expire the key and let another worker take it.
+
+**Process identity.** Every value this store writes carries ``nonce``, random per :class:`LeaseStore` (the worker
+passes one per process), so two processes given one worker id (a copied configuration) are told apart: a
+heartbeat with our worker id and another nonce was written by another process; a renewal recovers only a value
+carrying our nonce.
 
 **Known server caveat.** nats-server 2.9.15-2.9.20 did not serialize concurrent expected-last-subject-sequence
 publishes on a CLUSTERED stream (two could be accepted:
@@ -50,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -66,6 +75,7 @@ from cryptolink.errors import CryptolinkError
 
 __all__ = [
     "SHARD_PREFIX",
+    "STOP_ALLOWANCE_MAX_S",
     "WORKER_PREFIX",
     "ClusterError",
     "Holder",
@@ -90,6 +100,9 @@ SHARD_PREFIX = "shard."
 """Prefix of lease keys: ``shard.<shard id>.<replica>``."""
 WORKER_PREFIX = "worker."
 """Prefix of heartbeat keys: ``worker.<worker id>``."""
+STOP_ALLOWANCE_MAX_S = 1.0
+"""The most (s) by which fencing starts a shard's stop before the lease's trust deadline (see
+:attr:`LeaseStore.stop_allowance_s`)."""
 
 _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 """JetStream API error codes of a refused expected-last-sequence check (``JSStreamWrongLastSequenceErrF`` and its
@@ -136,6 +149,8 @@ class LeaseValue(msgspec.Struct, frozen=True, omit_defaults=True):
             starting. A worker handing the shard over waits for it (make-before-break).
         state: a heartbeat: the worker's state (``starting``, ``active``, ``fenced``, ``stopping``).
         held: a heartbeat: the leases the worker holds.
+        nonce: the writing process's random token (:attr:`LeaseStore.nonce`); ``None`` in values written by
+            versions without it.
     """
 
     worker: str
@@ -145,6 +160,7 @@ class LeaseValue(msgspec.Struct, frozen=True, omit_defaults=True):
     started_ms: int | None = None
     state: str | None = None
     held: int | None = None
+    nonce: str | None = None
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -255,6 +271,13 @@ class LeaseStore:
         renew_every_s: the renewal interval, s (< ttl_s / 2).
         clock: time source (monotonic for fencing, wall clock for the values).
         timeout_s: bound on each operation, s (a snapshot gets twice as long).
+        nonce: written into every value (:attr:`LeaseValue.nonce`); ``None``: 16 random hex characters.
+
+    Attributes:
+        stop_allowance_s: how much earlier than :meth:`deadline` a holder starts stopping a shard
+            (:meth:`fence_at`): ``min(STOP_ALLOWANCE_MAX_S, renew_every_s / 2, (ttl_s - 2 * renew_every_s) / 2)``.
+            The last term keeps :meth:`fence_at` at least half the slack ``ttl_s - 2 * renew_every_s`` after the
+            next renewal is due, so a healthy holder never fences itself.
 
     Raises:
         ValueError: ``renew_every_s`` not in ``(0, ttl_s / 2)``.
@@ -270,6 +293,7 @@ class LeaseStore:
         renew_every_s: float,
         clock: Clock | None = None,
         timeout_s: float = 2.0,
+        nonce: str | None = None,
     ) -> None:
         if not 0 < renew_every_s < ttl_s / 2:
             raise ValueError(f"renew_every_s ({renew_every_s}) must be in (0, ttl_s / 2) with ttl_s {ttl_s}")
@@ -279,6 +303,8 @@ class LeaseStore:
         self.ttl_s = ttl_s
         self.renew_every_s = renew_every_s
         self.timeout_s = timeout_s
+        self.nonce = nonce or secrets.token_hex(8)
+        self.stop_allowance_s = min(STOP_ALLOWANCE_MAX_S, renew_every_s / 2, (ttl_s - 2 * renew_every_s) / 2)
         self._clock: Clock = clock or SystemClock()
         self.recovered = 0
         """Renewals whose first attempt found our own later revision (a lost reply) and succeeded on retry."""
@@ -294,6 +320,11 @@ class LeaseStore:
         """Monotonic time (s) until which ``lease`` may be trusted: ``renewed_at + ttl_s - renew_every_s``."""
         return lease.renewed_at + self.ttl_s - self.renew_every_s
 
+    def fence_at(self, lease: Lease) -> float:
+        """Monotonic time (s) at which the holder starts stopping ``lease``'s shard unless a renewal was confirmed
+        since: :meth:`deadline` minus :attr:`stop_allowance_s`."""
+        return self.deadline(lease) - self.stop_allowance_s
+
     def _value(
         self, acquired_ms: int | None = None, *, state: str | None = None, held: int | None = None
     ) -> LeaseValue:
@@ -305,6 +336,7 @@ class LeaseStore:
             self.fingerprint,
             state=state,
             held=held,
+            nonce=self.nonce,
         )
 
     def _fail(self, what: str, exc: BaseException) -> LeaseStoreError:
@@ -393,6 +425,7 @@ class LeaseStore:
             current is not None
             and current.worker == self.worker_id
             and current.acquired_ms == lease.value.acquired_ms
+            and current.nonce == lease.value.nonce
             and entry.revision is not None
         )
         if not mine or entry.revision is None:

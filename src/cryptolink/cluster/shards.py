@@ -3,8 +3,9 @@
 A shard is one enabled exchange entry with a contiguous run of its symbols (config order) and every enabled
 channel of the entry. Every worker given the same configuration computes the same shards in the same order
 (:func:`plan_shards` reads nothing but the configuration and the adapters' declared connection limits), so a
-shard id names the same work on every machine; :func:`config_fingerprint` lets workers notice that they were
-given different configurations.
+shard id names the same work on every machine; :func:`config_fingerprint`, a digest of the resulting plan, lets
+workers notice that they cut different shards (another configuration, or another code version whose adapters
+declare other connection limits).
 
 **Ids.** A shard's id is the entry's name when the entry fits one shard, else ``<entry>-s<k>`` with ``k`` from 0.
 Entry names are ``[A-Za-z0-9][A-Za-z0-9_-]*`` (:mod:`cryptolink.config`), so an id is a valid manager entry name
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptolink.config import CryptolinkConfig, ExchangeConfig
@@ -101,31 +103,43 @@ def plan_shards(config: CryptolinkConfig, shard_symbols: int | None = None) -> l
     return shards
 
 
-def config_fingerprint(config: CryptolinkConfig) -> str:
-    """A short digest of what defines the shards: each enabled entry's name, exchange, market, symbols (in
-    order), channels and testnet flag, and ``nats.cluster``'s ``shard_symbols`` and ``redundancy``.
+def config_fingerprint(config: CryptolinkConfig, shards: Sequence[Shard] | None = None) -> str:
+    """A short digest of the shard plan: each shard's id, entry, exchange, market, symbols (in order), enabled
+    channels and testnet flag, in plan order, and ``nats.cluster.redundancy``.
 
-    Two workers whose fingerprints differ cut different shards (or count replicas differently); a worker reports
-    such peers (:class:`cryptolink.cluster.worker.WorkerStatus`) and leaves them out of its fair share. Secrets,
-    URLs and tunables never enter it.
+    The plan is hashed, not the inputs that produce it: two code versions whose adapters declare different
+    per-connection limits cut one configuration differently, and get different fingerprints. Two workers whose
+    fingerprints differ run different shards (or count replicas differently); a worker reports such peers
+    (:class:`cryptolink.cluster.worker.WorkerStatus`) and leaves them out of its fair share. Secrets, URLs and
+    tunables never enter it.
+
+    Args:
+        config: the validated configuration.
+        shards: its plan when already computed (:func:`plan_shards` with ``nats.cluster.shard_symbols``);
+            ``None``: computed here.
 
     Returns:
         :data:`FINGERPRINT_CHARS` lowercase hex characters (a SHA-256 prefix of the canonical JSON).
+
+    Raises:
+        ConfigError: ``shards`` is ``None`` and two shards would get one id (:func:`plan_shards`).
     """
     cluster = config.nats.cluster if config.nats is not None else None
+    if shards is None:
+        shards = plan_shards(config, cluster.shard_symbols if cluster is not None else None)
     doc = {
-        "entries": [
+        "shards": [
             {
-                "name": name,
-                "exchange": entry.exchange,
-                "market": entry.market.value,
-                "symbols": list(entry.symbols),
-                "channels": [c.value for c in entry.channels.enabled_channels()],
-                "testnet": entry.testnet,
+                "id": shard.id,
+                "entry": shard.entry,
+                "exchange": shard.config.exchange,
+                "market": shard.config.market.value,
+                "symbols": list(shard.symbols),
+                "channels": [c.value for c in shard.config.channels.enabled_channels()],
+                "testnet": shard.config.testnet,
             }
-            for name, entry in config.enabled_exchanges().items()
+            for shard in shards
         ],
-        "shard_symbols": cluster.shard_symbols if cluster is not None else None,
         "redundancy": cluster.redundancy if cluster is not None else 1,
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

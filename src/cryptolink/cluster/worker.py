@@ -17,9 +17,10 @@ starts the manager (idempotent: the trading guards run) and refuses a manager wi
 leaving, or a slot this worker handed over being taken; at most ten rounds per interval):
 
 1. handovers past ``handover_timeout_s``: take the slot back when still free, else stop the shard;
-2. heartbeat ``worker.<id>`` (state and lease count in the value);
-3. renew every held lease (compare-and-swap on its revision). A refused renewal (:class:`LeaseLost`) stops the
-   shard at once; a NATS failure is counted and retried, the lease being trusted until its fencing deadline;
+2. heartbeat ``worker.<id>`` (state, lease count and this process's nonce in the value);
+3. renew every held lease (compare-and-swap on its revision). A refused renewal (:class:`LeaseLost`) drops the
+   lease and stops the shard at once; a NATS failure is counted and retried, the lease being trusted until its
+   fencing deadline;
 4. read a snapshot of the bucket: the live workers are those with a heartbeat of the same configuration
    fingerprint and not ``stopping`` (peers of another fingerprint are reported, never counted);
 5. complete handovers whose slot another worker now holds AND runs (its lease value has ``started_ms``):
@@ -34,14 +35,36 @@ leaving, or a slot this worker handed over being taken; at most ten rounds per i
    a shard at 0 while another has 2), ties in an order hashed from the worker id (workers do not all race for
    one key); a slot free for a whole interval (nobody below target took it) is taken even above target, so no
    slot stays unrun; a key naming this worker that it does not hold (a lost create reply, or this worker id's
-   previous process) is taken over by compare-and-swap.
+   previous process) is taken over by compare-and-swap, except while another process uses this worker id (see
+   below). A shard whose stop is still in progress is not claimed.
+
+**Stops never block.** A lease lost, fenced, handed over or given back leaves the held set at once; its shard's
+stop (``manager.remove_exchange``, which may take seconds while a feed closes its websockets) runs as a
+background task of the worker's shard runner: rounds and the fencing task never wait for a stop, so a slow stop
+delays no renewal. The runner runs one operation at a time per shard, in order: a shard being stopped is started
+again on this worker only once its stop ended. A stop that fails is counted (``stop_failures``) and logged;
+:meth:`Worker.aclose` waits for every stop.
 
 **Fencing.** A lease is trusted until ``renewed_at + ttl - renew_every_s`` on this process's monotonic clock,
 measured from the moment its last confirmed write was SENT (:meth:`LeaseStore.deadline`), which ends before the
-server can expire it. A task of its own sleeps until the earliest deadline and stops the shards past it, even
-when the renewal never answered (state ``fenced``); the worker never runs a shard whose lease it lost, except a
-shard it handed over, for at most ``handover_timeout_s`` while the new holder starts (make-before-break: an
-overlap of two workers is harmless, JetStream drops the second copy of each message by its id).
+server can expire it. A task of its own sleeps until the earliest fencing time, :meth:`LeaseStore.fence_at`: the
+deadline minus a stop allowance of ``min(1 s, renew_every_s / 2, (ttl - 2 * renew_every_s) / 2)``
+(:attr:`LeaseStore.stop_allowance_s`). There it drops EVERY lease past that time and starts all their shards'
+stops at once (concurrently, in the background), even when the renewal never answered (state ``fenced``). A stop
+lasting up to ``renew_every_s`` plus the allowance therefore ends before the server can expire the key and let
+another worker start the shard (with the defaults, TTL 10 s and renewals every 3.3 s: 4.3 s); a slower stop
+overlaps the next holder by the excess. A renewal confirmed after its lease was fenced gives the key back, once
+the shard's stop ended. Otherwise the worker never runs a shard whose lease it lost, except a shard it handed
+over, for at most ``handover_timeout_s`` while the new holder starts (make-before-break: an overlap of two
+workers is harmless, JetStream drops the second copy of each message by its id).
+
+**One worker id, two processes.** Every value a worker writes carries a random nonce of its process
+(:attr:`Worker.nonce`). A heartbeat ``worker.<our id>`` written after ours with another nonce (seen in a snapshot,
+or by the KV watcher) means a second process runs under our id, e.g. a copied configuration: it is logged at
+ERROR (at most once per 30 s), counted (``id_conflicts``, once per heartbeat revision seen) and shown
+(``id_conflict``) until no such heartbeat was seen for a TTL. Meanwhile keys naming our id with another nonce are
+left to that process (not taken over), so the two processes split the free slots instead of stealing each
+other's leases; each keeps renewing the leases whose revision it holds.
 
 **Failures.** Every NATS failure is counted (:class:`WorkerStatus`) and logged at most once per 30 s per kind;
 the worker never crashes on one, it fences and retries. Every sleep uses the injected clock.
@@ -58,10 +81,11 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -77,14 +101,17 @@ from cryptolink.cluster.leases import (
     LeaseLost,
     LeaseStore,
     LeaseStoreError,
+    LeaseValue,
+    decode_value,
     next_entry,
     open_bucket,
     shard_key,
     stop_watcher,
+    worker_key,
     workers_of,
 )
 from cryptolink.cluster.shards import Shard, config_fingerprint, plan_shards
-from cryptolink.config import CryptolinkConfig
+from cryptolink.config import CryptolinkConfig, ExchangeConfig
 from cryptolink.errors import ConfigError
 from cryptolink.manager import ExchangeManager
 
@@ -333,6 +360,10 @@ class WorkerStatus:
             before we stopped the shard; handover_timeouts: those stopped at ``handover_timeout_s``.
         config_mismatch: ids of workers seen with another configuration fingerprint.
         errors: unexpected exceptions in a round (logged with their traceback).
+        stopping: shard ids whose stop is in progress (their leases already dropped).
+        stop_failures: shard stops the manager failed (logged).
+        id_conflict: another process writes this worker id's heartbeat now (seen within one TTL).
+        id_conflicts: heartbeat writes of another process under this worker id seen (once per revision).
     """
 
     worker_id: str
@@ -360,6 +391,10 @@ class WorkerStatus:
     handover_timeouts: int
     config_mismatch: tuple[str, ...]
     errors: int
+    stopping: tuple[str, ...] = ()
+    stop_failures: int = 0
+    id_conflict: bool = False
+    id_conflicts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists and scalars."""
@@ -398,6 +433,12 @@ class _LogLimiter:
         self._skipped: dict[str, int] = {}
 
     def warn(self, kind: str, msg: str, *args: object) -> None:
+        self._emit(logging.WARNING, kind, msg, args)
+
+    def error(self, kind: str, msg: str, *args: object) -> None:
+        self._emit(logging.ERROR, kind, msg, args)
+
+    def _emit(self, level: int, kind: str, msg: str, args: tuple[object, ...]) -> None:
         now = self._clock.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < _LOG_EVERY_S:
@@ -406,62 +447,126 @@ class _LogLimiter:
         self._last[kind] = now
         skipped = self._skipped.pop(kind, 0)
         suffix = f" ({skipped} more since the last report)" if skipped else ""
-        log.warning(msg + suffix, *args)
+        log.log(level, msg + suffix, *args)
+
+
+class _ShardHost(Protocol):
+    """What the shard runner needs of a manager (:class:`~cryptolink.manager.ExchangeManager`)."""
+
+    async def add_exchange(self, name: str, entry: ExchangeConfig) -> None: ...
+
+    async def remove_exchange(self, name: str) -> None: ...
 
 
 class _ShardRunner:
-    """Starts (in the background: a slow start never delays renewals) and stops shards on the manager, one
-    operation at a time per shard."""
+    """Starts and stops shards on the manager in background tasks (a slow start or stop never delays a round or
+    the fencing task), one operation at a time per shard and in the order asked: each operation of a shard first
+    waits for the previous one to end, so a shard being stopped is started again only once its stop ended.
 
-    def __init__(self, manager: ExchangeManager) -> None:
+    Args:
+        manager: where the shards run.
+        logs: rate-limited logging of failed stops.
+        on_stopped: called with the shard id after each stop ended (failed or not).
+
+    Attributes:
+        running: shards started and not asked to stop.
+        stop_errors: stops the manager failed (logged, rate-limited).
+    """
+
+    def __init__(self, manager: _ShardHost, logs: _LogLimiter, on_stopped: Callable[[str], None]) -> None:
         self._manager = manager
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._logs = logs
+        self._on_stopped = on_stopped
+        self._last: dict[str, asyncio.Task[None]] = {}
+        """Each shard's latest operation (the next one waits for it)."""
+        self._starts: dict[str, asyncio.Task[None]] = {}
+        """Starts not yet followed by a stop."""
+        self._stops: dict[asyncio.Task[None], str] = {}
+        """Stops in progress -> shard id."""
         self.running: set[str] = set()
         self.stop_errors = 0
 
-    def _lock(self, shard_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(shard_id, asyncio.Lock())
+    @property
+    def stopping(self) -> frozenset[str]:
+        """Shards whose stop is in progress."""
+        return frozenset(self._stops.values())
 
     def start(
         self, shard: Shard, on_started: Callable[[], None], on_failed: Callable[[BaseException], None]
     ) -> None:
-        self._tasks[shard.id] = asyncio.get_running_loop().create_task(
-            self._start(shard, on_started, on_failed), name=f"cluster-start-{shard.id}"
+        """Start ``shard`` in the background, after its previous operation ended; ``on_started`` or
+        ``on_failed`` (the manager's exception) is called once it ran."""
+        task = asyncio.get_running_loop().create_task(
+            self._start(shard, self._last.get(shard.id), on_started, on_failed),
+            name=f"cluster-start-{shard.id}",
         )
+        self._last[shard.id] = task
+        self._starts[shard.id] = task
 
     async def _start(
-        self, shard: Shard, on_started: Callable[[], None], on_failed: Callable[[BaseException], None]
+        self,
+        shard: Shard,
+        previous: asyncio.Task[None] | None,
+        on_started: Callable[[], None],
+        on_failed: Callable[[BaseException], None],
     ) -> None:
-        async with self._lock(shard.id):
-            try:
-                await self._manager.add_exchange(shard.id, shard.config)
-            except Exception as exc:
-                on_failed(exc)
-                return
-            self.running.add(shard.id)
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            await self._manager.add_exchange(shard.id, shard.config)
+        except Exception as exc:
+            on_failed(exc)
+            return
+        self.running.add(shard.id)
         on_started()
 
-    async def stop(self, shard_id: str) -> None:
-        task = self._tasks.pop(shard_id, None)
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-        async with self._lock(shard_id):
-            if shard_id not in self.running:
-                return
-            self.running.discard(shard_id)
-            try:
-                await self._manager.remove_exchange(shard_id)
-            except KeyError:
-                pass
-            except Exception:
-                self.stop_errors += 1
-                log.exception("cluster: stopping shard %s failed", shard_id)
+    def stop(self, shard_id: str) -> None:
+        """Stop ``shard_id`` in the background; returns at once. A start not finished yet is cancelled (the
+        manager undoes a cancelled ``add_exchange``); a shard neither running nor starting is left alone."""
+        start = self._starts.pop(shard_id, None)
+        pending = start is not None and not start.done()
+        if start is not None and pending:
+            start.cancel()
+        if not pending and shard_id not in self.running:
+            return
+        self.running.discard(shard_id)
+        task = asyncio.get_running_loop().create_task(
+            self._stop(shard_id, self._last.get(shard_id)), name=f"cluster-stop-{shard_id}"
+        )
+        self._last[shard_id] = task
+        self._stops[task] = shard_id
+        task.add_done_callback(self._stopped)
 
-    async def stop_all(self) -> None:
-        for shard_id in sorted(set(self._tasks) | self.running):
-            await self.stop(shard_id)
+    async def _stop(self, shard_id: str, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            await self._manager.remove_exchange(shard_id)
+        except KeyError:
+            pass  # not running: a start cancelled before it added the entry
+        except Exception as exc:
+            self.stop_errors += 1
+            self._logs.warn("stop", "cluster: stopping shard %s failed: %r", shard_id, exc)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        shard_id = self._stops.pop(task)
+        if self._last.get(shard_id) is task:
+            del self._last[shard_id]
+        self._on_stopped(shard_id)
+
+    async def wait_stopped(self, shard_id: str) -> None:
+        """Return once no stop of ``shard_id`` is in progress."""
+        tasks = {t for t, s in self._stops.items() if s == shard_id}
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def aclose(self) -> None:
+        """Stop every shard running or starting, concurrently, and wait for every operation to end."""
+        for shard_id in sorted(set(self._starts) | self.running):
+            self.stop(shard_id)
+        tasks = set(self._stops) | set(self._last.values())
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -475,6 +580,11 @@ class Worker:
         manager: the manager the shards run on, built from :func:`idle_config` (runs nothing by itself).
         nc: a connected NATS client (the caller owns it: connection options, reconnection, closing).
         clock: time source for rounds, fencing deadlines and status ages.
+
+    Attributes:
+        worker_id: ``nats.cluster.worker_id`` or :func:`default_worker_id`.
+        nonce: 16 random hex characters, written into every value of this worker (tells apart two processes
+            given one worker id).
 
     Raises:
         ConfigError: ``config.nats`` is missing, or two shards would share one id.
@@ -493,8 +603,9 @@ class Worker:
         self.config = config
         self.cluster = config.nats.cluster
         self.worker_id = self.cluster.worker_id or default_worker_id()
-        self.fingerprint = config_fingerprint(config)
+        self.nonce = secrets.token_hex(8)
         self.shards = plan_shards(config, self.cluster.shard_symbols)
+        self.fingerprint = config_fingerprint(config, self.shards)
         self.slots = slots_of(self.shards, self.cluster.redundancy)
         self._slots = {s.key: s for s in self.slots}
         self._manager = manager
@@ -502,8 +613,9 @@ class Worker:
         self._clock: Clock = clock or SystemClock()
         self._renew_every = self.cluster.renew_every_s
         self._timeout_s = max(_MIN_TIMEOUT_S, min(self._renew_every, _MAX_TIMEOUT_S))
-        self._runner = _ShardRunner(manager)
         self._logs = _LogLimiter(self._clock)
+        self._runner = _ShardRunner(manager, self._logs, self._on_stopped)
+        self._background: set[asyncio.Task[None]] = set()
         self._store: LeaseStore | None = None
         self._js: JetStreamContext | None = None
         self._held: dict[str, _Held] = {}
@@ -524,6 +636,9 @@ class Worker:
         self._fenced = False
         self._started_ms = 0
         self._last_write_ok: float | None = None
+        self._beat_revision = 0
+        self._conflict_until: float | None = None
+        self._conflict_revision = 0
         self._run_task: asyncio.Task[Any] | None = None
         self._fence_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -542,6 +657,7 @@ class Worker:
         self.handover_timeouts = 0
         self.watch_errors = 0
         self.errors = 0
+        self.id_conflicts = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -599,8 +715,8 @@ class Worker:
     async def aclose(self) -> None:
         """Stop: end the rounds, delete the heartbeat, release every lease, keep each running shard until
         another worker has taken and started its slot, ``handover_timeout_s`` passed or no other live worker is
-        left, then stop every shard and the worker's tasks. The manager itself is left to its owner.
-        Idempotent; never raises on NATS failures."""
+        left, then stop every shard (concurrently), wait for every stop, and end the worker's tasks. The manager
+        itself is left to its owner. Idempotent; never raises on NATS failures."""
         if self._closed:
             return
         self._closed = True
@@ -630,15 +746,17 @@ class Worker:
                     self._handovers[key] = _Handover(h.slot, now)
                     self.handovers += 1
                 else:
-                    await self._runner.stop(h.slot.shard.id)
+                    self._runner.stop(h.slot.shard.id)
             await self._drain_handovers(store)
         for key, h in list(self._held.items()):
             del self._held[key]
-            await self._runner.stop(h.slot.shard.id)
+            self._runner.stop(h.slot.shard.id)
         for key, ho in list(self._handovers.items()):
             del self._handovers[key]
-            await self._runner.stop(ho.slot.shard.id)
-        await self._runner.stop_all()
+            self._runner.stop(ho.slot.shard.id)
+        await self._runner.aclose()
+        if self._background:  # keys given back once their shard stopped
+            await asyncio.wait(set(self._background))
         for task in (self._fence_task, self._watch_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -705,7 +823,16 @@ class Worker:
             handover_timeouts=self.handover_timeouts,
             config_mismatch=tuple(sorted(self._mismatch)),
             errors=self.errors,
+            stopping=tuple(sorted(self._runner.stopping)),
+            stop_failures=self._runner.stop_errors,
+            id_conflict=self.id_conflict,
+            id_conflicts=self.id_conflicts,
         )
+
+    @property
+    def id_conflict(self) -> bool:
+        """Another process wrote this worker id's heartbeat within the last TTL (see the module docstring)."""
+        return self._conflict_until is not None and self._clock.monotonic() < self._conflict_until
 
     async def next_change(self) -> None:
         """Return after the worker's state next changes (a round ended, a lease was lost or fenced, a shard
@@ -762,6 +889,7 @@ class Worker:
             renew_every_s=self._renew_every,
             clock=self._clock,
             timeout_s=self._timeout_s,
+            nonce=self.nonce,
         )
         self._watch_task = asyncio.get_running_loop().create_task(
             self._watch_loop(self._store), name="cluster-watch"
@@ -800,11 +928,12 @@ class Worker:
             | {ho.slot.shard.id for ho in self._handovers.values()}
             | set(self._cooldown)
             | self._runner.running
+            | self._runner.stopping
         )
         plan = plan_round(
             self.worker_id,
             self.slots,
-            {k: h.worker for k, h in snap.items() if k in self._slots},
+            self._plan_holders(snap),
             self._live,
             self._held,
             busy,
@@ -818,9 +947,27 @@ class Worker:
         self._ok_once = True
         self._fenced = False
 
+    def _plan_holders(self, snap: Mapping[str, Holder]) -> dict[str, str]:
+        """Slot key -> holder for :func:`plan_round`. While another process uses our worker id, a key naming our
+        id with another nonce is that process's: it is labelled ``<id>#<nonce>`` (a worker that is not live), so
+        the plan counts it as held by someone else and never takes it over."""
+        conflict = self.id_conflict
+        out: dict[str, str] = {}
+        for key, holder in snap.items():
+            if key not in self._slots:
+                continue
+            worker = holder.worker
+            nonce = holder.value.nonce if holder.value is not None else None
+            if conflict and worker == self.worker_id and nonce != self.nonce:
+                worker = f"{worker}#{nonce}"
+            out[key] = worker
+        return out
+
     async def _beat(self, store: LeaseStore) -> bool:
         try:
-            await store.heartbeat(started_ms=self._started_ms, state=self.state, held=len(self._held))
+            self._beat_revision = await store.heartbeat(
+                started_ms=self._started_ms, state=self.state, held=len(self._held)
+            )
         except LeaseStoreError as exc:
             self._failure("heartbeat", exc)
             return False
@@ -836,7 +983,7 @@ class Worker:
                 del self._held[key]
                 self.leases_lost += 1
                 log.warning("cluster: worker %s: %s; stopping shard %s", self.worker_id, exc, h.slot.shard.id)
-                await self._runner.stop(h.slot.shard.id)
+                self._runner.stop(h.slot.shard.id)
                 self._notify()
             return
         except LeaseStoreError as exc:
@@ -848,13 +995,31 @@ class Worker:
             self.leases_renewed += 1
             self._last_write_ok = self._clock.monotonic()
             return
-        # the lease was fenced while the renewal was in flight: give the key back rather than sit on it
-        with contextlib.suppress(LeaseStoreError):
+        # the lease was fenced while the renewal was in flight: give the key back rather than sit on it, once
+        # the shard's stop ended (another worker may start the shard as soon as the key is gone)
+        self._release_when_stopped(store, lease, h.slot.shard.id)
+
+    def _release_when_stopped(self, store: LeaseStore, lease: Lease, shard_id: str) -> None:
+        """Delete ``lease``'s key (compare-and-swap) in a background task, after ``shard_id``'s stop ended."""
+        task = asyncio.get_running_loop().create_task(
+            self._release_later(store, lease, shard_id), name=f"cluster-release-{lease.key}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release_later(self, store: LeaseStore, lease: Lease, shard_id: str) -> None:
+        await self._runner.wait_stopped(shard_id)
+        try:
             if await store.release(lease):
                 self.leases_released += 1
+        except LeaseStoreError as exc:
+            self._failure("release", exc)
 
     def _observe(self, snap: Mapping[str, Holder]) -> None:
         now_ms = self._now_ms()
+        beat = snap.get(worker_key(self.worker_id))
+        if beat is not None and beat.revision > self._beat_revision:  # written after our last heartbeat
+            self._check_identity(beat.value, beat.revision)
         live = {self.worker_id}
         peers: list[PeerStatus] = []
         for worker, value in sorted(workers_of(snap).items()):
@@ -903,7 +1068,7 @@ class Worker:
                     holder.worker,
                     ho.slot.shard.id,
                 )
-                await self._runner.stop(ho.slot.shard.id)
+                self._runner.stop(ho.slot.shard.id)
                 self._notify()
 
     async def _expire_handovers(self, store: LeaseStore) -> None:
@@ -931,7 +1096,7 @@ class Worker:
                 ho.slot.shard.id,
                 self.cluster.handover_timeout_s,
             )
-            await self._runner.stop(ho.slot.shard.id)
+            self._runner.stop(ho.slot.shard.id)
             self._notify()
 
     async def _drop_failed(self, store: LeaseStore) -> None:
@@ -939,7 +1104,11 @@ class Worker:
             if not h.failed:
                 continue
             del self._held[key]
-            await self._runner.stop(h.slot.shard.id)
+            shard_id = h.slot.shard.id
+            self._runner.stop(shard_id)
+            if shard_id in self._runner.stopping:
+                self._release_when_stopped(store, h.lease, shard_id)
+                continue
             try:
                 if await store.release(h.lease):
                     self.leases_released += 1
@@ -965,7 +1134,7 @@ class Worker:
             self.handovers += 1
             log.info("cluster: worker %s: handing shard %s over", self.worker_id, h.slot.shard.id)
         else:
-            await self._runner.stop(h.slot.shard.id)
+            self._runner.stop(h.slot.shard.id)
         self._notify()
 
     async def _take(self, store: LeaseStore, slot: Slot, holder: Holder | None) -> None:
@@ -1002,6 +1171,34 @@ class Worker:
             self._wake.set()  # publish started_ms at once: a worker handing this shard over waits for it
         self._notify()
 
+    def _on_stopped(self, shard_id: str) -> None:
+        self._notify()
+
+    def _check_identity(self, value: LeaseValue | None, revision: int) -> None:
+        """``value`` was written to our heartbeat key at ``revision``, after our own heartbeat: another nonce
+        means another process uses our worker id (see the module docstring)."""
+        if value is None or value.worker != self.worker_id or value.nonce == self.nonce:
+            return
+        was = self.id_conflict
+        self._conflict_until = self._clock.monotonic() + self._store_ttl()
+        if revision > self._conflict_revision:
+            self._conflict_revision = revision
+            self.id_conflicts += 1
+        self._logs.error(
+            "worker id",
+            "cluster: worker %s: another process uses this worker id (its heartbeat nonce %s, started at %d ms; "
+            "ours %s, %d ms): give every process its own nats.cluster.worker_id. Until then the keys naming %s "
+            "that this process does not hold are left alone",
+            self.worker_id,
+            value.nonce,
+            value.acquired_ms,
+            self.nonce,
+            self._started_ms,
+            self.worker_id,
+        )
+        if not was:
+            self._notify()
+
     def _on_failed(self, h: _Held, exc: BaseException) -> None:
         self.start_failures += 1
         self._cooldown[h.slot.shard.id] = self._clock.monotonic() + self._store_ttl()
@@ -1019,33 +1216,36 @@ class Worker:
     # ------------------------------------------------------------------------------------------- fencing
 
     async def _fence_loop(self) -> None:
-        """Stop the shards of leases past their deadline (see the module docstring), whatever the rounds do."""
+        """Drop the leases past their fencing time (:meth:`LeaseStore.fence_at`) and start all their shards' stops
+        at once, whatever the rounds do (see the module docstring). Never waits for a stop."""
         while True:
             self._fence_wake.clear()
             store = self._store
             now = self._clock.monotonic()
             earliest: float | None = None
+            fenced: list[_Held] = []
             if store is not None:
                 for key, h in list(self._held.items()):
-                    deadline = store.deadline(h.lease)
-                    if deadline > now:
-                        earliest = deadline if earliest is None else min(earliest, deadline)
-                        continue
-                    if self._held.get(key) is not h:
+                    at = store.fence_at(h.lease)
+                    if at > now:
+                        earliest = at if earliest is None else min(earliest, at)
                         continue
                     del self._held[key]
-                    self.leases_lost += 1
-                    self.self_fences += 1
-                    self._fenced = True
-                    log.warning(
-                        "cluster: worker %s: lease %s not confirmed for %.1f s; stopping shard %s (self-fence)",
-                        self.worker_id,
-                        key,
-                        now - h.lease.renewed_at,
-                        h.slot.shard.id,
-                    )
-                    await self._runner.stop(h.slot.shard.id)
-                    self._notify()
+                    self._runner.stop(h.slot.shard.id)
+                    fenced.append(h)
+            if fenced:
+                self.leases_lost += len(fenced)
+                self.self_fences += len(fenced)
+                self._fenced = True
+                log.warning(
+                    "cluster: worker %s: leases %s not confirmed for %.1f s or more; stopping shards %s "
+                    "(self-fence)",
+                    self.worker_id,
+                    ", ".join(h.slot.key for h in fenced),
+                    min(now - h.lease.renewed_at for h in fenced),
+                    ", ".join(h.slot.shard.id for h in fenced),
+                )
+                self._notify()
             delay = None if earliest is None else earliest - self._clock.monotonic()
             await self._sleep_or_wake(self._fence_wake, delay)
 
@@ -1071,11 +1271,17 @@ class Worker:
             try:
                 watcher = await store.watch()
                 caught_up = False
+                my_key = worker_key(self.worker_id)
                 while True:
                     entry = await next_entry(watcher, None)
                     if entry is None:
                         caught_up = True
-                    elif caught_up and self._interesting(entry):
+                    elif not caught_up:
+                        continue
+                    elif entry.key == my_key:  # a write since the watcher started: ours, or another process's
+                        if entry.operation not in (KV_DEL, KV_PURGE) and entry.revision is not None:
+                            self._check_identity(decode_value(entry.value), entry.revision)
+                    elif self._interesting(entry):
                         self._wake.set()
             except LeaseStoreError as exc:
                 self.watch_errors += 1
