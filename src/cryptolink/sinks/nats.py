@@ -427,7 +427,9 @@ class NatsSink:
             raise RuntimeError("NatsSink.run() is already running")
         self._running = True
         try:
-            async with asyncio.TaskGroup() as tasks:  # one failing cancels the other: never a half-running sink
+            async with (
+                asyncio.TaskGroup() as tasks
+            ):  # one failing cancels the other: never a half-running sink
                 tasks.create_task(self._publisher(), name="nats-publisher")
                 tasks.create_task(self._expirer(), name="nats-expirer")
         finally:
