@@ -154,5 +154,9 @@ def test_health_and_readiness_see_the_sink_and_the_worker() -> None:
         "worker w-a: starting",
         "worker w-a: workers with another configuration: w-c",
     ]
+    twin = snap(None, worker_status(config_mismatch=(), id_conflict=True))
+    assert documents.health(twin)[1] == ["worker w-a: another process uses this worker id"]
+    samples = render(twin)
+    assert value(samples, "cryptolink_worker_id_conflict") == 1.0
     closed = snap(sink_stats(connected=False, closed=True), None)  # stopped on purpose: not a failure
     assert documents.health(closed) == (True, [])

@@ -210,6 +210,8 @@ def _nats_reasons(snap: StatusSnapshot, *, ready: bool) -> list[str]:
             out.append(f"worker {w.worker_id}: fenced (leases not renewed in time, shards stopped)")
         elif ready and w.state == "starting":
             out.append(f"worker {w.worker_id}: starting")
+        if w.id_conflict:
+            out.append(f"worker {w.worker_id}: another process uses this worker id")
         if w.config_mismatch:
             out.append(
                 f"worker {w.worker_id}: workers with another configuration: {', '.join(w.config_mismatch)}"

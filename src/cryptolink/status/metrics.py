@@ -677,6 +677,12 @@ SPECS: tuple[MetricSpec, ...] = (
         (),
     ),
     _c("cryptolink_worker_renew_failures_total", "Lease renewals that failed on NATS.", ()),
+    _c("cryptolink_worker_stop_failures_total", "Shard stops the manager failed (logged).", ()),
+    _g(
+        "cryptolink_worker_id_conflict",
+        "1 while another process writes heartbeats under this worker id (a copied worker_id), else 0.",
+        (),
+    ),
     _c(
         "cryptolink_worker_handovers_total",
         "Slots given away for another worker, by outcome: completed (the new holder started first), timeout.",
@@ -1276,6 +1282,8 @@ def _nats(out: _Families, snap: StatusSnapshot) -> None:
             out.add("cryptolink_worker_leases_total", (op,), float(count))
         out.add("cryptolink_worker_self_fences_total", (), float(w.self_fences))
         out.add("cryptolink_worker_renew_failures_total", (), float(w.renew_failures))
+        out.add("cryptolink_worker_stop_failures_total", (), float(w.stop_failures))
+        out.add("cryptolink_worker_id_conflict", (), 1.0 if w.id_conflict else 0.0)
         out.add("cryptolink_worker_handovers_total", ("completed",), float(w.handovers_completed))
         out.add("cryptolink_worker_handovers_total", ("timeout",), float(w.handover_timeouts))
         if w.last_renew_age_s is not None:
