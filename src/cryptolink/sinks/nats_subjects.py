@@ -39,6 +39,7 @@ SHA-256 prefix, still deterministic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -58,8 +59,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 Event = Trade | Ticker | BookUpdate | Gap
 
 
+@functools.lru_cache(maxsize=8192)
 def symbol_token(symbol: str) -> str:
     """The subject token of a unified symbol (see the module docstring); never empty, never ``.``/``*``/``>``.
+    Cached (a few thousand symbols at most: one parse per symbol, not per event).
 
     Raises:
         ValueError: an empty symbol.
