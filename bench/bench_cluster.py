@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -217,16 +218,20 @@ async def failover(redundancy: int, sim: SimProcess, server: NatsServer) -> dict
         await nc.close()
     hole_ids = 0
     hole_ms = 0
-    for i in range(1, len(trades)):
-        step = trades[i] - trades[i - 1]
+    holes: list[tuple[int, int]] = []
+    order = sorted(range(len(trades)), key=lambda i: trades[i])  # stream order is first arrival, not id order
+    for a, b in itertools.pairwise(order):
+        step = trades[b] - trades[a]
         if step > 1:
             hole_ids += step - 1
-            hole_ms = max(hole_ms, trade_ms[i] - trade_ms[i - 1])
+            hole_ms = max(hole_ms, trade_ms[b] - trade_ms[a])
+            holes.append((step - 1, trade_ms[b] - trade_ms[a]))
     stats = rebuilder.stats()
     return {
         "redundancy": redundancy,
         "trades": len(trades),
         "missing_ids": hole_ids,
+        "holes": holes,
         "hole_ms": hole_ms,
         "trade_duplicates": len(trades) - len(set(trades)),
         "book_gaps": stats.book_gaps,
@@ -342,8 +347,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     lines += [
         "",
         "Lease TTL 10 s, renewal every 3.3 s (the defaults); workers are `cryptolink run` processes on this "
-        "machine; the simulator replays Binance at 1x (BTC/USDT trades a few per second, so a hole of less than "
-        "a second may hold no trade id). Duplicates are counted on the stream as the consumer reads it: a trade "
+        "machine; the simulator replays Binance at 1x (BTC/USDT: about 15 trades per second, so a hole of less than "
+        "a tenth of a second may hold no trade id). Duplicates are counted on the stream as the consumer reads it: a trade "
         "id or a book delta delivered twice.",
     ]
     body = "\n".join(lines)
