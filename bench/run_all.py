@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import (
+    bench_cluster,
     bench_exchanges,
     bench_memory,
+    bench_nats,
     bench_reconnect,
     bench_recovery,
     bench_stall,
@@ -33,6 +35,8 @@ BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "stall": lambda quick: bench_stall.run(quick=quick),
     "recovery": lambda quick: bench_recovery.run(quick=quick),
     "status": lambda quick: bench_status.run(quick=quick),
+    "nats": lambda quick: bench_nats.run(quick=quick),
+    "cluster": lambda quick: bench_cluster.run(quick=quick),
 }
 
 
