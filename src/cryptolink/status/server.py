@@ -48,24 +48,28 @@ _REFUSED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 def note_refused_handshake(reason: str) -> None:
     """Say that the application refused the current WebSocket handshake on purpose (``reason``, e.g. ``"401:
-    missing or wrong token"``), so that uvicorn's complaint about it is logged at INFO with the reason (see
-    :class:`_RefusedHandshake`). Call it in the task that serves the handshake, before answering."""
+    missing or wrong token"``): logged here at INFO with the reason, and uvicorn's own complaint about it, if its
+    version makes one, is dropped (see :class:`_RefusedHandshake`). Call it in the task that serves the handshake,
+    before answering."""
     _REFUSED.set(reason)
+    _UVICORN_ERRORS.info("status: WebSocket handshake refused (%s)", reason)
 
 
 class _RefusedHandshake(logging.Filter):
-    """uvicorn's sans-I/O WebSocket protocol logs a handshake answered with an HTTP response (our 401 for a missing
-    token, our 403 for a foreign origin) as an ERROR. When the application said it refused on purpose
-    (:func:`note_refused_handshake`, in the same task) it is logged at INFO with the reason; any other such
-    ERROR is left as it is."""
+    """uvicorn's sans-I/O WebSocket protocol before 0.55 logs a handshake answered with an HTTP response (our 401
+    for a missing token, our 403 for a foreign origin) as an ERROR ("ASGI callable returned without completing
+    handshake"; 0.55 logs it at INFO). When the application said it refused on purpose (:func:`note_refused_handshake`,
+    in the same task, which logged the refusal with its reason) that ERROR is dropped; any other such ERROR is left
+    as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.getMessage() == _NO_HANDSHAKE:
-            reason = _REFUSED.get()
-            if reason is not None:
-                _REFUSED.set(None)
-                record.levelno, record.levelname = logging.INFO, "INFO"
-                record.msg, record.args = "status: WebSocket handshake refused (%s)", (reason,)
+        if (
+            record.levelno == logging.ERROR
+            and record.getMessage() == _NO_HANDSHAKE
+            and _REFUSED.get() is not None
+        ):
+            _REFUSED.set(None)
+            return False
         return True
 
 
