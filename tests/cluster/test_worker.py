@@ -233,10 +233,10 @@ class Harness:
         return sorted(len(self.worker(w).status().held) for w in ids)
 
     def settled(self, wids: Sequence[str] | None = None) -> bool:
-        """Every held shard running, no handover in progress."""
+        """Every held shard running, no handover in progress, no stop in progress (stops run in the background)."""
         ids = wids if wids is not None else list(self.members)
         statuses = [self.worker(w).status() for w in ids]
-        return all(all(h.running for h in s.held) and not s.handing_over for s in statuses)
+        return all(all(h.running for h in s.held) and not s.handing_over and not s.stopping for s in statuses)
 
     def owners(self, shard: str, wids: Sequence[str] | None = None) -> set[str]:
         ids = wids if wids is not None else list(self.members)
@@ -308,7 +308,14 @@ async def test_two_workers_split_then_a_third_gets_its_share_without_a_hole(
         done_before = sum(h.worker(w).status().handovers_completed for w in ("wa", "wb"))
 
         await h.add("wc")
-        await h.until(lambda: h.counts() == [1, 1, 2] and h.settled())
+        everyone = ("wa", "wb", "wc")
+        await h.until(
+            lambda: (
+                h.counts() == [1, 1, 2]
+                and h.settled()
+                and all(h.worker(w).status().workers_seen == everyone for w in everyone)
+            )  # each ran a round since
+        )
         assert all(len(h.owners(s)) == 1 for s in SHARDS)
         statuses = {w: h.worker(w).status() for w in ("wa", "wb", "wc")}
         moved = [s for s in SHARDS if "wc" in h.owners(s)]
