@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from uuid import uuid4
 
@@ -99,6 +99,23 @@ def write_config(path: Path, sim: Simulator, uid: str, redundancy: int) -> None:
     )
 
 
+async def cleanup(
+    nc: NatsClient, uid: str, leases: Leases, procs: Iterable[asyncio.subprocess.Process]
+) -> None:
+    """Kill what still runs, delete the test's stream and bucket, close the connection."""
+    await leases.stop()
+    for p in procs:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+    js = nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(f"WK_{uid}")
+    with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+        await js.delete_key_value(f"wk_{uid}")
+    await nc.close()
+
+
 async def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_dies(tmp_path: Path) -> None:
     uid = uuid4().hex[:10]
     nc = await nats.connect(NATS_URL)
@@ -134,17 +151,7 @@ async def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_di
             assert "cluster worker" in out.decode() and "b (stopping)" in out.decode()
             await leases.wait(lambda h: not h, 10)  # released at stop, not left to expire
     finally:
-        await leases.stop()
-        for p in procs.values():
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-        js = nc.jetstream()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(f"WK_{uid}")
-        with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-            await js.delete_key_value(f"wk_{uid}")
-        await nc.close()
+        await cleanup(nc, uid, leases, procs.values())
 
 
 async def test_with_redundancy_two_every_shard_runs_on_both_workers(tmp_path: Path) -> None:
@@ -168,14 +175,4 @@ async def test_with_redundancy_two_every_shard_runs_on_both_workers(tmp_path: Pa
                 await asyncio.wait_for(p.communicate(), 30)
                 assert p.returncode == 0
     finally:
-        await leases.stop()
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
-        js = nc.jetstream()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(f"WK_{uid}")
-        with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
-            await js.delete_key_value(f"wk_{uid}")
-        await nc.close()
+        await cleanup(nc, uid, leases, procs)
