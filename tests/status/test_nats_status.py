@@ -61,7 +61,7 @@ def worker_status(**kw: Any) -> WorkerStatus:
         "bucket": "cryptolink_leases",
         "workers_seen": ("w-a", "w-b", "w-c"),
         "target": 2,
-        "slots": 6,
+        "slots": 4,  # 2 held here, 2 by w-b (w-c runs another configuration: not counted)
         "held": (
             HeldShard("binance", 0, 17, 1_700_000_000_000, True),
             HeldShard("okx", 1, 23, 1_700_000_000_500, True),
@@ -153,6 +153,11 @@ def test_health_and_readiness_see_the_sink_and_the_worker() -> None:
     assert documents.readiness(starting)[1] == [
         "worker w-a: starting",
         "worker w-a: workers with another configuration: w-c",
+    ]
+    unrun = snap(None, worker_status(config_mismatch=(), slots=5))  # one more slot than the workers hold
+    assert documents.health(unrun)[1] == [
+        "cluster: 1 of 5 shard slots held by no worker (a shard that fails to start everywhere, or workers still "
+        "taking them: see the log)"
     ]
     twin = snap(None, worker_status(config_mismatch=(), id_conflict=True))
     assert documents.health(twin)[1] == ["worker w-a: another process uses this worker id"]
