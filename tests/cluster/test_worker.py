@@ -472,3 +472,29 @@ async def test_a_manager_with_entries_of_its_own_is_refused(sim: Simulator, buck
     finally:
         await manager.stop()
         await nc.close()
+
+
+async def test_unheld_slots_count_only_what_a_live_worker_could_hold() -> None:
+    """The status's ``unheld_slots``: slots free for two renewal intervals, not counting the replicas beyond the
+    number of live workers (one worker alone cannot hold a shard's second replica: that is no failure)."""
+    from cryptolink.clock import FakeClock
+
+    config = CryptolinkConfig.from_dict(
+        {
+            "exchanges": {"spot": {"exchange": "binance", "symbols": ["BTC/USDT"]}},
+            "nats": {"cluster": {"enabled": True, "redundancy": 2, "lease_ttl_s": 9}},
+        },
+        env={},
+    )
+    clock = FakeClock()
+    w = Worker(config, ExchangeManager(idle_config(config)), nc=None, clock=clock)  # type: ignore[arg-type]
+    w._live = ("a",)  # alone: one replica of "spot" is all it can hold
+    w._free_since = {"shard.spot.1": 0.0}  # replica 0 held (by this worker), replica 1 free
+    await clock.advance(7.0)  # more than two renewals (3 s each)
+    assert w.status().unheld_slots == 0
+    w._live = ("a", "b")  # a second worker could hold it: it is unheld now
+    assert w.status().unheld_slots == 1
+    w._free_since = {"shard.spot.0": 0.0, "shard.spot.1": 0.0}  # nobody holds the shard at all
+    assert w.status().unheld_slots == 2
+    w._free_since = {"shard.spot.0": 6.5}  # free for only half a second: a rebalance in progress
+    assert w.status().unheld_slots == 0

@@ -645,7 +645,7 @@ async def test_sends_later_than_the_duplicate_window_are_counted_and_reported(tm
             assert await sink.flush(10)
     st = sink.stats()
     assert (st.late_sends, st.acked, st.lost) == (1, 2, 0)
-    assert "1 sends later than the stream's duplicate window" in "\n".join(sink.report_section().lines)
+    assert "1 events sent later than the stream's duplicate window" in "\n".join(sink.report_section().lines)
     with pytest.raises(ValueError, match=r"ack_timeout_s x max_attempts \(250 s\) must be below"):
         config(ack_timeout_s=25, max_attempts=10)
 

@@ -154,10 +154,10 @@ def test_health_and_readiness_see_the_sink_and_the_worker() -> None:
         "worker w-a: starting",
         "worker w-a: workers with another configuration: w-c",
     ]
-    unrun = snap(None, worker_status(config_mismatch=(), slots=5))  # one more slot than the workers hold
+    unrun = snap(None, worker_status(config_mismatch=(), unheld_slots=1))
     assert documents.health(unrun)[1] == [
-        "cluster: 1 of 5 shard slots held by no worker (a shard that fails to start everywhere, or workers still "
-        "taking them: see the log)"
+        "cluster: 1 of 4 shard slots held by no worker for two renewal intervals (a shard failing to start "
+        "everywhere? see the log)"
     ]
     twin = snap(None, worker_status(config_mismatch=(), id_conflict=True))
     assert documents.health(twin)[1] == ["worker w-a: another process uses this worker id"]

@@ -364,6 +364,8 @@ class WorkerStatus:
         stop_failures: shard stops the manager failed (logged).
         id_conflict: another process writes this worker id's heartbeat now (seen within one TTL).
         id_conflicts: heartbeat writes of another process under this worker id seen (once per revision).
+        unheld_slots: slots no worker has held for two renewal intervals although a live worker could (a shard
+            failing to start everywhere); replicas beyond the number of live workers are not counted.
     """
 
     worker_id: str
@@ -395,6 +397,7 @@ class WorkerStatus:
     stop_failures: int = 0
     id_conflict: bool = False
     id_conflicts: int = 0
+    unheld_slots: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists and scalars."""
@@ -827,7 +830,27 @@ class Worker:
             stop_failures=self._runner.stop_errors,
             id_conflict=self.id_conflict,
             id_conflicts=self.id_conflicts,
+            unheld_slots=self._unheld(now),
         )
+
+    def _unheld(self, now: float) -> int:
+        """Slots free (no holder in the last snapshot) for two renewal intervals that a live worker could hold:
+        with fewer live workers than ``redundancy`` a shard can have only as many replicas as workers, and the
+        replicas beyond are not counted."""
+        red = self.cluster.redundancy
+        workers = max(1, len(self._live))
+        free: dict[str, int] = {}
+        long_free: dict[str, int] = {}
+        for key, since in self._free_since.items():
+            shard_id = self._slots[key].shard.id
+            free[shard_id] = free.get(shard_id, 0) + 1
+            if now - since >= 2 * self._renew_every:
+                long_free[shard_id] = long_free.get(shard_id, 0) + 1
+        unheld = 0
+        for shard_id, count in long_free.items():
+            held = red - free[shard_id]
+            unheld += min(count, max(0, min(red, workers) - held))
+        return unheld
 
     @property
     def id_conflict(self) -> bool:

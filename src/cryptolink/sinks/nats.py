@@ -165,8 +165,8 @@ class NatsSinkStats:
         stream: what the start-time stream check found: ``created``, ``matches``, ``unchecked``, or ``None`` (not
             checked yet, or it failed: see ``last_error``).
         closed: :meth:`NatsSink.aclose` ran (the link is closed on purpose).
-        late_sends: sends made more than ``stream.duplicate_window_s`` after the event was accepted (it waited
-            out a long outage): if a copy was stored before (an earlier send of ours whose acknowledgement was
+        late_sends: events sent more than ``stream.duplicate_window_s`` after they were accepted, each counted
+            once however many times it is sent (it waited out a long outage): if a copy was stored before (an earlier send of ours whose acknowledgement was
             lost, or another collector's), JetStream no longer recognizes this one, and the stream may hold the
             event twice (readers drop repeated trade ids and book sequences).
     """
@@ -206,6 +206,7 @@ class _Out:
         "event_ms",
         "headers",
         "key",
+        "late",
         "loss",
         "not_before",
         "origin",
@@ -240,8 +241,9 @@ class _Out:
         self.deadline = 0.0
         self.not_before = 0.0  # monotonic time before which a re-send waits (back-off after a refusal)
         self.accepted_at = (
-            0.0  # monotonic time the sink took it (the duplicate window counts from about then)
+            0.0  # when the sink took it (monotonic): the duplicate window counts from about then
         )
+        self.late = False  # counted in late_sends already
 
     def __lt__(self, other: _Out) -> bool:
         return self.seq < other.seq
@@ -427,11 +429,13 @@ class NatsSink:
             raise RuntimeError("NatsSink.run() is already running")
         self._running = True
         try:
-            async with (
-                asyncio.TaskGroup() as tasks
-            ):  # one failing cancels the other: never a half-running sink
-                tasks.create_task(self._publisher(), name="nats-publisher")
-                tasks.create_task(self._expirer(), name="nats-expirer")
+            # one failing cancels the other (never a half-running sink); its own exception is raised, not a group
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._publisher(), name="nats-publisher")
+                    tasks.create_task(self._expirer(), name="nats-expirer")
+            except* Exception as group:
+                raise group.exceptions[0] from None
         finally:
             self._running = False
 
@@ -804,8 +808,9 @@ class NatsSink:
         out.attempts += 1
         now = self._clock.monotonic()
         out.deadline = now + self._ack_timeout_s
-        if now - out.accepted_at > self._dup_window_s:
-            self._late_sends += 1  # a copy stored earlier (ours, another collector's) is no longer recognized
+        if not out.late and now - out.accepted_at > self._dup_window_s:
+            out.late = True  # a copy stored earlier (ours, another collector's) is no longer recognized
+            self._late_sends += 1
         self._inflight[token] = out  # before the await: an ack can only be matched to a message in flight
         n = len(self._inflight)
         if n > self._max_in_flight:
@@ -1178,7 +1183,7 @@ def nats_section(stats: NatsSinkStats) -> Section:
         lines.append(f"  {stats.buffered:,} buffered, {stats.in_flight:,} awaiting acknowledgement")
     if stats.late_sends:
         lines.append(
-            f"  {stats.late_sends:,} sends later than the stream's duplicate window (after a long outage): "
+            f"  {stats.late_sends:,} events sent later than the stream's duplicate window (after a long outage): "
             "the stream may hold those events twice"
         )
     if stats.open_losses:

@@ -210,11 +210,10 @@ def _nats_reasons(snap: StatusSnapshot, *, ready: bool) -> list[str]:
             out.append(f"worker {w.worker_id}: fenced (leases not renewed in time, shards stopped)")
         elif ready and w.state == "starting":
             out.append(f"worker {w.worker_id}: starting")
-        unrun = w.slots - len(w.held) - sum(p.held for p in w.peers if p.same_config)
-        if unrun > 0 and w.state == "active":
+        if w.unheld_slots and w.state == "active":
             out.append(
-                f"cluster: {unrun} of {w.slots} shard slots held by no worker (a shard that fails to start "
-                "everywhere, or workers still taking them: see the log)"
+                f"cluster: {w.unheld_slots} of {w.slots} shard slots held by no worker for two renewal intervals "
+                "(a shard failing to start everywhere? see the log)"
             )
         if w.id_conflict:
             out.append(f"worker {w.worker_id}: another process uses this worker id")

@@ -643,8 +643,8 @@ SPECS: tuple[MetricSpec, ...] = (
     ),
     _c(
         "cryptolink_nats_late_sends_total",
-        "Sends made later than the stream's duplicate window after the event was accepted (after a long outage): "
-        "JetStream can no longer recognize them as copies.",
+        "Events sent later than the stream's duplicate window after they were accepted (after a long outage; each "
+        "counted once): JetStream can no longer recognize them as copies.",
         (),
     ),
     _c(
