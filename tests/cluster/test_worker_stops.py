@@ -126,6 +126,28 @@ async def test_a_shard_being_stopped_starts_again_only_after_its_stop_ended() ->
 
 
 @pytest.mark.timeout(10)
+async def test_a_second_stop_never_overtakes_a_slow_first_one() -> None:
+    """stop, start (queued behind the stop), stop again (cancels that start): the second stop waits for the
+    FIRST stop too, not only for the cancelled start (review finding: it called remove while the first ran)."""
+    host, stopped = GatedHost(), list[str]()
+    run = runner(host, stopped)
+    await start_all(host, run, ["a"])
+    run.stop("a")
+    await host.until(lambda: ("remove-begin", "a") in host.steps)
+    run.start(shard("a"), on_started=lambda: None, on_failed=lambda exc: None)  # queued behind the stop
+    run.stop("a")  # cancels the queued start
+    for _ in range(5):
+        await asyncio.sleep(0)  # let the cancelled start end: the second stop must still wait
+    assert host.steps.count(("remove-begin", "a")) == 1
+    assert run.stopping == {"a"}
+    host.gate("remove", "a").set()
+    await run.aclose()
+    removes = [op for op, s in host.steps if s == "a" and op.startswith("remove")]
+    assert removes == ["remove-begin", "remove-end", "remove-begin", "remove-end"]
+    assert ("add-begin", "a") not in host.steps[2:]  # the cancelled start never reached the manager
+
+
+@pytest.mark.timeout(10)
 async def test_a_stop_cancels_a_pending_start_and_a_failed_stop_is_counted() -> None:
     host, stopped = GatedHost(), list[str]()
     run = runner(host, stopped)

@@ -77,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -480,8 +481,9 @@ class _ShardRunner:
         self._manager = manager
         self._logs = logs
         self._on_stopped = on_stopped
-        self._last: dict[str, asyncio.Task[None]] = {}
-        """Each shard's latest operation (the next one waits for it)."""
+        self._ops: dict[str, list[asyncio.Task[None]]] = {}
+        """Each shard's unfinished operations, in order (a new one waits for ALL of them: a cancelled start
+        still queued behind a slow stop must not let the next stop overtake that stop)."""
         self._starts: dict[str, asyncio.Task[None]] = {}
         """Starts not yet followed by a stop."""
         self._stops: dict[asyncio.Task[None], str] = {}
@@ -500,21 +502,35 @@ class _ShardRunner:
         """Start ``shard`` in the background, after its previous operation ended; ``on_started`` or
         ``on_failed`` (the manager's exception) is called once it ran."""
         task = asyncio.get_running_loop().create_task(
-            self._start(shard, self._last.get(shard.id), on_started, on_failed),
+            self._start(shard, self._unfinished(shard.id), on_started, on_failed),
             name=f"cluster-start-{shard.id}",
         )
-        self._last[shard.id] = task
+        self._track(shard.id, task)
         self._starts[shard.id] = task
+
+    def _unfinished(self, shard_id: str) -> set[asyncio.Task[None]]:
+        return {t for t in self._ops.get(shard_id, ()) if not t.done()}
+
+    def _track(self, shard_id: str, task: asyncio.Task[None]) -> None:
+        self._ops.setdefault(shard_id, []).append(task)
+        task.add_done_callback(functools.partial(self._forget, shard_id))
+
+    def _forget(self, shard_id: str, task: asyncio.Task[None]) -> None:
+        ops = self._ops.get(shard_id)
+        if ops is not None and task in ops:
+            ops.remove(task)
+            if not ops:
+                del self._ops[shard_id]
 
     async def _start(
         self,
         shard: Shard,
-        previous: asyncio.Task[None] | None,
+        previous: set[asyncio.Task[None]],
         on_started: Callable[[], None],
         on_failed: Callable[[BaseException], None],
     ) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
+        if previous:
+            await asyncio.wait(previous)
         try:
             await self._manager.add_exchange(shard.id, shard.config)
         except Exception as exc:
@@ -534,15 +550,15 @@ class _ShardRunner:
             return
         self.running.discard(shard_id)
         task = asyncio.get_running_loop().create_task(
-            self._stop(shard_id, self._last.get(shard_id)), name=f"cluster-stop-{shard_id}"
+            self._stop(shard_id, self._unfinished(shard_id)), name=f"cluster-stop-{shard_id}"
         )
-        self._last[shard_id] = task
+        self._track(shard_id, task)
         self._stops[task] = shard_id
         task.add_done_callback(self._stopped)
 
-    async def _stop(self, shard_id: str, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
+    async def _stop(self, shard_id: str, previous: set[asyncio.Task[None]]) -> None:
+        if previous:
+            await asyncio.wait(previous)
         try:
             await self._manager.remove_exchange(shard_id)
         except KeyError:
@@ -553,8 +569,6 @@ class _ShardRunner:
 
     def _stopped(self, task: asyncio.Task[None]) -> None:
         shard_id = self._stops.pop(task)
-        if self._last.get(shard_id) is task:
-            del self._last[shard_id]
         self._on_stopped(shard_id)
 
     async def wait_stopped(self, shard_id: str) -> None:
@@ -567,7 +581,7 @@ class _ShardRunner:
         """Stop every shard running or starting, concurrently, and wait for every operation to end."""
         for shard_id in sorted(set(self._starts) | self.running):
             self.stop(shard_id)
-        tasks = set(self._stops) | set(self._last.values())
+        tasks = set(self._stops) | {t for ops in self._ops.values() for t in ops}
         if tasks:
             await asyncio.wait(tasks)
 
