@@ -168,9 +168,8 @@ async def serve(
     worker_mode = config.nats is not None and config.nats.cluster.enabled
     if manager is None:
         if worker_mode:
-            from cryptolink.cluster.worker import (
-                idle_config,  # a worker's manager runs only the shards it holds
-            )
+            # a worker's manager runs only the shards it holds
+            from cryptolink.cluster.worker import idle_config
 
             manager = ExchangeManager(idle_config(config), rest_budgets=budgets)
         else:

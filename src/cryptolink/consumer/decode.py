@@ -18,7 +18,8 @@ from __future__ import annotations
 import msgspec
 
 from cryptolink.errors import CryptolinkError
-from cryptolink.models import GAPS_CHANNEL, BookUpdate, Channel, Gap, Ticker, Trade
+from cryptolink.models import BookUpdate, Gap, Ticker, Trade
+from cryptolink.sinks.jsonl import EVENT_DECODERS
 from cryptolink.sinks.nats_subjects import subject as subject_of
 
 __all__ = ["CHANNELS", "PREVIEW_BYTES", "Event", "MalformedMessage", "decode", "split_subject"]
@@ -29,12 +30,7 @@ Event = Trade | Ticker | BookUpdate | Gap
 PREVIEW_BYTES = 120
 """Most payload bytes quoted in a :class:`MalformedMessage` text."""
 
-_DECODERS: dict[str, msgspec.json.Decoder[Event]] = {
-    Channel.TRADES.value: msgspec.json.Decoder(Trade),
-    Channel.TICKER.value: msgspec.json.Decoder(Ticker),
-    Channel.BOOK.value: msgspec.json.Decoder(BookUpdate),
-    GAPS_CHANNEL: msgspec.json.Decoder(Gap),
-}
+_DECODERS = EVENT_DECODERS  # the payload is exactly a JSONL line
 
 CHANNELS: tuple[str, ...] = tuple(_DECODERS)
 """The channel tokens a subject may carry: ``trades``, ``ticker``, ``book``, ``gaps``."""

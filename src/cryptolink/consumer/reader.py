@@ -39,9 +39,8 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import nats.errors
 import nats.js.errors
@@ -52,12 +51,12 @@ from nats.js import api
 from cryptolink.clock import Clock, SystemClock
 from cryptolink.consumer.decode import Event, MalformedMessage, decode
 from cryptolink.errors import NatsError
-from cryptolink.redact import redact_url, scrub, url_secrets
+from cryptolink.redact import redact_url, scrub
+from cryptolink.sinks.nats_credentials import NatsCredentials
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
-    from cryptolink.config import NatsConfig
 
 __all__ = [
     "DEFAULT_SERVERS",
@@ -84,57 +83,6 @@ class ReaderError(NatsError):
 
 class NatsUnavailable(NatsError, ConnectionError):
     """No NATS server answered in time (the message names the servers, passwords hidden, and the last error)."""
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class NatsCredentials:
-    """How to authenticate to NATS; all optional (a URL's ``user:password@`` works too).
-
-    Attributes:
-        user / password: user and password (together).
-        token: an authentication token.
-        creds_file: a NATS ``.creds`` file (JWT and NKey seed).
-
-    The secrets never appear in ``repr`` or in error texts of this package.
-    """
-
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds_file: Path | None = None
-
-    @classmethod
-    def from_config(cls, cfg: NatsConfig) -> NatsCredentials:
-        """The credentials of a configuration's ``nats`` section."""
-        return cls(
-            user=cfg.user.get_secret_value() if cfg.user is not None else None,
-            password=cfg.password.get_secret_value() if cfg.password is not None else None,
-            token=cfg.token.get_secret_value() if cfg.token is not None else None,
-            creds_file=cfg.creds_file,
-        )
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`nats.aio.client.Client.connect`."""
-        kw: dict[str, Any] = {}
-        if self.user is not None:
-            kw["user"] = self.user
-        if self.password is not None:
-            kw["password"] = self.password
-        if self.token is not None:
-            kw["token"] = self.token
-        if self.creds_file is not None:
-            kw["user_credentials"] = str(self.creds_file)
-        return kw
-
-    def secrets(self) -> list[str]:
-        """The secret values (to scrub from texts)."""
-        return [s for s in (self.password, self.token) if s]
-
-    def __repr__(self) -> str:
-        return (
-            f"NatsCredentials(user={self.user!r}, password={'***' if self.password else None}, "
-            f"token={'***' if self.token else None}, creds_file={self.creds_file!r})"
-        )
 
 
 async def connect_nats(
@@ -166,7 +114,7 @@ async def connect_nats(
     if not servers:
         raise ValueError("no NATS servers given")
     creds = credentials or NatsCredentials()
-    secrets = creds.secrets() + [s for url in servers for s in url_secrets(url)]
+    secrets = creds.secrets(servers)
     last: list[BaseException] = []
 
     async def error_cb(exc: Exception) -> None:

@@ -42,6 +42,7 @@ from cryptolink.sinks.rotating import RotationPolicy
 from cryptolink.sinks.writer import Chunk, StreamKey, Writer
 
 __all__ = [
+    "EVENT_DECODERS",
     "JsonlEvent",
     "JsonlSink",
     "JsonlSinkStats",
@@ -70,12 +71,14 @@ _CHANNEL_OF: tuple[tuple[type, str], ...] = (
     (BookUpdate, Channel.BOOK.value),
     (Gap, GAPS_CHANNEL),
 )
-_DECODERS: dict[str, msgspec.json.Decoder[JsonlEvent]] = {
+EVENT_DECODERS: dict[str, msgspec.json.Decoder[JsonlEvent]] = {
     Channel.TRADES.value: msgspec.json.Decoder(Trade),
     Channel.TICKER.value: msgspec.json.Decoder(Ticker),
     Channel.BOOK.value: msgspec.json.Decoder(BookUpdate),
     GAPS_CHANNEL: msgspec.json.Decoder(Gap),
 }
+"""A decoder per channel (``trades``, ``ticker``, ``book``, ``gaps``) of the events as they are encoded in a JSONL
+line or a NATS message: exact ``Decimal`` values."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,10 +488,10 @@ def read_jsonl(
     """
     p = Path(path)
     name = p.name.split(".", 1)[0] if channel is None else str(channel)
-    decoder = _DECODERS.get(name)
+    decoder = EVENT_DECODERS.get(name)
     if decoder is None:
         raise ValueError(
-            f"{p}: cannot tell the channel from the file name; pass channel= (one of {list(_DECODERS)})"
+            f"{p}: cannot tell the channel from the file name; pass channel= (one of {list(EVENT_DECODERS)})"
         )
     with p.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):

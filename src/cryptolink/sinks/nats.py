@@ -86,9 +86,10 @@ from cryptolink.clock import Clock, SystemClock
 from cryptolink.config import NatsConfig
 from cryptolink.errors import NatsError
 from cryptolink.models import GAPS_CHANNEL, BookUpdate, Channel, Gap, GapCause, Ticker, Trade
-from cryptolink.redact import redact_url, scrub, url_secrets
+from cryptolink.redact import redact_url, scrub
 from cryptolink.report import Section
 from cryptolink.sinks.base import SinkHealth
+from cryptolink.sinks.nats_credentials import NatsCredentials
 from cryptolink.sinks.nats_streams import EnsureResult, ensure_stream
 from cryptolink.sinks.nats_subjects import message_id, subject
 
@@ -314,7 +315,8 @@ class NatsSink:
         self._dup_window_s = config.stream.duplicate_window_s
         self._late_sends = 0
         self._max_msg_size = config.stream.max_msg_size if config.streams != "off" else 64 * 1024 * 1024
-        self._secrets = self._secret_texts(config)
+        self._credentials = NatsCredentials.from_config(config)
+        self._secrets = self._credentials.secrets(config.servers)
         self._encode = msgspec.json.Encoder().encode
         self._decode_ack = msgspec.json.Decoder(dict[str, Any]).decode
         # buffers
@@ -969,13 +971,7 @@ class NatsSink:
             "error_cb": self._on_error,
             "closed_cb": self._on_closed,
         }
-        if cfg.user is not None and cfg.password is not None:
-            opts["user"] = cfg.user.get_secret_value()
-            opts["password"] = cfg.password.get_secret_value()
-        if cfg.token is not None:
-            opts["token"] = cfg.token.get_secret_value()
-        if cfg.creds_file is not None:
-            opts["user_credentials"] = str(cfg.creds_file)
+        opts.update(self._credentials.connect_kwargs())
         return opts
 
     async def _on_first_connect(self, *, strict: bool) -> None:
@@ -1101,13 +1097,6 @@ class NatsSink:
         if url is not None:
             self._last_server = f"{url.scheme}://{url.hostname}:{url.port}"
         return self._last_server
-
-    @staticmethod
-    def _secret_texts(config: NatsConfig) -> list[str]:
-        out = [s.get_secret_value() for s in (config.password, config.token) if s is not None]
-        for server in config.servers:
-            out.extend(url_secrets(server))
-        return [s for s in out if s]
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
